@@ -1,0 +1,44 @@
+package wire
+
+// Stats is the JSON document a StatReply carries (the schema of
+// `tandem stat`). Fields are added, never renamed: clients ignore unknown ones.
+type Stats struct {
+	Instance      string        `json:"instance"`
+	Version       string        `json:"version"`
+	Engine        string        `json:"engine"` // event-loop backend in use and why, e.g. "epoll"
+	Loops         int           `json:"loops"`  // event loops (shards)
+	UptimeSeconds float64       `json:"uptime_seconds"`
+	Connections   int           `json:"connections"`   // open client connections
+	Subscriptions int           `json:"subscriptions"` // active subscriptions
+	Stored        uint64        `json:"messages_stored"`
+	Duplicates    uint64        `json:"duplicates_dropped"`
+	Journal       JournalStats  `json:"journal"`
+	Topics        []TopicStats  `json:"topics"`
+	Clients       []ClientStats `json:"clients,omitempty"`
+}
+
+// JournalStats describes the journal in a Stats document.
+type JournalStats struct {
+	FirstSeq  uint64 `json:"first_seq"`
+	LastSeq   uint64 `json:"last_seq"`
+	SyncedSeq uint64 `json:"synced_seq"`
+	Bytes     int64  `json:"bytes"`
+	Segments  int    `json:"segments"`
+	Syncs     uint64 `json:"syncs"`
+}
+
+// TopicStats counts messages stored per topic since the journal began
+// (rebuilt from the journal at start-up).
+type TopicStats struct {
+	Topic    string `json:"topic"`
+	Messages uint64 `json:"messages"`
+}
+
+// ClientStats describes one connected client.
+type ClientStats struct {
+	Name          string `json:"name"`
+	Remote        string `json:"remote"`
+	Loop          int    `json:"loop"`
+	Subscriptions int    `json:"subscriptions"`
+	LastPubSeq    uint64 `json:"last_pub_seq"`
+}
