@@ -15,7 +15,7 @@
 //	32     8    publisher   publisher id: ID(client name)
 //	40     8    pubseq      publisher sequence number, assigned by the publisher
 //	48     2    topicLen    bytes of topic
-//	50     2    flags       reserved, zero
+//	50     2    flags       bit 0 FlagBatchStart (set by the journal), others reserved zero
 //	52     4    payloadLen  bytes of payload
 //	56     ...  topic, then payload
 //
@@ -97,9 +97,13 @@ type Header struct {
 func Size(topicLen, payloadLen int) int { return HeaderSize + topicLen + payloadLen }
 
 // Append encodes a record onto dst and returns the extended slice. topic must
-// be at most MaxTopic bytes (the caller validates; wire frames cannot carry
-// longer ones).
+// be at most MaxTopic bytes and payload below 4 GiB minus the header: the
+// caller validates (wire frames cannot carry longer ones); Append panics
+// rather than write a record whose lengths lie.
 func Append(dst []byte, h *Header, topic, payload []byte) []byte {
+	if len(topic) > MaxTopic || uint64(len(payload)) > 1<<32-1-HeaderSize-uint64(len(topic)) {
+		panic("record: topic or payload too long")
+	}
 	n := Size(len(topic), len(payload))
 	start := len(dst)
 	dst = grow(dst, n)
@@ -159,18 +163,19 @@ func Parse(b []byte) (View, int, error) {
 	if len(b) < HeaderSize {
 		return View{}, 0, ErrShort
 	}
-	n := int(binary.LittleEndian.Uint32(b[offLength:]))
-	if n < HeaderSize {
-		return View{}, 0, fmt.Errorf("%w: %d < header %d", ErrLength, n, HeaderSize)
+	n32 := binary.LittleEndian.Uint32(b[offLength:])
+	if n32 < HeaderSize {
+		return View{}, 0, fmt.Errorf("%w: %d < header %d", ErrLength, n32, HeaderSize)
 	}
-	tl := int(binary.LittleEndian.Uint16(b[offTopicLen:]))
-	pl := int(binary.LittleEndian.Uint32(b[offPayloadLen:]))
-	if HeaderSize+tl+pl != n {
-		return View{}, 0, fmt.Errorf("%w: length %d != %d+%d+%d", ErrLength, n, HeaderSize, tl, pl)
+	tl := uint64(binary.LittleEndian.Uint16(b[offTopicLen:]))
+	pl := uint64(binary.LittleEndian.Uint32(b[offPayloadLen:]))
+	if HeaderSize+tl+pl != uint64(n32) { // in uint64: no wrap-around on 32-bit builds
+		return View{}, 0, fmt.Errorf("%w: length %d != %d+%d+%d", ErrLength, n32, HeaderSize, tl, pl)
 	}
-	if len(b) < n {
+	if uint64(len(b)) < uint64(n32) {
 		return View{}, 0, ErrShort
 	}
+	n := int(n32)
 	return View{b: b[:n:n]}, n, nil
 }
 
@@ -209,7 +214,7 @@ func (v View) CRC() uint32 { return binary.LittleEndian.Uint32(v.b[offCRC:]) }
 // Topic returns the topic bytes (a view, not a copy).
 func (v View) Topic() []byte {
 	tl := int(binary.LittleEndian.Uint16(v.b[offTopicLen:]))
-	return v.b[HeaderSize : HeaderSize+tl]
+	return v.b[HeaderSize : HeaderSize+tl : HeaderSize+tl]
 }
 
 // Payload returns the payload bytes (a view, not a copy).

@@ -122,8 +122,11 @@ type Logon struct {
 
 const logonFixed = 12
 
-// AppendLogon appends a Logon frame.
+// AppendLogon appends a Logon frame. Name and Credentials must each be at
+// most 65535 bytes (MaxField); longer ones panic instead of encoding a
+// frame whose lengths lie.
 func AppendLogon(dst []byte, m *Logon) []byte {
+	checkField(len(m.Name), len(m.Credentials))
 	dst, s := appendHeader(dst, TypeLogon)
 	dst = le.AppendUint16(dst, m.MinVersion)
 	dst = le.AppendUint16(dst, m.MaxVersion)
@@ -147,7 +150,7 @@ func DecodeLogon(body []byte, m *Logon) error {
 	m.MinVersion = le.Uint16(body)
 	m.MaxVersion = le.Uint16(body[2:])
 	m.HeartbeatMillis = le.Uint32(body[4:])
-	m.Name = body[logonFixed : logonFixed+nl]
+	m.Name = body[logonFixed : logonFixed+nl : logonFixed+nl]
 	m.Credentials = body[logonFixed+nl:]
 	return nil
 }
@@ -166,6 +169,7 @@ const logonReplyFixed = 24
 
 // AppendLogonReply appends a LogonReply frame.
 func AppendLogonReply(dst []byte, m *LogonReply) []byte {
+	checkField(len(m.Instance))
 	dst, s := appendHeader(dst, TypeLogonReply)
 	dst = le.AppendUint16(dst, m.Version)
 	dst = le.AppendUint16(dst, 0)
@@ -206,8 +210,10 @@ const publishFixed = 12
 // PublishOverhead is the frame bytes a Publish adds to topic and payload.
 const PublishOverhead = HeaderSize + publishFixed
 
-// AppendPublish appends a Publish frame.
+// AppendPublish appends a Publish frame. topic must be at most MaxField
+// bytes (callers validate; a longer one panics).
 func AppendPublish(dst []byte, pubSeq uint64, ack AckWanted, topic, payload []byte) []byte {
+	checkField(len(topic))
 	dst, s := appendHeader(dst, TypePublish)
 	dst = le.AppendUint64(dst, pubSeq)
 	dst = le.AppendUint16(dst, uint16(len(topic)))
@@ -232,7 +238,7 @@ func DecodePublish(body []byte, m *Publish) error {
 	}
 	m.PubSeq = le.Uint64(body)
 	m.Ack = ack
-	m.Topic = body[publishFixed : publishFixed+tl]
+	m.Topic = body[publishFixed : publishFixed+tl : publishFixed+tl]
 	m.Payload = body[publishFixed+tl:]
 	return nil
 }
@@ -292,8 +298,10 @@ func (m *Subscribe) Bookmark(i int) record.Bookmark {
 	return b
 }
 
-// AppendSubscribe appends a Subscribe frame.
+// AppendSubscribe appends a Subscribe frame. topic and the bookmark count
+// must each be at most MaxField (a larger one panics).
 func AppendSubscribe(dst []byte, subID uint32, start StartKind, match MatchKind, topic []byte, bookmarks ...record.Bookmark) []byte {
+	checkField(len(topic), len(bookmarks))
 	dst, s := appendHeader(dst, TypeSubscribe)
 	dst = le.AppendUint32(dst, subID)
 	dst = append(dst, byte(start), byte(match))
@@ -329,7 +337,7 @@ func DecodeSubscribe(body []byte, m *Subscribe) error {
 	}
 	m.SubID = le.Uint32(body)
 	m.Start, m.Match = start, match
-	m.Topic = body[subscribeFixed : subscribeFixed+tl]
+	m.Topic = body[subscribeFixed : subscribeFixed+tl : subscribeFixed+tl]
 	m.Bookmarks = body[subscribeFixed+tl:]
 	return nil
 }
@@ -450,4 +458,16 @@ func AppendStatReply(dst []byte, doc []byte) []byte {
 	dst, s := appendHeader(dst, TypeStatReply)
 	dst = append(dst, doc...)
 	return finish(dst, s)
+}
+
+// MaxField is the largest length a 16-bit length field (topic, name,
+// credentials, bookmark count) can carry.
+const MaxField = 1<<16 - 1
+
+func checkField(lens ...int) {
+	for _, n := range lens {
+		if n > MaxField {
+			panic(fmt.Sprintf("wire: field of %d bytes exceeds %d", n, MaxField))
+		}
+	}
 }

@@ -124,7 +124,7 @@ func Split(buf []byte, maxFrame int) (f Frame, n int, err error) {
 	if size < HeaderSize {
 		return Frame{}, 0, fmt.Errorf("%w: length %d below header size", ErrMalformed, size)
 	}
-	if uint64(size) > uint64(maxFrame) {
+	if maxFrame < HeaderSize || int64(size) > int64(maxFrame) {
 		return Frame{}, 0, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, size, maxFrame)
 	}
 	if len(buf) < int(size) {

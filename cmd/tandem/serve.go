@@ -1,12 +1,187 @@
 package main
 
 import (
+	"flag"
 	"fmt"
+	"log/slog"
 	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/tandemhq/tandem/engine"
+	"github.com/tandemhq/tandem/journal"
 )
 
-// runServe is replaced by the real server command.
+// serveConfig is the TOML configuration of `tandem serve`. Every key has a
+// flag of the same name (with dashes): flags given on the command line
+// override the file.
+type serveConfig struct {
+	Name   string `toml:"name"`
+	Listen string `toml:"listen"`
+	Data   string `toml:"data"`
+
+	Loops int    `toml:"loops"`
+	Pin   bool   `toml:"pin"`
+	CPUs  string `toml:"cpus"` // comma-separated core list for the loops
+
+	SegmentSize    int64    `toml:"segment-size"`
+	SyncDelay      duration `toml:"sync-delay"`
+	SyncBytes      int      `toml:"sync-bytes"`
+	RetentionAge   duration `toml:"retention-age"`
+	RetentionBytes int64    `toml:"retention-bytes"`
+
+	MaxFrame       int      `toml:"max-frame"`
+	MaxTopic       int      `toml:"max-topic"`
+	WriteHighWater int      `toml:"write-high-water"`
+	LogonTimeout   duration `toml:"logon-timeout"`
+	LogLevel       string   `toml:"log-level"`
+}
+
+// duration reads "250ms"-style strings in TOML.
+type duration struct{ time.Duration }
+
+func (d *duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	d.Duration = v
+	return err
+}
+
+func (d *duration) String() string { return d.Duration.String() }
+func (d *duration) Set(s string) error {
+	return d.UnmarshalText([]byte(s))
+}
+
+const serveUsage = `usage: tandem serve [flags]
+
+Runs one Tandem instance. With no flags it serves 127.0.0.1:7400 with its
+journal in ./data. Every flag is also a key of the --config TOML file
+(same name); flags given on the command line win.
+
+`
+
 func runServe(args []string) int {
-	fmt.Fprintln(os.Stderr, "tandem serve: not built yet")
-	return 2
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(os.Stderr, serveUsage); fs.PrintDefaults() }
+	var cfg serveConfig
+	configFile := fs.String("config", "", "TOML configuration `file`")
+	fs.StringVar(&cfg.Name, "name", "", "instance name (default: the host name)")
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7400", "client `address`")
+	fs.StringVar(&cfg.Data, "data", "data", "journal `directory`")
+	fs.IntVar(&cfg.Loops, "loops", 0, "event loops (default: one per core)")
+	fs.BoolVar(&cfg.Pin, "pin", false, "pin each event loop to a core")
+	fs.StringVar(&cfg.CPUs, "cpus", "", "comma-separated cores for the loops (with --pin)")
+	fs.Int64Var(&cfg.SegmentSize, "segment-size", 64<<20, "journal segment `bytes`")
+	fs.Var(&cfg.SyncDelay, "sync-delay", "longest wait to batch more data into one fdatasync (0: sync as soon as the last one returned)")
+	fs.IntVar(&cfg.SyncBytes, "sync-bytes", 4<<20, "most `bytes` written and synced per group commit")
+	fs.Var(&cfg.RetentionAge, "retention-age", "delete journal segments older than this (0: keep)")
+	fs.Int64Var(&cfg.RetentionBytes, "retention-bytes", 0, "delete oldest journal segments above this total (0: keep)")
+	fs.IntVar(&cfg.MaxFrame, "max-frame", 0, "largest frame accepted in bytes (default 4 MiB + 64 KiB)")
+	fs.IntVar(&cfg.MaxTopic, "max-topic", 1024, "longest topic in bytes")
+	fs.IntVar(&cfg.WriteHighWater, "write-high-water", 1<<20, "pending output per connection before reading and deliveries pause")
+	fs.Var(&cfg.LogonTimeout, "logon-timeout", "close connections that do not log on within this (default 10s)")
+	fs.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "tandem serve: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if *configFile != "" {
+		if err := loadServeConfig(*configFile, fs, &cfg); err != nil {
+			fmt.Fprintf(os.Stderr, "tandem serve: %v\n", err)
+			return 2
+		}
+	}
+	ec, err := cfg.engineConfig()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "tandem serve: %v\n", err)
+		return 2
+	}
+	srv, err := engine.New(ec)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "tandem serve: %v\n", err)
+		return 1
+	}
+	if err := srv.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "tandem serve: %v\n", err)
+		return 1
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	sig := <-sigs
+	ec.Logger.Info("shutting down", "signal", sig.String())
+	signal.Stop(sigs)
+	if err := srv.Close(); err != nil {
+		fmt.Fprintf(os.Stderr, "tandem serve: shutdown: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// loadServeConfig reads file into cfg, then re-applies the flags that were
+// set on the command line so they win.
+func loadServeConfig(file string, fs *flag.FlagSet, cfg *serveConfig) error {
+	fromFile := *cfg
+	md, err := toml.DecodeFile(file, &fromFile)
+	if err != nil {
+		return fmt.Errorf("config %s: %w", file, err)
+	}
+	if undec := md.Undecoded(); len(undec) > 0 {
+		return fmt.Errorf("config %s: unknown keys %v", file, undec)
+	}
+	*cfg = fromFile
+	var errs []string
+	fs.Visit(func(f *flag.Flag) {
+		if err := fs.Set(f.Name, f.Value.String()); err != nil {
+			errs = append(errs, err.Error())
+		}
+	})
+	if len(errs) > 0 {
+		return fmt.Errorf("flags: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+func (c *serveConfig) engineConfig() (engine.Config, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return engine.Config{}, fmt.Errorf("log-level %q: %v", c.LogLevel, err)
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	var cpus []int
+	if c.CPUs != "" {
+		for _, f := range strings.Split(c.CPUs, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 0 {
+				return engine.Config{}, fmt.Errorf("cpus: %q is not a core number", f)
+			}
+			cpus = append(cpus, n)
+		}
+	}
+	if c.Loops < 0 {
+		return engine.Config{}, fmt.Errorf("loops: %d is negative", c.Loops)
+	}
+	if c.SegmentSize < 1<<20 {
+		return engine.Config{}, fmt.Errorf("segment-size: %d is below 1 MiB", c.SegmentSize)
+	}
+	return engine.Config{
+		Name: c.Name, Listen: c.Listen, DataDir: c.Data,
+		Loops: c.Loops, Pin: c.Pin, CPUs: cpus,
+		MaxFrame: c.MaxFrame, MaxTopic: c.MaxTopic, WriteHighWater: c.WriteHighWater,
+		LogonTimeout: c.LogonTimeout.Duration,
+		Journal: journal.Options{
+			SegmentSize:    c.SegmentSize,
+			MaxSyncDelay:   c.SyncDelay.Duration,
+			MaxBatchBytes:  c.SyncBytes,
+			RetentionAge:   c.RetentionAge.Duration,
+			RetentionBytes: c.RetentionBytes,
+		},
+		Logger: logger,
+	}, nil
 }

@@ -1,0 +1,625 @@
+package engine
+
+import (
+	"bytes"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tandemhq/tandem/engine/poll"
+	"github.com/tandemhq/tandem/journal"
+	"github.com/tandemhq/tandem/record"
+	"github.com/tandemhq/tandem/wire"
+)
+
+// Aliases so the loop reads like the protocol.
+const (
+	codeShutdown = wire.CodeShutdown
+	maxNameLen   = 256
+	// maxScanPerPump bounds how many journal records one subscription pump
+	// examines, so a filtered replay over a long journal cannot monopolise
+	// its loop; the loop comes back for more without blocking in Wait.
+	maxScanPerPump = 16384
+	// maxReadsPerEvent bounds reads per readiness event, for fairness.
+	maxReadsPerEvent = 4
+)
+
+// conn is one client connection, owned by its loop.
+//
+// Memory per connection is bounded: the read buffer is ReadBuffer bytes and
+// grows only to hold one frame of at most MaxFrame; pending output stays
+// below WriteHighWater plus one frame, because deliveries stop at the high
+// water mark and the loop stops reading a connection whose output is above
+// it. A slow subscriber therefore costs no memory beyond that: it is served
+// from the journal, at its own pace, by its cursor.
+type conn struct {
+	lp     *loop
+	fd     int
+	remote string
+
+	rbuf []byte
+	rn   int // bytes of rbuf filled
+	wbuf []byte
+	woff int // bytes of wbuf already written
+
+	created, lastRecv, lastSend int64
+	hb                          int64 // heartbeat interval in ns; 0: none
+
+	client *clientInfo // nil until logon
+	pub    *publisher
+
+	subs []*subscription
+
+	acks          ackQueue
+	maxLocal      uint64 // highest local seq this connection's publishes map to
+	inAcking      bool
+	dirty         bool
+	closed        bool
+	watchingWrite bool
+	readPaused    bool
+
+	// the publish batch being parsed from one read (journal lock held while
+	// locked is true)
+	locked        bool
+	wantReceived  bool
+	receivedSeq   uint64
+	wantPersisted bool
+	persistedSeq  uint64
+	lastTopic     []byte
+	lastTopicCnt  *topicCount
+}
+
+type subscription struct {
+	id  uint32
+	m   *matcher
+	cur *journal.Cursor
+}
+
+// publishBatch is per-loop scratch for building record headers.
+type publishBatch struct {
+	hdr record.Header
+}
+
+func newConn(lp *loop, fd int, remote string) *conn {
+	return &conn{
+		lp: lp, fd: fd, remote: remote,
+		rbuf:    make([]byte, lp.srv.cfg.ReadBuffer),
+		created: lp.now, lastRecv: lp.now, lastSend: lp.now,
+	}
+}
+
+func (c *conn) pending() int { return len(c.wbuf) - c.woff }
+
+// onReadable reads what the socket has and handles every whole frame.
+func (c *conn) onReadable() {
+	for i := 0; i < maxReadsPerEvent && !c.closed && !c.readPaused; i++ {
+		if c.rn == len(c.rbuf) {
+			c.fail(wire.CodeMalformed, "read buffer full") // cannot happen: process grows it
+			return
+		}
+		n, err := unix.Read(c.fd, c.rbuf[c.rn:])
+		if n > 0 {
+			c.rn += n
+			c.lastRecv = c.lp.now
+			c.process()
+			continue
+		}
+		if err == unix.EAGAIN || err == unix.EINTR {
+			return
+		}
+		// EOF or a socket error: the peer is gone.
+		c.close()
+		return
+	}
+}
+
+// process handles the whole frames in the read buffer, then keeps the
+// partial frame at the front (the only copy on the read path).
+func (c *conn) process() {
+	maxFrame := c.lp.srv.cfg.MaxFrame
+	off := 0
+	for !c.closed {
+		f, n, err := wire.Split(c.rbuf[off:c.rn], maxFrame)
+		if err != nil {
+			c.endBatch()
+			code := wire.CodeMalformed
+			if n == 0 && len(c.rbuf[off:c.rn]) >= 4 && wire.Need(c.rbuf[off:c.rn]) > maxFrame {
+				code = wire.CodeTooLarge
+			}
+			c.fail(code, err.Error())
+			return
+		}
+		if n == 0 {
+			break
+		}
+		off += n
+		c.handle(f)
+	}
+	c.endBatch()
+	if c.closed {
+		return
+	}
+	if off > 0 {
+		c.rn = copy(c.rbuf, c.rbuf[off:c.rn])
+	}
+	if need := wire.Need(c.rbuf[:c.rn]); need > len(c.rbuf) {
+		nb := make([]byte, need)
+		copy(nb, c.rbuf[:c.rn])
+		c.rbuf = nb
+	} else if c.rn == 0 && len(c.rbuf) > c.lp.srv.cfg.ReadBuffer {
+		c.rbuf = make([]byte, c.lp.srv.cfg.ReadBuffer) // give back a big frame's buffer
+	}
+	if c.pending() > c.lp.srv.cfg.WriteHighWater {
+		c.pauseReading(true) // the client is not reading its acks: stop reading it
+	}
+}
+
+func (c *conn) handle(f wire.Frame) {
+	if f.Type != wire.TypePublish && f.Type != wire.TypeHeartbeat && f.Type != wire.TypeFlush {
+		c.endBatch() // other frames may touch the journal's readers: drop the append lock
+	}
+	if c.client == nil && f.Type != wire.TypeLogon {
+		c.fail(wire.CodeNotLoggedOn, fmt.Sprintf("%s before logon", f.Type))
+		return
+	}
+	switch f.Type {
+	case wire.TypePublish:
+		c.onPublish(f.Body)
+	case wire.TypeHeartbeat:
+	case wire.TypeFlush:
+		c.onFlush(f.Body)
+	case wire.TypeLogon:
+		c.onLogon(f.Body)
+	case wire.TypeSubscribe:
+		c.onSubscribe(f.Body)
+	case wire.TypeUnsubscribe:
+		c.onUnsubscribe(f.Body)
+	case wire.TypeStatRequest:
+		c.wbuf = wire.AppendStatReply(c.wbuf, c.lp.srv.statsJSON())
+		c.lp.markDirty(c)
+	default:
+		c.fail(wire.CodeUnknownFrame, fmt.Sprintf("unexpected frame %s from a client", f.Type))
+	}
+}
+
+func (c *conn) onPublish(body []byte) {
+	var m wire.Publish
+	if err := wire.DecodePublish(body, &m); err != nil {
+		c.fail(wire.CodeMalformed, err.Error())
+		return
+	}
+	if len(m.Topic) == 0 || len(m.Topic) > c.lp.srv.cfg.MaxTopic {
+		c.fail(wire.CodeBadTopic, fmt.Sprintf("publish %d: topic of %d bytes (1..%d allowed)", m.PubSeq, len(m.Topic), c.lp.srv.cfg.MaxTopic))
+		return
+	}
+	if m.PubSeq == 0 {
+		c.fail(wire.CodeMalformed, "publish with publisher sequence 0 (sequences start at 1)")
+		return
+	}
+	s := c.lp.srv
+	if !c.locked {
+		s.j.Lock()
+		c.locked = true
+	}
+	p := c.pub
+	var local uint64
+	if p.has(m.PubSeq) {
+		// Already stored: acknowledge, do not store again. The original may
+		// not be synced yet; the publisher's newest record covers it.
+		s.idx.duplicates.Add(1)
+		local = p.lastLocal
+	} else {
+		h := &c.lp.batch.hdr
+		h.Time = c.lp.now
+		h.Origin = s.origin
+		h.Publisher = p.id
+		h.PubSeq = m.PubSeq
+		seq, err := s.j.AppendLocked(h, m.Topic, m.Payload)
+		if err != nil {
+			c.endBatch()
+			c.wbuf = wire.AppendAck(c.wbuf, wire.AckKindPersisted, wire.CodeStorage, m.PubSeq, err.Error())
+			c.fail(wire.CodeStorage, "journal: "+err.Error())
+			return
+		}
+		local = seq
+		p.add(m.PubSeq, seq)
+		if c.lastTopicCnt == nil || !bytes.Equal(m.Topic, c.lastTopic) {
+			c.lastTopicCnt = s.idx.topicLocked(m.Topic)
+			c.lastTopic = append(c.lastTopic[:0], m.Topic...)
+		}
+		c.lastTopicCnt.n.Add(1)
+		s.idx.stored.Add(1)
+	}
+	if local > c.maxLocal {
+		c.maxLocal = local
+	}
+	switch m.Ack {
+	case wire.AckReceived:
+		c.wantReceived, c.receivedSeq = true, m.PubSeq
+	case wire.AckPersisted:
+		c.wantPersisted, c.persistedSeq = true, m.PubSeq
+	}
+}
+
+// endBatch releases the journal lock taken for a run of publishes and
+// queues the acks the run asked for.
+func (c *conn) endBatch() {
+	if c.locked {
+		c.lp.srv.j.Unlock()
+		c.locked = false
+	}
+	if c.wantReceived {
+		c.wantReceived = false
+		c.wbuf = wire.AppendAck(c.wbuf, wire.AckKindReceived, 0, c.receivedSeq, "")
+		c.lp.markDirty(c)
+	}
+	if c.wantPersisted {
+		c.wantPersisted = false
+		c.queueAck(wire.AckKindPersisted, c.persistedSeq)
+	}
+}
+
+func (c *conn) onFlush(body []byte) {
+	token, err := wire.DecodeFlush(body)
+	if err != nil {
+		c.endBatch()
+		c.fail(wire.CodeMalformed, err.Error())
+		return
+	}
+	if c.wantPersisted { // keep acks in the order the client sent
+		c.wantPersisted = false
+		c.queueAck(wire.AckKindPersisted, c.persistedSeq)
+	}
+	c.queueAck(wire.AckKindFlushed, token)
+}
+
+// queueAck queues an ack that goes out once the journal has synced through
+// everything this connection has published so far.
+func (c *conn) queueAck(kind wire.AckKind, seq uint64) {
+	c.acks.push(pendingAck{local: c.maxLocal, seq: seq, kind: kind})
+	if !c.inAcking {
+		c.inAcking = true
+		c.lp.acking = append(c.lp.acking, c)
+		c.lp.interested.Store(true)
+	}
+}
+
+// releaseAcks sends the queued acks that synced now covers, coalescing
+// consecutive persisted acks into one.
+func (c *conn) releaseAcks(synced uint64) {
+	var persisted uint64
+	have := false
+	for c.acks.len() > 0 && c.acks.front().local <= synced {
+		a := c.acks.pop()
+		if a.kind == wire.AckKindPersisted {
+			persisted, have = a.seq, true
+			continue
+		}
+		if have {
+			c.wbuf = wire.AppendAck(c.wbuf, wire.AckKindPersisted, 0, persisted, "")
+			have = false
+		}
+		c.wbuf = wire.AppendAck(c.wbuf, a.kind, 0, a.seq, "")
+		c.lp.markDirty(c)
+	}
+	if have {
+		c.wbuf = wire.AppendAck(c.wbuf, wire.AckKindPersisted, 0, persisted, "")
+		c.lp.markDirty(c)
+	}
+}
+
+func (c *conn) onLogon(body []byte) {
+	var m wire.Logon
+	if err := wire.DecodeLogon(body, &m); err != nil {
+		c.fail(wire.CodeMalformed, err.Error())
+		return
+	}
+	if c.client != nil {
+		c.fail(wire.CodeAlreadyLoggedOn, "second logon on one connection")
+		return
+	}
+	lo, hi := max(m.MinVersion, wire.MinVersion), min(m.MaxVersion, wire.MaxVersion)
+	if lo > hi {
+		c.fail(wire.CodeVersion, fmt.Sprintf("no common protocol version: client speaks %d..%d, server %d..%d",
+			m.MinVersion, m.MaxVersion, wire.MinVersion, wire.MaxVersion))
+		return
+	}
+	if len(m.Name) == 0 || len(m.Name) > maxNameLen || !utf8.Valid(m.Name) {
+		c.fail(wire.CodeMalformed, fmt.Sprintf("client name must be 1..%d bytes of UTF-8", maxNameLen))
+		return
+	}
+	s := c.lp.srv
+	name := string(m.Name)
+	if s.cfg.Authenticate != nil {
+		if err := s.cfg.Authenticate(name, m.Credentials); err != nil {
+			s.log.Warn("logon refused", "client", name, "remote", c.remote, "err", err)
+			c.fail(wire.CodeAuth, "authentication failed: "+err.Error())
+			return
+		}
+	}
+	ci, err := s.logon(name, c.remote, c.lp.id)
+	if err != nil {
+		c.fail(wire.CodeNameInUse, fmt.Sprintf("client name %q is already logged on (one connection per name)", name))
+		return
+	}
+	c.client, c.pub = ci, ci.pub
+	if m.HeartbeatMillis > 0 {
+		hb := time.Duration(m.HeartbeatMillis) * time.Millisecond
+		hb = min(max(hb, s.cfg.MinHeartbeat), s.cfg.MaxHeartbeat)
+		c.hb = int64(hb)
+	}
+	c.wbuf = wire.AppendLogonReply(c.wbuf, &wire.LogonReply{
+		Version:         hi,
+		HeartbeatMillis: uint32(c.hb / int64(time.Millisecond)),
+		LastPubSeq:      s.lastPubSeq(ci.pub),
+		Instance:        []byte(s.cfg.Name),
+	})
+	c.lp.markDirty(c)
+}
+
+func (c *conn) onSubscribe(body []byte) {
+	var m wire.Subscribe
+	if err := wire.DecodeSubscribe(body, &m); err != nil {
+		c.fail(wire.CodeMalformed, err.Error())
+		return
+	}
+	refuse := func(code wire.Code, text string) {
+		c.wbuf = wire.AppendAck(c.wbuf, wire.AckKindSubscribed, code, uint64(m.SubID), text)
+		c.lp.markDirty(c)
+	}
+	for _, sub := range c.subs {
+		if sub.id == m.SubID {
+			refuse(wire.CodeSubIDInUse, fmt.Sprintf("subscription id %d is already active", m.SubID))
+			return
+		}
+	}
+	if len(m.Topic) == 0 || len(m.Topic) > c.lp.srv.cfg.MaxTopic {
+		refuse(wire.CodeBadTopic, fmt.Sprintf("topic of %d bytes (1..%d allowed)", len(m.Topic), c.lp.srv.cfg.MaxTopic))
+		return
+	}
+	mt, err := newMatcher(m.Match, m.Topic)
+	if err != nil {
+		refuse(wire.CodeBadPattern, err.Error())
+		return
+	}
+	j := c.lp.srv.j
+	var from uint64
+	switch m.Start {
+	case wire.StartNow:
+		from = j.LastSeq() + 1
+	case wire.StartEpoch:
+		from = j.FirstSeq()
+	case wire.StartBookmark:
+		b := m.Bookmark(0)
+		if b.Seq < j.FirstSeq() {
+			from = j.FirstSeq() // older than the journal holds: start at its beginning
+			break
+		}
+		seq, err := j.Find(b)
+		if err != nil {
+			refuse(wire.CodeBadBookmark, fmt.Sprintf("bookmark %s: %v", b, err))
+			return
+		}
+		from = seq + 1
+	}
+	cur, err := j.NewCursor(from)
+	if err != nil {
+		refuse(wire.CodeBadBookmark, fmt.Sprintf("cannot start at %d: %v", from, err))
+		return
+	}
+	c.subs = append(c.subs, &subscription{id: m.SubID, m: mt, cur: cur})
+	if len(c.subs) == 1 {
+		c.lp.subbed = append(c.lp.subbed, c)
+		c.lp.interested.Store(true)
+	}
+	c.lp.nsubs.Add(1)
+	c.client.subs.Add(1)
+	refuse(0, "") // the Subscribed ack goes before any delivery
+	c.pump()
+}
+
+func (c *conn) onUnsubscribe(body []byte) {
+	id, err := wire.DecodeUnsubscribe(body)
+	if err != nil {
+		c.fail(wire.CodeMalformed, err.Error())
+		return
+	}
+	for i, sub := range c.subs {
+		if sub.id == id {
+			sub.cur.Close()
+			c.subs = append(c.subs[:i], c.subs[i+1:]...)
+			c.lp.nsubs.Add(-1)
+			c.client.subs.Add(-1)
+			if len(c.subs) == 0 {
+				c.lp.subbed = removeFrom(c.lp.subbed, c)
+			}
+			c.wbuf = wire.AppendAck(c.wbuf, wire.AckKindUnsubscribed, 0, uint64(id), "")
+			c.lp.markDirty(c)
+			return
+		}
+	}
+	c.wbuf = wire.AppendAck(c.wbuf, wire.AckKindUnsubscribed, wire.CodeUnknownSub, uint64(id), fmt.Sprintf("no active subscription %d", id))
+	c.lp.markDirty(c)
+}
+
+// pump moves durable records from each subscription's cursor into the
+// output buffer until the buffer reaches the high water mark, every cursor
+// is caught up, or the scan budget is spent.
+func (c *conn) pump() {
+	if c.closed {
+		return
+	}
+	highWater := c.lp.srv.cfg.WriteHighWater
+	wrote := false
+	for _, sub := range c.subs {
+		for scanned := 0; c.pending() < highWater; scanned++ {
+			if scanned == maxScanPerPump {
+				c.lp.busy = true
+				break
+			}
+			v, ok := sub.cur.Next()
+			if !ok {
+				break
+			}
+			if sub.m.match(v.Topic()) {
+				c.wbuf = wire.AppendDeliver(c.wbuf, sub.id, v.Bytes())
+				wrote = true
+			}
+		}
+	}
+	if wrote {
+		if p := int64(c.pending()); p > c.lp.maxPending.Load() {
+			c.lp.maxPending.Store(p)
+		}
+		c.lp.markDirty(c)
+	}
+}
+
+// flush writes pending output without blocking.
+func (c *conn) flush() {
+	for c.woff < len(c.wbuf) {
+		n, err := unix.Write(c.fd, c.wbuf[c.woff:])
+		if n > 0 {
+			c.woff += n
+			c.lastSend = c.lp.now
+			continue
+		}
+		if err == unix.EAGAIN {
+			c.watchWrite(true)
+			return
+		}
+		if err == unix.EINTR {
+			continue
+		}
+		c.close()
+		return
+	}
+	c.wbuf, c.woff = c.wbuf[:0], 0
+	c.watchWrite(false)
+	if c.readPaused && !c.lp.srv.stopping.Load() {
+		c.pauseReading(false)
+	}
+}
+
+func (c *conn) onWritable() {
+	c.flush()
+	if !c.closed && c.pending() == 0 && len(c.subs) > 0 {
+		c.pump()
+		c.lp.markDirty(c)
+	}
+}
+
+func (c *conn) events() uint32 {
+	ev := uint32(unix.EPOLLRDHUP)
+	if !c.readPaused {
+		ev |= poll.Readable
+	}
+	if c.watchingWrite {
+		ev |= poll.Writable
+	}
+	return ev
+}
+
+func (c *conn) watchWrite(on bool) {
+	if c.watchingWrite != on && !c.closed {
+		c.watchingWrite = on
+		c.lp.poller.Mod(c.fd, c.events())
+	}
+}
+
+func (c *conn) pauseReading(on bool) {
+	if c.readPaused != on && !c.closed {
+		c.readPaused = on
+		c.lp.poller.Mod(c.fd, c.events())
+	}
+}
+
+// checkTimers enforces the logon deadline and heartbeats.
+func (c *conn) checkTimers(now int64, journalErr error) {
+	s := c.lp.srv
+	switch {
+	case c.client == nil && now-c.created > int64(s.cfg.LogonTimeout):
+		c.fail(wire.CodeNotLoggedOn, fmt.Sprintf("no logon within %v", s.cfg.LogonTimeout))
+	case c.hb > 0 && now-c.lastRecv > 2*c.hb:
+		c.fail(wire.CodeHeartbeat, fmt.Sprintf("silent for more than two heartbeat intervals (%v)", time.Duration(2*c.hb)))
+	case journalErr != nil && c.acks.len() > 0:
+		c.fail(wire.CodeStorage, "journal failed; unacknowledged messages are not persisted: "+journalErr.Error())
+	case c.hb > 0 && now-c.lastSend >= c.hb && c.pending() == 0:
+		c.wbuf = wire.AppendHeartbeat(c.wbuf)
+		c.lp.markDirty(c)
+	}
+}
+
+// fail sends an Error frame (best effort, after pending output) and closes.
+func (c *conn) fail(code wire.Code, text string) {
+	if c.closed {
+		return
+	}
+	if code != codeShutdown {
+		c.lp.srv.log.Info("closing connection", "remote", c.remote, "client", c.name(), "code", code.String(), "reason", text)
+	}
+	c.endBatch()
+	c.wbuf = wire.AppendError(c.wbuf, code, text)
+	c.flush()
+	c.close()
+}
+
+func (c *conn) name() string {
+	if c.client == nil {
+		return ""
+	}
+	return c.client.name
+}
+
+func (c *conn) close() {
+	if c.closed {
+		return
+	}
+	c.endBatch()
+	c.closed = true
+	c.lp.poller.Del(c.fd)
+	unix.Close(c.fd)
+	for _, sub := range c.subs {
+		sub.cur.Close()
+		c.lp.nsubs.Add(-1)
+	}
+	c.subs = nil
+	if c.client != nil {
+		c.lp.srv.logoff(c.client)
+	}
+	c.lp.removeConn(c)
+}
+
+// ackQueue is a FIFO of acks waiting for the journal to sync.
+type ackQueue struct {
+	q    []pendingAck
+	head int
+}
+
+type pendingAck struct {
+	local uint64 // journal seq that must be synced first
+	seq   uint64 // publisher sequence, flush token
+	kind  wire.AckKind
+}
+
+func (q *ackQueue) len() int { return len(q.q) - q.head }
+
+func (q *ackQueue) front() pendingAck { return q.q[q.head] }
+
+func (q *ackQueue) push(a pendingAck) {
+	if q.head > 0 && q.head == len(q.q) {
+		q.q, q.head = q.q[:0], 0
+	}
+	q.q = append(q.q, a)
+}
+
+func (q *ackQueue) pop() pendingAck {
+	a := q.q[q.head]
+	q.head++
+	if q.head == len(q.q) {
+		q.q, q.head = q.q[:0], 0
+	}
+	return a
+}

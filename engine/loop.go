@@ -1,0 +1,337 @@
+package engine
+
+import (
+	"fmt"
+	"net"
+	"runtime"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tandemhq/tandem/engine/poll"
+)
+
+// timerPeriod is how often a loop checks heartbeats and logon deadlines.
+const timerPeriod = 5 * time.Millisecond
+
+// loop is one shard: a goroutine on its own OS thread that owns a Poller, a
+// listening socket and its connections. Everything below is touched only by
+// the loop's goroutine except the atomics.
+type loop struct {
+	id     int
+	cpu    int // -1: not pinned
+	srv    *Server
+	poller poll.Poller
+	lfd    int // listening socket, -1 once closed
+
+	conns  map[int32]*conn
+	events []poll.Event
+	dirty  []*conn // connections with output to write this iteration
+	subbed []*conn // connections with at least one subscription
+	acking []*conn // connections waiting for durability (acks, flushes)
+
+	now        int64  // time.Now().UnixNano() for this iteration
+	busy       bool   // a pump stopped on its scan budget: come back without sleeping
+	lastTimers int64  // when timers last ran
+	synced     uint64 // journal synced seq this loop has acted on
+
+	// sleeping is true while the loop blocks in Wait; interested while it
+	// has connections waiting for the journal. The flusher wakes a loop
+	// only when both are set (see Server.onSync).
+	sleeping   atomic.Bool
+	interested atomic.Bool
+
+	nconns atomic.Int64
+	// maxPending is the most output any connection of this loop held (a
+	// test and stat hook for the per-connection memory bound).
+	maxPending atomic.Int64
+	nsubs  atomic.Int64
+
+	// scratch for the publish path (reused, never escapes)
+	batch publishBatch
+}
+
+func newLoop(s *Server, id, cpu int) (*loop, error) {
+	p, err := poll.NewEpoll()
+	if err != nil {
+		return nil, err
+	}
+	return &loop{
+		id: id, cpu: cpu, srv: s, poller: p, lfd: -1,
+		conns:  make(map[int32]*conn),
+		events: make([]poll.Event, 256),
+	}, nil
+}
+
+// listen opens this loop's SO_REUSEPORT listening socket on addr (with the
+// given port when non-zero, so every loop shares the first loop's port).
+func (lp *loop) listen(addr string, port int) (net.Addr, error) {
+	ta, err := net.ResolveTCPAddr("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	if port != 0 {
+		ta.Port = port
+	}
+	family := unix.AF_INET
+	var sa unix.Sockaddr
+	if ip4 := ta.IP.To4(); ip4 != nil || ta.IP == nil {
+		a := &unix.SockaddrInet4{Port: ta.Port}
+		if ip4 != nil {
+			copy(a.Addr[:], ip4)
+		}
+		sa = a
+	} else {
+		family = unix.AF_INET6
+		a := &unix.SockaddrInet6{Port: ta.Port}
+		copy(a.Addr[:], ta.IP.To16())
+		sa = a
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: socket: %w", addr, err)
+	}
+	fail := func(what string, err error) (net.Addr, error) {
+		unix.Close(fd)
+		return nil, fmt.Errorf("listen %s: %s: %w", ta, what, err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		return fail("SO_REUSEADDR", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+		return fail("SO_REUSEPORT", err)
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		return fail("bind", err)
+	}
+	if err := unix.Listen(fd, 4096); err != nil {
+		return fail("listen", err)
+	}
+	got, err := unix.Getsockname(fd)
+	if err != nil {
+		return fail("getsockname", err)
+	}
+	if err := lp.poller.Add(fd, poll.Readable); err != nil {
+		return fail("poll", err)
+	}
+	lp.lfd = fd
+	return sockaddrToTCP(got), nil
+}
+
+func sockaddrToTCP(sa unix.Sockaddr) *net.TCPAddr {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]).To16(), Port: a.Port}
+	case *unix.SockaddrInet6:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
+	}
+	return &net.TCPAddr{}
+}
+
+func (lp *loop) closeListener() {
+	if lp.lfd >= 0 {
+		lp.poller.Del(lp.lfd)
+		unix.Close(lp.lfd)
+		lp.lfd = -1
+	}
+}
+
+// run is the loop's goroutine.
+func (lp *loop) run(started chan<- error) {
+	defer lp.srv.done.Done()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if lp.cpu >= 0 {
+		if err := poll.PinThread(lp.cpu); err != nil {
+			started <- err
+			return
+		}
+	}
+	started <- nil
+	s := lp.srv
+	for {
+		timeout := lp.timeout()
+		if lp.busy {
+			timeout, lp.busy = 0, false
+		}
+		lp.sleeping.Store(true)
+		if lp.interested.Load() && s.j.SyncedSeq() > lp.synced || s.stopping.Load() {
+			timeout = 0 // a sync (or stop) landed before we announced we sleep
+		}
+		n, err := lp.poller.Wait(lp.events, timeout)
+		lp.sleeping.Store(false)
+		if err != nil {
+			s.log.Error("event loop wait failed", "loop", lp.id, "err", err)
+			lp.shutdown()
+			return
+		}
+		lp.now = time.Now().UnixNano()
+		for i := 0; i < n; i++ {
+			ev := lp.events[i]
+			if int(ev.Fd) == lp.lfd {
+				lp.accept()
+				continue
+			}
+			c := lp.conns[ev.Fd]
+			if c == nil {
+				continue
+			}
+			if ev.Events&(poll.Readable|poll.Hangup|poll.Error) != 0 {
+				c.onReadable()
+			}
+			if ev.Events&poll.Writable != 0 && !c.closed {
+				c.onWritable()
+			}
+		}
+		lp.afterSync()
+		if lp.now-lp.lastTimers >= int64(timerPeriod) {
+			lp.lastTimers = lp.now
+			lp.timers()
+		}
+		lp.flushWrites()
+		if s.stopping.Load() {
+			if lp.stop() {
+				return
+			}
+		}
+	}
+}
+
+// timeout is how long Wait may block: until the next timer check when some
+// connection has a deadline, else a second (stop and syncs wake us anyway).
+func (lp *loop) timeout() int {
+	if len(lp.conns) > 0 {
+		return int(timerPeriod / time.Millisecond)
+	}
+	return 1000
+}
+
+// stop runs the shutdown sequence; it returns true when the loop may exit.
+func (lp *loop) stop() bool {
+	lp.closeListener()
+	if !lp.srv.drained.Load() {
+		// Stop taking input; wait for the journal to sync what we appended.
+		for _, c := range lp.conns {
+			c.pauseReading(true)
+		}
+		return false
+	}
+	lp.afterSync()
+	for _, c := range lp.conns {
+		c.fail(codeShutdown, "server shutting down")
+	}
+	lp.flushWrites()
+	lp.shutdown()
+	return true
+}
+
+// shutdown closes every connection.
+func (lp *loop) shutdown() {
+	lp.closeListener()
+	for _, c := range lp.conns {
+		c.close()
+	}
+}
+
+func (lp *loop) accept() {
+	for {
+		nfd, sa, err := unix.Accept4(lp.lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		if err != nil {
+			if err != unix.EAGAIN && err != unix.ECONNABORTED && err != unix.EINTR {
+				lp.srv.log.Warn("accept failed", "loop", lp.id, "err", err)
+			}
+			return
+		}
+		unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		c := newConn(lp, nfd, sockaddrString(sa))
+		if err := lp.poller.Add(nfd, poll.Readable|unix.EPOLLRDHUP); err != nil {
+			lp.srv.log.Warn("register connection failed", "err", err)
+			unix.Close(nfd)
+			continue
+		}
+		lp.conns[int32(nfd)] = c
+		lp.nconns.Add(1)
+	}
+}
+
+func sockaddrString(sa unix.Sockaddr) string {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
+	case *unix.SockaddrInet6:
+		return net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
+	}
+	return "?"
+}
+
+// afterSync sends the acks and deliveries that new durable records allow.
+func (lp *loop) afterSync() {
+	synced := lp.srv.j.SyncedSeq()
+	if synced != lp.synced {
+		lp.synced = synced
+		k := 0
+		for _, c := range lp.acking {
+			c.releaseAcks(synced)
+			if !c.closed && c.acks.len() > 0 {
+				lp.acking[k] = c
+				k++
+			} else {
+				c.inAcking = false
+			}
+		}
+		clear(lp.acking[k:])
+		lp.acking = lp.acking[:k]
+	}
+	for _, c := range lp.subbed {
+		c.pump()
+	}
+	lp.interested.Store(len(lp.acking) > 0 || len(lp.subbed) > 0)
+}
+
+func (lp *loop) markDirty(c *conn) {
+	if !c.dirty {
+		c.dirty = true
+		lp.dirty = append(lp.dirty, c)
+	}
+}
+
+func (lp *loop) flushWrites() {
+	for i, c := range lp.dirty {
+		c.dirty = false
+		if !c.closed {
+			c.flush()
+		}
+		lp.dirty[i] = nil
+	}
+	lp.dirty = lp.dirty[:0]
+}
+
+// timers sends heartbeats, closes silent connections and those that never
+// logged on, and fails connections whose acks a failed journal can never give.
+func (lp *loop) timers() {
+	jerr := lp.srv.j.Err()
+	for _, c := range lp.conns {
+		c.checkTimers(lp.now, jerr)
+	}
+}
+
+func (lp *loop) removeConn(c *conn) {
+	delete(lp.conns, int32(c.fd))
+	lp.nconns.Add(-1)
+	lp.subbed = removeFrom(lp.subbed, c)
+	lp.acking = removeFrom(lp.acking, c)
+}
+
+func removeFrom(list []*conn, c *conn) []*conn {
+	for i, x := range list {
+		if x == c {
+			last := len(list) - 1
+			list[i] = list[last]
+			list[last] = nil
+			return list[:last]
+		}
+	}
+	return list
+}

@@ -1,0 +1,391 @@
+// Package engine is Tandem's server: sharded event loops that accept client
+// connections, parse wire frames, append publishes to the journal,
+// acknowledge them once durable and deliver stored messages to subscribers.
+//
+// Threading. Each event loop (a shard) is one goroutine locked to its OS
+// thread, optionally pinned to a core, owning a Poller (epoll), its own
+// SO_REUSEPORT listening socket and every connection the kernel hands it.
+// A connection never moves between loops and its state is touched only by
+// its loop, so there are no locks around connection state. Work crosses
+// loops only through the journal: a publisher on loop 1 appends under the
+// journal lock (once per read batch, not per message); the journal's flusher
+// goroutine syncs and then wakes the loops that wait for something (pending
+// acks, subscriptions), which read the new records from the journal mapping
+// themselves. See docs/architecture.md.
+//
+// Lock order: journal lock (held by Server.appendBatch and the index), then
+// Server.namesMu. Loops never hold namesMu while appending.
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tandemhq/tandem/engine/poll"
+	"github.com/tandemhq/tandem/journal"
+	"github.com/tandemhq/tandem/record"
+	"github.com/tandemhq/tandem/wire"
+)
+
+// Version is the server's version string, reported by stat.
+var Version = "0.1.0-dev"
+
+// Config configures a Server. The zero value of each field means its default.
+type Config struct {
+	Name    string // instance name; default: the host name
+	Listen  string // client address; default 127.0.0.1:7400
+	DataDir string // journal directory; default ./data
+
+	Loops int   // event loops; default one per allowed CPU
+	Pin   bool  // pin each loop's thread to a core
+	CPUs  []int // cores for the loops (with Pin); default the allowed CPUs in order
+
+	MaxFrame       int // largest frame accepted; default wire.DefaultMaxFrame
+	MaxTopic       int // longest topic accepted; default 1024
+	ReadBuffer     int // initial read buffer per connection; default 64 KiB
+	WriteHighWater int // pending output per connection above which the loop stops reading from it and pauses deliveries; default 1 MiB
+
+	MinHeartbeat time.Duration // heartbeat intervals asked for are clamped to [Min, Max]; defaults 10ms, 10m
+	MaxHeartbeat time.Duration
+	LogonTimeout time.Duration // a connection must log on within this; default 10s
+
+	// Authenticate checks a logon's credentials; nil accepts everyone.
+	Authenticate func(name string, credentials []byte) error
+
+	// Journal settings; Dir, Logger and OnSync are filled in by the server.
+	Journal journal.Options
+
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Name == "" {
+		c.Name, _ = os.Hostname()
+		if c.Name == "" {
+			c.Name = "tandem"
+		}
+	}
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:7400"
+	}
+	if c.DataDir == "" {
+		c.DataDir = "data"
+	}
+	if c.MaxFrame == 0 {
+		c.MaxFrame = wire.DefaultMaxFrame
+	}
+	if c.MaxTopic == 0 {
+		c.MaxTopic = 1024
+	}
+	if c.ReadBuffer == 0 {
+		c.ReadBuffer = 64 << 10
+	}
+	if c.WriteHighWater == 0 {
+		c.WriteHighWater = 1 << 20
+	}
+	if c.MinHeartbeat == 0 {
+		c.MinHeartbeat = 10 * time.Millisecond
+	}
+	if c.MaxHeartbeat == 0 {
+		c.MaxHeartbeat = 10 * time.Minute
+	}
+	if c.LogonTimeout == 0 {
+		c.LogonTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Server is one Tandem instance.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	j      *journal.Journal
+	idx    *index
+	origin uint64
+
+	loops []*loop
+	addr  net.Addr
+
+	namesMu sync.Mutex
+	names   map[string]*clientInfo
+
+	started  time.Time
+	stopping atomic.Bool
+	// drained is set once everything appended before shutdown is synced:
+	// loops then send their last acks and close.
+	drained atomic.Bool
+	done    sync.WaitGroup
+	closeMu sync.Mutex
+	closed  bool
+	err     atomic.Pointer[error]
+}
+
+// clientInfo is what stat reports about a logged-on client.
+type clientInfo struct {
+	name   string
+	remote string
+	loop   int
+	subs   atomic.Int32
+	pub    *publisher
+}
+
+// ErrClosed is returned by a Server used after Close.
+var ErrClosed = errors.New("engine: server closed")
+
+// New opens the journal (recovering it) and rebuilds the index; Start
+// begins serving.
+func New(cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	if cfg.Loops <= 0 {
+		cfg.Loops = runtime.NumCPU()
+	}
+	if cfg.Pin {
+		if len(cfg.CPUs) == 0 {
+			allowed, err := poll.AllowedCPUs()
+			if err != nil {
+				return nil, err
+			}
+			for i := 0; i < cfg.Loops; i++ {
+				cfg.CPUs = append(cfg.CPUs, allowed[i%len(allowed)])
+			}
+		}
+		if len(cfg.CPUs) < cfg.Loops {
+			return nil, fmt.Errorf("engine: %d loops but only %d cpus listed", cfg.Loops, len(cfg.CPUs))
+		}
+		if err := poll.CheckCPUs(cfg.CPUs[:cfg.Loops]); err != nil {
+			return nil, fmt.Errorf("engine: %w", err)
+		}
+	}
+	s := &Server{
+		cfg:    cfg,
+		log:    cfg.Logger.With("instance", cfg.Name),
+		idx:    newIndex(),
+		origin: record.ID(cfg.Name),
+		names:  make(map[string]*clientInfo),
+	}
+	jo := cfg.Journal
+	jo.Dir = cfg.DataDir
+	jo.Logger = s.log
+	jo.OnSync = s.onSync
+	j, err := journal.Open(jo)
+	if err != nil {
+		return nil, fmt.Errorf("engine: open journal: %w", err)
+	}
+	s.j = j
+	if err := s.rebuild(); err != nil {
+		j.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// rebuild scans the journal to restore de-duplication state and counts.
+func (s *Server) rebuild() error {
+	c, err := s.j.NewCursor(s.j.FirstSeq())
+	if err != nil {
+		return fmt.Errorf("engine: rebuild index: %w", err)
+	}
+	defer c.Close()
+	s.j.Lock()
+	defer s.j.Unlock()
+	for {
+		v, ok := c.Next()
+		if !ok {
+			break
+		}
+		s.idx.observeLocked(v)
+	}
+	s.log.Info("journal recovered", "first", s.j.FirstSeq(), "last", s.j.LastSeq(),
+		"publishers", len(s.idx.publishers), "topics", len(s.idx.topics))
+	return nil
+}
+
+// Start creates the event loops and their listening sockets and starts
+// serving. It returns once the server accepts connections.
+func (s *Server) Start() error {
+	s.started = time.Now()
+	var port int
+	for i := 0; i < s.cfg.Loops; i++ {
+		cpu := -1
+		if s.cfg.Pin {
+			cpu = s.cfg.CPUs[i]
+		}
+		lp, err := newLoop(s, i, cpu)
+		if err == nil {
+			var addr net.Addr
+			addr, err = lp.listen(s.cfg.Listen, port)
+			if err == nil && i == 0 {
+				s.addr = addr
+				port = addr.(*net.TCPAddr).Port
+			}
+			if err != nil {
+				lp.poller.Close()
+			}
+		}
+		if err != nil {
+			for _, l := range s.loops {
+				l.closeListener()
+				l.poller.Close()
+			}
+			s.loops = nil
+			return fmt.Errorf("engine: %w", err)
+		}
+		s.loops = append(s.loops, lp)
+	}
+	started := make(chan error, len(s.loops))
+	for _, lp := range s.loops {
+		s.done.Add(1)
+		go lp.run(started)
+	}
+	var errs []error
+	for range s.loops {
+		if err := <-started; err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		s.Close()
+		return err
+	}
+	s.log.Info("serving", "listen", s.addr.String(), "loops", len(s.loops), "engine", s.loops[0].poller.Name(),
+		"pinned", s.cfg.Pin, "data", s.cfg.DataDir)
+	return nil
+}
+
+// Addr returns the address clients connect to.
+func (s *Server) Addr() net.Addr { return s.addr }
+
+// Journal returns the server's journal (for tests and tools).
+func (s *Server) Journal() *journal.Journal { return s.j }
+
+// onSync runs on the journal's flusher goroutine after every sync: it wakes
+// the loops that sleep while waiting for durability.
+func (s *Server) onSync(uint64) {
+	for _, lp := range s.loops {
+		if lp.sleeping.Load() && lp.interested.Load() {
+			lp.poller.Wake()
+		}
+	}
+}
+
+// Close shuts the server down gracefully: stop accepting and reading, sync
+// everything appended, send the acks that sync earned, close connections,
+// close the journal.
+func (s *Server) Close() error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.stopping.Store(true)
+	for _, lp := range s.loops {
+		lp.poller.Wake()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	err := s.j.WaitSynced(ctx, s.j.LastSeq())
+	cancel()
+	s.drained.Store(true)
+	for _, lp := range s.loops {
+		lp.poller.Wake()
+	}
+	s.done.Wait()
+	for _, lp := range s.loops {
+		lp.poller.Close()
+	}
+	return errors.Join(err, s.j.Close())
+}
+
+// logon registers a client name; a name may be logged on once at a time.
+func (s *Server) logon(name, remote string, loopID int) (*clientInfo, error) {
+	s.j.Lock()
+	p := s.idx.publisherLocked(record.ID(name))
+	s.j.Unlock()
+	s.namesMu.Lock()
+	defer s.namesMu.Unlock()
+	if _, ok := s.names[name]; ok {
+		return nil, errNameInUse
+	}
+	ci := &clientInfo{name: name, remote: remote, loop: loopID, pub: p}
+	s.names[name] = ci
+	return ci, nil
+}
+
+var errNameInUse = errors.New("client name already logged on")
+
+func (s *Server) logoff(ci *clientInfo) {
+	s.namesMu.Lock()
+	if s.names[ci.name] == ci {
+		delete(s.names, ci.name)
+	}
+	s.namesMu.Unlock()
+}
+
+// lastPubSeq returns the highest publisher sequence stored for p.
+func (s *Server) lastPubSeq(p *publisher) uint64 {
+	s.j.Lock()
+	defer s.j.Unlock()
+	return p.last
+}
+
+// Stats returns the document `tandem stat` prints.
+func (s *Server) Stats() *wire.Stats {
+	js := s.j.Stats()
+	st := &wire.Stats{
+		Instance:      s.cfg.Name,
+		Version:       Version,
+		Engine:        "epoll",
+		Loops:         len(s.loops),
+		UptimeSeconds: time.Since(s.started).Seconds(),
+		Stored:        s.idx.stored.Load(),
+		Duplicates:    s.idx.duplicates.Load(),
+		Journal: wire.JournalStats{
+			FirstSeq: js.FirstSeq, LastSeq: js.LastSeq, SyncedSeq: js.SyncedSeq,
+			Bytes: js.Bytes, Segments: js.Segments, Syncs: js.Syncs,
+		},
+	}
+	for _, lp := range s.loops {
+		st.Connections += int(lp.nconns.Load())
+		st.Subscriptions += int(lp.nsubs.Load())
+	}
+	s.j.Lock()
+	for _, t := range s.idx.topics {
+		st.Topics = append(st.Topics, wire.TopicStats{Topic: t.name, Messages: t.n.Load()})
+	}
+	s.j.Unlock()
+	sort.Slice(st.Topics, func(a, b int) bool { return st.Topics[a].Topic < st.Topics[b].Topic })
+	s.namesMu.Lock()
+	infos := make([]*clientInfo, 0, len(s.names))
+	for _, ci := range s.names {
+		infos = append(infos, ci)
+	}
+	s.namesMu.Unlock()
+	s.j.Lock()
+	for _, ci := range infos {
+		st.Clients = append(st.Clients, wire.ClientStats{Name: ci.name, Remote: ci.remote, Loop: ci.loop,
+			Subscriptions: int(ci.subs.Load()), LastPubSeq: ci.pub.last})
+	}
+	s.j.Unlock()
+	sort.Slice(st.Clients, func(a, b int) bool { return st.Clients[a].Name < st.Clients[b].Name })
+	return st
+}
+
+func (s *Server) statsJSON() []byte {
+	b, err := json.Marshal(s.Stats())
+	if err != nil {
+		return []byte(`{}`)
+	}
+	return b
+}

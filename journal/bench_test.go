@@ -1,0 +1,140 @@
+package journal
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tandemhq/tandem/record"
+)
+
+// BenchmarkAppendSync measures durable throughput on the real disk: b.N
+// records with 128-byte payloads appended by N goroutines, until all are
+// synced. Latency is from append to the sync that covered the record,
+// sampled every 64th record.
+func BenchmarkAppendSync(b *testing.B) {
+	for _, n := range []int{1, 8} {
+		b.Run(fmt.Sprintf("appenders=%d", n), func(b *testing.B) { benchAppendSync(b, n) })
+	}
+}
+
+const sampleEvery = 64
+
+func benchAppendSync(b *testing.B, appenders int) {
+	base := time.Now()
+	syncSeq := make([]uint64, 0, 1<<18)
+	syncAt := make([]int64, 0, 1<<18)
+	opts := Options{
+		Dir:            b.TempDir(),
+		RetentionBytes: 2 << 30, // keeps long runs from filling the disk
+		Logger:         quietLogger(),
+		OnSync: func(s uint64) {
+			if len(syncSeq) < cap(syncSeq) {
+				syncSeq = append(syncSeq, s)
+				syncAt = append(syncAt, int64(time.Since(base)))
+			}
+		},
+	}
+	j, err := Open(opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	topic := []byte("bench/topic")
+	payload := make([]byte, 128)
+	type sample struct {
+		seq uint64
+		at  int64
+	}
+	samples := make([][]sample, appenders)
+	per := b.N / appenders
+	for i := range samples {
+		samples[i] = make([]sample, 0, per/sampleEvery+2)
+	}
+	var wg sync.WaitGroup
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for a := 0; a < appenders; a++ {
+		n := per
+		if a == 0 {
+			n += b.N % appenders
+		}
+		wg.Add(1)
+		go func(a, n int) {
+			defer wg.Done()
+			h := record.Header{Publisher: uint64(a + 1)}
+			for i := 0; i < n; i++ {
+				h.PubSeq, h.Time = uint64(i), 0
+				seq, err := j.Append(&h, topic, payload)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				if i%sampleEvery == 0 {
+					samples[a] = append(samples[a], sample{seq, int64(time.Since(base))})
+				}
+			}
+		}(a, n)
+	}
+	wg.Wait()
+	if err := j.WaitSynced(context.Background(), j.LastSeq()); err != nil {
+		b.Fatal(err)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if err := j.Close(); err != nil {
+		b.Fatal(err)
+	}
+	var lat []float64
+	for _, ss := range samples {
+		for _, s := range ss {
+			i, _ := slices.BinarySearch(syncSeq, s.seq)
+			if i < len(syncSeq) {
+				lat = append(lat, float64(syncAt[i]-s.at)/1e3)
+			}
+		}
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "records/s")
+	if len(lat) > 0 {
+		b.ReportMetric(lat[len(lat)/2], "p50-us")
+		b.ReportMetric(lat[len(lat)*99/100], "p99-us")
+	}
+	b.ReportMetric(float64(b.N)/float64(max(len(syncSeq), 1)), "records/sync")
+}
+
+func BenchmarkCursorNext(b *testing.B) {
+	j, err := Open(Options{Dir: b.TempDir(), Logger: quietLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer j.Close()
+	payload := make([]byte, 128)
+	const n = 200000
+	for i := 0; i < n; i++ {
+		var h record.Header
+		if _, err := j.Append(&h, []byte("bench/topic"), payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := j.WaitSynced(context.Background(), n); err != nil {
+		b.Fatal(err)
+	}
+	c, _ := j.NewCursor(1)
+	defer c.Close()
+	b.ReportAllocs()
+	b.ResetTimer()
+	var sum int
+	for i := 0; i < b.N; i++ {
+		v, ok := c.Next()
+		if !ok {
+			c.Seek(1)
+			v, _ = c.Next()
+		}
+		sum += v.Len()
+	}
+	_ = sum
+}

@@ -1,0 +1,518 @@
+package journal
+
+// Lock order: Journal.mu, then Journal.segMu, then Journal.waitMu. The
+// retention mutex (retMu) is taken before segMu. No lock is held across
+// file I/O except retMu.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tandemhq/tandem/record"
+)
+
+// Errors returned by the journal. Test with errors.Is.
+var (
+	ErrClosed   = errors.New("journal: closed")
+	ErrTooLarge = errors.New("journal: record too large for a segment")
+	ErrTrimmed  = errors.New("journal: sequence no longer held (trimmed by retention)")
+	ErrNotFound = errors.New("journal: record not found")
+	ErrCorrupt  = errors.New("journal: corrupt")
+	errTornTail = errors.New("journal: torn tail")
+)
+
+// IsTornTail reports whether err describes a torn tail: unsynced records
+// at the end of the final segment that recovery truncates (see Check).
+// Open never returns such an error: it truncates the tail and logs it.
+func IsTornTail(err error) bool { return errors.Is(err, errTornTail) }
+
+// Defaults for zero Options fields.
+const (
+	DefaultSegmentSize       = 64 << 20
+	DefaultMaxBatchBytes     = 4 << 20
+	DefaultMaxStagedBytes    = 64 << 20
+	DefaultIndexInterval     = 64
+	DefaultRetentionInterval = 10 * time.Second
+)
+
+// Options configure a Journal. Zero values select the defaults.
+type Options struct {
+	Dir string
+	FS  FS // nil = OSFS
+
+	// SegmentSize is the size of each preallocated segment file; a record
+	// that cannot fit an empty segment fails with ErrTooLarge. At most 4 GiB.
+	SegmentSize int64
+	// MaxBatchBytes bounds what the flusher writes and syncs per cycle.
+	MaxBatchBytes int
+	// MaxSyncDelay 0 syncs as soon as the previous sync returned and data
+	// is staged. >0: once data is staged, wait up to this long (or until
+	// MaxBatchBytes are staged) before writing and syncing.
+	MaxSyncDelay time.Duration
+	// MaxStagedBytes: appenders block while this many bytes are staged and
+	// not yet written.
+	MaxStagedBytes int
+	// IndexInterval: one sparse index entry every N records.
+	IndexInterval int
+
+	// RetentionAge: sealed segments whose newest record is older are
+	// deleted. 0 keeps them forever.
+	RetentionAge time.Duration
+	// RetentionBytes: the oldest sealed segments are deleted while the
+	// segment files total more. 0 = no limit.
+	RetentionBytes int64
+	// RetentionHold returns the lowest seq that must be kept; a segment
+	// holding any seq >= it is never deleted. Optional.
+	RetentionHold func() uint64
+	// RetentionInterval: how often retention runs in the background besides
+	// after every rotation (default 10s; only when a limit is set).
+	RetentionInterval time.Duration
+
+	// OnSync is called by the flusher after each successful sync with the
+	// new SyncedSeq. It must not block.
+	OnSync func(synced uint64)
+	Logger *slog.Logger
+	// Now is the clock for record timestamps and retention (default time.Now).
+	Now func() time.Time
+	// NewTimer makes the timer used for MaxSyncDelay (default a time.Timer).
+	NewTimer func() Timer
+}
+
+// Timer is what the flusher needs from a timer; tests inject a fake one.
+// After Stop or Reset returns, no stale value is received from C (the Go
+// 1.23+ time.Timer semantics).
+type Timer interface {
+	C() <-chan time.Time
+	Reset(d time.Duration)
+	Stop()
+}
+
+type realTimer struct{ t *time.Timer }
+
+func (r realTimer) C() <-chan time.Time     { return r.t.C }
+func (r realTimer) Reset(d time.Duration) { r.t.Reset(d) }
+func (r realTimer) Stop()                 { r.t.Stop() }
+
+func newRealTimer() Timer {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return realTimer{t}
+}
+
+// Journal is the transaction log. See the package documentation.
+type Journal struct {
+	opts Options
+	fs   FS
+	log  *slog.Logger
+	now  func() time.Time
+
+	maxRecord int   // largest record a segment can hold
+	zeros     []byte // for zero-filling files
+
+	// Appender state, guarded by mu.
+	mu              sync.Mutex
+	notFull         sync.Cond // appenders waiting for staged bytes to drain
+	stage           []byte    // encoded records not yet taken by the flusher
+	nextSeq         uint64
+	pending         int // bytes staged or taken but not yet written
+	closing         bool
+	failed          error
+	flusherIdle     bool // flusher waits on kick for staged data
+	flusherDelaying bool // flusher waits for MaxSyncDelay or a full batch
+
+	kick chan struct{}
+
+	lastSeq atomic.Uint64
+	synced  atomic.Uint64
+	errp    atomic.Pointer[error]
+	closed  atomic.Bool
+
+	// Segment list, oldest first; the last one is the tail being written.
+	segMu sync.RWMutex
+	segs  []*segment
+
+	// Flusher-owned.
+	taken    []byte
+	takenPos int
+	writeSeq uint64 // seq of the next record to write
+	tail     *segment
+	timer    Timer
+
+	waitMu  sync.Mutex
+	waiters []*waiter
+
+	ready   chan preallocated
+	stop    chan struct{}
+	retKick chan struct{}
+	flushWG sync.WaitGroup
+	bg      sync.WaitGroup
+
+	retMu sync.Mutex
+
+	syncs, rotations, writtenBytes, removedSegs atomic.Uint64
+	truncatedBytes                             int64
+}
+
+// Open opens (or creates) the journal in opts.Dir, recovers it (see the
+// package documentation), and starts the flusher and preallocator.
+func Open(opts Options) (*Journal, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("journal: Options.Dir is required")
+	}
+	if opts.FS == nil {
+		opts.FS = OSFS{}
+	}
+	if opts.SegmentSize == 0 {
+		opts.SegmentSize = DefaultSegmentSize
+	}
+	if opts.SegmentSize < segHeaderSize+record.HeaderSize || opts.SegmentSize > math.MaxUint32 {
+		return nil, fmt.Errorf("journal: SegmentSize %d out of range", opts.SegmentSize)
+	}
+	if opts.MaxBatchBytes <= 0 {
+		opts.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	if opts.MaxStagedBytes <= 0 {
+		opts.MaxStagedBytes = DefaultMaxStagedBytes
+	}
+	if opts.IndexInterval <= 0 {
+		opts.IndexInterval = DefaultIndexInterval
+	}
+	if opts.RetentionInterval <= 0 {
+		opts.RetentionInterval = DefaultRetentionInterval
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.NewTimer == nil {
+		opts.NewTimer = newRealTimer
+	}
+	j := &Journal{
+		opts:      opts,
+		fs:        opts.FS,
+		log:       opts.Logger,
+		now:       opts.Now,
+		maxRecord: int(opts.SegmentSize - segHeaderSize),
+		zeros:     make([]byte, min(opts.SegmentSize, 1<<20)),
+		kick:      make(chan struct{}, 1),
+		ready:     make(chan preallocated),
+		stop:      make(chan struct{}),
+		retKick:   make(chan struct{}, 1),
+		timer:     opts.NewTimer(),
+	}
+	j.notFull.L = &j.mu
+	if err := j.fs.MkdirAll(opts.Dir); err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	if err := j.recover(); err != nil {
+		j.releaseSegments()
+		return nil, err
+	}
+	bufCap := min(opts.MaxStagedBytes, 2*opts.MaxBatchBytes)
+	j.stage = make([]byte, 0, bufCap)
+	j.taken = make([]byte, 0, bufCap)
+
+	j.flushWG.Add(1)
+	go j.flushLoop()
+	j.bg.Add(1)
+	go j.preallocLoop()
+	if opts.RetentionAge > 0 || opts.RetentionBytes > 0 {
+		j.bg.Add(1)
+		go j.retentionLoop()
+	}
+	return j, nil
+}
+
+// Lock locks the journal for AppendLocked and AppendRecordLocked.
+func (j *Journal) Lock() { j.mu.Lock() }
+
+// Unlock unlocks the journal.
+func (j *Journal) Unlock() { j.mu.Unlock() }
+
+// admitLocked checks that a record of n bytes can be staged, waiting (and
+// releasing mu meanwhile) while MaxStagedBytes are pending.
+func (j *Journal) admitLocked(n int) error {
+	if n > j.maxRecord {
+		return fmt.Errorf("%w: %d bytes, segment holds %d", ErrTooLarge, n, j.maxRecord)
+	}
+	for {
+		if j.failed != nil {
+			return j.failed
+		}
+		if j.closing {
+			return ErrClosed
+		}
+		if j.pending < j.opts.MaxStagedBytes {
+			return nil
+		}
+		j.notFull.Wait()
+	}
+}
+
+// stagedLocked accounts for a record of n bytes just staged and wakes the
+// flusher if it waits for it.
+func (j *Journal) stagedLocked(seq uint64, n int) {
+	j.nextSeq = seq + 1
+	j.pending += n
+	j.lastSeq.Store(seq)
+	if j.flusherIdle || (j.flusherDelaying && len(j.stage) >= j.opts.MaxBatchBytes) {
+		j.flusherIdle, j.flusherDelaying = false, false
+		select {
+		case j.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// AppendLocked encodes a new record with the next seq into the staging
+// buffer, copying topic and payload; h.Seq is set to the seq assigned, and
+// a zero h.Time is set to the journal clock. The caller holds Lock. If
+// MaxStagedBytes are pending, it waits for the flusher, releasing the lock
+// meanwhile. The record becomes durable and visible when SyncedSeq reaches
+// seq. It does not allocate once the staging buffers have grown.
+func (j *Journal) AppendLocked(h *record.Header, topic, payload []byte) (seq uint64, err error) {
+	if len(topic) > record.MaxTopic {
+		return 0, fmt.Errorf("%w: topic of %d bytes", ErrTooLarge, len(topic))
+	}
+	n := record.Size(len(topic), len(payload))
+	if err := j.admitLocked(n); err != nil {
+		return 0, err
+	}
+	seq = j.nextSeq
+	h.Seq = seq
+	if h.Time == 0 {
+		h.Time = j.now().UnixNano()
+	}
+	j.stage = record.Append(j.stage, h, topic, payload)
+	j.stagedLocked(seq, n)
+	return seq, nil
+}
+
+// AppendRecordLocked stores an already-encoded record (from a replication
+// peer, CRC verified by the caller) under the next local seq: it is copied
+// into the staging buffer and restamped there (seq, batch-start flag
+// cleared, CRC). The caller holds Lock; see AppendLocked.
+func (j *Journal) AppendRecordLocked(rec []byte) (seq uint64, err error) {
+	v, n, err := record.Parse(rec)
+	if err != nil {
+		return 0, fmt.Errorf("journal: appending record: %w", err)
+	}
+	if n != len(rec) {
+		return 0, fmt.Errorf("journal: appending record: %w: %d trailing bytes", record.ErrLength, len(rec)-n)
+	}
+	if err := j.admitLocked(n); err != nil {
+		return 0, err
+	}
+	seq = j.nextSeq
+	start := len(j.stage)
+	j.stage = append(j.stage, rec...)
+	record.RestampFlags(j.stage[start:], seq, v.Flags()&^record.FlagBatchStart)
+	j.stagedLocked(seq, n)
+	return seq, nil
+}
+
+// Append is Lock, AppendLocked, Unlock.
+func (j *Journal) Append(h *record.Header, topic, payload []byte) (uint64, error) {
+	j.mu.Lock()
+	seq, err := j.AppendLocked(h, topic, payload)
+	j.mu.Unlock()
+	return seq, err
+}
+
+// FirstSeq returns the oldest seq held. An empty journal (or one whose
+// records were all trimmed) returns LastSeq()+1.
+func (j *Journal) FirstSeq() uint64 {
+	j.segMu.RLock()
+	defer j.segMu.RUnlock()
+	if len(j.segs) == 0 {
+		return j.LastSeq() + 1
+	}
+	return j.segs[0].first
+}
+
+// LastSeq returns the last appended (staged) seq; 0 if none ever was.
+func (j *Journal) LastSeq() uint64 { return j.lastSeq.Load() }
+
+// SyncedSeq returns the seq up to which every record is durable and
+// visible to readers.
+func (j *Journal) SyncedSeq() uint64 { return j.synced.Load() }
+
+// Err returns the sticky error that failed the journal, or nil. Once a
+// write or sync failed the journal accepts no appends and SyncedSeq stops.
+func (j *Journal) Err() error {
+	if p := j.errp.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+type waiter struct {
+	seq uint64
+	ch  chan struct{}
+}
+
+var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan struct{}, 1)} }}
+
+// WaitSynced blocks until SyncedSeq() >= seq (returns nil), the journal
+// failed (returns Err()) or closed short of seq (ErrClosed), or ctx is done.
+func (j *Journal) WaitSynced(ctx context.Context, seq uint64) error {
+	for {
+		if j.synced.Load() >= seq {
+			return nil
+		}
+		if err := j.Err(); err != nil {
+			return err
+		}
+		if j.closed.Load() {
+			return ErrClosed
+		}
+		w := waiterPool.Get().(*waiter)
+		w.seq = seq
+		j.waitMu.Lock()
+		// Re-check under waitMu: the flusher publishes before it wakes.
+		if j.synced.Load() >= seq || j.Err() != nil || j.closed.Load() {
+			j.waitMu.Unlock()
+			waiterPool.Put(w)
+			continue
+		}
+		j.waiters = append(j.waiters, w)
+		j.waitMu.Unlock()
+		select {
+		case <-w.ch:
+			waiterPool.Put(w)
+		case <-ctx.Done():
+			j.waitMu.Lock()
+			removed := false
+			for i, x := range j.waiters {
+				if x == w {
+					j.waiters = append(j.waiters[:i], j.waiters[i+1:]...)
+					removed = true
+					break
+				}
+			}
+			j.waitMu.Unlock()
+			if !removed {
+				<-w.ch // woken concurrently; drain before reuse
+			}
+			waiterPool.Put(w)
+			if j.synced.Load() >= seq {
+				return nil
+			}
+			return ctx.Err()
+		}
+	}
+}
+
+// wakeWaiters wakes waiters whose seq is covered, or all of them.
+func (j *Journal) wakeWaiters(synced uint64, all bool) {
+	j.waitMu.Lock()
+	kept := j.waiters[:0]
+	for _, w := range j.waiters {
+		if all || w.seq <= synced {
+			w.ch <- struct{}{}
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	clear(j.waiters[len(kept):])
+	j.waiters = kept
+	j.waitMu.Unlock()
+}
+
+// Stats is a snapshot of the journal's counters.
+type Stats struct {
+	FirstSeq, LastSeq, SyncedSeq uint64
+	Segments                     int
+	Bytes                        int64  // segment files (preallocated size)
+	StagedBytes                  int    // staged or being written, not yet synced
+	Syncs                        uint64 // successful group-commit syncs
+	WrittenBytes                 uint64 // record bytes written since Open
+	Rotations                    uint64
+	RemovedSegments              uint64 // deleted by retention since Open
+	TruncatedBytes               int64  // torn tail zeroed by recovery at Open
+	Err                          error
+}
+
+// Stats returns a snapshot of the journal's counters.
+func (j *Journal) Stats() Stats {
+	j.mu.Lock()
+	staged := j.pending
+	j.mu.Unlock()
+	s := Stats{
+		FirstSeq:        j.FirstSeq(),
+		LastSeq:         j.LastSeq(),
+		SyncedSeq:       j.SyncedSeq(),
+		StagedBytes:     staged,
+		Syncs:           j.syncs.Load(),
+		WrittenBytes:    j.writtenBytes.Load(),
+		Rotations:       j.rotations.Load(),
+		RemovedSegments: j.removedSegs.Load(),
+		TruncatedBytes:  j.truncatedBytes,
+		Err:             j.Err(),
+	}
+	j.segMu.RLock()
+	s.Segments = len(j.segs)
+	for _, seg := range j.segs {
+		s.Bytes += seg.size
+	}
+	j.segMu.RUnlock()
+	return s
+}
+
+// Close stops accepting appends, writes and syncs everything staged, stops
+// the background goroutines and releases the segments (a segment a cursor
+// still references is unmapped when the cursor lets go of it). It returns
+// Err() if the journal failed, ErrClosed if already closed.
+func (j *Journal) Close() error {
+	j.mu.Lock()
+	if j.closing {
+		j.mu.Unlock()
+		return ErrClosed
+	}
+	j.closing = true
+	j.notFull.Broadcast()
+	j.mu.Unlock()
+	select {
+	case j.kick <- struct{}{}:
+	default:
+	}
+	j.flushWG.Wait()
+	close(j.stop)
+	j.bg.Wait()
+	j.timer.Stop()
+	j.closed.Store(true)
+	j.wakeWaiters(0, true)
+	j.releaseSegments()
+	return j.Err()
+}
+
+func (j *Journal) releaseSegments() {
+	j.segMu.Lock()
+	segs := j.segs
+	j.segs = nil
+	j.segMu.Unlock()
+	for _, s := range segs {
+		s.unref(j)
+	}
+}
+
+// fail makes err the journal's sticky error and wakes everyone waiting.
+func (j *Journal) fail(err error) {
+	j.mu.Lock()
+	if j.failed == nil {
+		j.failed = err
+		j.errp.Store(&err)
+	}
+	j.notFull.Broadcast()
+	j.mu.Unlock()
+	j.log.Error("journal: failed; no further writes", "err", err)
+	j.wakeWaiters(0, true)
+}

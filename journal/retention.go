@@ -1,0 +1,82 @@
+package journal
+
+import (
+	"fmt"
+	"math"
+	"time"
+)
+
+// retentionLoop applies retention after every rotation and every
+// RetentionInterval.
+func (j *Journal) retentionLoop() {
+	defer j.bg.Done()
+	t := time.NewTicker(j.opts.RetentionInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-j.stop:
+			return
+		case <-j.retKick:
+		case <-t.C:
+		}
+		if _, err := j.ApplyRetention(); err != nil {
+			j.log.Warn("journal: retention", "err", err)
+		}
+	}
+}
+
+// ApplyRetention deletes the oldest sealed segments that retention allows
+// (RetentionAge, RetentionBytes, bounded by RetentionHold) and returns how
+// many it deleted. The tail segment is never deleted. A deleted segment
+// leaves the list at once; it is unmapped and closed when the last cursor
+// on it moves off. It runs in the background; tests may call it directly.
+func (j *Journal) ApplyRetention() (removed int, err error) {
+	if j.opts.RetentionAge <= 0 && j.opts.RetentionBytes <= 0 {
+		return 0, nil
+	}
+	j.retMu.Lock()
+	defer j.retMu.Unlock()
+	hold := uint64(math.MaxUint64)
+	if j.opts.RetentionHold != nil {
+		hold = j.opts.RetentionHold()
+	}
+	var cutoff int64
+	if j.opts.RetentionAge > 0 {
+		cutoff = j.now().Add(-j.opts.RetentionAge).UnixNano()
+	}
+	for {
+		j.segMu.Lock()
+		if j.closed.Load() || len(j.segs) < 2 {
+			j.segMu.Unlock()
+			break
+		}
+		var total int64
+		for _, s := range j.segs {
+			total += s.size
+		}
+		s := j.segs[0]
+		old := j.opts.RetentionAge > 0 && s.lastTime < cutoff
+		big := j.opts.RetentionBytes > 0 && total > j.opts.RetentionBytes
+		if !s.sealed || s.last >= hold || !(old || big) {
+			j.segMu.Unlock()
+			break
+		}
+		j.segs[0] = nil
+		j.segs = j.segs[1:]
+		j.segMu.Unlock()
+
+		if rerr := j.fs.Remove(s.path); rerr != nil && err == nil {
+			err = fmt.Errorf("journal: removing %s: %w", s.name, rerr)
+		}
+		s.unref(j)
+		removed++
+		j.removedSegs.Add(1)
+		j.log.Info("journal: retention removed segment", "file", s.name, "first", s.first, "last", s.last, "aged", old, "over_bytes", big)
+	}
+	if removed > 0 {
+		if serr := j.fs.SyncDir(j.opts.Dir); serr != nil && err == nil {
+			err = fmt.Errorf("journal: %w", serr)
+		}
+	}
+	return removed, err
+}

@@ -1,0 +1,275 @@
+package journal
+
+import (
+	"encoding/binary"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/tandemhq/tandem/record"
+)
+
+// Segment file header; part of the on-disk format (see doc.go).
+const (
+	segMagic      = "TNDMSEG1"
+	segVersion    = 1
+	segHeaderSize = 64
+
+	hdrOffMagic   = 0
+	hdrOffVersion = 8
+	hdrOffHdrSize = 12
+	hdrOffFirst   = 16
+	hdrOffSegSize = 24
+	hdrOffCreated = 32
+	hdrOffCRC     = 60
+
+	segSuffix     = ".seg"
+	segNameDigits = 20
+	tmpSuffix     = ".tmp"
+	preallocName  = "next-%d.seg.tmp" // a counter keeps names unique
+)
+
+// segmentName returns the file name of the segment whose first record has
+// sequence first.
+func segmentName(first uint64) string {
+	return fmt.Sprintf("%0*d%s", segNameDigits, first, segSuffix)
+}
+
+// parseSegmentName returns the first sequence encoded in a segment file name.
+func parseSegmentName(name string) (uint64, bool) {
+	if len(name) != segNameDigits+len(segSuffix) || !strings.HasSuffix(name, segSuffix) {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(name[:segNameDigits], 10, 64)
+	return n, err == nil
+}
+
+type segHeader struct {
+	first   uint64
+	size    int64
+	created int64
+}
+
+func (h segHeader) encode() []byte {
+	b := make([]byte, segHeaderSize)
+	copy(b[hdrOffMagic:], segMagic)
+	binary.LittleEndian.PutUint32(b[hdrOffVersion:], segVersion)
+	binary.LittleEndian.PutUint32(b[hdrOffHdrSize:], segHeaderSize)
+	binary.LittleEndian.PutUint64(b[hdrOffFirst:], h.first)
+	binary.LittleEndian.PutUint64(b[hdrOffSegSize:], uint64(h.size))
+	binary.LittleEndian.PutUint64(b[hdrOffCreated:], uint64(h.created))
+	binary.LittleEndian.PutUint32(b[hdrOffCRC:], record.Checksum(b[:hdrOffCRC]))
+	return b
+}
+
+func decodeSegHeader(b []byte) (segHeader, error) {
+	if len(b) < segHeaderSize {
+		return segHeader{}, fmt.Errorf("short header (%d bytes)", len(b))
+	}
+	if string(b[hdrOffMagic:hdrOffMagic+8]) != segMagic {
+		return segHeader{}, fmt.Errorf("bad magic %q", b[hdrOffMagic:hdrOffMagic+8])
+	}
+	if got, want := binary.LittleEndian.Uint32(b[hdrOffCRC:]), record.Checksum(b[:hdrOffCRC]); got != want {
+		return segHeader{}, fmt.Errorf("header checksum %08x, want %08x", got, want)
+	}
+	if v := binary.LittleEndian.Uint32(b[hdrOffVersion:]); v != segVersion {
+		return segHeader{}, fmt.Errorf("unsupported format version %d", v)
+	}
+	if hs := binary.LittleEndian.Uint32(b[hdrOffHdrSize:]); hs != segHeaderSize {
+		return segHeader{}, fmt.Errorf("header size %d, want %d", hs, segHeaderSize)
+	}
+	return segHeader{
+		first:   binary.LittleEndian.Uint64(b[hdrOffFirst:]),
+		size:    int64(binary.LittleEndian.Uint64(b[hdrOffSegSize:])),
+		created: int64(binary.LittleEndian.Uint64(b[hdrOffCreated:])),
+	}, nil
+}
+
+// A segment is one mapped segment file.
+//
+// Immutable after creation: first, name, path, f, data, size, index (the
+// slice header; its entries are written by the flusher before the records
+// they point at become visible, see SyncedSeq). Guarded by Journal.segMu:
+// sealed, last, lastTime. Owned by the flusher: end, count.
+type segment struct {
+	first uint64
+	name  string
+	path  string
+	f     File
+	data  []byte // read-only mapping of the whole file
+	size  int64
+
+	// index[k] is the file offset of record first+k*interval.
+	index []uint32
+
+	refs atomic.Int32 // one for the segment list, one per cursor on it
+
+	sealed   bool
+	last     uint64 // last seq held, valid when sealed (first-1 if empty)
+	lastTime int64  // time field of the last record, valid when sealed
+
+	end     int64  // offset where the next record goes
+	count   uint64 // records held
+	lastOff int64  // offset of the last record (when count > 0)
+}
+
+// seal records the last seq and time of a segment that gets no more
+// records. Called with segMu held (or before the segment is shared); the
+// segment's records are durable.
+func (s *segment) seal() {
+	s.sealed = true
+	if s.count > 0 {
+		s.last = s.first + s.count - 1
+		if v, _, err := record.Parse(s.data[s.lastOff:]); err == nil {
+			s.lastTime = v.Time()
+		}
+	}
+}
+
+// indexCap returns how many index entries a segment of size bytes can need.
+func indexCap(size int64, interval int) int {
+	maxRecords := (size - segHeaderSize) / record.HeaderSize
+	return int(maxRecords/int64(interval)) + 1
+}
+
+// addIndex records the offset of the segment's next record if it falls on
+// an index boundary, and counts it. Called by the flusher and by recovery.
+func (s *segment) addIndex(off int64, interval int) {
+	if s.count%uint64(interval) == 0 {
+		s.index[s.count/uint64(interval)] = uint32(off)
+	}
+	s.count++
+	s.lastOff = off
+}
+
+// locate returns the offset of record seq, which must be held by s and
+// visible: the sparse index, then a forward scan of < interval records.
+func (s *segment) locate(seq uint64, interval int) int64 {
+	k := (seq - s.first) / uint64(interval)
+	off := int64(s.index[k])
+	for r := (seq - s.first) % uint64(interval); r > 0; r-- {
+		off += int64(record.Length(s.data[off:]))
+	}
+	return off
+}
+
+func (s *segment) ref() { s.refs.Add(1) }
+
+// unref drops a reference; the last one unmaps and closes the file.
+func (s *segment) unref(j *Journal) {
+	if n := s.refs.Add(-1); n == 0 {
+		if err := s.f.Close(); err != nil {
+			j.log.Warn("journal: closing segment", "file", s.name, "err", err)
+		}
+	} else if n < 0 {
+		panic("journal: segment reference count below zero")
+	}
+}
+
+// zeroFile creates name sized to size bytes by writing zeros (not
+// fallocate: unwritten extents make every later fdatasync slower), then
+// syncs it.
+func (j *Journal) zeroFile(name string, size int64) (File, error) {
+	f, err := j.fs.Create(name)
+	if err != nil {
+		return nil, err
+	}
+	zeros := j.zeros
+	for off := int64(0); off < size; {
+		n := min(int64(len(zeros)), size-off)
+		if _, err := f.WriteAt(zeros[:n], off); err != nil {
+			f.Close()
+			return nil, err
+		}
+		off += n
+	}
+	if err := f.SyncData(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// installSegment turns a zeroed file (at tmpPath) into the segment starting
+// at first: header written and synced, renamed, directory synced, mapped.
+func (j *Journal) installSegment(f File, tmpPath string, first uint64, size int64) (*segment, error) {
+	name := segmentName(first)
+	path := join(j.opts.Dir, name)
+	hdr := segHeader{first: first, size: size, created: j.now().UnixNano()}
+	fail := func(err error) (*segment, error) {
+		f.Close()
+		return nil, fmt.Errorf("journal: creating segment %s: %w", name, err)
+	}
+	if _, err := f.WriteAt(hdr.encode(), 0); err != nil {
+		return fail(err)
+	}
+	if err := f.SyncData(); err != nil {
+		return fail(err)
+	}
+	if err := j.fs.Rename(tmpPath, path); err != nil {
+		return fail(err)
+	}
+	if err := j.fs.SyncDir(j.opts.Dir); err != nil {
+		return fail(err)
+	}
+	data, err := f.Map()
+	if err != nil {
+		return fail(err)
+	}
+	if int64(len(data)) != size {
+		return fail(fmt.Errorf("mapped %d bytes, want %d", len(data), size))
+	}
+	s := &segment{
+		first: first, name: name, path: path, f: f, data: data, size: size,
+		index: make([]uint32, indexCap(size, j.opts.IndexInterval)),
+		last:  first - 1,
+		end:   segHeaderSize,
+	}
+	s.refs.Store(1)
+	return s, nil
+}
+
+type preallocated struct {
+	f    File
+	path string
+	err  error
+}
+
+// preallocLoop keeps one zeroed, synced segment file ready for rotation.
+func (j *Journal) preallocLoop() {
+	defer j.bg.Done()
+	for n := 1; ; n++ {
+		path := join(j.opts.Dir, fmt.Sprintf(preallocName, n))
+		f, err := j.zeroFile(path, j.opts.SegmentSize)
+		select {
+		case j.ready <- preallocated{f: f, path: path, err: err}:
+			if err != nil {
+				return
+			}
+		case <-j.stop:
+			if f != nil {
+				f.Close()
+				if err := j.fs.Remove(path); err != nil {
+					j.log.Warn("journal: removing preallocated segment", "err", err)
+				}
+			}
+			return
+		}
+	}
+}
+
+// nextSegment installs the preallocated file as the segment starting at
+// first. Called by the flusher; waits for the preallocator if needed.
+func (j *Journal) nextSegment(first uint64) (*segment, error) {
+	var p preallocated
+	select {
+	case p = <-j.ready:
+	case <-j.stop:
+		return nil, ErrClosed
+	}
+	if p.err != nil {
+		return nil, fmt.Errorf("journal: preallocating segment: %w", p.err)
+	}
+	return j.installSegment(p.f, p.path, first, j.opts.SegmentSize)
+}

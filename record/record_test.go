@@ -1,0 +1,364 @@
+package record_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"hash/fnv"
+	"strings"
+	"testing"
+
+	"github.com/tandemhq/tandem/record"
+)
+
+func sampleHeader() record.Header {
+	return record.Header{
+		Seq:       1007,
+		Time:      1_700_000_000_123_456_789,
+		Origin:    record.ID("instance-a"),
+		Publisher: record.ID("pricing-feed"),
+		PubSeq:    42,
+	}
+}
+
+func TestAppendParseRoundTrip(t *testing.T) {
+	long := bytes.Repeat([]byte{'t'}, record.MaxTopic)
+	cases := []struct {
+		name           string
+		topic, payload []byte
+	}{
+		{"empty", nil, nil},
+		{"topic only", []byte("orders.eu"), nil},
+		{"payload only", nil, []byte("hello")},
+		{"both", []byte("orders.eu"), []byte(`{"px":101.5}`)},
+		{"max topic", long, []byte("p")},
+		{"binary", []byte{0, 0xff, ':'}, []byte{0, 1, 2, 3, 0xfe}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := sampleHeader()
+			prefix := []byte("junk")
+			buf := record.Append(append([]byte(nil), prefix...), &h, c.topic, c.payload)
+			if !bytes.Equal(buf[:len(prefix)], prefix) {
+				t.Fatalf("Append clobbered the bytes before it")
+			}
+			enc := buf[len(prefix):]
+			if len(enc) != record.Size(len(c.topic), len(c.payload)) {
+				t.Fatalf("encoded %d bytes, Size says %d", len(enc), record.Size(len(c.topic), len(c.payload)))
+			}
+			if got := record.Length(enc); got != len(enc) {
+				t.Fatalf("Length = %d, want %d", got, len(enc))
+			}
+			// Trailing bytes (the next record) must not be taken in.
+			v, n, err := record.Parse(append(enc[:len(enc):len(enc)], 1, 2, 3))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != len(enc) || v.Len() != n || !bytes.Equal(v.Bytes(), enc) {
+				t.Fatalf("Parse n=%d Len=%d, want %d", n, v.Len(), len(enc))
+			}
+			if err := v.Verify(); err != nil {
+				t.Fatal(err)
+			}
+			if v.Seq() != h.Seq || v.Time() != h.Time || v.Origin() != h.Origin ||
+				v.Publisher() != h.Publisher || v.PubSeq() != h.PubSeq {
+				t.Fatalf("header fields differ: got seq=%d time=%d origin=%x pub=%x pubseq=%d",
+					v.Seq(), v.Time(), v.Origin(), v.Publisher(), v.PubSeq())
+			}
+			if !bytes.Equal(v.Topic(), c.topic) || !bytes.Equal(v.Payload(), c.payload) {
+				t.Fatalf("topic/payload differ")
+			}
+			if v.CRC() != record.Checksum(enc[8:]) {
+				t.Fatalf("CRC %08x, want %08x", v.CRC(), record.Checksum(enc[8:]))
+			}
+			want := record.Bookmark{Publisher: h.Publisher, PubSeq: h.PubSeq, Seq: h.Seq}
+			if v.Bookmark() != want {
+				t.Fatalf("Bookmark = %v, want %v", v.Bookmark(), want)
+			}
+		})
+	}
+}
+
+func TestLayout(t *testing.T) {
+	// The layout is a disk and wire format: pin every offset.
+	h := record.Header{Seq: 0x0102030405060708, Time: 0x1112131415161718, Origin: 0x2122232425262728,
+		Publisher: 0x3132333435363738, PubSeq: 0x4142434445464748}
+	b := record.Append(nil, &h, []byte("ab"), []byte("xyz"))
+	le := binary.LittleEndian
+	if le.Uint32(b[0:]) != 61 || le.Uint64(b[8:]) != h.Seq || le.Uint64(b[16:]) != uint64(h.Time) ||
+		le.Uint64(b[24:]) != h.Origin || le.Uint64(b[32:]) != h.Publisher || le.Uint64(b[40:]) != h.PubSeq ||
+		le.Uint16(b[48:]) != 2 || le.Uint16(b[50:]) != 0 || le.Uint32(b[52:]) != 3 ||
+		string(b[56:]) != "abxyz" || le.Uint32(b[4:]) != record.Checksum(b[8:]) {
+		t.Fatalf("unexpected layout:\n% x", b)
+	}
+	if record.HeaderSize != 56 || record.BookmarkSize != 24 || record.MaxTopic != 65535 {
+		t.Fatal("format constants changed")
+	}
+}
+
+func TestAppendGrows(t *testing.T) {
+	h := sampleHeader()
+	var buf []byte
+	for i := range 100 {
+		buf = record.Append(buf, &h, []byte("t"), bytes.Repeat([]byte{byte(i)}, i))
+	}
+	for i := 0; len(buf) > 0; i++ {
+		v, n, err := record.Parse(buf)
+		if err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		if len(v.Payload()) != i || v.Verify() != nil {
+			t.Fatalf("record %d: payload %d", i, len(v.Payload()))
+		}
+		buf = buf[n:]
+	}
+}
+
+func TestChecksumDetectsEveryFlippedBit(t *testing.T) {
+	h := sampleHeader()
+	rec := record.Append(nil, &h, []byte("orders"), []byte("payload bytes"))
+	for i := 8 * 8; i < len(rec)*8; i++ { // bits covered by the CRC: [8, length)
+		b := append([]byte(nil), rec...)
+		b[i/8] ^= 1 << (i % 8)
+		v, _, err := record.Parse(b)
+		if err != nil {
+			continue // a flip in a length field is caught structurally
+		}
+		if !errors.Is(v.Verify(), record.ErrChecksum) {
+			t.Fatalf("bit %d flipped, Verify = %v", i, v.Verify())
+		}
+	}
+	// A flipped bit in the CRC itself is detected too.
+	b := append([]byte(nil), rec...)
+	b[5] ^= 0x10
+	v, _, err := record.Parse(b)
+	if err != nil || !errors.Is(v.Verify(), record.ErrChecksum) {
+		t.Fatalf("flipped CRC bit: parse %v verify %v", err, v.Verify())
+	}
+}
+
+func TestRestamp(t *testing.T) {
+	h := sampleHeader()
+	rec := record.Append(nil, &h, []byte("orders"), []byte("payload"))
+	orig := append([]byte(nil), rec...)
+	record.Restamp(rec, 99)
+	v, _, err := record.Parse(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Seq() != 99 || v.Verify() != nil {
+		t.Fatalf("after Restamp: seq %d verify %v", v.Seq(), v.Verify())
+	}
+	// Only seq and CRC change; the result equals a fresh encoding with seq 99.
+	h.Seq = 99
+	if want := record.Append(nil, &h, []byte("orders"), []byte("payload")); !bytes.Equal(rec, want) {
+		t.Fatalf("Restamp differs from a fresh Append:\n% x\n% x", rec, want)
+	}
+	record.Restamp(rec, 1007)
+	if !bytes.Equal(rec, orig) {
+		t.Fatal("Restamp back to the original seq does not restore the original bytes")
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	h := sampleHeader()
+	good := record.Append(nil, &h, []byte("topic"), []byte("payload"))
+	le := binary.LittleEndian
+	mut := func(f func(b []byte)) []byte {
+		b := append([]byte(nil), good...)
+		f(b)
+		return b
+	}
+	cases := []struct {
+		name string
+		b    []byte
+		want error
+	}{
+		{"empty", nil, record.ErrShort},
+		{"below header", good[:record.HeaderSize-1], record.ErrShort},
+		{"truncated body", good[:len(good)-1], record.ErrShort},
+		{"length zero", mut(func(b []byte) { le.PutUint32(b, 0) }), record.ErrLength},
+		{"length below header", mut(func(b []byte) { le.PutUint32(b, record.HeaderSize-1) }), record.ErrLength},
+		{"length one more", mut(func(b []byte) { le.PutUint32(b, uint32(len(good)+1)) }), record.ErrLength},
+		{"length one less", mut(func(b []byte) { le.PutUint32(b, uint32(len(good)-1)) }), record.ErrLength},
+		{"topicLen too big", mut(func(b []byte) { le.PutUint16(b[48:], 6) }), record.ErrLength},
+		{"payloadLen too big", mut(func(b []byte) { le.PutUint32(b[52:], 8) }), record.ErrLength},
+		{"payloadLen huge", mut(func(b []byte) { le.PutUint32(b[52:], 0xffffffff) }), record.ErrLength},
+		{"length huge", mut(func(b []byte) { le.PutUint32(b, 0xffffffff) }), record.ErrLength},
+		{"consistent but past the end", mut(func(b []byte) {
+			le.PutUint32(b, uint32(len(good)+10))
+			le.PutUint32(b[52:], 17)
+		}), record.ErrShort},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, n, err := record.Parse(c.b)
+			if !errors.Is(err, c.want) || n != 0 {
+				t.Fatalf("Parse = n %d, %v; want %v", n, err, c.want)
+			}
+		})
+	}
+}
+
+func TestLength(t *testing.T) {
+	if record.Length(nil) != 0 || record.Length([]byte{1, 2, 3}) != 0 || record.Length(make([]byte, 64)) != 0 {
+		t.Fatal("Length of short or zeroed input not 0")
+	}
+	if record.Length([]byte{0x40, 0, 0, 0}) != 64 {
+		t.Fatal("Length misreads the field")
+	}
+}
+
+func TestID(t *testing.T) {
+	for _, name := range []string{"", "a", "abc", "pricing-feed", strings.Repeat("x", 300)} {
+		h := fnv.New64a()
+		h.Write([]byte(name))
+		want := h.Sum64()
+		if want == 0 {
+			want = 1
+		}
+		if got := record.ID(name); got != want {
+			t.Errorf("ID(%q) = %016x, want FNV-1a %016x", name, got, want)
+		}
+	}
+	if record.ID("abc") != record.ID("abc") || record.ID("abc") == record.ID("abd") {
+		t.Fatal("ID not stable or not distinguishing")
+	}
+}
+
+func TestBookmarkBinary(t *testing.T) {
+	b := record.Bookmark{Publisher: 0xa1b2c3d4e5f60718, PubSeq: 42, Seq: 1007}
+	enc := b.AppendBinary([]byte{9})
+	if len(enc) != 1+record.BookmarkSize || enc[0] != 9 {
+		t.Fatalf("AppendBinary: % x", enc)
+	}
+	want := []byte{0x18, 0x07, 0xf6, 0xe5, 0xd4, 0xc3, 0xb2, 0xa1, 42, 0, 0, 0, 0, 0, 0, 0, 0xef, 0x03, 0, 0, 0, 0, 0, 0}
+	if !bytes.Equal(enc[1:], want) {
+		t.Fatalf("encoding\n% x\nwant\n% x", enc[1:], want)
+	}
+	got, err := record.DecodeBookmark(enc[1:])
+	if err != nil || got != b {
+		t.Fatalf("DecodeBookmark = %v, %v", got, err)
+	}
+	if _, err := record.DecodeBookmark(enc[1:record.BookmarkSize]); !errors.Is(err, record.ErrBadBookmark) {
+		t.Fatalf("short bookmark: %v", err)
+	}
+	if !(record.Bookmark{}).IsZero() || b.IsZero() {
+		t.Fatal("IsZero wrong")
+	}
+}
+
+func TestBookmarkText(t *testing.T) {
+	for _, b := range []record.Bookmark{
+		{},
+		{Publisher: 0xa1b2c3d4e5f60718, PubSeq: 42, Seq: 1007},
+		{Publisher: 1, PubSeq: 1<<64 - 1, Seq: 1<<64 - 1},
+		{Publisher: 1<<64 - 1},
+	} {
+		s := b.String()
+		if len(strings.Split(s, ":")[0]) != 16 {
+			t.Errorf("%q: publisher not 16 hex digits", s)
+		}
+		got, err := record.ParseBookmark(s)
+		if err != nil || got != b {
+			t.Errorf("ParseBookmark(%q) = %v, %v; want %v", s, got, err, b)
+		}
+	}
+	if s := (record.Bookmark{Publisher: 0xa1b2c3d4e5f60718, PubSeq: 42, Seq: 1007}).String(); s != "a1b2c3d4e5f60718:42:1007" {
+		t.Fatalf("String = %q", s)
+	}
+	for _, s := range []string{
+		"", ":", "::", "a:1", "a:1:2:3", "g:1:2", "a:-1:2", "a:1:x", "a:1:", ":1:2",
+		"10000000000000000:1:2", "a:18446744073709551616:2", "a:1:2 ", " a:1:2", "0xa:1:2", "a:0x1:2",
+	} {
+		if _, err := record.ParseBookmark(s); !errors.Is(err, record.ErrBadBookmark) {
+			t.Errorf("ParseBookmark(%q) = %v, want ErrBadBookmark", s, err)
+		}
+	}
+}
+
+func TestAppendAllocs(t *testing.T) {
+	h := sampleHeader()
+	topic, payload := []byte("orders.eu"), make([]byte, 128)
+	buf := make([]byte, 0, record.Size(len(topic), len(payload)))
+	if n := testing.AllocsPerRun(100, func() {
+		buf = record.Append(buf[:0], &h, topic, payload)
+	}); n != 0 {
+		t.Fatalf("record.Append into a pre-sized buffer: %v allocs", n)
+	}
+	rec := buf
+	if n := testing.AllocsPerRun(100, func() {
+		v, _, err := record.Parse(rec)
+		if err != nil || v.Verify() != nil {
+			t.Fatal("parse")
+		}
+	}); n != 0 {
+		t.Fatalf("record.Parse+Verify: %v allocs", n)
+	}
+}
+
+func BenchmarkAppend(b *testing.B) {
+	h := sampleHeader()
+	topic, payload := []byte("orders.eu"), make([]byte, 128)
+	buf := make([]byte, 0, record.Size(len(topic), len(payload)))
+	b.ReportAllocs()
+	b.SetBytes(int64(cap(buf)))
+	for b.Loop() {
+		buf = record.Append(buf[:0], &h, topic, payload)
+	}
+}
+
+func BenchmarkParseVerify(b *testing.B) {
+	h := sampleHeader()
+	rec := record.Append(nil, &h, []byte("orders.eu"), make([]byte, 128))
+	b.ReportAllocs()
+	b.SetBytes(int64(len(rec)))
+	for b.Loop() {
+		v, _, err := record.Parse(rec)
+		if err != nil || v.Verify() != nil {
+			b.Fatal("parse")
+		}
+	}
+}
+
+// Lengths are unsigned on the wire: a payloadLen that would be negative as a
+// 32-bit int must not let topicLen point past the record.
+func TestParseRejectsWrappingLengths(t *testing.T) {
+	b := make([]byte, record.HeaderSize+16)
+	binary.LittleEndian.PutUint32(b, record.HeaderSize)
+	binary.LittleEndian.PutUint16(b[48:], 10)
+	binary.LittleEndian.PutUint32(b[52:], 0xfffffff6) // -10 as int32
+	v, _, err := record.Parse(b)
+	if !errors.Is(err, record.ErrLength) {
+		t.Fatalf("Parse accepted topicLen 10 + payloadLen 2^32-10 in a %d-byte record: %v", v.Len(), err)
+	}
+}
+
+func TestRestampFlags(t *testing.T) {
+	h := sampleHeader()
+	rec := record.Append(nil, &h, []byte("orders"), []byte("payload"))
+	if record.FlagsOf(rec) != 0 {
+		t.Fatal("Append wrote non-zero flags")
+	}
+	record.RestampFlags(rec, 5, record.FlagBatchStart)
+	v, _, err := record.Parse(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Seq() != 5 || v.Flags() != record.FlagBatchStart || record.FlagsOf(rec) != record.FlagBatchStart || v.Verify() != nil {
+		t.Fatalf("after RestampFlags: seq %d flags %x verify %v", v.Seq(), v.Flags(), v.Verify())
+	}
+	if string(v.Topic()) != "orders" || string(v.Payload()) != "payload" || v.PubSeq() != h.PubSeq {
+		t.Fatal("RestampFlags changed other fields")
+	}
+	// Restamp keeps the flags.
+	record.Restamp(rec, 6)
+	if v.Flags() != record.FlagBatchStart || v.Seq() != 6 || v.Verify() != nil {
+		t.Fatalf("Restamp: flags %x seq %d verify %v", v.Flags(), v.Seq(), v.Verify())
+	}
+	record.RestampFlags(rec, 6, 0)
+	h.Seq = 6
+	if want := record.Append(nil, &h, []byte("orders"), []byte("payload")); !bytes.Equal(rec, want) {
+		t.Fatal("clearing the flags does not give back Append's encoding")
+	}
+}
