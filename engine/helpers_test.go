@@ -44,7 +44,8 @@ type rawClient struct {
 	t    testing.TB
 	c    net.Conn
 	buf  []byte
-	n    int
+	off  int // start of unread bytes in buf
+	n    int // end of bytes in buf
 	wbuf []byte
 }
 
@@ -72,15 +73,17 @@ func (r *rawClient) next(d time.Duration) (wire.Frame, error) {
 	r.t.Helper()
 	deadline := time.Now().Add(d)
 	for {
-		f, n, err := wire.Split(r.buf[:r.n], len(r.buf))
+		f, n, err := wire.Split(r.buf[r.off:r.n], len(r.buf))
 		if err != nil {
 			r.t.Fatalf("client split: %v", err)
 		}
 		if n > 0 {
 			body := append([]byte(nil), f.Body...)
-			r.n = copy(r.buf, r.buf[n:r.n])
+			r.off += n
 			return wire.Frame{Type: f.Type, Body: body}, nil
 		}
+		r.n = copy(r.buf, r.buf[r.off:r.n])
+		r.off = 0
 		r.c.SetReadDeadline(deadline)
 		m, err := r.c.Read(r.buf[r.n:])
 		r.n += m

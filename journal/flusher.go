@@ -51,45 +51,53 @@ func (j *Journal) collect() bool {
 		j.flusherDelaying = false
 	}
 	j.taken, j.stage = j.stage, j.taken[:0]
-	j.takenPos = 0
+	j.takenMarks, j.marks = j.marks, j.takenMarks[:0]
+	j.takenPos, j.markPos = 0, 0
+	j.takenEnd = j.nextSeq
+	j.batchFrom = 0
 	j.mu.Unlock()
 	return true
 }
 
-// flushBatch writes and syncs the next batch from j.taken.
+// flushBatch writes and syncs the next batch from j.taken: up to the next
+// cut mark, split at rotation marks. It does not look at the records
+// except to stamp FlagBatchStart on the first one of the batch and of each
+// new segment.
 func (j *Journal) flushBatch() error {
-	buf := j.taken[j.takenPos:]
-	seg := j.tail
-	interval := j.opts.IndexInterval
-	seq := j.writeSeq
-	off := seg.end // file offset of the next record
-	partStart := 0 // start in buf of the bytes going to seg
-	partOff := off // file offset of buf[partStart]
-	batchStart := true
-	p := 0
-	for p < len(buf) {
-		n := record.Length(buf[p:])
-		if p > 0 && p+n > j.opts.MaxBatchBytes {
+	buf := j.taken
+	start := j.takenPos
+	marks := j.takenMarks
+	end, endSeq := len(buf), j.takenEnd
+	for _, m := range marks[j.markPos:] {
+		if m.pos > start && m.flags&markCut != 0 {
+			end, endSeq = m.pos, m.seq
 			break
 		}
-		rec := buf[p : p+n]
-		if off+int64(n) > seg.size {
-			// Rotate: make everything in seg durable before the first
-			// write into the next segment.
-			if err := j.writePart(seg, buf[partStart:p], partOff); err != nil {
+	}
+	interval := uint64(j.opts.IndexInterval)
+	seg := j.tail
+	partStart, partOff := start, seg.end // buf[partStart] goes to seg at partOff
+	if err := stampBatchStart(buf[start:], j.writeSeq); err != nil {
+		return err
+	}
+	for ; j.markPos < len(marks) && marks[j.markPos].pos < end; j.markPos++ {
+		m := marks[j.markPos]
+		if m.flags&markRotate != 0 {
+			// Everything in seg must be durable before the first write
+			// into the next segment.
+			if err := j.writePart(seg, buf[partStart:m.pos], partOff); err != nil {
 				return err
 			}
 			if err := seg.f.SyncData(); err != nil {
 				return fmt.Errorf("journal: sync %s: %w", seg.name, err)
 			}
-			next, err := j.nextSegment(seq)
+			seg.end = partOff + int64(m.pos-partStart)
+			next, err := j.nextSegment(m.seq)
 			if err != nil {
 				return err
 			}
 			j.segMu.Lock()
-			seg.sealed = true
-			seg.end = off
-			seg.seal()
+			seg.seal(m.seq-1, int(interval))
 			j.segs = append(j.segs, next)
 			j.tail = next
 			j.segMu.Unlock()
@@ -99,46 +107,48 @@ func (j *Journal) flushBatch() error {
 			default:
 			}
 			seg = next
-			off = segHeaderSize
-			partStart, partOff = p, off
-			batchStart = true
-		}
-		if batchStart {
-			// Check the flusher's seq bookkeeping once per batch.
-			v, _, err := record.Parse(rec)
-			if err != nil || v.Seq() != seq {
-				return fmt.Errorf("journal: internal error: staged record at seq %d is invalid (seq %d, %v)", seq, v.Seq(), err)
+			partStart, partOff = m.pos, segHeaderSize
+			if err := stampBatchStart(buf[m.pos:], m.seq); err != nil {
+				return err
 			}
-			record.RestampFlags(rec, seq, v.Flags()|record.FlagBatchStart)
-			batchStart = false
 		}
-		seg.addIndex(off, interval)
-		off += int64(n)
-		p += n
-		seq++
+		if m.flags&markIndex != 0 {
+			seg.index[(m.seq-seg.first)/interval] = uint32(partOff + int64(m.pos-partStart))
+		}
 	}
-	if err := j.writePart(seg, buf[partStart:p], partOff); err != nil {
+	if err := j.writePart(seg, buf[partStart:end], partOff); err != nil {
 		return err
 	}
 	if err := seg.f.SyncData(); err != nil {
 		return fmt.Errorf("journal: sync %s: %w", seg.name, err)
 	}
-	seg.end = off
-	j.takenPos += p
-	j.writeSeq = seq
-	synced := seq - 1
+	seg.end = partOff + int64(end-partStart)
+	j.takenPos = end
+	j.writeSeq = endSeq
+	synced := endSeq - 1
 	j.synced.Store(synced)
 	j.syncs.Add(1)
-	j.writtenBytes.Add(uint64(p))
+	j.writtenBytes.Add(uint64(end - start))
 
 	j.mu.Lock()
-	j.pending -= p
+	j.pending -= end - start
 	j.notFull.Broadcast()
 	j.mu.Unlock()
 	j.wakeWaiters(synced, false)
 	if j.opts.OnSync != nil {
 		j.opts.OnSync(synced)
 	}
+	return nil
+}
+
+// stampBatchStart sets FlagBatchStart on the record at the start of b,
+// checking on the way that it is the record the flusher expects.
+func stampBatchStart(b []byte, seq uint64) error {
+	v, _, err := record.Parse(b)
+	if err != nil || v.Seq() != seq {
+		return fmt.Errorf("journal: internal error: staged record at seq %d is invalid (seq %d, %v)", seq, v.Seq(), err)
+	}
+	record.RestampFlags(b[:v.Len()], seq, v.Flags()|record.FlagBatchStart)
 	return nil
 }
 

@@ -95,7 +95,7 @@ type Timer interface {
 
 type realTimer struct{ t *time.Timer }
 
-func (r realTimer) C() <-chan time.Time     { return r.t.C }
+func (r realTimer) C() <-chan time.Time   { return r.t.C }
 func (r realTimer) Reset(d time.Duration) { r.t.Reset(d) }
 func (r realTimer) Stop()                 { r.t.Stop() }
 
@@ -112,7 +112,7 @@ type Journal struct {
 	log  *slog.Logger
 	now  func() time.Time
 
-	maxRecord int   // largest record a segment can hold
+	maxRecord int    // largest record a segment can hold
 	zeros     []byte // for zero-filling files
 
 	// Appender state, guarded by mu.
@@ -125,6 +125,14 @@ type Journal struct {
 	failed          error
 	flusherIdle     bool // flusher waits on kick for staged data
 	flusherDelaying bool // flusher waits for MaxSyncDelay or a full batch
+	// Where staged records will land, decided here so the flusher never
+	// walks the records (a cold, dependent load per record): the marks
+	// note rotations, batch cuts and sparse-index entries.
+	marks     []mark
+	tailOff   int64 // segment offset the next staged record goes to
+	tailSize  int64 // size of the segment it goes to
+	indexIn   int   // records until the next index entry
+	batchFrom int   // stage offset where the current batch began
 
 	kick chan struct{}
 
@@ -138,11 +146,14 @@ type Journal struct {
 	segs  []*segment
 
 	// Flusher-owned.
-	taken    []byte
-	takenPos int
-	writeSeq uint64 // seq of the next record to write
-	tail     *segment
-	timer    Timer
+	taken      []byte
+	takenPos   int
+	takenMarks []mark
+	markPos    int
+	takenEnd   uint64 // seq after the last record in taken
+	writeSeq   uint64 // seq of the next record to write
+	tail       *segment
+	timer      Timer
 
 	waitMu  sync.Mutex
 	waiters []*waiter
@@ -156,7 +167,7 @@ type Journal struct {
 	retMu sync.Mutex
 
 	syncs, rotations, writtenBytes, removedSegs atomic.Uint64
-	truncatedBytes                             int64
+	truncatedBytes                              int64
 }
 
 // Open opens (or creates) the journal in opts.Dir, recovers it (see the
@@ -219,6 +230,8 @@ func Open(opts Options) (*Journal, error) {
 	bufCap := min(opts.MaxStagedBytes, 2*opts.MaxBatchBytes)
 	j.stage = make([]byte, 0, bufCap)
 	j.taken = make([]byte, 0, bufCap)
+	j.marks = make([]mark, 0, 1024)
+	j.takenMarks = make([]mark, 0, 1024)
 
 	j.flushWG.Add(1)
 	go j.flushLoop()
@@ -257,6 +270,34 @@ func (j *Journal) admitLocked(n int) error {
 	}
 }
 
+// placeLocked decides where the record of n bytes about to be staged at
+// j.stage[len(j.stage)] will be written, leaving a mark for the flusher when
+// it starts a segment, starts a write batch (MaxBatchBytes) or needs an
+// index entry.
+func (j *Journal) placeLocked(seq uint64, n int) {
+	pos := len(j.stage)
+	var flags uint8
+	if j.tailOff+int64(n) > j.tailSize {
+		flags |= markRotate
+		j.tailOff = segHeaderSize
+		j.tailSize = j.opts.SegmentSize
+		j.indexIn = 0
+	}
+	if pos > j.batchFrom && pos+n-j.batchFrom > j.opts.MaxBatchBytes {
+		flags |= markCut
+		j.batchFrom = pos
+	}
+	if j.indexIn == 0 {
+		flags |= markIndex
+		j.indexIn = j.opts.IndexInterval
+	}
+	j.indexIn--
+	j.tailOff += int64(n)
+	if flags != 0 {
+		j.marks = append(j.marks, mark{pos: pos, seq: seq, flags: flags})
+	}
+}
+
 // stagedLocked accounts for a record of n bytes just staged and wakes the
 // flusher if it waits for it.
 func (j *Journal) stagedLocked(seq uint64, n int) {
@@ -291,6 +332,7 @@ func (j *Journal) AppendLocked(h *record.Header, topic, payload []byte) (seq uin
 	if h.Time == 0 {
 		h.Time = j.now().UnixNano()
 	}
+	j.placeLocked(seq, n)
 	j.stage = record.Append(j.stage, h, topic, payload)
 	j.stagedLocked(seq, n)
 	return seq, nil
@@ -312,6 +354,7 @@ func (j *Journal) AppendRecordLocked(rec []byte) (seq uint64, err error) {
 		return 0, err
 	}
 	seq = j.nextSeq
+	j.placeLocked(seq, n)
 	start := len(j.stage)
 	j.stage = append(j.stage, rec...)
 	record.RestampFlags(j.stage[start:], seq, v.Flags()&^record.FlagBatchStart)
@@ -353,6 +396,19 @@ func (j *Journal) Err() error {
 	}
 	return nil
 }
+
+// A mark tells the flusher about the staged record at pos (with seq).
+type mark struct {
+	pos   int
+	seq   uint64
+	flags uint8
+}
+
+const (
+	markRotate uint8 = 1 << iota // the record starts a new segment
+	markCut                      // a write batch ends before the record
+	markIndex                    // the record gets a sparse-index entry
+)
 
 type waiter struct {
 	seq uint64

@@ -331,7 +331,7 @@ type fakeTimer struct {
 	reset chan time.Duration
 }
 
-func (f *fakeTimer) C() <-chan time.Time     { return f.c }
+func (f *fakeTimer) C() <-chan time.Time   { return f.c }
 func (f *fakeTimer) Reset(d time.Duration) { f.reset <- d }
 func (f *fakeTimer) Stop()                 {}
 

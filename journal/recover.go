@@ -79,9 +79,13 @@ func (j *Journal) recover() error {
 		j.segs = append(j.segs, seg)
 	}
 	for _, s := range j.segs[:len(j.segs)-1] {
-		s.seal()
+		s.seal(s.first+s.count-1, j.opts.IndexInterval)
 	}
 	j.tail = j.segs[len(j.segs)-1]
+	j.tailOff = j.tail.end
+	j.tailSize = j.tail.size
+	iv := uint64(j.opts.IndexInterval)
+	j.indexIn = int((iv - j.tail.count%iv) % iv)
 	j.nextSeq = next
 	j.writeSeq = next
 	j.lastSeq.Store(next - 1)

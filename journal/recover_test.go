@@ -118,7 +118,7 @@ func TestRecoverTornTail(t *testing.T) {
 		{"record then zeros then data", func(t *testing.T, fs FS, path string, data []byte, end int64, last uint64) uint64 {
 			// A torn batch whose first page was lost: records later in it
 			// survive but are not batch starts.
-			writeAt(t, fs, path, end+200, encoded(last + 3))
+			writeAt(t, fs, path, end+200, encoded(last+3))
 			return last
 		}},
 		{"bad crc in last batch", func(t *testing.T, fs FS, path string, data []byte, end int64, last uint64) uint64 {

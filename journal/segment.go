@@ -91,7 +91,7 @@ func decodeSegHeader(b []byte) (segHeader, error) {
 // Immutable after creation: first, name, path, f, data, size, index (the
 // slice header; its entries are written by the flusher before the records
 // they point at become visible, see SyncedSeq). Guarded by Journal.segMu:
-// sealed, last, lastTime. Owned by the flusher: end, count.
+// sealed, last, lastTime. Owned by the flusher (and recovery): end, count.
 type segment struct {
 	first uint64
 	name  string
@@ -109,19 +109,18 @@ type segment struct {
 	last     uint64 // last seq held, valid when sealed (first-1 if empty)
 	lastTime int64  // time field of the last record, valid when sealed
 
-	end     int64  // offset where the next record goes
-	count   uint64 // records held
-	lastOff int64  // offset of the last record (when count > 0)
+	end   int64  // offset where the next record goes
+	count uint64 // records held (maintained by recovery only)
 }
 
 // seal records the last seq and time of a segment that gets no more
-// records. Called with segMu held (or before the segment is shared); the
-// segment's records are durable.
-func (s *segment) seal() {
+// records; last is first-1 for an empty one. Called with segMu held (or
+// before the segment is shared); the segment's records are written.
+func (s *segment) seal(last uint64, interval int) {
 	s.sealed = true
-	if s.count > 0 {
-		s.last = s.first + s.count - 1
-		if v, _, err := record.Parse(s.data[s.lastOff:]); err == nil {
+	s.last = last
+	if last >= s.first {
+		if v, _, err := record.Parse(s.data[s.locate(last, interval):]); err == nil {
 			s.lastTime = v.Time()
 		}
 	}
@@ -134,13 +133,13 @@ func indexCap(size int64, interval int) int {
 }
 
 // addIndex records the offset of the segment's next record if it falls on
-// an index boundary, and counts it. Called by the flusher and by recovery.
+// an index boundary, and counts it. Used by recovery; the flusher fills the
+// index from the marks appenders leave.
 func (s *segment) addIndex(off int64, interval int) {
 	if s.count%uint64(interval) == 0 {
 		s.index[s.count/uint64(interval)] = uint32(off)
 	}
 	s.count++
-	s.lastOff = off
 }
 
 // locate returns the offset of record seq, which must be held by s and
@@ -171,6 +170,9 @@ func (s *segment) unref(j *Journal) {
 // fallocate: unwritten extents make every later fdatasync slower), then
 // syncs it.
 func (j *Journal) zeroFile(name string, size int64) (File, error) {
+	if zc, ok := j.fs.(zeroCreator); ok {
+		return zc.CreateZeroed(name, size)
+	}
 	f, err := j.fs.Create(name)
 	if err != nil {
 		return nil, err

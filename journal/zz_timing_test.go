@@ -50,12 +50,18 @@ func (f *timingFile) SyncData() error {
 	s := time.Now()
 	err := f.File.SyncData()
 	f.fs.add(f.kind+"-sync", time.Since(s))
+	f.kind = "seg"
 	return err
 }
 
 func TestZZTiming(t *testing.T) {
 	tfs := &timingFS{FS: OSFS{}, d: map[string]time.Duration{}, n: map[string]int{}}
-	j := mustOpen(t, Options{Dir: t.TempDir(), FS: tfs, Logger: quietLogger(), RetentionBytes: 2 << 30})
+	j := mustOpen(t, Options{Dir: t.TempDir(), FS: tfs, Logger: quietLogger(), SegmentSize: 1500 << 20})
+	eventually(t, "prealloc", func() bool { tfs.mu.Lock(); defer tfs.mu.Unlock(); return tfs.n["tmp-sync"] == 2 })
+	tfs.mu.Lock()
+	clear(tfs.d)
+	clear(tfs.n)
+	tfs.mu.Unlock()
 	payload := make([]byte, 128)
 	start := time.Now()
 	const N = 5000000

@@ -1,0 +1,66 @@
+// Package client is Tandem's native Go client: one connection to one server,
+// publishing with client-assigned publisher sequences and cumulative acks,
+// subscribing with bookmarks, flushing, heartbeats and statistics.
+//
+//	c, err := client.Connect(ctx, "127.0.0.1:7400", client.WithName("pricer-1"))
+//	seq, err := c.Publish(ctx, "prices.EURUSD", payload) // no round trip
+//	err = c.Flush(ctx)                                    // everything so far is on disk
+//	sub, err := c.Subscribe(ctx, "prices.", client.Prefix(), client.From(client.Epoch))
+//	for m := range sub.C { ... m.Bookmark ... }
+//
+// # Threading
+//
+// A connection runs exactly two goroutines, whatever the traffic:
+//
+//   - the writer owns the socket's write side. Publish, Flush, Subscribe and
+//     the rest encode their frame into a shared write buffer under a mutex
+//     and wake the writer only if the buffer was empty; the writer swaps the
+//     buffer for a second one and sends everything with one write, so a fast
+//     publisher costs one syscall per batch, not per message. It also sends
+//     a heartbeat when it has written nothing for half the granted interval.
+//   - the reader owns the read buffer. It reads as much as the socket has,
+//     splits frames in place (wire.Split; the buffer grows for a frame larger
+//     than itself) and handles each one: cumulative acks advance the
+//     persisted sequence and call the WithAckHandler function; deliveries
+//     call a WithHandler function or are copied onto Subscription.C; flush,
+//     subscribe and stat replies wake the goroutine waiting for them. It
+//     treats two heartbeat intervals without a byte from the server as a
+//     dead connection (ErrHeartbeatTimeout).
+//
+// Handler functions (acks, messages, errors) run on the reader goroutine:
+// while one runs, nothing else is read. They must not block, and must not
+// call methods that wait for the reader (Flush, Subscribe, Unsubscribe,
+// Stats, WaitPersisted, or Publish with a full window).
+//
+// # Flow control
+//
+// Publish blocks (until its context ends) while WithWindow messages are
+// unacknowledged or the write buffer is full. A subscriber that does not
+// keep up with Subscription.C blocks the reader, TCP pushes back, and the
+// server serves the subscription from its journal instead of queueing.
+//
+// # Lifetime of Message slices
+//
+// A *Message passed to a WithHandler function is reused by the reader: the
+// struct and its Topic and Payload slices are views into the read buffer,
+// valid only until the function returns. Messages from Subscription.C are
+// copies owned by the application.
+//
+// # Connection lifetime and errors
+//
+// A Client holds one connection (an unexported conn: socket, reader, writer,
+// write buffer). When it ends, Done is closed and Err says why: ErrClosed
+// after Close, otherwise an error matching ErrDisconnected and its cause (a
+// *ServerError from an Error frame, ErrHeartbeatTimeout, a network error).
+// Messages not yet acknowledged are then reported to the ack handler with
+// that error; waiting calls return it; subscription channels are closed.
+// The client does not reconnect: the HA layer (issue 4) will own and
+// replace conns, keeping the publish sequence, window and subscriptions
+// that live in Client.
+//
+// Publisher sequences continue after the LastPubSeq the server reports at
+// logon, so a client that restarts under the same name appends rather than
+// being de-duplicated away.
+//
+// Lock order: conn.wmu before Client.smu; signal.mu is a leaf.
+package client

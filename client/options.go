@@ -1,0 +1,129 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/tandemhq/tandem/wire"
+)
+
+// Option configures Connect.
+type Option func(*config)
+
+// Dialer opens the byte stream to a server; net.Dialer.DialContext fits.
+type Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
+
+type config struct {
+	name         string
+	credentials  []byte
+	heartbeat    time.Duration
+	window       int
+	ack          wire.AckWanted
+	ackHandler   func(pubSeq uint64, err error)
+	errorHandler func(error)
+	dial         Dialer
+	dialTimeout  time.Duration
+	maxFrame     int
+	readBuffer   int
+	writeBuffer  int
+}
+
+// Defaults.
+const (
+	DefaultHeartbeat   = 5 * time.Second
+	DefaultWindow      = 65536
+	DefaultDialTimeout = 10 * time.Second
+	defaultReadBuffer  = 256 << 10
+	defaultWriteBuffer = 256 << 10
+)
+
+func defaultConfig() config {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "tandem-client"
+	}
+	return config{
+		name:        fmt.Sprintf("%s-%d", host, os.Getpid()),
+		heartbeat:   DefaultHeartbeat,
+		window:      DefaultWindow,
+		ack:         wire.AckPersisted,
+		dialTimeout: DefaultDialTimeout,
+		maxFrame:    wire.DefaultMaxFrame,
+		readBuffer:  defaultReadBuffer,
+		writeBuffer: defaultWriteBuffer,
+	}
+}
+
+// WithName sets the client name, which is also the publisher identity the
+// server de-duplicates on. Default: hostname-pid. Two live connections must
+// not share a name (the second is refused with ErrNameInUse).
+func WithName(name string) Option { return func(c *config) { c.name = name } }
+
+// WithCredentials sets the credentials sent at logon.
+func WithCredentials(cred []byte) Option {
+	return func(c *config) { c.credentials = append([]byte(nil), cred...) }
+}
+
+// WithHeartbeat sets the heartbeat interval asked of the server (the server
+// may grant another). Zero disables heartbeats. Default 5s.
+func WithHeartbeat(d time.Duration) Option { return func(c *config) { c.heartbeat = d } }
+
+// WithWindow bounds the messages published but not yet acknowledged at the
+// requested ack level; Publish blocks while the window is full. Default 65536.
+// It does not apply with AckNone.
+func WithWindow(n int) Option {
+	return func(c *config) {
+		if n > 0 {
+			c.window = n
+		}
+	}
+}
+
+// WithAck sets the acknowledgement every publish asks for:
+// wire.AckPersisted (default), wire.AckReceived or wire.AckNone.
+func WithAck(level wire.AckWanted) Option { return func(c *config) { c.ack = level } }
+
+// WithAckHandler registers a function called once for every published
+// message with AckPersisted or AckReceived: err == nil when the server
+// acknowledged it at that level, otherwise the reason it was not (a refusal
+// matching ErrNotPersisted, or the connection's end matching ErrDisconnected).
+// Calls come in pubSeq order from the client's reader goroutine: the function
+// must not block, and must not call Publish with a full window.
+func WithAckHandler(f func(pubSeq uint64, err error)) Option {
+	return func(c *config) { c.ackHandler = f }
+}
+
+// WithErrorHandler registers a function called once, from the reader
+// goroutine, with the error that ended the connection (not after Close).
+func WithErrorHandler(f func(error)) Option { return func(c *config) { c.errorHandler = f } }
+
+// WithDialer replaces the TCP dialer.
+func WithDialer(d Dialer) Option { return func(c *config) { c.dial = d } }
+
+// WithDialTimeout bounds dialing and logon when ctx has no earlier deadline.
+// Default 10s.
+func WithDialTimeout(d time.Duration) Option { return func(c *config) { c.dialTimeout = d } }
+
+// WithMaxFrame sets the largest frame the client sends or accepts. It must
+// not exceed the server's. Default wire.DefaultMaxFrame.
+func WithMaxFrame(n int) Option {
+	return func(c *config) {
+		if n >= wire.HeaderSize+64 {
+			c.maxFrame = n
+		}
+	}
+}
+
+// WithWriteBuffer sets how many encoded bytes may wait for the writer before
+// Publish blocks (the writer sends them in one write). Default 256 KiB; a
+// single larger frame is always accepted.
+func WithWriteBuffer(n int) Option {
+	return func(c *config) {
+		if n > 0 {
+			c.writeBuffer = n
+		}
+	}
+}

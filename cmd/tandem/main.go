@@ -1,0 +1,113 @@
+// Command tandem is the Tandem broker and its command-line clients:
+//
+//	tandem serve   run a broker instance
+//	tandem pub     publish each line of standard input as one message
+//	tandem sub     print the messages of a subscription, one per line
+//	tandem stat    print an instance's statistics
+//
+// Run `tandem help COMMAND` for a command's flags.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+const defaultServer = "127.0.0.1:7400"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// commands maps a command name to its runner and a one-line summary.
+var commands = []struct {
+	name    string
+	summary string
+	run     func(args []string, stdin io.Reader, stdout, stderr io.Writer) int
+}{
+	{"serve", "run a broker instance", func(args []string, _ io.Reader, _, _ io.Writer) int { return runServe(args) }},
+	{"pub", "publish each line of standard input as one message", runPub},
+	{"sub", "print the messages of a subscription, one per line", runSub},
+	{"stat", "print an instance's statistics", runStat},
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "help", "-h", "-help", "--help":
+		if len(args) > 1 {
+			for _, c := range commands {
+				if c.name == args[1] {
+					return c.run([]string{"-h"}, stdin, stdout, stdout)
+				}
+			}
+			fmt.Fprintf(stderr, "tandem: unknown command %q\n\n", args[1])
+			usage(stderr)
+			return 2
+		}
+		usage(stdout)
+		return 0
+	}
+	for _, c := range commands {
+		if c.name == args[0] {
+			return c.run(args[1:], stdin, stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "tandem: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, "Tandem: a high-availability message broker.\n\nUsage:\n\n\ttandem <command> [flags]\n\nCommands:\n\n")
+	for _, c := range commands {
+		fmt.Fprintf(w, "\t%-6s %s\n", c.name, c.summary)
+	}
+	fmt.Fprint(w, "\nRun `tandem help <command>` for a command's flags.\n")
+}
+
+// newFlagSet returns a FlagSet whose usage prints synopsis and text before
+// the flags.
+func newFlagSet(name, synopsis, text string, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: tandem %s %s\n\n%s\nFlags:\n", name, synopsis, text)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseFlags parses args; it returns -1 to go on, else the exit code.
+func parseFlags(fs *flag.FlagSet, args []string) int {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "tandem %s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		fs.Usage()
+		return 2
+	}
+	return -1
+}
+
+// firstServer returns the first address of a comma-separated list. Failover
+// across the list comes with the HA client (issue 4).
+func firstServer(list string) string {
+	for _, a := range strings.Split(list, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			return a
+		}
+	}
+	return ""
+}

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tandemhq/tandem/client"
+	"github.com/tandemhq/tandem/wire"
+)
+
+const statText = `Prints an instance's statistics: instance name, connections, messages
+stored, journal first/last/synced sequence and size, and per-topic counts;
+or, with --json, the statistics document as the server sends it.
+`
+
+func runStat(args []string, _ io.Reader, stdout, stderr io.Writer) int {
+	fs := newFlagSet("stat", "[--server ADDR] [--json]", statText, stderr)
+	server := fs.String("server", defaultServer, "server `ADDR` (host:port)")
+	asJSON := fs.Bool("json", false, "print the raw JSON document")
+	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
+	if rc := parseFlags(fs, args); rc >= 0 {
+		return rc
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	host, _ := os.Hostname()
+	c, err := client.Connect(ctx, *server, client.WithName(fmt.Sprintf("tandem-stat-%s-%d", host, os.Getpid())))
+	if err != nil {
+		fmt.Fprintf(stderr, "tandem stat: %v\n", err)
+		return 1
+	}
+	defer c.Close()
+	doc, err := c.StatsJSON(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "tandem stat: %v\n", err)
+		return 1
+	}
+	if *asJSON {
+		var out bytes.Buffer
+		if json.Indent(&out, doc, "", "  ") != nil {
+			out.Reset()
+			out.Write(doc)
+		}
+		out.WriteByte('\n')
+		stdout.Write(out.Bytes())
+		return 0
+	}
+	var st wire.Stats
+	if err := json.Unmarshal(doc, &st); err != nil {
+		fmt.Fprintf(stderr, "tandem stat: bad document from the server: %v\n", err)
+		return 1
+	}
+	printStats(stdout, &st)
+	return 0
+}
+
+func printStats(w io.Writer, st *wire.Stats) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "instance\t%s\n", st.Instance)
+	if st.Version != "" || st.Engine != "" {
+		fmt.Fprintf(tw, "version\t%s (engine %s, %d loops)\n", st.Version, st.Engine, st.Loops)
+	}
+	fmt.Fprintf(tw, "uptime\t%v\n", (time.Duration(st.UptimeSeconds * float64(time.Second))).Round(time.Second))
+	fmt.Fprintf(tw, "connections\t%d\n", st.Connections)
+	fmt.Fprintf(tw, "subscriptions\t%d\n", st.Subscriptions)
+	fmt.Fprintf(tw, "messages stored\t%d\n", st.Stored)
+	fmt.Fprintf(tw, "duplicates dropped\t%d\n", st.Duplicates)
+	j := st.Journal
+	fmt.Fprintf(tw, "journal\tfirst %d, last %d, synced %d\n", j.FirstSeq, j.LastSeq, j.SyncedSeq)
+	fmt.Fprintf(tw, "journal size\t%s in %d segments, %d syncs\n", bytesText(j.Bytes), j.Segments, j.Syncs)
+	tw.Flush()
+
+	topics := append([]wire.TopicStats(nil), st.Topics...)
+	sort.Slice(topics, func(a, b int) bool { return topics[a].Topic < topics[b].Topic })
+	fmt.Fprintf(w, "\ntopics (%d)\n", len(topics))
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "MESSAGES\t  TOPIC\t\n")
+	for _, t := range topics {
+		fmt.Fprintf(tw, "%d\t  %s\t\n", t.Messages, t.Topic)
+	}
+	tw.Flush()
+	if len(st.Clients) > 0 {
+		fmt.Fprintf(w, "\nclients (%d)\n", len(st.Clients))
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(tw, "NAME\tREMOTE\tLOOP\tSUBS\tLAST PUBSEQ\n")
+		for _, c := range st.Clients {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\n", c.Name, c.Remote, c.Loop, c.Subscriptions, c.LastPubSeq)
+		}
+		tw.Flush()
+	}
+}
+
+func bytesText(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,268 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"github.com/tandemhq/tandem/client"
+	"github.com/tandemhq/tandem/record"
+)
+
+const subText = `Subscribes to --topic and prints each message's payload as one line on
+standard output, in delivery order, until --count messages have arrived,
+--idle passes with no message, or it is interrupted. Output is buffered and
+flushed whenever the subscription goes quiet, and at exit.
+
+Topic matching: exact by default; --prefix matches every topic starting with
+--topic; --regex treats --topic as a Go RE2 expression. A topic ending in '*'
+with neither --prefix nor --regex is a prefix match of what precedes the '*'
+("orders.*" matches "orders.new").
+
+--from is epoch (the whole journal, then live), now (only new messages) or a
+bookmark as printed by --format json ("PUBLISHER:PUBSEQ:SEQ"), to resume
+right after that message. --format json prints one object per line:
+{"bookmark":"...","topic":"...","timestamp":"RFC3339Nano","payload":"..."}.
+Only the first address of --servers is used for now; failover across the list
+comes with the HA client.
+`
+
+func runSub(args []string, _ io.Reader, stdout, stderr io.Writer) int {
+	fs := newFlagSet("sub", "--topic T [flags]", subText, stderr)
+	servers := fs.String("servers", defaultServer, "server `ADDR[,ADDR...]` (host:port)")
+	name := fs.String("name", "", "client `NAME` (default hostname-pid)")
+	topic := fs.String("topic", "", "`TOPIC` or pattern to subscribe to (required)")
+	prefix := fs.Bool("prefix", false, "match topics starting with --topic")
+	regex := fs.Bool("regex", false, "match topics against --topic as a regular expression")
+	from := fs.String("from", "now", "where to start: `epoch|now|BOOKMARK`")
+	count := fs.Int("count", 0, "stop after `N` messages (0: no limit)")
+	idle := fs.Duration("idle", 0, "stop after `DURATION` with no message (0: never)")
+	format := fs.String("format", "text", "output format: text|json")
+	heartbeat := fs.Duration("heartbeat", client.DefaultHeartbeat, "heartbeat interval (0: none)")
+	if rc := parseFlags(fs, args); rc >= 0 {
+		return rc
+	}
+	addr := firstServer(*servers)
+	if *topic == "" || addr == "" {
+		fmt.Fprintln(stderr, "tandem sub: --topic and --servers are required")
+		fs.Usage()
+		return 2
+	}
+	if *prefix && *regex {
+		fmt.Fprintln(stderr, "tandem sub: --prefix and --regex exclude each other")
+		return 2
+	}
+	if *format != "text" && *format != "json" {
+		fmt.Fprintf(stderr, "tandem sub: --format %q: want text or json\n", *format)
+		return 2
+	}
+	var subOpts []client.SubOption
+	t := *topic
+	switch {
+	case *prefix:
+		subOpts = append(subOpts, client.Prefix())
+	case *regex:
+		subOpts = append(subOpts, client.Regex())
+	case strings.HasSuffix(t, "*") && len(t) > 1:
+		t = strings.TrimSuffix(t, "*")
+		subOpts = append(subOpts, client.Prefix())
+	}
+	switch *from {
+	case "epoch":
+		subOpts = append(subOpts, client.From(client.Epoch))
+	case "now":
+		subOpts = append(subOpts, client.From(client.Now))
+	default:
+		b, err := record.ParseBookmark(*from)
+		if err != nil {
+			fmt.Fprintf(stderr, "tandem sub: --from: %v\n", err)
+			return 2
+		}
+		subOpts = append(subOpts, client.From(client.Bookmark(b)))
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	opts := []client.Option{client.WithHeartbeat(*heartbeat)}
+	if *name != "" {
+		opts = append(opts, client.WithName(*name))
+	}
+	c, err := client.Connect(ctx, addr, opts...)
+	if err != nil {
+		fmt.Fprintf(stderr, "tandem sub: %v\n", err)
+		return 1
+	}
+	defer c.Close()
+
+	p := &printer{w: bufio.NewWriterSize(stdout, 256<<10), json: *format == "json", limit: *count, full: make(chan struct{})}
+	sub, err := c.Subscribe(ctx, t, append(subOpts, client.WithHandler(p.print))...)
+	if err != nil {
+		fmt.Fprintf(stderr, "tandem sub: %v\n", err)
+		return 1
+	}
+
+	// Flush the output when a tick passes without a message; stop on
+	// --count, --idle, a signal or the end of the connection.
+	tick := 20 * time.Millisecond
+	if *idle > 0 {
+		tick = min(tick, max(*idle/4, time.Millisecond))
+	}
+	ticker := time.NewTicker(tick)
+	defer ticker.Stop()
+	seen, lastChange := 0, time.Now()
+	rc := 0
+loop:
+	for {
+		select {
+		case <-p.full:
+			break loop
+		case <-ctx.Done():
+			break loop
+		case <-sub.Done():
+			if err := sub.Err(); err != nil {
+				fmt.Fprintf(stderr, "tandem sub: %v\n", err)
+				rc = 1
+			}
+			break loop
+		case now := <-ticker.C:
+			p.mu.Lock()
+			n, werr := p.n, p.err
+			if n == seen && p.w.Buffered() > 0 {
+				werr = p.w.Flush()
+			}
+			p.mu.Unlock()
+			if werr != nil {
+				fmt.Fprintf(stderr, "tandem sub: writing output: %v\n", werr)
+				rc = 1
+				break loop
+			}
+			if n != seen {
+				seen, lastChange = n, now
+			} else if *idle > 0 && now.Sub(lastChange) >= *idle {
+				break loop
+			}
+		}
+	}
+	uctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	sub.Unsubscribe(uctx)
+	p.mu.Lock()
+	p.closed = true
+	err = p.err
+	if err == nil {
+		err = p.w.Flush()
+	}
+	p.mu.Unlock()
+	if err != nil && rc == 0 {
+		fmt.Fprintf(stderr, "tandem sub: writing output: %v\n", err)
+		rc = 1
+	}
+	return rc
+}
+
+// printer writes messages to a buffered output; print runs on the client's
+// reader goroutine, so a blocked output blocks the subscription (the server
+// then serves it from its journal).
+type printer struct {
+	mu       sync.Mutex
+	w        *bufio.Writer
+	json     bool
+	limit    int
+	n        int
+	closed   bool
+	err      error
+	scratch  []byte
+	full     chan struct{}
+	fullOnce sync.Once
+}
+
+func (p *printer) print(m *client.Message) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || p.err != nil || (p.limit > 0 && p.n >= p.limit) {
+		return
+	}
+	if p.json {
+		p.scratch = appendJSONMessage(p.scratch[:0], m)
+		_, p.err = p.w.Write(p.scratch)
+	} else {
+		p.w.Write(m.Payload)
+		p.err = p.w.WriteByte('\n')
+	}
+	p.n++
+	if p.limit > 0 && p.n >= p.limit {
+		p.fullOnce.Do(func() { close(p.full) })
+	}
+}
+
+// appendJSONMessage appends one JSON line describing m.
+func appendJSONMessage(b []byte, m *client.Message) []byte {
+	b = append(b, `{"bookmark":"`...)
+	b = appendBookmark(b, m.Bookmark)
+	b = append(b, `","topic":`...)
+	b = appendJSONString(b, m.Topic)
+	b = append(b, `,"timestamp":"`...)
+	b = m.Time.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","payload":`...)
+	b = appendJSONString(b, m.Payload)
+	return append(b, "}\n"...)
+}
+
+// appendBookmark appends the text form of record.Bookmark.String without
+// allocating.
+func appendBookmark(b []byte, bm record.Bookmark) []byte {
+	var hex [16]byte
+	h := strconv.AppendUint(hex[:0], bm.Publisher, 16)
+	for range 16 - len(h) {
+		b = append(b, '0')
+	}
+	b = append(b, h...)
+	b = append(b, ':')
+	b = strconv.AppendUint(b, bm.PubSeq, 10)
+	b = append(b, ':')
+	return strconv.AppendUint(b, bm.Seq, 10)
+}
+
+// appendJSONString appends s as a JSON string; invalid UTF-8 becomes U+FFFD.
+func appendJSONString(b, s []byte) []byte {
+	const hexDigits = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c == '\n':
+				b = append(b, '\\', 'n')
+			case c == '\r':
+				b = append(b, '\\', 'r')
+			case c == '\t':
+				b = append(b, '\\', 't')
+			case c < 0x20 || c == 0x7f:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, `\ufffd`...)
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
+}
