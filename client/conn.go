@@ -360,6 +360,12 @@ func (cn *conn) unlock(wasEmpty bool) {
 
 // endErr is the error for an operation on an ending or ended conn.
 func (cn *conn) endErr() error {
+	if !cn.closeRequested.Load() {
+		// The connection is ending on its own (peer gone, protocol error):
+		// end() is about to publish the cause; report that, not ErrClosed.
+		<-cn.done
+		return cn.err
+	}
 	select {
 	case <-cn.done:
 		return cn.err

@@ -47,7 +47,7 @@ type loop struct {
 	// maxPending is the most output any connection of this loop held (a
 	// test and stat hook for the per-connection memory bound).
 	maxPending atomic.Int64
-	nsubs  atomic.Int64
+	nsubs      atomic.Int64
 
 	// scratch for the publish path (reused, never escapes)
 	batch publishBatch
@@ -157,7 +157,7 @@ func (lp *loop) run(started chan<- error) {
 			timeout, lp.busy = 0, false
 		}
 		lp.sleeping.Store(true)
-		if lp.interested.Load() && s.j.SyncedSeq() > lp.synced || s.stopping.Load() {
+		if lp.interested.Load() && s.ackPoint() > lp.synced || s.stopping.Load() {
 			timeout = 0 // a sync (or stop) landed before we announced we sleep
 		}
 		n, err := lp.poller.Wait(lp.events, timeout)
@@ -268,7 +268,7 @@ func sockaddrString(sa unix.Sockaddr) string {
 
 // afterSync sends the acks and deliveries that new durable records allow.
 func (lp *loop) afterSync() {
-	synced := lp.srv.j.SyncedSeq()
+	synced := lp.srv.ackPoint()
 	if synced != lp.synced {
 		lp.synced = synced
 		k := 0

@@ -34,6 +34,7 @@ import (
 	"github.com/tandemhq/tandem/engine/poll"
 	"github.com/tandemhq/tandem/journal"
 	"github.com/tandemhq/tandem/record"
+	"github.com/tandemhq/tandem/replicate"
 	"github.com/tandemhq/tandem/wire"
 )
 
@@ -62,8 +63,13 @@ type Config struct {
 	// Authenticate checks a logon's credentials; nil accepts everyone.
 	Authenticate func(name string, credentials []byte) error
 
-	// Journal settings; Dir, Logger and OnSync are filled in by the server.
+	// Journal settings; Dir, Logger, OnSync and RetentionHold are filled in
+	// by the server.
 	Journal journal.Options
+
+	// Replication, when set, makes this instance replicate to and from its
+	// peers (package replicate). Self and StateDir are filled in.
+	Replication *replicate.Config
 
 	Logger *slog.Logger
 }
@@ -117,6 +123,7 @@ type Server struct {
 
 	loops []*loop
 	addr  net.Addr
+	repl  *replicate.Replicator // nil without replication
 
 	namesMu sync.Mutex
 	names   map[string]*clientInfo
@@ -129,7 +136,9 @@ type Server struct {
 	done    sync.WaitGroup
 	closeMu sync.Mutex
 	closed  bool
-	err     atomic.Pointer[error]
+	// replHold is repl, published for the journal's retention goroutine.
+	replHold atomic.Pointer[replicate.Replicator]
+	err      atomic.Pointer[error]
 }
 
 // clientInfo is what stat reports about a logged-on client.
@@ -179,6 +188,16 @@ func New(cfg Config) (*Server, error) {
 	jo.Dir = cfg.DataDir
 	jo.Logger = s.log
 	jo.OnSync = s.onSync
+	if cfg.Replication != nil {
+		// Retention never deletes what a destination has not persisted. The
+		// replicator exists only after Open; until then, hold everything.
+		jo.RetentionHold = func() uint64 {
+			if r := s.replHold.Load(); r != nil {
+				return r.Hold()
+			}
+			return 0
+		}
+	}
 	j, err := journal.Open(jo)
 	if err != nil {
 		return nil, fmt.Errorf("engine: open journal: %w", err)
@@ -187,6 +206,20 @@ func New(cfg Config) (*Server, error) {
 	if err := s.rebuild(); err != nil {
 		j.Close()
 		return nil, err
+	}
+	if cfg.Replication != nil {
+		rc := *cfg.Replication
+		rc.Self = cfg.Name
+		if rc.StateDir == "" {
+			rc.StateDir = cfg.DataDir
+		}
+		r, err := replicate.New(rc, j, s, s.wakeForAcks, s.log)
+		if err != nil {
+			j.Close()
+			return nil, fmt.Errorf("engine: %w", err)
+		}
+		s.repl = r
+		s.replHold.Store(r)
 	}
 	return s, nil
 }
@@ -259,6 +292,12 @@ func (s *Server) Start() error {
 		s.Close()
 		return err
 	}
+	if s.repl != nil {
+		if err := s.repl.Start(); err != nil {
+			s.Close()
+			return fmt.Errorf("engine: %w", err)
+		}
+	}
 	s.log.Info("serving", "listen", s.addr.String(), "loops", len(s.loops), "engine", s.loops[0].poller.Name(),
 		"pinned", s.cfg.Pin, "data", s.cfg.DataDir)
 	return nil
@@ -271,8 +310,18 @@ func (s *Server) Addr() net.Addr { return s.addr }
 func (s *Server) Journal() *journal.Journal { return s.j }
 
 // onSync runs on the journal's flusher goroutine after every sync: it wakes
-// the loops that sleep while waiting for durability.
+// the loops that sleep while waiting for durability, and the replication
+// senders.
 func (s *Server) onSync(uint64) {
+	if s.repl != nil {
+		s.repl.Notify()
+	}
+	s.wakeForAcks()
+}
+
+// wakeForAcks wakes the loops that sleep while waiting for acks or
+// deliveries; the replicator calls it when a sync destination catches up.
+func (s *Server) wakeForAcks() {
 	for _, lp := range s.loops {
 		if lp.sleeping.Load() && lp.interested.Load() {
 			lp.poller.Wake()
@@ -305,8 +354,52 @@ func (s *Server) Close() error {
 	for _, lp := range s.loops {
 		lp.poller.Close()
 	}
+	if s.repl != nil {
+		s.repl.Close()
+	}
 	return errors.Join(err, s.j.Close())
 }
+
+// ackPoint is the highest local seq a persisted ack may cover: durable
+// here and on every sync destination that is not downgraded.
+func (s *Server) ackPoint() uint64 {
+	p := s.j.SyncedSeq()
+	if s.repl != nil {
+		p = min(p, s.repl.SyncPoint())
+	}
+	return p
+}
+
+// StoreReplicated stores records a replication peer shipped (implementing
+// replicate.Store): exact de-duplication on (publisher, publisher
+// sequence), under the journal lock once per batch. It returns the local
+// seq whose durability covers every record of the batch, stored or
+// duplicate.
+func (s *Server) StoreReplicated(recs []record.View, via uint64) (uint64, error) {
+	s.j.Lock()
+	defer s.j.Unlock()
+	var wait uint64
+	for _, v := range recs {
+		p := s.idx.publisherLocked(v.Publisher())
+		if p.has(v.PubSeq()) {
+			s.idx.duplicates.Add(1)
+			wait = max(wait, p.lastLocal)
+			continue
+		}
+		seq, err := s.j.AppendRecordLocked(v.Bytes(), via)
+		if err != nil {
+			return 0, err
+		}
+		p.add(v.PubSeq(), seq)
+		s.idx.topicLocked(v.Topic()).n.Add(1)
+		s.idx.stored.Add(1)
+		wait = seq
+	}
+	return wait, nil
+}
+
+// Replicator returns the replicator (nil without replication).
+func (s *Server) Replicator() *replicate.Replicator { return s.repl }
 
 // logon registers a client name; a name may be logged on once at a time.
 func (s *Server) logon(name, remote string, loopID int) (*clientInfo, error) {
@@ -379,6 +472,18 @@ func (s *Server) Stats() *wire.Stats {
 	}
 	s.j.Unlock()
 	sort.Slice(st.Clients, func(a, b int) bool { return st.Clients[a].Name < st.Clients[b].Name })
+	if s.repl != nil {
+		if a := s.repl.Addr(); a != nil {
+			st.ReplicationListen = a.String()
+		}
+		for _, d := range s.repl.Stats() {
+			st.Replication = append(st.Replication, wire.DestinationStats{
+				Name: d.Name, Addr: d.Addr, Mode: d.Mode, State: d.State, Connected: d.Connected,
+				Passthrough: d.Passthrough, Topics: d.Topics, SentThrough: d.SentThrough,
+				AckedThrough: d.AckedThrough, LagMessages: d.LagMessages, LagSeconds: d.LagSeconds,
+			})
+		}
+	}
 	return st
 }
 

@@ -30,6 +30,9 @@ func benchAppendSync(b *testing.B, appenders int) {
 	opts := Options{
 		Dir:            b.TempDir(),
 		RetentionBytes: 2 << 30, // keeps long runs from filling the disk
+		// Bound the queue (like the prototype's 50,000 unsynced records) so
+		// latency is not just the depth of a 64 MiB backlog.
+		MaxStagedBytes: 8 << 20,
 		Logger:         quietLogger(),
 		OnSync: func(s uint64) {
 			if len(syncSeq) < cap(syncSeq) {

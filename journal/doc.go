@@ -31,17 +31,26 @@
 // # Write path
 //
 // Appenders (under Lock) encode records into a user-space staging buffer and
-// get their seq at once (LastSeq). One flusher goroutine swaps the staging
-// buffer with its own (double buffering), then per cycle takes at most
-// MaxBatchBytes of records, sets record.FlagBatchStart on the first record
-// of the batch (recomputing its CRC), writes the batch with one buffered
-// pwrite into the tail segment, calls fdatasync once, advances SyncedSeq,
-// wakes WaitSynced callers and calls OnSync. If a record does not fit the
-// tail segment, the flusher writes and syncs what precedes it, then installs
-// the next segment that a preallocator goroutine keeps ready (zeroed and
-// synced under a temporary name): header written and synced, file renamed,
-// directory synced. The first record of every segment also carries
-// FlagBatchStart. Appenders block while MaxStagedBytes are pending.
+// get their seq at once (LastSeq). While the record is hot they also decide
+// where it will land and leave a small mark for the flusher when it starts
+// a segment, starts a new write batch (MaxBatchBytes) or needs a sparse-index
+// entry, so the flusher never walks the records. One flusher goroutine swaps
+// the staging buffer with its own (double buffering), then per cycle takes
+// one batch (at most MaxBatchBytes, or one larger record), sets
+// record.FlagBatchStart on its first record (recomputing that CRC), writes
+// it with one buffered pwrite into the tail segment, calls fdatasync once,
+// advances SyncedSeq, wakes WaitSynced callers and calls OnSync. Never a
+// sync per record. At a rotation the flusher writes and syncs what precedes
+// the record that does not fit, then installs the next segment, which a
+// preallocator goroutine keeps ready (zero-filled and synced under a
+// temporary name): header written and synced, file renamed, directory
+// synced. The first record of every segment also carries FlagBatchStart.
+// Appenders block (releasing the lock) while MaxStagedBytes are pending.
+//
+// On the OS file system the zeros are written with O_DIRECT (they would
+// only pollute the page cache) through a descriptor that is closed before
+// the file is reopened for buffered I/O and mapped; records are always
+// written with buffered pwrite, which keeps the mappings coherent.
 //
 // With MaxSyncDelay > 0 the flusher waits that long after finding staged
 // data (or until MaxBatchBytes are staged) before writing, trading latency
@@ -87,7 +96,7 @@
 // # Readers and the View lifetime contract
 //
 // Cursors read straight from the read-only mappings (buffered pwrite keeps
-// them coherent; O_DIRECT is never used). A record.View returned by
+// them coherent). A record.View returned by
 // Cursor.Next points into a mapping and is valid until the next Next, Seek
 // or Close on that cursor; copy what must outlive that. A segment is never
 // remapped: it is mapped once at its full preallocated size.

@@ -340,9 +340,10 @@ func (j *Journal) AppendLocked(h *record.Header, topic, payload []byte) (seq uin
 
 // AppendRecordLocked stores an already-encoded record (from a replication
 // peer, CRC verified by the caller) under the next local seq: it is copied
-// into the staging buffer and restamped there (seq, batch-start flag
-// cleared, CRC). The caller holds Lock; see AppendLocked.
-func (j *Journal) AppendRecordLocked(rec []byte) (seq uint64, err error) {
+// into the staging buffer and restamped there (seq, via = the peer it came
+// from, batch-start flag cleared, CRC). The caller holds Lock; see
+// AppendLocked.
+func (j *Journal) AppendRecordLocked(rec []byte, via uint64) (seq uint64, err error) {
 	v, n, err := record.Parse(rec)
 	if err != nil {
 		return 0, fmt.Errorf("journal: appending record: %w", err)
@@ -357,7 +358,7 @@ func (j *Journal) AppendRecordLocked(rec []byte) (seq uint64, err error) {
 	j.placeLocked(seq, n)
 	start := len(j.stage)
 	j.stage = append(j.stage, rec...)
-	record.RestampFlags(j.stage[start:], seq, v.Flags()&^record.FlagBatchStart)
+	record.RestampReplica(j.stage[start:], seq, via, v.Flags()&^record.FlagBatchStart)
 	j.stagedLocked(seq, n)
 	return seq, nil
 }

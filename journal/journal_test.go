@@ -279,13 +279,13 @@ func TestAppendRecordLocked(t *testing.T) {
 	}
 	dst.Lock()
 	for i, rec := range copies {
-		seq, err := dst.AppendRecordLocked(rec)
+		seq, err := dst.AppendRecordLocked(rec, 77)
 		if err != nil || seq != uint64(51+i) {
 			t.Fatalf("AppendRecordLocked: %d, %v", seq, err)
 		}
 	}
 	dst.Unlock()
-	if _, err := dst.AppendRecordLocked([]byte("short")); err == nil {
+	if _, err := dst.AppendRecordLocked([]byte("short"), 0); err == nil {
 		t.Fatal("AppendRecordLocked accepted garbage")
 	}
 	waitSynced(t, dst, 100)
@@ -297,7 +297,7 @@ func TestAppendRecordLocked(t *testing.T) {
 			t.Fatal("missing replicated record")
 		}
 		src, _, _ := record.Parse(copies[i])
-		if v.Seq() != uint64(51+i) || v.Verify() != nil || v.PubSeq() != src.PubSeq() || !bytes.Equal(v.Payload(), src.Payload()) || v.Time() != src.Time() {
+		if v.Seq() != uint64(51+i) || v.Verify() != nil || v.Via() != 77 || v.PubSeq() != src.PubSeq() || !bytes.Equal(v.Payload(), src.Payload()) || v.Time() != src.Time() {
 			t.Fatalf("replicated record %d differs", i)
 		}
 	}

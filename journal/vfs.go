@@ -198,61 +198,74 @@ type zeroCreator interface {
 // closed before the file is reopened for buffered I/O and mapped, so
 // O_DIRECT never mixes with a mapping.
 func (OSFS) CreateZeroed(name string, size int64) (File, error) {
-	fd, err := unix.Open(name, unix.O_RDWR|unix.O_CREAT|unix.O_TRUNC|unix.O_DIRECT|unix.O_CLOEXEC, 0o644)
-	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: name, Err: err}
-	}
-	const chunk = 1 << 20
-	buf, err := unix.Mmap(-1, 0, chunk, unix.PROT_READ, unix.MAP_ANON|unix.MAP_PRIVATE) // page-aligned zeros
-	if err != nil {
-		unix.Close(fd)
+	if err := writeZerosDirect(name, size); err != nil {
 		return nil, err
 	}
-	defer unix.Munmap(buf)
-	werr := func() error {
-		for off := int64(0); off < size; {
-			n := int(min(int64(chunk), size-off))
-			if n%4096 != 0 { // O_DIRECT needs aligned lengths; finish buffered
-				return nil
-			}
-			w, err := unix.Pwrite(fd, buf[:n], off)
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			off += int64(w)
-		}
-		return nil
-	}()
-	unix.Close(fd)
-	if werr == unix.EINVAL { // O_DIRECT unsupported here (tmpfs...)
-		werr = nil
-	}
-	if werr != nil {
-		return nil, &os.PathError{Op: "pwrite", Path: name, Err: werr}
-	}
-	f, err := os.OpenFile(name, os.O_RDWR, 0)
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	of := newOSFile(f)
-	// Any tail not written above (unaligned size, no O_DIRECT support) is
-	// written buffered; then everything is synced.
-	written, _ := of.Size()
-	zeros := make([]byte, min(size-written, chunk))
-	for off := written; off < size; {
-		n := min(int64(len(zeros)), size-off)
-		if _, err := of.WriteAt(zeros[:n], off); err != nil {
-			of.Close()
-			return nil, err
+	// Whatever O_DIRECT did not write (an unaligned tail, or all of it where
+	// O_DIRECT is unsupported, e.g. tmpfs) is written buffered; then sync.
+	written, err := of.Size()
+	if err != nil {
+		of.Close()
+		return nil, err
+	}
+	if written < size {
+		zeros := make([]byte, min(size-written, 1<<20))
+		for off := written; off < size; {
+			n := min(int64(len(zeros)), size-off)
+			if _, err := of.WriteAt(zeros[:n], off); err != nil {
+				of.Close()
+				return nil, err
+			}
+			off += n
 		}
-		off += n
 	}
 	if err := of.SyncData(); err != nil {
 		of.Close()
 		return nil, err
 	}
 	return of, nil
+}
+
+// writeZerosDirect creates (truncates) name and writes as much of size
+// zero bytes as it can with O_DIRECT, in whole 4 KiB blocks. It returns nil
+// without writing where O_DIRECT is unsupported.
+func writeZerosDirect(name string, size int64) error {
+	fd, err := unix.Open(name, unix.O_RDWR|unix.O_CREAT|unix.O_TRUNC|unix.O_DIRECT|unix.O_CLOEXEC, 0o644)
+	if err == unix.EINVAL {
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			return err
+		}
+		return f.Close()
+	}
+	if err != nil {
+		return &os.PathError{Op: "open", Path: name, Err: err}
+	}
+	defer unix.Close(fd)
+	const chunk = 1 << 20
+	buf, err := unix.Mmap(-1, 0, chunk, unix.PROT_READ, unix.MAP_ANON|unix.MAP_PRIVATE) // page-aligned zeros
+	if err != nil {
+		return err
+	}
+	defer unix.Munmap(buf)
+	for off := int64(0); size-off >= 4096; {
+		n := int(min(int64(chunk), size-off) &^ 4095)
+		w, err := unix.Pwrite(fd, buf[:n], off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EINVAL && off == 0 {
+			return nil // O_DIRECT refused by this file system: go buffered
+		}
+		if err != nil {
+			return &os.PathError{Op: "pwrite", Path: name, Err: err}
+		}
+		off += int64(w)
+	}
+	return nil
 }

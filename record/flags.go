@@ -24,3 +24,14 @@ func RestampFlags(rec []byte, seq uint64, flags uint16) {
 // FlagsOf reads the flags field of the encoded record at the start of rec
 // (at least HeaderSize bytes).
 func FlagsOf(rec []byte) uint16 { return binary.LittleEndian.Uint16(rec[offFlags:]) }
+
+// RestampReplica rewrites seq, via and flags of an encoded record in place
+// and recomputes its CRC: what a journal does to a record it stores on
+// behalf of a replication peer. rec must be exactly one structurally valid
+// record.
+func RestampReplica(rec []byte, seq, via uint64, flags uint16) {
+	binary.LittleEndian.PutUint64(rec[offSeq:], seq)
+	binary.LittleEndian.PutUint64(rec[offVia:], via)
+	binary.LittleEndian.PutUint16(rec[offFlags:], flags)
+	binary.LittleEndian.PutUint32(rec[offCRC:], Checksum(rec[offSeq:]))
+}

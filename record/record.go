@@ -14,16 +14,19 @@
 //	24     8    origin      id of the instance the message was first published to
 //	32     8    publisher   publisher id: ID(client name)
 //	40     8    pubseq      publisher sequence number, assigned by the publisher
-//	48     2    topicLen    bytes of topic
-//	50     2    flags       bit 0 FlagBatchStart (set by the journal), others reserved zero
-//	52     4    payloadLen  bytes of payload
-//	56     ...  topic, then payload
+//	48     8    via         id of the instance this copy was replicated from (0: published here)
+//	56     2    topicLen    bytes of topic
+//	58     2    flags       bit 0 FlagBatchStart (set by the journal), others reserved zero
+//	60     4    payloadLen  bytes of payload
+//	64     ...  topic, then payload
 //
 // length == HeaderSize + topicLen + payloadLen always holds for a valid record.
 // A length of zero marks the unwritten (pre-zeroed) end of a journal segment.
 //
 // The CRC covers seq, so a record copied into another journal (replication)
-// is re-stamped with Restamp, which rewrites seq and the CRC in place.
+// is re-stamped with RestampReplica, which rewrites seq, via and flags and
+// the CRC in place. origin and via let replication avoid sending a
+// message back where it came from.
 package record
 
 import (
@@ -42,12 +45,13 @@ const (
 	offOrigin     = 24
 	offPublisher  = 32
 	offPubSeq     = 40
-	offTopicLen   = 48
-	offFlags      = 50
-	offPayloadLen = 52
+	offVia        = 48
+	offTopicLen   = 56
+	offFlags      = 58
+	offPayloadLen = 60
 
 	// HeaderSize is the fixed part of a record before topic and payload.
-	HeaderSize = 56
+	HeaderSize = 64
 	// MaxTopic is the longest topic a record can carry.
 	MaxTopic = 1<<16 - 1
 )
@@ -91,6 +95,7 @@ type Header struct {
 	Origin    uint64
 	Publisher uint64
 	PubSeq    uint64
+	Via       uint64 // 0 for a message published to this instance
 }
 
 // Size returns the encoded size of a record with the given topic and payload.
@@ -114,6 +119,7 @@ func Append(dst []byte, h *Header, topic, payload []byte) []byte {
 	binary.LittleEndian.PutUint64(b[offOrigin:], h.Origin)
 	binary.LittleEndian.PutUint64(b[offPublisher:], h.Publisher)
 	binary.LittleEndian.PutUint64(b[offPubSeq:], h.PubSeq)
+	binary.LittleEndian.PutUint64(b[offVia:], h.Via)
 	binary.LittleEndian.PutUint16(b[offTopicLen:], uint16(len(topic)))
 	binary.LittleEndian.PutUint16(b[offFlags:], 0)
 	binary.LittleEndian.PutUint32(b[offPayloadLen:], uint32(len(payload)))
@@ -207,6 +213,10 @@ func (v View) Publisher() uint64 { return binary.LittleEndian.Uint64(v.b[offPubl
 
 // PubSeq returns the publisher sequence number.
 func (v View) PubSeq() uint64 { return binary.LittleEndian.Uint64(v.b[offPubSeq:]) }
+
+// Via returns the id of the instance this copy was replicated from (0 when
+// it was published to the instance that holds it).
+func (v View) Via() uint64 { return binary.LittleEndian.Uint64(v.b[offVia:]) }
 
 // CRC returns the stored checksum.
 func (v View) CRC() uint32 { return binary.LittleEndian.Uint32(v.b[offCRC:]) }

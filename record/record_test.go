@@ -18,6 +18,7 @@ func sampleHeader() record.Header {
 		Origin:    record.ID("instance-a"),
 		Publisher: record.ID("pricing-feed"),
 		PubSeq:    42,
+		Via:       record.ID("instance-b"),
 	}
 }
 
@@ -61,9 +62,9 @@ func TestAppendParseRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			if v.Seq() != h.Seq || v.Time() != h.Time || v.Origin() != h.Origin ||
-				v.Publisher() != h.Publisher || v.PubSeq() != h.PubSeq {
-				t.Fatalf("header fields differ: got seq=%d time=%d origin=%x pub=%x pubseq=%d",
-					v.Seq(), v.Time(), v.Origin(), v.Publisher(), v.PubSeq())
+				v.Publisher() != h.Publisher || v.PubSeq() != h.PubSeq || v.Via() != h.Via || v.Flags() != 0 {
+				t.Fatalf("header fields differ: got seq=%d time=%d origin=%x pub=%x pubseq=%d via=%x flags=%x",
+					v.Seq(), v.Time(), v.Origin(), v.Publisher(), v.PubSeq(), v.Via(), v.Flags())
 			}
 			if !bytes.Equal(v.Topic(), c.topic) || !bytes.Equal(v.Payload(), c.payload) {
 				t.Fatalf("topic/payload differ")
@@ -82,16 +83,22 @@ func TestAppendParseRoundTrip(t *testing.T) {
 func TestLayout(t *testing.T) {
 	// The layout is a disk and wire format: pin every offset.
 	h := record.Header{Seq: 0x0102030405060708, Time: 0x1112131415161718, Origin: 0x2122232425262728,
-		Publisher: 0x3132333435363738, PubSeq: 0x4142434445464748}
+		Publisher: 0x3132333435363738, PubSeq: 0x4142434445464748, Via: 0x5152535455565758}
 	b := record.Append(nil, &h, []byte("ab"), []byte("xyz"))
 	le := binary.LittleEndian
-	if le.Uint32(b[0:]) != 61 || le.Uint64(b[8:]) != h.Seq || le.Uint64(b[16:]) != uint64(h.Time) ||
+	if len(b) != 69 || le.Uint32(b[0:]) != 69 || le.Uint64(b[8:]) != h.Seq || le.Uint64(b[16:]) != uint64(h.Time) ||
 		le.Uint64(b[24:]) != h.Origin || le.Uint64(b[32:]) != h.Publisher || le.Uint64(b[40:]) != h.PubSeq ||
-		le.Uint16(b[48:]) != 2 || le.Uint16(b[50:]) != 0 || le.Uint32(b[52:]) != 3 ||
-		string(b[56:]) != "abxyz" || le.Uint32(b[4:]) != record.Checksum(b[8:]) {
+		le.Uint64(b[48:]) != h.Via || le.Uint16(b[56:]) != 2 || le.Uint16(b[58:]) != 0 || le.Uint32(b[60:]) != 3 ||
+		string(b[64:]) != "abxyz" || le.Uint32(b[4:]) != record.Checksum(b[8:]) {
 		t.Fatalf("unexpected layout:\n% x", b)
 	}
-	if record.HeaderSize != 56 || record.BookmarkSize != 24 || record.MaxTopic != 65535 {
+	// The flags field is at 58: RestampReplica's flags land there and its via at 48.
+	record.RestampReplica(b, h.Seq, 0x6162636465666768, 0xa5c3)
+	if le.Uint64(b[48:]) != 0x6162636465666768 || le.Uint16(b[58:]) != 0xa5c3 || le.Uint16(b[56:]) != 2 ||
+		le.Uint32(b[60:]) != 3 || le.Uint32(b[4:]) != record.Checksum(b[8:]) {
+		t.Fatalf("unexpected layout after RestampReplica:\n% x", b)
+	}
+	if record.HeaderSize != 64 || record.BookmarkSize != 24 || record.MaxTopic != 65535 {
 		t.Fatal("format constants changed")
 	}
 }
@@ -181,13 +188,13 @@ func TestParseRejects(t *testing.T) {
 		{"length below header", mut(func(b []byte) { le.PutUint32(b, record.HeaderSize-1) }), record.ErrLength},
 		{"length one more", mut(func(b []byte) { le.PutUint32(b, uint32(len(good)+1)) }), record.ErrLength},
 		{"length one less", mut(func(b []byte) { le.PutUint32(b, uint32(len(good)-1)) }), record.ErrLength},
-		{"topicLen too big", mut(func(b []byte) { le.PutUint16(b[48:], 6) }), record.ErrLength},
-		{"payloadLen too big", mut(func(b []byte) { le.PutUint32(b[52:], 8) }), record.ErrLength},
-		{"payloadLen huge", mut(func(b []byte) { le.PutUint32(b[52:], 0xffffffff) }), record.ErrLength},
+		{"topicLen too big", mut(func(b []byte) { le.PutUint16(b[56:], 6) }), record.ErrLength},
+		{"payloadLen too big", mut(func(b []byte) { le.PutUint32(b[60:], 8) }), record.ErrLength},
+		{"payloadLen huge", mut(func(b []byte) { le.PutUint32(b[60:], 0xffffffff) }), record.ErrLength},
 		{"length huge", mut(func(b []byte) { le.PutUint32(b, 0xffffffff) }), record.ErrLength},
 		{"consistent but past the end", mut(func(b []byte) {
 			le.PutUint32(b, uint32(len(good)+10))
-			le.PutUint32(b[52:], 17)
+			le.PutUint32(b[60:], 17)
 		}), record.ErrShort},
 	}
 	for _, c := range cases {
@@ -326,8 +333,8 @@ func BenchmarkParseVerify(b *testing.B) {
 func TestParseRejectsWrappingLengths(t *testing.T) {
 	b := make([]byte, record.HeaderSize+16)
 	binary.LittleEndian.PutUint32(b, record.HeaderSize)
-	binary.LittleEndian.PutUint16(b[48:], 10)
-	binary.LittleEndian.PutUint32(b[52:], 0xfffffff6) // -10 as int32
+	binary.LittleEndian.PutUint16(b[56:], 10)
+	binary.LittleEndian.PutUint32(b[60:], 0xfffffff6) // -10 as int32
 	v, _, err := record.Parse(b)
 	if !errors.Is(err, record.ErrLength) {
 		t.Fatalf("Parse accepted topicLen 10 + payloadLen 2^32-10 in a %d-byte record: %v", v.Len(), err)
@@ -348,7 +355,7 @@ func TestRestampFlags(t *testing.T) {
 	if v.Seq() != 5 || v.Flags() != record.FlagBatchStart || record.FlagsOf(rec) != record.FlagBatchStart || v.Verify() != nil {
 		t.Fatalf("after RestampFlags: seq %d flags %x verify %v", v.Seq(), v.Flags(), v.Verify())
 	}
-	if string(v.Topic()) != "orders" || string(v.Payload()) != "payload" || v.PubSeq() != h.PubSeq {
+	if string(v.Topic()) != "orders" || string(v.Payload()) != "payload" || v.PubSeq() != h.PubSeq || v.Via() != h.Via {
 		t.Fatal("RestampFlags changed other fields")
 	}
 	// Restamp keeps the flags.
@@ -360,5 +367,85 @@ func TestRestampFlags(t *testing.T) {
 	h.Seq = 6
 	if want := record.Append(nil, &h, []byte("orders"), []byte("payload")); !bytes.Equal(rec, want) {
 		t.Fatal("clearing the flags does not give back Append's encoding")
+	}
+}
+
+func TestRestampReplica(t *testing.T) {
+	h := sampleHeader()
+	h.Via = 0 // published locally
+	topic, payload := []byte("orders"), []byte("payload")
+	rec := record.Append(nil, &h, topic, payload)
+	orig := append([]byte(nil), rec...)
+	if v, _, err := record.Parse(rec); err != nil || v.Via() != 0 || v.Flags() != 0 {
+		t.Fatalf("Append of a local message: via %x flags %x err %v", v.Via(), v.Flags(), err)
+	}
+
+	via := record.ID("instance-c")
+	record.RestampReplica(rec, 77, via, record.FlagBatchStart)
+	v, n, err := record.Parse(rec)
+	if err != nil || n != len(orig) {
+		t.Fatalf("Parse after RestampReplica: n %d err %v", n, err)
+	}
+	if err := v.Verify(); err != nil {
+		t.Fatalf("CRC not valid after RestampReplica: %v", err)
+	}
+	if v.CRC() != record.Checksum(rec[8:]) || v.CRC() == record.Checksum(orig[8:]) {
+		t.Fatalf("CRC %08x not recomputed", v.CRC())
+	}
+	if v.Seq() != 77 || v.Via() != via || v.Flags() != record.FlagBatchStart || record.FlagsOf(rec) != record.FlagBatchStart {
+		t.Fatalf("after RestampReplica: seq %d via %x flags %x", v.Seq(), v.Via(), v.Flags())
+	}
+	if v.Len() != len(orig) || v.Time() != h.Time || v.Origin() != h.Origin || v.Publisher() != h.Publisher ||
+		v.PubSeq() != h.PubSeq || !bytes.Equal(v.Topic(), topic) || !bytes.Equal(v.Payload(), payload) {
+		t.Fatal("RestampReplica changed other fields")
+	}
+	if want := (record.Bookmark{Publisher: h.Publisher, PubSeq: h.PubSeq, Seq: 77}); v.Bookmark() != want {
+		t.Fatalf("Bookmark = %v, want %v", v.Bookmark(), want)
+	}
+	// Byte for byte: only crc [4,8), seq [8,16), via [48,56) and flags [58,60) may differ.
+	mayChange := func(i int) bool { return (i >= 4 && i < 16) || (i >= 48 && i < 56) || (i >= 58 && i < 60) }
+	for i := range rec {
+		if !mayChange(i) && rec[i] != orig[i] {
+			t.Fatalf("RestampReplica changed byte %d: %02x -> %02x", i, orig[i], rec[i])
+		}
+	}
+
+	// The result equals a fresh encoding with that seq and via, then flags set.
+	h2 := h
+	h2.Seq, h2.Via = 77, via
+	want := record.Append(nil, &h2, topic, payload)
+	record.RestampFlags(want, 77, record.FlagBatchStart)
+	if !bytes.Equal(rec, want) {
+		t.Fatalf("RestampReplica differs from a fresh encoding:\n% x\n% x", rec, want)
+	}
+
+	// Restamp and RestampFlags keep via.
+	record.Restamp(rec, 78)
+	if v.Via() != via || v.Seq() != 78 || v.Flags() != record.FlagBatchStart || v.Verify() != nil {
+		t.Fatalf("Restamp: via %x seq %d flags %x verify %v", v.Via(), v.Seq(), v.Flags(), v.Verify())
+	}
+	record.RestampFlags(rec, 79, 0)
+	if v.Via() != via || v.Seq() != 79 || v.Flags() != 0 || v.Verify() != nil {
+		t.Fatalf("RestampFlags: via %x seq %d flags %x verify %v", v.Via(), v.Seq(), v.Flags(), v.Verify())
+	}
+
+	// Restamping back to the original seq, via and flags restores the original bytes.
+	record.RestampReplica(rec, h.Seq, 0, 0)
+	if !bytes.Equal(rec, orig) {
+		t.Fatalf("RestampReplica back to the original does not restore the original bytes:\n% x\n% x", rec, orig)
+	}
+}
+
+// The CRC covers via: a copy whose via is altered without restamping fails Verify.
+func TestChecksumCoversVia(t *testing.T) {
+	h := sampleHeader()
+	rec := record.Append(nil, &h, []byte("orders"), []byte("payload"))
+	binary.LittleEndian.PutUint64(rec[48:], h.Via+1)
+	v, _, err := record.Parse(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Via() != h.Via+1 || !errors.Is(v.Verify(), record.ErrChecksum) {
+		t.Fatalf("via %x changed without restamp: Verify = %v", v.Via(), v.Verify())
 	}
 }

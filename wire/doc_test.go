@@ -51,13 +51,14 @@ func hdrFields(t wire.Type) []docField {
 
 func recordFields() []docField {
 	return []docField{
-		{"record length", 4, 'u', "56 + topicLen + payloadLen"},
+		{"record length", 4, 'u', "64 + topicLen + payloadLen"},
 		{"record crc", 4, 'x', "CRC-32C of record bytes [8, length)"},
 		{"record seq", 8, 'u', "journal sequence on the delivering instance"},
 		{"record time", 8, 'i', "Unix nanoseconds"},
 		{"record origin", 8, 'x', `ID("tandem-a")`},
 		{"record publisher", 8, 'x', `ID("pricer")`},
 		{"record pubseq", 8, 'u', ""},
+		{"record via", 8, 'x', "0: published to this instance, not replicated"},
 		{"record topicLen", 2, 'u', ""},
 		{"record flags", 2, 'u', "bit 0 FlagBatchStart is journal-internal; ignore"},
 		{"record payloadLen", 4, 'u', ""},
@@ -392,13 +393,18 @@ func TestWireDocExamples(t *testing.T) {
 		fmt.Sprintf("`DefaultMaxFrame` = %s bytes", commas(wire.DefaultMaxFrame)),
 		fmt.Sprintf("`PublishOverhead` = %d bytes", wire.PublishOverhead),
 		fmt.Sprintf("`DeliverOverhead` = %d bytes", wire.DeliverOverhead),
-		"| 56 | topicLen | topic |",
+		"| 48 | 8 | via |",
+		"| 56 | 2 | topicLen |",
+		"| 58 | 2 | flags |",
+		"| 60 | 4 | payloadLen |",
+		"| 64 | topicLen | topic |",
+		"always `64 + topicLen + payloadLen`",
 	} {
 		if !bytes.Contains(out, []byte(fact)) {
 			t.Errorf("%s does not say %s", docPath, fact)
 		}
 	}
-	if record.HeaderSize != 56 {
+	if record.HeaderSize != 64 {
 		t.Error("record.HeaderSize changed: update section 5 of docs/wire.md")
 	}
 	if *update && !bytes.Equal(out, doc) {

@@ -58,8 +58,8 @@ func canon(v any, err error) string {
 	}
 	if d, ok := v.(wire.Deliver); ok {
 		r := d.Record
-		return fmt.Sprintf("deliver sub=%d rec={seq=%d time=%d origin=%x pub=%x pubseq=%d topic=%q payload=%q crc=%08x}",
-			d.SubID, r.Seq(), r.Time(), r.Origin(), r.Publisher(), r.PubSeq(), r.Topic(), r.Payload(), r.CRC())
+		return fmt.Sprintf("deliver sub=%d rec={seq=%d time=%d origin=%x pub=%x pubseq=%d via=%x flags=%x topic=%q payload=%q crc=%08x}",
+			d.SubID, r.Seq(), r.Time(), r.Origin(), r.Publisher(), r.PubSeq(), r.Via(), r.Flags(), r.Topic(), r.Payload(), r.CRC())
 	}
 	return fmt.Sprintf("%T %+v", v, v)
 }

@@ -15,6 +15,26 @@ type Stats struct {
 	Journal       JournalStats  `json:"journal"`
 	Topics        []TopicStats  `json:"topics"`
 	Clients       []ClientStats `json:"clients,omitempty"`
+	// Replication lists this instance's destinations (absent without
+	// replication).
+	Replication []DestinationStats `json:"replication,omitempty"`
+	// ReplicationListen is where peers connect ("" when not listening).
+	ReplicationListen string `json:"replication_listen,omitempty"`
+}
+
+// DestinationStats describes one replication destination.
+type DestinationStats struct {
+	Name         string  `json:"name"`
+	Addr         string  `json:"addr,omitempty"` // empty: accept-only
+	Mode         string  `json:"mode"`           // configured: sync or async
+	State        string  `json:"state"`          // sync, async or downgraded
+	Connected    bool    `json:"connected"`
+	Passthrough  bool    `json:"passthrough,omitempty"`
+	Topics       string  `json:"topics,omitempty"`
+	SentThrough  uint64  `json:"sent_through"`  // local seq examined and sent
+	AckedThrough uint64  `json:"acked_through"` // local seq durable on the destination
+	LagMessages  uint64  `json:"lag_messages"`
+	LagSeconds   float64 `json:"lag_seconds"`
 }
 
 // JournalStats describes the journal in a Stats document.

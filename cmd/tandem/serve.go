@@ -15,6 +15,7 @@ import (
 
 	"github.com/tandemhq/tandem/engine"
 	"github.com/tandemhq/tandem/journal"
+	"github.com/tandemhq/tandem/replicate"
 )
 
 // serveConfig is the TOML configuration of `tandem serve`. Every key has a
@@ -40,7 +41,22 @@ type serveConfig struct {
 	WriteHighWater int      `toml:"write-high-water"`
 	LogonTimeout   duration `toml:"logon-timeout"`
 	LogLevel       string   `toml:"log-level"`
+
+	// Replication (docs/replication.md).
+	ReplListen         string   `toml:"repl-listen"`
+	Peers              peerList `toml:"peer"`
+	ReplSecret         string   `toml:"repl-secret"`
+	ReplSecretFile     string   `toml:"repl-secret-file"`
+	ReplDowngradeAfter duration `toml:"repl-downgrade-after"`
+	ReplUpgradeBelow   duration `toml:"repl-upgrade-below"`
+	ReplHeartbeat      duration `toml:"repl-heartbeat"`
 }
+
+// peerList collects repeated --peer flags (a TOML array of strings).
+type peerList []string
+
+func (p *peerList) String() string     { return strings.Join(*p, " ") }
+func (p *peerList) Set(s string) error { *p = append(*p, s); return nil }
 
 // duration reads "250ms"-style strings in TOML.
 type duration struct{ time.Duration }
@@ -85,6 +101,13 @@ func runServe(args []string) int {
 	fs.IntVar(&cfg.WriteHighWater, "write-high-water", 1<<20, "pending output per connection before reading and deliveries pause")
 	fs.Var(&cfg.LogonTimeout, "logon-timeout", "close connections that do not log on within this (default 10s)")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&cfg.ReplListen, "repl-listen", "", "replication `address` where peers connect (empty: do not accept)")
+	fs.Var(&cfg.Peers, "peer", "replication destination `NAME=HOST:PORT[,sync|async][,topics=REGEX][,passthrough]`, or NAME alone (accept-only); repeat per peer")
+	fs.StringVar(&cfg.ReplSecretFile, "repl-secret-file", "", "`file` holding the shared secret that authenticates replication links")
+	fs.StringVar(&cfg.ReplSecret, "repl-secret", "", "the shared replication secret itself (prefer repl-secret-file)")
+	fs.Var(&cfg.ReplDowngradeAfter, "repl-downgrade-after", "a sync peer lagging more than this stops holding acks (default 1s)")
+	fs.Var(&cfg.ReplUpgradeBelow, "repl-upgrade-below", "a downgraded peer lagging less than this holds acks again (default 100ms)")
+	fs.Var(&cfg.ReplHeartbeat, "repl-heartbeat", "replication link heartbeat; silent for 3 intervals is down (default 250ms)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -127,7 +150,9 @@ func runServe(args []string) int {
 // loadServeConfig reads file into cfg, then re-applies the flags that were
 // set on the command line so they win.
 func loadServeConfig(file string, fs *flag.FlagSet, cfg *serveConfig) error {
+	fromCmdline := *cfg
 	fromFile := *cfg
+	fromFile.Peers = nil // the file's peer list replaces the (empty) default
 	md, err := toml.DecodeFile(file, &fromFile)
 	if err != nil {
 		return fmt.Errorf("config %s: %w", file, err)
@@ -138,6 +163,10 @@ func loadServeConfig(file string, fs *flag.FlagSet, cfg *serveConfig) error {
 	*cfg = fromFile
 	var errs []string
 	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "peer" { // a list: the command line's replaces the file's
+			cfg.Peers = fromCmdline.Peers
+			return
+		}
 		if err := fs.Set(f.Name, f.Value.String()); err != nil {
 			errs = append(errs, err.Error())
 		}
@@ -170,8 +199,13 @@ func (c *serveConfig) engineConfig() (engine.Config, error) {
 	if c.SegmentSize < 1<<20 {
 		return engine.Config{}, fmt.Errorf("segment-size: %d is below 1 MiB", c.SegmentSize)
 	}
+	repl, err := c.replicationConfig()
+	if err != nil {
+		return engine.Config{}, err
+	}
 	return engine.Config{
-		Name: c.Name, Listen: c.Listen, DataDir: c.Data,
+		Replication: repl,
+		Name:        c.Name, Listen: c.Listen, DataDir: c.Data,
 		Loops: c.Loops, Pin: c.Pin, CPUs: cpus,
 		MaxFrame: c.MaxFrame, MaxTopic: c.MaxTopic, WriteHighWater: c.WriteHighWater,
 		LogonTimeout: c.LogonTimeout.Duration,
@@ -184,4 +218,37 @@ func (c *serveConfig) engineConfig() (engine.Config, error) {
 		},
 		Logger: logger,
 	}, nil
+}
+
+// replicationConfig builds the replication settings; nil when the
+// instance neither listens for peers nor has destinations.
+func (c *serveConfig) replicationConfig() (*replicate.Config, error) {
+	if c.ReplListen == "" && len(c.Peers) == 0 {
+		return nil, nil
+	}
+	rc := &replicate.Config{
+		Listen:         c.ReplListen,
+		DowngradeAfter: c.ReplDowngradeAfter.Duration,
+		UpgradeBelow:   c.ReplUpgradeBelow.Duration,
+		Heartbeat:      c.ReplHeartbeat.Duration,
+		Secret:         []byte(c.ReplSecret),
+	}
+	if c.ReplSecretFile != "" {
+		b, err := os.ReadFile(c.ReplSecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("repl-secret-file: %w", err)
+		}
+		rc.Secret = []byte(strings.TrimSpace(string(b)))
+		if len(rc.Secret) == 0 {
+			return nil, fmt.Errorf("repl-secret-file %s is empty", c.ReplSecretFile)
+		}
+	}
+	for _, p := range c.Peers {
+		d, err := replicate.ParseDestination(p)
+		if err != nil {
+			return nil, err
+		}
+		rc.Destinations = append(rc.Destinations, d)
+	}
+	return rc, nil
 }

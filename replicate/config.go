@@ -1,0 +1,207 @@
+// Package replicate copies stored messages between Tandem instances, peer
+// to peer, in any topology: no quorum, no controller, no leader. Each
+// instance ships the records of its own journal to its destinations as they
+// are stored (no re-encoding), and stores what its peers ship to it.
+//
+// Decisions and I/O are kept apart: which records a destination gets
+// (filter.go), when a sync destination is downgraded or upgraded (mode.go)
+// and the link protocol's frames (proto.go) are pure code with their own
+// tests; links, senders and receivers (link.go, sender.go, receiver.go)
+// do the socket work. docs/replication.md explains the topologies and what
+// sync means for a publisher's ack.
+package replicate
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Mode is how a destination's acknowledgments count for publishers.
+type Mode uint8
+
+// Destination modes.
+const (
+	// Async destinations never hold a publisher's persisted ack.
+	Async Mode = iota
+	// Sync destinations hold every persisted ack until they have the message
+	// on disk, unless downgraded.
+	Sync
+)
+
+func (m Mode) String() string {
+	if m == Sync {
+		return "sync"
+	}
+	return "async"
+}
+
+// Destination is one instance this instance replicates to.
+type Destination struct {
+	Name string
+	// Addr is the peer's replication address; empty means accept-only: the
+	// peer connects to us (a peer in a DMZ) and we never dial.
+	Addr string
+	Mode Mode
+	// Topics, when set, selects the topics the destination gets.
+	Topics *regexp.Regexp
+	// Passthrough forwards messages this instance received by replication
+	// too, not only those first published to it.
+	Passthrough bool
+}
+
+// ErrConfig wraps every configuration error.
+var ErrConfig = errors.New("replicate: bad configuration")
+
+// ParseDestination parses NAME=HOST:PORT[,sync|async][,topics=REGEX][,passthrough]
+// or NAME alone (accept-only). The default mode is sync.
+func ParseDestination(s string) (Destination, error) {
+	bad := func(format string, args ...any) (Destination, error) {
+		return Destination{}, fmt.Errorf("%w: peer %q: %s", ErrConfig, s, fmt.Sprintf(format, args...))
+	}
+	d := Destination{Mode: Sync}
+	parts := strings.Split(s, ",")
+	head := parts[0]
+	if name, addr, ok := strings.Cut(head, "="); ok {
+		d.Name, d.Addr = name, addr
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return bad("address %q: %v", addr, err)
+		}
+	} else {
+		d.Name = head
+	}
+	if d.Name == "" {
+		return bad("empty name")
+	}
+	// topics=REGEX may itself contain commas: everything after "topics=" up
+	// to a following ",sync", ",async" or ",passthrough" option belongs to it.
+	for i := 1; i < len(parts); i++ {
+		p := parts[i]
+		switch {
+		case p == "sync":
+			d.Mode = Sync
+		case p == "async":
+			d.Mode = Async
+		case p == "passthrough":
+			d.Passthrough = true
+		case strings.HasPrefix(p, "topics="):
+			expr := strings.TrimPrefix(p, "topics=")
+			for i+1 < len(parts) && !isOption(parts[i+1]) {
+				i++
+				expr += "," + parts[i]
+			}
+			re, err := regexp.Compile(expr)
+			if err != nil {
+				return bad("topics regex: %v", err)
+			}
+			d.Topics = re
+		default:
+			return bad("unknown option %q (want sync, async, topics=REGEX or passthrough)", p)
+		}
+	}
+	return d, nil
+}
+
+func isOption(p string) bool {
+	return p == "sync" || p == "async" || p == "passthrough" || strings.HasPrefix(p, "topics=")
+}
+
+// String renders d in the form ParseDestination reads.
+func (d Destination) String() string {
+	s := d.Name
+	if d.Addr != "" {
+		s += "=" + d.Addr
+	}
+	s += "," + d.Mode.String()
+	if d.Topics != nil {
+		s += ",topics=" + d.Topics.String()
+	}
+	if d.Passthrough {
+		s += ",passthrough"
+	}
+	return s
+}
+
+// Config configures a Replicator.
+type Config struct {
+	// Self is this instance's name; peers must know it by this name.
+	Self string
+	// Listen is where peers connect (empty: never accept).
+	Listen string
+	// Secret authenticates links: both ends prove they know it (HMAC over
+	// a fresh nonce each way; it is never sent). Empty means an empty key:
+	// names are still checked.
+	Secret []byte
+	// Destinations are the instances we replicate to.
+	Destinations []Destination
+	// DowngradeAfter: a sync destination whose oldest unacknowledged
+	// message is older than this, or that is disconnected, stops holding
+	// acks. Default 1s.
+	DowngradeAfter time.Duration
+	// UpgradeBelow: a downgraded destination that is connected and whose
+	// lag is below this holds acks again. Default 100ms; must be below
+	// DowngradeAfter.
+	UpgradeBelow time.Duration
+	// Heartbeat is how often an idle link sends a heartbeat; a link silent
+	// for three intervals is closed. Default 250ms.
+	Heartbeat time.Duration
+	// BatchBytes bounds one batch of records. Default 1 MiB.
+	BatchBytes int
+	// WindowBytes bounds the bytes sent to a destination and not yet
+	// acknowledged. Default 64 MiB.
+	WindowBytes int
+	// StateDir holds the positions files (where each peer's stream is
+	// durable up to). Default: none (positions are learned at connect).
+	StateDir string
+}
+
+func (c *Config) setDefaults() {
+	if c.DowngradeAfter == 0 {
+		c.DowngradeAfter = time.Second
+	}
+	if c.UpgradeBelow == 0 {
+		c.UpgradeBelow = 100 * time.Millisecond
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = 250 * time.Millisecond
+	}
+	if c.BatchBytes == 0 {
+		c.BatchBytes = 1 << 20
+	}
+	if c.WindowBytes == 0 {
+		c.WindowBytes = 64 << 20
+	}
+}
+
+// Validate checks the configuration: names, no destination twice, none
+// that is this instance itself, upgrade below downgrade.
+func (c *Config) Validate() error {
+	if c.Self == "" {
+		return fmt.Errorf("%w: instance name is empty", ErrConfig)
+	}
+	seen := map[string]bool{}
+	for _, d := range c.Destinations {
+		if d.Name == c.Self {
+			return fmt.Errorf("%w: peer %q is this instance itself", ErrConfig, d.Name)
+		}
+		if seen[d.Name] {
+			return fmt.Errorf("%w: peer %q listed twice", ErrConfig, d.Name)
+		}
+		seen[d.Name] = true
+		if d.Mode != Sync && d.Mode != Async {
+			return fmt.Errorf("%w: peer %q: unknown mode %d", ErrConfig, d.Name, d.Mode)
+		}
+	}
+	if c.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+			return fmt.Errorf("%w: repl-listen %q: %v", ErrConfig, c.Listen, err)
+		}
+	}
+	if c.UpgradeBelow != 0 && c.DowngradeAfter != 0 && c.UpgradeBelow >= c.DowngradeAfter {
+		return fmt.Errorf("%w: upgrade-below %v must be below downgrade-after %v", ErrConfig, c.UpgradeBelow, c.DowngradeAfter)
+	}
+	return nil
+}

@@ -1,0 +1,328 @@
+package replicate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tandemhq/tandem/record"
+	"github.com/tandemhq/tandem/wire"
+)
+
+// frameReader takes whole frames off a connection, growing its buffer for
+// a frame larger than it (up to maxFrame).
+type frameReader struct {
+	c        net.Conn
+	buf      []byte
+	off, n   int
+	maxFrame int
+}
+
+func newFrameReader(c net.Conn, size int) *frameReader {
+	return &frameReader{c: c, buf: make([]byte, size), maxFrame: 2*(1<<20) + wire.DefaultMaxFrame}
+}
+
+// next returns the next frame; its body is valid until the next call.
+func (fr *frameReader) next() (wire.Frame, error) {
+	for {
+		f, n, err := wire.Split(fr.buf[fr.off:fr.n], fr.maxFrame)
+		if err != nil {
+			return wire.Frame{}, err
+		}
+		if n > 0 {
+			fr.off += n
+			return f, nil
+		}
+		if fr.off > 0 {
+			fr.n = copy(fr.buf, fr.buf[fr.off:fr.n])
+			fr.off = 0
+		}
+		if need := wire.Need(fr.buf[:fr.n]); need > len(fr.buf) {
+			nb := make([]byte, need)
+			copy(nb, fr.buf[:fr.n])
+			fr.buf = nb
+		} else if fr.n == len(fr.buf) {
+			nb := make([]byte, 2*len(fr.buf))
+			copy(nb, fr.buf[:fr.n])
+			fr.buf = nb
+		}
+		m, err := fr.c.Read(fr.buf[fr.n:])
+		fr.n += m
+		if err != nil && m == 0 {
+			return wire.Frame{}, err
+		}
+	}
+}
+
+// link is one authenticated connection to a peer. It carries both
+// directions: our stream to the peer (if the peer is one of our
+// destinations) and the peer's stream to us (if we are one of its).
+type link struct {
+	r      *Replicator
+	c      net.Conn
+	fr     *frameReader
+	peer   string
+	peerID uint64
+	dialer string // the instance that dialed this connection
+
+	wmu      sync.Mutex
+	lastSend atomic.Int64
+	lastRecv atomic.Int64
+
+	acks      chan pendingBatchAck
+	closed    chan struct{}
+	closeOnce sync.Once
+	err       error
+	ctx       context.Context
+	cancel    context.CancelFunc
+}
+
+type pendingBatchAck struct {
+	waitFor uint64 // local seq that must be durable first
+	through uint64 // source seq to acknowledge
+}
+
+func newLink(r *Replicator, c net.Conn, fr *frameReader, peer, dialer string) *link {
+	ctx, cancel := context.WithCancel(r.ctx)
+	l := &link{r: r, c: c, fr: fr, peer: peer, peerID: record.ID(peer), dialer: dialer,
+		acks: make(chan pendingBatchAck, 4096), closed: make(chan struct{}), ctx: ctx, cancel: cancel}
+	now := time.Now().UnixNano()
+	l.lastSend.Store(now)
+	l.lastRecv.Store(now)
+	return l
+}
+
+func (l *link) start() {
+	if d := l.r.byName[l.peer]; d != nil {
+		d.linkUp(l)
+	}
+	// Tell the peer where its stream to us is durable, so it resumes there.
+	src := l.r.source(l.peer)
+	if err := l.write(appendU64Frame(nil, typeResume, src.durable.Load())); err != nil {
+		l.close(err)
+	}
+	l.r.wg.Add(3)
+	go l.readLoop(src)
+	go l.ackLoop(src)
+	go l.heartbeatLoop()
+}
+
+func (l *link) isClosed() bool {
+	select {
+	case <-l.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+func (l *link) close(err error) {
+	l.closeOnce.Do(func() {
+		l.err = err
+		l.cancel()
+		l.c.Close()
+		close(l.closed)
+		if l.r.ctx.Err() == nil {
+			l.r.log.Info("replication link down", "peer", l.peer, "reason", err)
+		}
+		l.r.linkClosed(l)
+	})
+}
+
+// write sends one or more whole frames.
+func (l *link) write(b []byte) error {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if l.isClosed() {
+		return errLinkClosed
+	}
+	l.c.SetWriteDeadline(time.Now().Add(3 * l.r.cfg.Heartbeat * 4))
+	_, err := l.c.Write(b)
+	if err != nil {
+		return err
+	}
+	l.lastSend.Store(time.Now().UnixNano())
+	return nil
+}
+
+var errLinkClosed = errors.New("replicate: link closed")
+
+func (l *link) readLoop(src *source) {
+	defer l.r.wg.Done()
+	var views []record.View
+	for {
+		l.c.SetReadDeadline(time.Now().Add(3 * l.r.cfg.Heartbeat))
+		f, err := l.fr.next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = errors.New("peer closed the connection")
+			}
+			l.close(err)
+			return
+		}
+		l.lastRecv.Store(time.Now().UnixNano())
+		switch f.Type {
+		case wire.TypeHeartbeat:
+		case typeBatch:
+			views, err = l.onBatch(src, f.Body, views[:0])
+		case typeBatchAck:
+			var through uint64
+			if through, err = decodeU64(f.Type, f.Body); err == nil {
+				if d := l.r.byName[l.peer]; d != nil {
+					d.onAck(l, through)
+				}
+			}
+		case typeResume:
+			var through uint64
+			if through, err = decodeU64(f.Type, f.Body); err == nil {
+				if d := l.r.byName[l.peer]; d != nil {
+					d.startSender(l, through)
+				}
+			}
+		case wire.TypeError:
+			err = remoteError(f.Body)
+		default:
+			err = fmt.Errorf("unexpected %s frame on a replication link", typeName(f.Type))
+		}
+		if err != nil {
+			l.r.log.Warn("replication link error", "peer", l.peer, "err", err)
+			l.write(wire.AppendError(nil, wire.CodeMalformed, err.Error()))
+			l.close(err)
+			return
+		}
+	}
+}
+
+// onBatch verifies a batch (continuity with what we hold of this peer's
+// stream, structure and CRC of every record), stores the new records and
+// queues the acknowledgment that goes out once they are durable here.
+func (l *link) onBatch(src *source, body []byte, views []record.View) ([]record.View, error) {
+	from, through, recs, err := decodeBatch(body)
+	if err != nil {
+		return views, err
+	}
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	if from > src.received+1 {
+		return views, fmt.Errorf("gap in %s's stream: batch starts at %d, we hold up to %d", l.peer, from, src.received)
+	}
+	prev := from - 1
+	for off := 0; off < len(recs); {
+		v, n, err := record.Parse(recs[off:])
+		if err != nil {
+			return views, fmt.Errorf("batch [%d, %d] at offset %d: %w", from, through, off, err)
+		}
+		if err := v.Verify(); err != nil {
+			return views, fmt.Errorf("batch [%d, %d] record seq %d: %w", from, through, v.Seq(), err)
+		}
+		if v.Seq() <= prev || v.Seq() > through {
+			return views, fmt.Errorf("batch [%d, %d]: record seq %d out of order (after %d)", from, through, v.Seq(), prev)
+		}
+		prev = v.Seq()
+		if v.Seq() > src.received { // earlier ones arrived before (a resend after reconnect)
+			views = append(views, v)
+		}
+		off += n
+	}
+	var waitFor uint64
+	if len(views) > 0 {
+		if waitFor, err = l.r.store.StoreReplicated(views, l.peerID); err != nil {
+			return views, fmt.Errorf("storing batch from %s: %w", l.peer, err)
+		}
+	}
+	if through > src.received {
+		src.received = through
+	}
+	select {
+	case l.acks <- pendingBatchAck{waitFor: waitFor, through: through}:
+	case <-l.closed:
+	}
+	return views, nil
+}
+
+// ackLoop acknowledges batches, in order, once what they stored is durable.
+func (l *link) ackLoop(src *source) {
+	defer l.r.wg.Done()
+	for {
+		var a pendingBatchAck
+		select {
+		case a = <-l.acks:
+		case <-l.closed:
+			return
+		}
+		if a.waitFor > 0 {
+			if err := l.r.j.WaitSynced(l.ctx, a.waitFor); err != nil {
+				l.close(fmt.Errorf("waiting for local sync: %w", err))
+				return
+			}
+		}
+		// Coalesce: acknowledge the newest batch that is already durable.
+	drain:
+		for {
+			select {
+			case b := <-l.acks:
+				if b.waitFor > l.r.j.SyncedSeq() {
+					if err := l.r.j.WaitSynced(l.ctx, b.waitFor); err != nil {
+						l.close(fmt.Errorf("waiting for local sync: %w", err))
+						return
+					}
+				}
+				a = b
+			default:
+				break drain
+			}
+		}
+		if err := l.write(appendU64Frame(nil, typeBatchAck, a.through)); err != nil {
+			l.close(err)
+			return
+		}
+		src.setDurable(a.through)
+	}
+}
+
+func (l *link) heartbeatLoop() {
+	defer l.r.wg.Done()
+	hb := l.r.cfg.Heartbeat
+	t := time.NewTicker(hb / 2)
+	defer t.Stop()
+	frame := wire.AppendHeartbeat(nil)
+	for {
+		select {
+		case <-l.closed:
+			return
+		case now := <-t.C:
+			if now.UnixNano()-l.lastSend.Load() >= int64(hb) {
+				if err := l.write(frame); err != nil {
+					l.close(err)
+					return
+				}
+			}
+		}
+	}
+}
+
+// source is what we know of one peer's stream to us.
+type source struct {
+	name string
+	id   uint64
+	mu   sync.Mutex
+	// received: the highest source seq of that peer's stream we have
+	// examined and stored (durable or not yet).
+	received uint64
+	// durable: acknowledged back to the peer; on our disk.
+	durable atomic.Uint64
+}
+
+func (s *source) setDurable(v uint64) {
+	for {
+		old := s.durable.Load()
+		if v <= old || s.durable.CompareAndSwap(old, v) {
+			return
+		}
+	}
+}

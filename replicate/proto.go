@@ -1,0 +1,158 @@
+package replicate
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/tandemhq/tandem/wire"
+)
+
+// Replication link frames. They use the client protocol's 8-byte frame
+// header (package wire) with types from 32 up; Heartbeat (8) and Error (10)
+// are shared with the client protocol. All integers little-endian. These
+// values and layouts are part of the replication wire format; docs/wire.md
+// shows them with hex examples.
+//
+//	Hello     32  0 version u16 | 2 fromLen u16 | 4 toLen u16 | 6 reserved u16 |
+//	              8 nonce [16] | 24 proof [32] | 56 from | to
+//	Proof     33  0 proof [32]
+//	Resume    34  0 through u64   the receiver holds, durably, everything the
+//	                              sender's stream had up to this source seq
+//	Batch     35  0 from u64 | 8 through u64 | 16 records...
+//	                              the sender examined source seqs [from, through]
+//	                              and these are the records of that range the
+//	                              destination gets (possibly none)
+//	BatchAck  36  0 through u64   everything up to this source seq is on the
+//	                              destination's disk
+const (
+	typeHello    wire.Type = 32
+	typeProof    wire.Type = 33
+	typeResume   wire.Type = 34
+	typeBatch    wire.Type = 35
+	typeBatchAck wire.Type = 36
+
+	protoVersion = 1
+	nonceSize    = 16
+	proofSize    = sha256.Size
+	helloFixed   = 56
+	batchFixed   = 16
+)
+
+type hello struct {
+	Version uint16
+	From    string
+	To      string
+	Nonce   [nonceSize]byte
+	Proof   [proofSize]byte
+}
+
+func appendFrameHeader(dst []byte, t wire.Type) ([]byte, int) {
+	start := len(dst)
+	return append(dst, 0, 0, 0, 0, byte(t), 0, 0, 0), start
+}
+
+func finishFrame(dst []byte, start int) []byte {
+	binary.LittleEndian.PutUint32(dst[start:], uint32(len(dst)-start))
+	return dst
+}
+
+func appendHello(dst []byte, h *hello) []byte {
+	dst, s := appendFrameHeader(dst, typeHello)
+	dst = binary.LittleEndian.AppendUint16(dst, h.Version)
+	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(h.From)))
+	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(h.To)))
+	dst = append(dst, 0, 0)
+	dst = append(dst, h.Nonce[:]...)
+	dst = append(dst, h.Proof[:]...)
+	dst = append(dst, h.From...)
+	dst = append(dst, h.To...)
+	return finishFrame(dst, s)
+}
+
+func decodeHello(body []byte, h *hello) error {
+	if len(body) < helloFixed {
+		return fmt.Errorf("%w: hello of %d bytes", wire.ErrMalformed, len(body))
+	}
+	fl, tl := int(binary.LittleEndian.Uint16(body[2:])), int(binary.LittleEndian.Uint16(body[4:]))
+	if helloFixed+fl+tl != len(body) {
+		return fmt.Errorf("%w: hello names %d+%d != %d", wire.ErrMalformed, fl, tl, len(body)-helloFixed)
+	}
+	h.Version = binary.LittleEndian.Uint16(body)
+	copy(h.Nonce[:], body[8:24])
+	copy(h.Proof[:], body[24:56])
+	h.From = string(body[helloFixed : helloFixed+fl])
+	h.To = string(body[helloFixed+fl:])
+	return nil
+}
+
+func appendProof(dst []byte, proof [proofSize]byte) []byte {
+	dst, s := appendFrameHeader(dst, typeProof)
+	dst = append(dst, proof[:]...)
+	return finishFrame(dst, s)
+}
+
+func appendU64Frame(dst []byte, t wire.Type, v uint64) []byte {
+	dst, s := appendFrameHeader(dst, t)
+	dst = binary.LittleEndian.AppendUint64(dst, v)
+	return finishFrame(dst, s)
+}
+
+func decodeU64(t wire.Type, body []byte) (uint64, error) {
+	if len(body) != 8 {
+		return 0, fmt.Errorf("%w: %s body of %d bytes", wire.ErrMalformed, typeName(t), len(body))
+	}
+	return binary.LittleEndian.Uint64(body), nil
+}
+
+// startBatch reserves a Batch frame header on dst; records are appended
+// after it and finishBatch fills in the range and length.
+func startBatch(dst []byte) ([]byte, int) {
+	dst, s := appendFrameHeader(dst, typeBatch)
+	return append(dst, make([]byte, batchFixed)...), s
+}
+
+func finishBatch(dst []byte, start int, from, through uint64) []byte {
+	binary.LittleEndian.PutUint64(dst[start+wire.HeaderSize:], from)
+	binary.LittleEndian.PutUint64(dst[start+wire.HeaderSize+8:], through)
+	return finishFrame(dst, start)
+}
+
+func decodeBatch(body []byte) (from, through uint64, records []byte, err error) {
+	if len(body) < batchFixed {
+		return 0, 0, nil, fmt.Errorf("%w: batch of %d bytes", wire.ErrMalformed, len(body))
+	}
+	from, through = binary.LittleEndian.Uint64(body), binary.LittleEndian.Uint64(body[8:])
+	if from == 0 || through+1 < from {
+		return 0, 0, nil, fmt.Errorf("%w: batch range [%d, %d]", wire.ErrMalformed, from, through)
+	}
+	return from, through, body[batchFixed:], nil
+}
+
+// proofFor is what `from` sends to prove it knows the secret, answering the
+// nonce the other side chose: HMAC-SHA256(secret, "tandem-repl/1|" from "|" to "|" nonce).
+func proofFor(secret []byte, from, to string, nonce [nonceSize]byte) [proofSize]byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("tandem-repl/1|" + from + "|" + to + "|"))
+	m.Write(nonce[:])
+	var out [proofSize]byte
+	copy(out[:], m.Sum(nil))
+	return out
+}
+
+func typeName(t wire.Type) string {
+	switch t {
+	case typeHello:
+		return "hello"
+	case typeProof:
+		return "proof"
+	case typeResume:
+		return "resume"
+	case typeBatch:
+		return "batch"
+	case typeBatchAck:
+		return "batch-ack"
+	}
+	return t.String()
+}

@@ -1,0 +1,523 @@
+package replicate
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tandemhq/tandem/journal"
+	"github.com/tandemhq/tandem/record"
+	"github.com/tandemhq/tandem/wire"
+)
+
+// Store is what a Replicator needs from the server: storing records that a
+// peer shipped, with exact de-duplication on (publisher, publisher
+// sequence). It returns the local seq whose durability covers the batch.
+type Store interface {
+	StoreReplicated(recs []record.View, via uint64) (waitFor uint64, err error)
+}
+
+// Replicator runs every replication link of one instance.
+//
+// Lock order: Replicator.mu, then destination.mu, then source.mu.
+type Replicator struct {
+	cfg       Config
+	log       *slog.Logger
+	j         *journal.Journal
+	store     Store
+	onAdvance func()
+	self      uint64
+
+	dests   []*destination
+	byName  map[string]*destination
+	sources sync.Map // peer name -> *source
+
+	mu    sync.Mutex
+	links map[string]*link // the active link per peer name
+
+	ln        net.Listener
+	syncPoint atomic.Uint64
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+
+	// evaluator's view of when each synced position appeared (for lag)
+	samples []sample
+}
+
+type sample struct {
+	seq uint64
+	at  time.Time
+}
+
+// New validates cfg and prepares a Replicator; Start begins.
+func New(cfg Config, j *journal.Journal, store Store, onAdvance func(), log *slog.Logger) (*Replicator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	if log == nil {
+		log = slog.Default()
+	}
+	if onAdvance == nil {
+		onAdvance = func() {}
+	}
+	r := &Replicator{
+		cfg: cfg, log: log.With("component", "replication"), j: j, store: store, onAdvance: onAdvance,
+		self: record.ID(cfg.Self), byName: map[string]*destination{}, links: map[string]*link{},
+	}
+	for _, d := range cfg.Destinations {
+		ds := newDestination(r, d)
+		r.dests = append(r.dests, ds)
+		r.byName[d.Name] = ds
+	}
+	r.loadPositions()
+	r.recomputeSyncPoint()
+	return r, nil
+}
+
+// Start opens the replication listener and starts dialing destinations.
+func (r *Replicator) Start() error {
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	if r.cfg.Listen != "" {
+		ln, err := net.Listen("tcp", r.cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("replicate: listen %s: %w", r.cfg.Listen, err)
+		}
+		r.ln = ln
+		r.wg.Add(1)
+		go r.acceptLoop()
+		r.log.Info("replication listening", "addr", ln.Addr().String())
+	}
+	for _, d := range r.dests {
+		if d.cfg.Addr != "" {
+			r.wg.Add(1)
+			go r.dialLoop(d)
+		}
+	}
+	r.wg.Add(1)
+	go r.evaluateLoop()
+	return nil
+}
+
+// Addr returns the replication listener's address (nil if none).
+func (r *Replicator) Addr() net.Addr {
+	if r.ln == nil {
+		return nil
+	}
+	return r.ln.Addr()
+}
+
+// Close stops every link and goroutine and saves positions.
+func (r *Replicator) Close() error {
+	if r.cancel == nil {
+		return nil
+	}
+	r.cancel()
+	if r.ln != nil {
+		r.ln.Close()
+	}
+	r.mu.Lock()
+	links := make([]*link, 0, len(r.links))
+	for _, l := range r.links {
+		links = append(links, l)
+	}
+	r.mu.Unlock()
+	for _, l := range links {
+		l.close(errors.New("replicator closing"))
+	}
+	for _, d := range r.dests {
+		d.stopSender()
+	}
+	r.wg.Wait()
+	r.savePositions()
+	return nil
+}
+
+// Notify tells senders that the journal has new durable records. Called
+// by the server after every sync; it never blocks.
+func (r *Replicator) Notify() {
+	for _, d := range r.dests {
+		select {
+		case d.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// SyncPoint is the highest local seq every sync destination (not
+// downgraded) holds durably; math.MaxUint64 when there is none. A
+// publisher's persisted ack for local seq L waits until L <= SyncPoint().
+func (r *Replicator) SyncPoint() uint64 { return r.syncPoint.Load() }
+
+func (r *Replicator) recomputeSyncPoint() {
+	p := uint64(math.MaxUint64)
+	for _, d := range r.dests {
+		if d.State() == StateSync {
+			p = min(p, d.acked.Load())
+		}
+	}
+	if old := r.syncPoint.Swap(p); old != p {
+		r.onAdvance()
+	}
+}
+
+// Hold is the lowest local seq some destination still needs: journal
+// retention keeps every segment holding a seq at or above it.
+func (r *Replicator) Hold() uint64 {
+	h := uint64(math.MaxUint64)
+	for _, d := range r.dests {
+		h = min(h, d.acked.Load()+1)
+	}
+	return h
+}
+
+func (r *Replicator) source(peer string) *source {
+	if s, ok := r.sources.Load(peer); ok {
+		return s.(*source)
+	}
+	s, _ := r.sources.LoadOrStore(peer, &source{name: peer, id: record.ID(peer)})
+	return s.(*source)
+}
+
+// ---- connection set-up ----
+
+func (r *Replicator) acceptLoop() {
+	defer r.wg.Done()
+	for {
+		c, err := r.ln.Accept()
+		if err != nil {
+			if r.ctx.Err() == nil {
+				r.log.Warn("replication accept failed", "err", err)
+			}
+			return
+		}
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			if err := r.handshakeAccept(c); err != nil {
+				r.log.Warn("replication link refused", "remote", c.RemoteAddr().String(), "err", err)
+				c.Close()
+			}
+		}()
+	}
+}
+
+func (r *Replicator) dialLoop(d *destination) {
+	defer r.wg.Done()
+	backoff := 50 * time.Millisecond
+	for r.ctx.Err() == nil {
+		if l := r.activeLink(d.cfg.Name); l != nil {
+			select {
+			case <-l.closed:
+			case <-r.ctx.Done():
+				return
+			}
+			continue
+		}
+		dialer := net.Dialer{Timeout: 2 * time.Second}
+		c, err := dialer.DialContext(r.ctx, "tcp", d.cfg.Addr)
+		if err == nil {
+			err = r.handshakeDial(c, d.cfg.Name)
+			if err != nil {
+				c.Close()
+			}
+		}
+		if err == nil {
+			backoff = 50 * time.Millisecond
+			continue
+		}
+		if r.ctx.Err() != nil {
+			return
+		}
+		r.log.Debug("replication dial failed", "peer", d.cfg.Name, "addr", d.cfg.Addr, "err", err)
+		select {
+		case <-time.After(backoff):
+		case <-r.ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+func (r *Replicator) activeLink(peer string) *link {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.links[peer]
+}
+
+func newNonce() [nonceSize]byte {
+	var n [nonceSize]byte
+	rand.Read(n[:])
+	return n
+}
+
+// handshakeDial: we dialed; we expect to reach the instance named peer.
+func (r *Replicator) handshakeDial(c net.Conn, peer string) error {
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fr := newFrameReader(c, 64<<10)
+	mine := hello{Version: protoVersion, From: r.cfg.Self, To: peer, Nonce: newNonce()}
+	if _, err := c.Write(appendHello(nil, &mine)); err != nil {
+		return err
+	}
+	f, err := fr.next()
+	if err != nil {
+		return fmt.Errorf("waiting for hello from %s: %w", peer, err)
+	}
+	if f.Type == wire.TypeError {
+		return remoteError(f.Body)
+	}
+	var theirs hello
+	if f.Type != typeHello {
+		return fmt.Errorf("%s sent %s before hello", peer, typeName(f.Type))
+	}
+	if err := decodeHello(f.Body, &theirs); err != nil {
+		return err
+	}
+	if theirs.From != peer {
+		c.Write(wire.AppendError(nil, wire.CodeAuth, fmt.Sprintf("expected instance %q, reached %q", peer, theirs.From)))
+		return fmt.Errorf("expected instance %q at %s, reached %q", peer, c.RemoteAddr(), theirs.From)
+	}
+	if want := proofFor(r.cfg.Secret, theirs.From, r.cfg.Self, mine.Nonce); theirs.Proof != want {
+		c.Write(wire.AppendError(nil, wire.CodeAuth, "bad replication secret"))
+		return fmt.Errorf("peer %s failed the secret check", peer)
+	}
+	if _, err := c.Write(appendProof(nil, proofFor(r.cfg.Secret, r.cfg.Self, peer, theirs.Nonce))); err != nil {
+		return err
+	}
+	c.SetDeadline(time.Time{})
+	return r.startLink(c, fr, peer, r.cfg.Self)
+}
+
+// handshakeAccept: a peer dialed us.
+func (r *Replicator) handshakeAccept(c net.Conn) error {
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fr := newFrameReader(c, 64<<10)
+	f, err := fr.next()
+	if err != nil {
+		return err
+	}
+	var theirs hello
+	if f.Type != typeHello {
+		c.Write(wire.AppendError(nil, wire.CodeNotLoggedOn, "replication link must start with hello"))
+		return fmt.Errorf("first frame %s, not hello", typeName(f.Type))
+	}
+	if err := decodeHello(f.Body, &theirs); err != nil {
+		c.Write(wire.AppendError(nil, wire.CodeMalformed, err.Error()))
+		return err
+	}
+	if theirs.Version != protoVersion {
+		c.Write(wire.AppendError(nil, wire.CodeVersion, fmt.Sprintf("replication protocol %d, want %d", theirs.Version, protoVersion)))
+		return fmt.Errorf("peer %s speaks replication protocol %d", theirs.From, theirs.Version)
+	}
+	if theirs.To != r.cfg.Self {
+		c.Write(wire.AppendError(nil, wire.CodeAuth, fmt.Sprintf("this is instance %q, not %q", r.cfg.Self, theirs.To)))
+		return fmt.Errorf("peer %s expected instance %q, this is %q", theirs.From, theirs.To, r.cfg.Self)
+	}
+	if theirs.From == "" || theirs.From == r.cfg.Self {
+		c.Write(wire.AppendError(nil, wire.CodeAuth, "bad peer name"))
+		return fmt.Errorf("peer calls itself %q", theirs.From)
+	}
+	mine := hello{Version: protoVersion, From: r.cfg.Self, To: theirs.From, Nonce: newNonce(),
+		Proof: proofFor(r.cfg.Secret, r.cfg.Self, theirs.From, theirs.Nonce)}
+	if _, err := c.Write(appendHello(nil, &mine)); err != nil {
+		return err
+	}
+	f, err = fr.next()
+	if err != nil {
+		return fmt.Errorf("waiting for proof from %s: %w", theirs.From, err)
+	}
+	if f.Type == wire.TypeError {
+		return remoteError(f.Body)
+	}
+	if f.Type != typeProof || len(f.Body) != proofSize {
+		return fmt.Errorf("peer %s sent %s instead of its proof", theirs.From, typeName(f.Type))
+	}
+	if want := proofFor(r.cfg.Secret, theirs.From, r.cfg.Self, mine.Nonce); string(f.Body) != string(want[:]) {
+		c.Write(wire.AppendError(nil, wire.CodeAuth, "bad replication secret"))
+		return fmt.Errorf("peer %s does not know the replication secret", theirs.From)
+	}
+	c.SetDeadline(time.Time{})
+	return r.startLink(c, fr, theirs.From, theirs.From)
+}
+
+func remoteError(body []byte) error {
+	var e wire.Error
+	if err := wire.DecodeError(body, &e); err != nil {
+		return err
+	}
+	return fmt.Errorf("peer refused: %s: %s", e.Code, e.Text)
+}
+
+// startLink registers an authenticated connection. When two links to one
+// peer exist (both dialed at once), both instances keep the one dialed by
+// the instance whose name sorts first and close the other, so exactly one
+// connection survives and carries both directions.
+func (r *Replicator) startLink(c net.Conn, fr *frameReader, peer, dialer string) error {
+	l := newLink(r, c, fr, peer, dialer)
+	r.mu.Lock()
+	if r.ctx.Err() != nil {
+		r.mu.Unlock()
+		return errors.New("replicator closing")
+	}
+	old := r.links[peer]
+	if old != nil && !old.isClosed() {
+		preferred := min(r.cfg.Self, peer)
+		if old.dialer == preferred && dialer != preferred {
+			r.mu.Unlock()
+			r.log.Info("closing duplicate replication link", "peer", peer, "kept", "dialed by "+old.dialer)
+			c.Write(wire.AppendError(nil, wire.CodeShutdown, "duplicate link: keeping the one dialed by "+old.dialer))
+			c.Close()
+			return nil
+		}
+	}
+	r.links[peer] = l
+	r.mu.Unlock()
+	if old != nil {
+		old.close(fmt.Errorf("replaced by the link dialed by %s", dialer))
+	}
+	r.log.Info("replication link up", "peer", peer, "remote", c.RemoteAddr().String(), "dialed_by", dialer)
+	l.start()
+	return nil
+}
+
+func (r *Replicator) linkClosed(l *link) {
+	r.mu.Lock()
+	if r.links[l.peer] == l {
+		delete(r.links, l.peer)
+	}
+	r.mu.Unlock()
+	if d := r.byName[l.peer]; d != nil {
+		d.linkDown(l)
+	}
+}
+
+// ---- evaluation: lag, downgrade and upgrade, positions ----
+
+func (r *Replicator) evaluateLoop() {
+	defer r.wg.Done()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	lastSave := time.Now()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case now := <-t.C:
+			r.evaluate(now)
+			if now.Sub(lastSave) > 200*time.Millisecond {
+				r.savePositions()
+				lastSave = now
+			}
+		}
+	}
+}
+
+// evaluate recomputes each destination's lag and state. Lag is the age of
+// the oldest local record a destination should hold and has not
+// acknowledged, measured from when that record became durable here (the
+// samples of SyncedSeq), so replayed old messages do not look late.
+func (r *Replicator) evaluate(now time.Time) {
+	synced := r.j.SyncedSeq()
+	if n := len(r.samples); n == 0 || r.samples[n-1].seq != synced {
+		r.samples = append(r.samples, sample{synced, now})
+		if len(r.samples) > 4096 {
+			r.samples = append(r.samples[:0], r.samples[len(r.samples)-2048:]...)
+		}
+	}
+	changed := false
+	for _, d := range r.dests {
+		acked := d.acked.Load()
+		var lag time.Duration
+		if acked < synced {
+			lag = now.Sub(r.samples[0].at)
+			for _, s := range r.samples {
+				if s.seq > acked {
+					lag = now.Sub(s.at)
+					break
+				}
+			}
+		}
+		if d.evaluate(now, lag) {
+			changed = true
+		}
+	}
+	if changed {
+		r.recomputeSyncPoint()
+	}
+}
+
+func (r *Replicator) positionFile(kind, peer string) string {
+	return filepath.Join(r.cfg.StateDir, "repl-"+kind+"-"+peer+".pos")
+}
+
+// savePositions records, per peer, how far its stream to us is durable here
+// (so a restart resumes there instead of from the start) and how far each
+// destination has acknowledged (so retention holds back). Written with
+// rename, not synced: a lost or stale file only means resending (which
+// de-duplication absorbs) or holding more journal, never losing a message.
+func (r *Replicator) savePositions() {
+	if r.cfg.StateDir == "" {
+		return
+	}
+	r.sources.Range(func(_, v any) bool {
+		s := v.(*source)
+		writePosition(r.positionFile("in", s.name), s.durable.Load())
+		return true
+	})
+	for _, d := range r.dests {
+		writePosition(r.positionFile("out", d.cfg.Name), d.acked.Load())
+	}
+}
+
+func writePosition(path string, v uint64) {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strconv.FormatUint(v, 10)+"\n"), 0o644); err == nil {
+		os.Rename(tmp, path)
+	}
+}
+
+func readPosition(path string) (uint64, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	return v, err == nil
+}
+
+func (r *Replicator) loadPositions() {
+	if r.cfg.StateDir == "" {
+		return
+	}
+	os.MkdirAll(r.cfg.StateDir, 0o755)
+	entries, _ := os.ReadDir(r.cfg.StateDir)
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasPrefix(name, "repl-in-") || !strings.HasSuffix(name, ".pos") {
+			continue
+		}
+		peer := strings.TrimSuffix(strings.TrimPrefix(name, "repl-in-"), ".pos")
+		if v, ok := readPosition(filepath.Join(r.cfg.StateDir, name)); ok {
+			s := r.source(peer)
+			s.durable.Store(v)
+			s.received = v
+		}
+	}
+	for _, d := range r.dests {
+		if v, ok := readPosition(r.positionFile("out", d.cfg.Name)); ok {
+			d.acked.Store(v)
+		}
+	}
+}
