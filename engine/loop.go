@@ -268,9 +268,12 @@ func sockaddrString(sa unix.Sockaddr) string {
 
 // afterSync sends the acks and deliveries that new durable records allow.
 func (lp *loop) afterSync() {
+	// Every connection with queued acks is examined, not only when the ack
+	// point moved: an ack queued for a record that is already durable (a
+	// Flush after everything synced, a duplicate) must go out now.
 	synced := lp.srv.ackPoint()
-	if synced != lp.synced {
-		lp.synced = synced
+	lp.synced = synced
+	if len(lp.acking) > 0 {
 		k := 0
 		for _, c := range lp.acking {
 			c.releaseAcks(synced)

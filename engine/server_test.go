@@ -275,3 +275,20 @@ func TestLogonTimeout(t *testing.T) {
 	c := dialRaw(t, s)
 	c.expectError(wire.CodeNotLoggedOn)
 }
+
+// A Flush (or duplicate) whose records are all durable already must be
+// answered at once, not when the next sync happens to move the ack point.
+func TestFlushAfterEverythingSynced(t *testing.T) {
+	s := testServer(t, t.TempDir(), func(c *Config) { c.Loops = 1 })
+	defer s.Close()
+	c := dialRaw(t, s)
+	c.logon("f", 0)
+	c.publishN("t", "x", 1, 10, wire.AckPersisted)
+	c.waitAck(wire.AckKindPersisted, 10)
+	for i := uint64(1); i <= 5; i++ { // nothing new is appended: the ack point never moves again
+		c.send(wire.AppendFlush(nil, i))
+		c.waitAck(wire.AckKindFlushed, i)
+		c.publishN("t", "x", 1, 10, wire.AckPersisted) // all duplicates
+		c.waitAck(wire.AckKindPersisted, 10)
+	}
+}
