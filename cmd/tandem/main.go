@@ -4,6 +4,7 @@
 //	tandem pub     publish each line of standard input as one message
 //	tandem sub     print the messages of a subscription, one per line
 //	tandem stat    print an instance's statistics
+//	tandem bench   benchmark Tandem against its peers (see bench/)
 //
 // Run `tandem help COMMAND` for a command's flags.
 package main
@@ -33,6 +34,8 @@ var commands = []struct {
 	{"pub", "publish each line of standard input as one message", runPub},
 	{"sub", "print the messages of a subscription, one per line", runSub},
 	{"stat", "print an instance's statistics", runStat},
+	{"tune", "write a serve config for this machine's cores and NUMA nodes", runTune},
+	{"bench", "benchmark Tandem against NATS JetStream and Redis Streams", runBench},
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {

@@ -95,6 +95,30 @@ func printStats(w io.Writer, st *wire.Stats) {
 		}
 		tw.Flush()
 	}
+	if len(st.Replication) > 0 || st.ReplicationListen != "" {
+		fmt.Fprintf(w, "\nreplication (listening on %s, %d destinations)\n", orNone(st.ReplicationListen), len(st.Replication))
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(tw, "PEER\tADDRESS\tMODE\tSTATE\tCONNECTED\tSENT\tACKED\tLAG MSGS\tLAG\tOPTIONS\n")
+		for _, d := range st.Replication {
+			opts := ""
+			if d.Passthrough {
+				opts = "passthrough "
+			}
+			if d.Topics != "" {
+				opts += "topics=" + d.Topics
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%d\t%d\t%d\t%v\t%s\n", d.Name, orNone(d.Addr), d.Mode, d.State, d.Connected,
+				d.SentThrough, d.AckedThrough, d.LagMessages, time.Duration(d.LagSeconds*float64(time.Second)).Round(time.Millisecond), opts)
+		}
+		tw.Flush()
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func bytesText(n int64) string {

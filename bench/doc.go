@@ -1,0 +1,37 @@
+// Package bench is `tandem bench`: Tandem measured side by side with NATS
+// JetStream and Redis Streams on the same machine, in the same run, with
+// the durability settings spelled out (issue 6).
+//
+// # Structure
+//
+//   - System (system.go) is the adapter interface: start a fresh server,
+//     connect a windowed publisher with per-message durable acks, connect a
+//     subscriber from the start or from now. Tandem (tandem.go), NATS
+//     (nats.go, default sync and sync_interval: always) and Redis (redis.go,
+//     appendfsync always and everysec) implement it; peers are started as
+//     processes on loopback ports with temporary directories, and a missing
+//     binary makes Info().Skipped say why (the report lists it).
+//   - The scenarios (scenarios.go) are the same code for every system:
+//     durable publish throughput, persisted-ack and end-to-end latency at
+//     fixed offered rates (open-loop schedule, corrected for coordinated
+//     omission: stats.go), fan-out, replay from the start. Scenarios whose
+//     feature is not built yet (replication pairs, HA failover, io_uring)
+//     are entries with needs set and no run function: the report lists them
+//     as not yet measured. Adding one is writing its run function (and an
+//     optional interface for the adapters that support it).
+//   - Run (run.go) probes the machine (machine.go: CPU, cores, kernel, the
+//     data directory's filesystem, an fdatasync latency probe), records the
+//     Tandem commit and every setting, runs the matrix with a progress
+//     display on stderr and returns a RunResult (result.go), written as one
+//     JSON file per run. WriteReport (report.go) renders it as markdown with
+//     gonum/plot SVG plots (plot.go); Compare (compare.go) prints the change
+//     of every figure between two result files.
+//
+// # Measurement
+//
+// Every payload starts with a 16-byte header: the publisher's message index
+// and the time (ns on the run's monotonic clock) the message was due. Ack
+// callbacks map index -> due time through a ring as large as twice the
+// window; subscribers read the header, so end-to-end latency needs no
+// per-message state, and they check order.
+package bench

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/tandemhq/tandem/bench"
+)
+
+const benchText = `Runs the bench suite: Tandem and its peers (NATS JetStream, Redis Streams)
+on this machine in the same run, each started on a loopback port with a
+temporary directory. Writes the results as JSON (one file per run) and,
+with --report, a markdown report with SVG plots. Progress goes to stderr.
+A peer that is not installed is skipped, and the report says so
+(make bench-deps installs them).
+
+  tandem bench --quick                       # ~1 minute smoke run
+  tandem bench --out run.json --report BENCHMARKS.md --plots docs/bench
+  tandem bench --compare OLD.json NEW.json   # change of every figure
+  tandem bench --render run.json --report BENCHMARKS.md --plots docs/bench
+`
+
+func runBench(args []string, _ io.Reader, stdout, stderr io.Writer) int {
+	fs := newFlagSet("bench", "[flags]", benchText, stderr)
+	quick := fs.Bool("quick", false, "reduced matrix (about a minute)")
+	out := fs.String("out", "", "JSON result `file` (default bench-RESULT-TIME.json in the current directory)")
+	report := fs.String("report", "", "write the markdown report to this `file`")
+	plots := fs.String("plots", "", "`directory` for the SVG plots (default: beside the report, in bench/)")
+	systems := fs.String("systems", "", "comma-separated systems (default all: "+strings.Join(bench.AllSystems, ",")+")")
+	scenarios := fs.String("scenarios", "", "comma-separated scenarios (default all: publish,ack-latency,e2e-latency,fanout,replay)")
+	duration := fs.Duration("duration", 0, "measured interval of each step (default 5s, 1s with --quick)")
+	window := fs.Int("window", 0, "unacknowledged messages per publisher (default 8192)")
+	replay := fs.Int("replay-messages", 0, "messages preloaded for the replay scenario (default 2000000, 100000 with --quick)")
+	dataDir := fs.String("data", "", "parent `directory` of the servers' temporary data directories (default $TMPDIR)")
+	compare := fs.Bool("compare", false, "compare two result files: tandem bench --compare OLD.json NEW.json")
+	threshold := fs.Float64("threshold", 0.10, "with --compare: relative change flagged as a regression")
+	render := fs.String("render", "", "render the report from an existing result `file` instead of running")
+	inproc := fs.Bool("in-process", false, "run Tandem's server inside the bench process instead of as `tandem serve`")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *compare {
+		if fs.NArg() != 2 {
+			fmt.Fprintln(stderr, "usage: tandem bench --compare OLD.json NEW.json")
+			return 2
+		}
+		old, err := bench.ReadJSON(fs.Arg(0))
+		if err != nil {
+			fmt.Fprintln(stderr, "tandem bench:", err)
+			return 1
+		}
+		nw, err := bench.ReadJSON(fs.Arg(1))
+		if err != nil {
+			fmt.Fprintln(stderr, "tandem bench:", err)
+			return 1
+		}
+		bench.Compare(stdout, old, nw, *threshold)
+		return 0
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "tandem bench: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if *render != "" {
+		rr, err := bench.ReadJSON(*render)
+		if err != nil {
+			fmt.Fprintln(stderr, "tandem bench:", err)
+			return 1
+		}
+		if *report == "" {
+			fmt.Fprintln(stderr, "tandem bench: --render needs --report")
+			return 2
+		}
+		if err := writeBenchReport(rr, *report, *plots, *render); err != nil {
+			fmt.Fprintln(stderr, "tandem bench:", err)
+			return 1
+		}
+		return 0
+	}
+
+	set := bench.DefaultSettings(*quick)
+	if *systems != "" {
+		set.Systems = splitList(*systems)
+	}
+	if *scenarios != "" {
+		set.Scenarios = splitList(*scenarios)
+	}
+	if *duration > 0 {
+		set.Duration = *duration
+	}
+	if *window > 0 {
+		set.Window = *window
+	}
+	if *replay > 0 {
+		set.ReplayMessages = *replay
+	}
+	if *dataDir != "" {
+		set.DataDir = *dataDir
+	}
+	opts := bench.Options{Settings: set, Progress: stderr, Command: append([]string{"tandem", "bench"}, args...)}
+	if !*inproc {
+		exe, err := os.Executable()
+		if err != nil {
+			fmt.Fprintln(stderr, "tandem bench:", err)
+			return 1
+		}
+		opts.TandemCmd = []string{exe, "serve"}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rr, err := bench.Run(ctx, opts)
+	if err != nil {
+		fmt.Fprintln(stderr, "tandem bench:", err)
+		return 1
+	}
+	path := *out
+	if path == "" {
+		path = fmt.Sprintf("bench-%s-%s.json", rr.Tandem.Short(), rr.Started.Format("20060102-150405"))
+	}
+	if dir := filepath.Dir(path); dir != "." {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			fmt.Fprintln(stderr, "tandem bench:", err)
+			return 1
+		}
+	}
+	if err := rr.WriteJSON(path); err != nil {
+		fmt.Fprintln(stderr, "tandem bench:", err)
+		return 1
+	}
+	fmt.Fprintf(stderr, "results: %s\n", path)
+	if *report != "" {
+		if err := writeBenchReport(rr, *report, *plots, path); err != nil {
+			fmt.Fprintln(stderr, "tandem bench:", err)
+			return 1
+		}
+		fmt.Fprintf(stderr, "report: %s\n", *report)
+	}
+	for _, r := range rr.Results {
+		if r.Error != "" {
+			fmt.Fprintf(stderr, "error: %s %s: %s\n", r.System, r.Key, r.Error)
+		}
+	}
+	return 0
+}
+
+func writeBenchReport(rr *bench.RunResult, report, plots, result string) error {
+	base := filepath.Dir(report)
+	if plots == "" {
+		plots = filepath.Join(base, "bench")
+	}
+	plotLink, err := filepath.Rel(base, plots)
+	if err != nil {
+		plotLink = plots
+	}
+	resLink, err := filepath.Rel(base, result)
+	if err != nil {
+		resLink = result
+	}
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(report)
+	if err != nil {
+		return err
+	}
+	if err := bench.WriteReport(f, rr, bench.ReportOptions{PlotDir: plots, PlotLink: plotLink, ResultLink: filepath.ToSlash(resLink)}); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
