@@ -272,6 +272,14 @@ func (cn *conn) dispatch(f wire.Frame) error {
 		return cn.h.handleDeliver(cn, d)
 	case wire.TypeHeartbeat:
 		return nil
+	case wire.TypePosition:
+		// A subscription's starting progress per origin; the single-server
+		// client does not resume across instances and ignores it.
+		var p wire.Position
+		if err := wire.DecodePosition(f.Body, &p); err != nil {
+			return fmt.Errorf("%w: %w", ErrProtocol, err)
+		}
+		return nil
 	case wire.TypeStatReply:
 		cn.h.handleStatReply(cn, f.Body)
 		return nil

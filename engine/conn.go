@@ -72,9 +72,10 @@ type conn struct {
 }
 
 type subscription struct {
-	id  uint32
-	m   *matcher
-	cur *journal.Cursor
+	id     uint32
+	m      *matcher
+	cur    *journal.Cursor
+	resume *resumeFilter // nil unless the subscription resumed from progress
 }
 
 // publishBatch is per-loop scratch for building record headers.
@@ -225,6 +226,7 @@ func (c *conn) onPublish(body []byte) {
 		}
 		local = seq
 		p.add(m.PubSeq, seq)
+		s.idx.selfLast = seq
 		if c.lastTopicCnt == nil || !bytes.Equal(m.Topic, c.lastTopic) {
 			c.lastTopicCnt = s.idx.topicLocked(m.Topic)
 			c.lastTopic = append(c.lastTopic[:0], m.Topic...)
@@ -386,11 +388,17 @@ func (c *conn) onSubscribe(body []byte) {
 	}
 	j := c.lp.srv.j
 	var from uint64
+	var resume *resumeFilter
+	var position []wire.PositionEntry
 	switch m.Start {
 	case wire.StartNow:
-		from = j.LastSeq() + 1
+		from, position = c.lp.srv.nowPosition()
 	case wire.StartEpoch:
 		from = j.FirstSeq()
+		position = []wire.PositionEntry{}
+	case wire.StartResume:
+		resume = newResumeFilter(&m)
+		from = c.lp.srv.resumeStart(resume)
 	case wire.StartBookmark:
 		b := m.Bookmark(0)
 		if b.Seq < j.FirstSeq() {
@@ -409,7 +417,7 @@ func (c *conn) onSubscribe(body []byte) {
 		refuse(wire.CodeBadBookmark, fmt.Sprintf("cannot start at %d: %v", from, err))
 		return
 	}
-	c.subs = append(c.subs, &subscription{id: m.SubID, m: mt, cur: cur})
+	c.subs = append(c.subs, &subscription{id: m.SubID, m: mt, cur: cur, resume: resume})
 	if len(c.subs) == 1 {
 		c.lp.subbed = append(c.lp.subbed, c)
 		c.lp.interested.Store(true)
@@ -417,6 +425,9 @@ func (c *conn) onSubscribe(body []byte) {
 	c.lp.nsubs.Add(1)
 	c.client.subs.Add(1)
 	refuse(0, "") // the Subscribed ack goes before any delivery
+	if position != nil {
+		c.wbuf = wire.AppendPosition(c.wbuf, m.SubID, position)
+	}
 	c.pump()
 }
 
@@ -463,7 +474,7 @@ func (c *conn) pump() {
 			if !ok {
 				break
 			}
-			if sub.m.match(v.Topic()) {
+			if sub.m.match(v.Topic()) && (sub.resume == nil || sub.resume.wants(v)) {
 				c.wbuf = wire.AppendDeliver(c.wbuf, sub.id, v.Bytes())
 				wrote = true
 			}

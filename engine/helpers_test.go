@@ -102,12 +102,13 @@ func (r *rawClient) mustNext(d time.Duration) wire.Frame {
 	return f
 }
 
-// nextSkipping returns the next frame that is not a heartbeat.
+// nextSkipping returns the next frame that is not a heartbeat or a
+// subscription's Position.
 func (r *rawClient) nextSkipping(d time.Duration) wire.Frame {
 	r.t.Helper()
 	for {
 		f := r.mustNext(d)
-		if f.Type != wire.TypeHeartbeat {
+		if f.Type != wire.TypeHeartbeat && f.Type != wire.TypePosition {
 			return f
 		}
 	}

@@ -180,7 +180,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:    cfg,
 		log:    cfg.Logger.With("instance", cfg.Name),
-		idx:    newIndex(),
+		idx:    newIndex(record.ID(cfg.Name)),
 		origin: record.ID(cfg.Name),
 		names:  make(map[string]*clientInfo),
 	}
@@ -391,6 +391,7 @@ func (s *Server) StoreReplicated(recs []record.View, via uint64) (uint64, error)
 			return 0, err
 		}
 		p.add(v.PubSeq(), seq)
+		s.idx.originLocked(v.Origin(), v.OriginSeq(), seq)
 		s.idx.topicLocked(v.Topic()).n.Add(1)
 		s.idx.stored.Add(1)
 		wait = seq

@@ -83,18 +83,76 @@ type topicCount struct {
 	n    atomic.Uint64
 }
 
+// originStream tracks one origin instance's stream as this journal holds it
+// (in originSeq order: replication ships each origin's stream in order).
+// For origins other than this instance it keeps one sample (originSeq,
+// local seq) every originSampleEvery records, so a resuming subscriber's
+// per-origin progress maps to a local position in O(log n). This
+// instance's own stream needs no samples: there, local seq == originSeq.
+type originStream struct {
+	id      uint64
+	last    uint64 // highest originSeq stored
+	count   uint64
+	samples []originSample
+}
+
+type originSample struct{ originSeq, local uint64 }
+
+const originSampleEvery = 64
+
+func (o *originStream) add(originSeq, local uint64) {
+	if o.count%originSampleEvery == 0 {
+		o.samples = append(o.samples, originSample{originSeq, local})
+	}
+	o.count++
+	if originSeq > o.last {
+		o.last = originSeq
+	}
+}
+
+// startFor returns a local seq at or before the first record of this
+// stream with originSeq > seen; 0 when the stream holds nothing unseen.
+func (o *originStream) startFor(seen uint64) uint64 {
+	if seen >= o.last || len(o.samples) == 0 {
+		return 0
+	}
+	i := sort.Search(len(o.samples), func(i int) bool { return o.samples[i].originSeq > seen })
+	if i == 0 {
+		return o.samples[0].local
+	}
+	return o.samples[i-1].local
+}
+
 // index is what the engine derives from the journal: publishers for
 // de-duplication and per-topic counts. It is rebuilt by scanning the journal
 // at start-up and kept current by every append. Guarded by the journal lock.
 type index struct {
+	self       uint64 // this instance's id
+	selfLast   uint64 // highest local seq of a record first published here
+	origins    map[uint64]*originStream
 	publishers map[uint64]*publisher
 	topics     map[string]*topicCount
 	stored     atomic.Uint64
 	duplicates atomic.Uint64
 }
 
-func newIndex() *index {
-	return &index{publishers: make(map[uint64]*publisher), topics: make(map[string]*topicCount)}
+func newIndex(self uint64) *index {
+	return &index{self: self, origins: make(map[uint64]*originStream),
+		publishers: make(map[uint64]*publisher), topics: make(map[string]*topicCount)}
+}
+
+// originLocked accounts for a stored record in its origin's stream.
+func (x *index) originLocked(origin, originSeq, local uint64) {
+	if origin == x.self {
+		x.selfLast = max(x.selfLast, local)
+		return
+	}
+	o := x.origins[origin]
+	if o == nil {
+		o = &originStream{id: origin}
+		x.origins[origin] = o
+	}
+	o.add(originSeq, local)
 }
 
 // publisherLocked returns the state for id, creating it.
@@ -121,6 +179,7 @@ func (x *index) topicLocked(topic []byte) *topicCount {
 // observeLocked accounts for a stored record (at recovery or replication).
 func (x *index) observeLocked(v record.View) {
 	x.publisherLocked(v.Publisher()).add(v.PubSeq(), v.Seq())
+	x.originLocked(v.Origin(), v.OriginSeq(), v.Seq())
 	x.topicLocked(v.Topic()).n.Add(1)
 	x.stored.Add(1)
 }

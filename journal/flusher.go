@@ -2,6 +2,7 @@ package journal
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/tandemhq/tandem/record"
 )
@@ -102,6 +103,10 @@ func (j *Journal) flushBatch() error {
 			j.tail = next
 			j.segMu.Unlock()
 			j.rotations.Add(1)
+			now := time.Now().UnixNano()
+			if prev := j.tailStarted.Swap(now); prev > 0 {
+				j.lastFillNanos.Store(now - prev)
+			}
 			select {
 			case j.retKick <- struct{}{}:
 			default:
@@ -159,5 +164,21 @@ func (j *Journal) writePart(seg *segment, b []byte, off int64) error {
 	if _, err := seg.f.WriteAt(b, off); err != nil {
 		return fmt.Errorf("journal: write %s at %d: %w", seg.name, off, err)
 	}
+	// Complete the last page with the zeros it already holds on disk. A
+	// buffered write of part of a page the page cache does not hold (the
+	// segment was zeroed with O_DIRECT) makes the kernel read that page from
+	// disk first: one synchronous read per group commit. Writing whole
+	// pages avoids it; the batch's first page is cached (the previous batch
+	// wrote it).
+	end := off + int64(len(b))
+	if pad := (pageSize - end%pageSize) % pageSize; pad > 0 && end+pad <= seg.size {
+		if _, err := seg.f.WriteAt(zeroPage[:pad], end); err != nil {
+			return fmt.Errorf("journal: write %s at %d: %w", seg.name, end, err)
+		}
+	}
 	return nil
 }
+
+const pageSize = 4096
+
+var zeroPage = make([]byte, pageSize)

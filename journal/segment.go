@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/tandemhq/tandem/record"
 )
@@ -169,9 +170,34 @@ func (s *segment) unref(j *Journal) {
 // zeroFile creates name sized to size bytes by writing zeros (not
 // fallocate: unwritten extents make every later fdatasync slower), then
 // syncs it.
+// minZeroRate is the slowest pace at which the next segment is zeroed.
+const minZeroRate = 128 << 20 // bytes/s
+
+// zeroPacer returns the pace for zeroing the next segment of size bytes:
+// at least minZeroRate, and at least four times the rate at which the
+// journal filled its last segment, so the next one is ready well before the
+// tail fills up, while a lightly loaded journal's syncs do not queue behind
+// a burst of zero writes (which cost tens of milliseconds at p99).
+func (j *Journal) zeroPacer(size int64) func(done int64) {
+	rate := float64(minZeroRate)
+	if ns := j.lastFillNanos.Load(); ns > 0 {
+		rate = max(rate, 4*float64(j.opts.SegmentSize)/(float64(ns)/1e9))
+	}
+	start := time.Now()
+	return func(done int64) {
+		want := time.Duration(float64(done) / rate * float64(time.Second))
+		if el := time.Since(start); want > el {
+			select {
+			case <-time.After(want - el):
+			case <-j.stop:
+			}
+		}
+	}
+}
+
 func (j *Journal) zeroFile(name string, size int64) (File, error) {
 	if zc, ok := j.fs.(zeroCreator); ok {
-		return zc.CreateZeroed(name, size)
+		return zc.CreateZeroed(name, size, j.zeroPacer(size))
 	}
 	f, err := j.fs.Create(name)
 	if err != nil {

@@ -20,7 +20,7 @@ func TestOSFSCreateZeroed(t *testing.T) {
 	for _, dir := range dirs {
 		for _, size := range []int64{4096, 1<<20 + 100, 3 << 20} {
 			name := filepath.Join(dir, "z.tmp")
-			f, err := OSFS{}.CreateZeroed(name, size)
+			f, err := OSFS{}.CreateZeroed(name, size, nil)
 			if err != nil {
 				t.Fatalf("%s: %v", dir, err)
 			}

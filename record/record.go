@@ -15,13 +15,19 @@
 //	32     8    publisher   publisher id: ID(client name)
 //	40     8    pubseq      publisher sequence number, assigned by the publisher
 //	48     8    via         id of the instance this copy was replicated from (0: published here)
-//	56     2    topicLen    bytes of topic
-//	58     2    flags       bit 0 FlagBatchStart (set by the journal), others reserved zero
-//	60     4    payloadLen  bytes of payload
-//	64     ...  topic, then payload
+//	56     8    originSeq   seq of the record in its origin's journal (== seq at the origin)
+//	64     2    topicLen    bytes of topic
+//	66     2    flags       bit 0 FlagBatchStart (set by the journal), others reserved zero
+//	68     4    payloadLen  bytes of payload
+//	72     ...  topic, then payload
 //
 // length == HeaderSize + topicLen + payloadLen always holds for a valid record.
 // A length of zero marks the unwritten (pre-zeroed) end of a journal segment.
+//
+// (origin, originSeq) names a message's place in its origin's stream. Every
+// journal holds each origin's stream in originSeq order (replication ships
+// it in order), which is what lets a subscriber resume on another instance
+// from per-origin progress without loss or repetition.
 //
 // The CRC covers seq, so a record copied into another journal (replication)
 // is re-stamped with RestampReplica, which rewrites seq, via and flags and
@@ -46,12 +52,13 @@ const (
 	offPublisher  = 32
 	offPubSeq     = 40
 	offVia        = 48
-	offTopicLen   = 56
-	offFlags      = 58
-	offPayloadLen = 60
+	offOriginSeq  = 56
+	offTopicLen   = 64
+	offFlags      = 66
+	offPayloadLen = 68
 
 	// HeaderSize is the fixed part of a record before topic and payload.
-	HeaderSize = 64
+	HeaderSize = 72
 	// MaxTopic is the longest topic a record can carry.
 	MaxTopic = 1<<16 - 1
 )
@@ -96,6 +103,9 @@ type Header struct {
 	Publisher uint64
 	PubSeq    uint64
 	Via       uint64 // 0 for a message published to this instance
+	// OriginSeq is the seq at the origin; 0 means "this is the origin":
+	// Append writes Seq.
+	OriginSeq uint64
 }
 
 // Size returns the encoded size of a record with the given topic and payload.
@@ -120,6 +130,11 @@ func Append(dst []byte, h *Header, topic, payload []byte) []byte {
 	binary.LittleEndian.PutUint64(b[offPublisher:], h.Publisher)
 	binary.LittleEndian.PutUint64(b[offPubSeq:], h.PubSeq)
 	binary.LittleEndian.PutUint64(b[offVia:], h.Via)
+	originSeq := h.OriginSeq
+	if originSeq == 0 {
+		originSeq = h.Seq
+	}
+	binary.LittleEndian.PutUint64(b[offOriginSeq:], originSeq)
 	binary.LittleEndian.PutUint16(b[offTopicLen:], uint16(len(topic)))
 	binary.LittleEndian.PutUint16(b[offFlags:], 0)
 	binary.LittleEndian.PutUint32(b[offPayloadLen:], uint32(len(payload)))
@@ -217,6 +232,9 @@ func (v View) PubSeq() uint64 { return binary.LittleEndian.Uint64(v.b[offPubSeq:
 // Via returns the id of the instance this copy was replicated from (0 when
 // it was published to the instance that holds it).
 func (v View) Via() uint64 { return binary.LittleEndian.Uint64(v.b[offVia:]) }
+
+// OriginSeq returns the record's seq in its origin's journal.
+func (v View) OriginSeq() uint64 { return binary.LittleEndian.Uint64(v.b[offOriginSeq:]) }
 
 // CRC returns the stored checksum.
 func (v View) CRC() uint32 { return binary.LittleEndian.Uint32(v.b[offCRC:]) }

@@ -98,7 +98,116 @@ const (
 	StartNow      StartKind = 0 // only messages stored after the subscription
 	StartEpoch    StartKind = 1 // the whole journal, then live
 	StartBookmark StartKind = 2 // right after the message named by the (first) bookmark
+	// StartResume resumes from progress: the entries (ResumeEntry, 24 bytes
+	// each, in the bookmark area) say, per origin instance, how far into its
+	// stream the subscriber has seen, and per publisher the highest
+	// publisher sequence it has seen. Valid on any instance that holds the
+	// same streams (failover along sync replication links).
+	StartResume StartKind = 3
 )
+
+// ResumeKind says what a ResumeEntry counts. Values are part of the wire format.
+type ResumeKind uint32
+
+// Resume entry kinds.
+const (
+	ResumeOrigin    ResumeKind = 1 // ID is an origin instance id, Seq an origin seq
+	ResumePublisher ResumeKind = 2 // ID is a publisher id, Seq a publisher sequence
+)
+
+// ResumeEntry is one element of a StartResume subscription, encoded in 24
+// bytes: id u64 | seq u64 | kind u32 | reserved u32.
+type ResumeEntry struct {
+	ID   uint64
+	Seq  uint64
+	Kind ResumeKind
+}
+
+// ResumeEntrySize is the encoded size of a ResumeEntry (the bookmark size).
+const ResumeEntrySize = record.BookmarkSize
+
+// AppendResumeEntry appends the encoding of e.
+func AppendResumeEntry(dst []byte, e ResumeEntry) []byte {
+	dst = le.AppendUint64(dst, e.ID)
+	dst = le.AppendUint64(dst, e.Seq)
+	dst = le.AppendUint32(dst, uint32(e.Kind))
+	return append(dst, 0, 0, 0, 0)
+}
+
+// ResumeEntry returns the i-th entry of a StartResume subscription.
+func (m *Subscribe) ResumeEntry(i int) ResumeEntry {
+	b := m.Bookmarks[i*ResumeEntrySize:]
+	return ResumeEntry{ID: le.Uint64(b), Seq: le.Uint64(b[8:]), Kind: ResumeKind(le.Uint32(b[16:]))}
+}
+
+// AppendSubscribeResume appends a StartResume Subscribe frame.
+func AppendSubscribeResume(dst []byte, subID uint32, match MatchKind, topic []byte, entries []ResumeEntry) []byte {
+	checkField(len(topic), len(entries))
+	dst, s := appendHeader(dst, TypeSubscribe)
+	dst = le.AppendUint32(dst, subID)
+	dst = append(dst, byte(StartResume), byte(match))
+	dst = le.AppendUint16(dst, uint16(len(topic)))
+	dst = le.AppendUint16(dst, uint16(len(entries)))
+	dst = append(dst, 0, 0, 0, 0, 0, 0)
+	dst = append(dst, topic...)
+	for _, e := range entries {
+		dst = AppendResumeEntry(dst, e)
+	}
+	return finish(dst, s)
+}
+
+// Position tells a subscriber, right after its Subscribed ack, how far
+// into each origin's stream the subscription's starting point lies: for
+// StartNow, what the instance held when the subscription began; for
+// StartEpoch, nothing (an empty list). A client keeps it as the initial
+// per-origin progress of a resumable subscription.
+//
+//	body: 0 subID u32 | 4 count u32 | count x (origin u64 | originSeq u64)
+type Position struct {
+	SubID   uint32
+	Entries []byte // count x 16 bytes, a view
+}
+
+// PositionEntry is one (origin, originSeq) of a Position frame.
+type PositionEntry struct {
+	Origin    uint64
+	OriginSeq uint64
+}
+
+// Count returns the number of entries.
+func (m *Position) Count() int { return len(m.Entries) / 16 }
+
+// Entry returns the i-th entry.
+func (m *Position) Entry(i int) PositionEntry {
+	b := m.Entries[i*16:]
+	return PositionEntry{Origin: le.Uint64(b), OriginSeq: le.Uint64(b[8:])}
+}
+
+// AppendPosition appends a Position frame.
+func AppendPosition(dst []byte, subID uint32, entries []PositionEntry) []byte {
+	dst, s := appendHeader(dst, TypePosition)
+	dst = le.AppendUint32(dst, subID)
+	dst = le.AppendUint32(dst, uint32(len(entries)))
+	for _, e := range entries {
+		dst = le.AppendUint64(dst, e.Origin)
+		dst = le.AppendUint64(dst, e.OriginSeq)
+	}
+	return finish(dst, s)
+}
+
+// DecodePosition fills m from a Position body.
+func DecodePosition(body []byte, m *Position) error {
+	if len(body) < 8 {
+		return short(TypePosition, body, 8)
+	}
+	n := le.Uint32(body[4:])
+	if uint64(len(body)-8) != uint64(n)*16 {
+		return fmt.Errorf("%w: position with %d entries in %d bytes", ErrMalformed, n, len(body)-8)
+	}
+	m.SubID = le.Uint32(body)
+	m.Entries = body[8:]
+	return nil
+}
 
 // MatchKind says how a subscription's topic is matched. Values are part of the wire format.
 type MatchKind uint8
@@ -326,7 +435,7 @@ func DecodeSubscribe(body []byte, m *Subscribe) error {
 		return fmt.Errorf("%w: subscribe topic %d + %d bookmarks != body %d", ErrMalformed, tl, nb, len(body)-subscribeFixed)
 	}
 	start, match := StartKind(body[4]), MatchKind(body[5])
-	if start > StartBookmark {
+	if start > StartResume {
 		return fmt.Errorf("%w: subscribe start %d", ErrMalformed, start)
 	}
 	if match > MatchRegex {

@@ -26,7 +26,8 @@
 //	                   8 seq u64 | 16 text (the rest)
 //	Subscribe    C->S  0 subID u32 | 4 start u8 | 5 match u8 | 6 topicLen u16 |
 //	                   8 bookmarkCount u16 | 10 reserved u16 | 12 reserved u32 |
-//	                   16 topic | bookmarkCount x 24-byte bookmarks
+//	                   16 topic | bookmarkCount x 24-byte bookmarks (or, with
+//	                   start = resume, 24-byte resume entries)
 //	Unsubscribe  C->S  0 subID u32 | 4 reserved u32
 //	Deliver      S->C  0 subID u32 | 4 reserved u32 | 8 one stored record (package record)
 //	Heartbeat    both  empty
@@ -34,6 +35,7 @@
 //	Error        S->C  0 code u16 | 2 reserved u16 | 4 text (the rest); the sender closes after it
 //	StatRequest  C->S  empty
 //	StatReply    S->C  JSON document (not a hot path)
+//	Position     S->C  0 subID u32 | 4 count u32 | count x (origin u64 | originSeq u64)
 //
 // A Deliver frame carries the record exactly as the journal stores it, so a
 // server sends deliveries straight from its journal mapping; the bookmark of
@@ -80,6 +82,7 @@ const (
 	TypeError       Type = 10
 	TypeStatRequest Type = 11
 	TypeStatReply   Type = 12
+	TypePosition    Type = 13
 )
 
 var typeNames = [...]string{
@@ -87,6 +90,7 @@ var typeNames = [...]string{
 	TypeAck: "ack", TypeSubscribe: "subscribe", TypeUnsubscribe: "unsubscribe",
 	TypeDeliver: "deliver", TypeHeartbeat: "heartbeat", TypeFlush: "flush",
 	TypeError: "error", TypeStatRequest: "stat-request", TypeStatReply: "stat-reply",
+	TypePosition: "position",
 }
 
 func (t Type) String() string {
