@@ -101,7 +101,7 @@ func WriteReport(w io.Writer, rr *RunResult, o ReportOptions) error {
 
 	// Durable publish.
 	pf("## Durable publish throughput\n\n")
-	pf("Each publisher publishes as fast as its window of %d unacknowledged messages allows for %s; a message counts when its persisted ack (or the peer's equivalent) arrives within that interval. msgs/s (MB/s of payload); the ratio is Tandem's figure divided by the peer's. Latency: send -> ack, closed loop (not corrected: see the fixed-rate tables).\n\n", rr.Settings.Window, rr.Settings.Duration)
+	pf("Each publisher publishes as fast as its window of %d unacknowledged messages allows for %s; then waits up to %s for the outstanding acks; msgs/s is every persisted ack (or the peer's equivalent) over the time from the start to the last ack. msgs/s (MB/s of payload); the ratio is Tandem's figure divided by the peer's. Latency: send -> ack, closed loop (not corrected: see the fixed-rate tables).\n\n", rr.Settings.Window, rr.Settings.Duration, rr.Settings.DrainTimeout)
 	writeThroughputTable(b, rr, peers, ScenPublish)
 	for _, pubs := range rr.Settings.Publishers {
 		img(fmt.Sprintf("throughput %d", pubs), fmt.Sprintf("throughput by message size, %d publishers", pubs))

@@ -343,6 +343,21 @@ func (r *runner) drive(res *Result, prs []*pubRun, size int, rate float64, after
 		}
 	}
 	secs := d.Seconds()
+	if rate == 0 {
+		// Closed loop: every ack over the time to the last one. (Counting
+		// only acks inside the interval would report 0 for a system slower
+		// than window/interval, e.g. 4 x 8192 messages at 4k msgs/s.)
+		var last int64
+		for _, pr := range prs {
+			if l := pr.lastAck.Load(); l > last {
+				last = l
+			}
+		}
+		if last > start {
+			secs = float64(last-start) / 1e9
+		}
+		acked = ackedAll
+	}
 	res.DurationSec = secs
 	res.Rate = rate
 	res.Sent = sent

@@ -42,7 +42,18 @@ type conn struct {
 	rbuf []byte
 	rn   int // bytes of rbuf filled
 	wbuf []byte
-	woff int // bytes of wbuf already written
+	woff int // bytes of wbuf already written (epoll)
+
+	// io_uring: the buffer a Send in flight reads from (the kernel holds a
+	// pointer into it, so it is never appended to until the Send completes)
+	// and the operations this connection has in flight.
+	id           uint64
+	sbuf         []byte
+	soff         int
+	recvInFlight bool
+	sendInFlight bool
+	// closeAfterSend: fail() queued an Error frame; close once it is sent.
+	closeAfterSend bool
 
 	created, lastRecv, lastSend int64
 	hb                          int64 // heartbeat interval in ns; 0: none
@@ -91,7 +102,7 @@ func newConn(lp *loop, fd int, remote string) *conn {
 	}
 }
 
-func (c *conn) pending() int { return len(c.wbuf) - c.woff }
+func (c *conn) pending() int { return len(c.wbuf) - c.woff + len(c.sbuf) - c.soff }
 
 // onReadable reads what the socket has and handles every whole frame.
 func (c *conn) onReadable() {
@@ -490,6 +501,10 @@ func (c *conn) pump() {
 
 // flush writes pending output without blocking.
 func (c *conn) flush() {
+	if c.lp.ur != nil {
+		c.lp.ur.flush(c)
+		return
+	}
 	for c.woff < len(c.wbuf) {
 		n, err := unix.Write(c.fd, c.wbuf[c.woff:])
 		if n > 0 {
@@ -534,6 +549,9 @@ func (c *conn) events() uint32 {
 }
 
 func (c *conn) watchWrite(on bool) {
+	if c.lp.ur != nil {
+		return // io_uring: a Send completes when written; nothing to watch
+	}
 	if c.watchingWrite != on && !c.closed {
 		c.watchingWrite = on
 		c.lp.poller.Mod(c.fd, c.events())
@@ -541,10 +559,17 @@ func (c *conn) watchWrite(on bool) {
 }
 
 func (c *conn) pauseReading(on bool) {
-	if c.readPaused != on && !c.closed {
-		c.readPaused = on
-		c.lp.poller.Mod(c.fd, c.events())
+	if c.readPaused == on || c.closed {
+		return
 	}
+	c.readPaused = on
+	if c.lp.ur != nil {
+		if !on {
+			c.lp.ur.armRecv(c)
+		}
+		return
+	}
+	c.lp.poller.Mod(c.fd, c.events())
 }
 
 // checkTimers enforces the logon deadline and heartbeats.
@@ -565,7 +590,7 @@ func (c *conn) checkTimers(now int64, journalErr error) {
 
 // fail sends an Error frame (best effort, after pending output) and closes.
 func (c *conn) fail(code wire.Code, text string) {
-	if c.closed {
+	if c.closed || c.closeAfterSend {
 		return
 	}
 	if code != codeShutdown {
@@ -573,6 +598,16 @@ func (c *conn) fail(code wire.Code, text string) {
 	}
 	c.endBatch()
 	c.wbuf = wire.AppendError(c.wbuf, code, text)
+	if c.lp.ur != nil {
+		// The Error frame goes out through the ring; close when it has.
+		c.closeAfterSend = true
+		c.readPaused = true
+		c.flush()
+		if !c.sendInFlight {
+			c.close()
+		}
+		return
+	}
 	c.flush()
 	c.close()
 }
@@ -590,8 +625,12 @@ func (c *conn) close() {
 	}
 	c.endBatch()
 	c.closed = true
-	c.lp.poller.Del(c.fd)
-	unix.Close(c.fd)
+	if c.lp.ur != nil {
+		c.lp.ur.release(c) // cancels what is in flight; closes the fd after
+	} else {
+		c.lp.poller.Del(c.fd)
+		unix.Close(c.fd)
+	}
 	for _, sub := range c.subs {
 		sub.cur.Close()
 		c.lp.nsubs.Add(-1)

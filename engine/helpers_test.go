@@ -10,15 +10,42 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandemhq/tandem/engine/uring"
 	"github.com/tandemhq/tandem/journal"
 	"github.com/tandemhq/tandem/wire"
 )
+
+// testEngine is the backend the tests run on: TestMain runs the whole suite
+// once per backend (a matrix, not a copy of the tests).
+var testEngine = "epoll"
+
+func TestMain(m *testing.M) {
+	engines := []string{"epoll", "uring"}
+	if e := os.Getenv("TANDEM_ENGINE"); e != "" {
+		engines = []string{e}
+	}
+	code := 0
+	for _, e := range engines {
+		if e == "uring" {
+			if err := uring.Available(); err != nil {
+				fmt.Fprintf(os.Stderr, "engine tests: skipping the io_uring backend: %v\n", err)
+				continue
+			}
+		}
+		testEngine = e
+		fmt.Fprintf(os.Stderr, "engine tests on the %s backend\n", e)
+		if c := m.Run(); c != 0 {
+			code = c
+		}
+	}
+	os.Exit(code)
+}
 
 // testServer starts a server on a loopback port with its journal in dir.
 func testServer(t testing.TB, dir string, mod ...func(*Config)) *Server {
 	t.Helper()
 	cfg := Config{
-		Name: "test", Listen: "127.0.0.1:0", DataDir: dir, Loops: 2,
+		Name: "test", Listen: "127.0.0.1:0", DataDir: dir, Loops: 2, Engine: testEngine,
 		Journal: journal.Options{SegmentSize: 4 << 20},
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}

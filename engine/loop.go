@@ -5,6 +5,7 @@ import (
 	"net"
 	"runtime"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,8 +24,13 @@ type loop struct {
 	id     int
 	cpu    int // -1: not pinned
 	srv    *Server
-	poller poll.Poller
-	lfd    int // listening socket, -1 once closed
+	poller poll.Poller // the epoll backend; nil with io_uring
+	ur     *uringIO    // the io_uring backend; nil with epoll
+	lfd    int         // listening socket, -1 once closed
+
+	// backendMu orders wake (any goroutine) against closeBackend.
+	backendMu     sync.RWMutex
+	backendClosed bool
 
 	conns  map[int32]*conn
 	events []poll.Event
@@ -53,16 +59,53 @@ type loop struct {
 	batch publishBatch
 }
 
-func newLoop(s *Server, id, cpu int) (*loop, error) {
+func newLoop(s *Server, id, cpu int, useUring bool) (*loop, error) {
+	lp := &loop{id: id, cpu: cpu, srv: s, lfd: -1, conns: make(map[int32]*conn)}
+	if useUring {
+		ur, err := newUringIO(s.cfg.RingEntries)
+		if err != nil {
+			return nil, err
+		}
+		lp.ur = ur
+		return lp, nil
+	}
 	p, err := poll.NewEpoll()
 	if err != nil {
 		return nil, err
 	}
-	return &loop{
-		id: id, cpu: cpu, srv: s, poller: p, lfd: -1,
-		conns:  make(map[int32]*conn),
-		events: make([]poll.Event, 256),
-	}, nil
+	lp.poller = p
+	lp.events = make([]poll.Event, 256)
+	return lp, nil
+}
+
+// wake interrupts the loop's wait; safe from any goroutine, also while or
+// after the backend is closed (the journal's flusher may still sync).
+func (lp *loop) wake() {
+	lp.backendMu.RLock()
+	defer lp.backendMu.RUnlock()
+	if lp.backendClosed {
+		return
+	}
+	if lp.ur != nil {
+		lp.ur.ring.Wake()
+		return
+	}
+	lp.poller.Wake()
+}
+
+// closeBackend releases the loop's poller or ring once it has stopped.
+func (lp *loop) closeBackend() {
+	lp.backendMu.Lock()
+	defer lp.backendMu.Unlock()
+	if lp.backendClosed {
+		return
+	}
+	lp.backendClosed = true
+	if lp.ur != nil {
+		lp.ur.ring.Close()
+		return
+	}
+	lp.poller.Close()
 }
 
 // listen opens this loop's SO_REUSEPORT listening socket on addr (with the
@@ -113,8 +156,10 @@ func (lp *loop) listen(addr string, port int) (net.Addr, error) {
 	if err != nil {
 		return fail("getsockname", err)
 	}
-	if err := lp.poller.Add(fd, poll.Readable); err != nil {
-		return fail("poll", err)
+	if lp.poller != nil {
+		if err := lp.poller.Add(fd, poll.Readable); err != nil {
+			return fail("poll", err)
+		}
 	}
 	lp.lfd = fd
 	return sockaddrToTCP(got), nil
@@ -131,11 +176,16 @@ func sockaddrToTCP(sa unix.Sockaddr) *net.TCPAddr {
 }
 
 func (lp *loop) closeListener() {
-	if lp.lfd >= 0 {
+	if lp.lfd < 0 {
+		return
+	}
+	if lp.ur != nil {
+		lp.ur.closeListener(lp.lfd)
+	} else {
 		lp.poller.Del(lp.lfd)
 		unix.Close(lp.lfd)
-		lp.lfd = -1
 	}
+	lp.lfd = -1
 }
 
 // run is the loop's goroutine.
@@ -149,7 +199,21 @@ func (lp *loop) run(started chan<- error) {
 			return
 		}
 	}
+	if lp.ur != nil {
+		if err := lp.ur.armAccept(lp.lfd); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		lp.runUring()
+		return
+	}
 	started <- nil
+	lp.runEpoll()
+}
+
+// runEpoll is the loop driven by epoll: readiness, then read(2)/write(2).
+func (lp *loop) runEpoll() {
 	s := lp.srv
 	for {
 		timeout := lp.timeout()
@@ -251,9 +315,13 @@ func (lp *loop) accept() {
 			unix.Close(nfd)
 			continue
 		}
-		lp.conns[int32(nfd)] = c
-		lp.nconns.Add(1)
+		lp.addConn(c)
 	}
+}
+
+func (lp *loop) addConn(c *conn) {
+	lp.conns[int32(c.fd)] = c
+	lp.nconns.Add(1)
 }
 
 func sockaddrString(sa unix.Sockaddr) string {

@@ -33,7 +33,10 @@ func pair(t *testing.T) (a, b *Server) {
 		return &replicate.Config{Listen: "127.0.0.1:0", Destinations: []replicate.Destination{d}, Heartbeat: 50 * time.Millisecond}
 	}
 	b = testServer(t, t.TempDir(), func(c *Config) { c.Name = "B"; c.Replication = replCfg("A") })
-	a = testServer(t, t.TempDir(), func(c *Config) { c.Name = "A"; c.Replication = replCfg("B=" + b.Replicator().Addr().String() + ",sync") })
+	a = testServer(t, t.TempDir(), func(c *Config) {
+		c.Name = "A"
+		c.Replication = replCfg("B=" + b.Replicator().Addr().String() + ",sync")
+	})
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		sa, sb := a.Stats(), b.Stats()

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/tandemhq/tandem/engine/poll"
+	"github.com/tandemhq/tandem/engine/uring"
 	"github.com/tandemhq/tandem/journal"
 	"github.com/tandemhq/tandem/record"
 	"github.com/tandemhq/tandem/replicate"
@@ -46,6 +47,11 @@ type Config struct {
 	Name    string // instance name; default: the host name
 	Listen  string // client address; default 127.0.0.1:7400
 	DataDir string // journal directory; default ./data
+
+	// Engine picks the event-loop backend: "auto" (default: io_uring when
+	// the kernel allows it, else epoll, saying why), "uring" or "epoll".
+	Engine      string
+	RingEntries int // io_uring submission queue entries per loop; default 1024
 
 	Loops int   // event loops; default one per allowed CPU
 	Pin   bool  // pin each loop's thread to a core
@@ -123,7 +129,10 @@ type Server struct {
 
 	loops []*loop
 	addr  net.Addr
-	repl  *replicate.Replicator // nil without replication
+	// engine is the backend in use and, for auto, why: what stat reports.
+	engine   string
+	useUring bool
+	repl     *replicate.Replicator // nil without replication
 
 	namesMu sync.Mutex
 	names   map[string]*clientInfo
@@ -148,6 +157,26 @@ type clientInfo struct {
 	loop   int
 	subs   atomic.Int32
 	pub    *publisher
+}
+
+// chooseEngine resolves Config.Engine: whether to use io_uring, and the
+// description start-up logs and stat report.
+func chooseEngine(want string) (bool, string, error) {
+	switch want {
+	case "", "auto":
+		if err := uring.Available(); err != nil {
+			return false, "epoll (auto: " + err.Error() + ")", nil
+		}
+		return true, "io_uring (auto)", nil
+	case "uring", "io_uring":
+		if err := uring.Available(); err != nil {
+			return false, "", err
+		}
+		return true, "io_uring", nil
+	case "epoll":
+		return false, "epoll", nil
+	}
+	return false, "", fmt.Errorf("unknown engine %q (want auto, uring or epoll)", want)
 }
 
 // ErrClosed is returned by a Server used after Close.
@@ -177,12 +206,18 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("engine: %w", err)
 		}
 	}
+	useUring, engineDesc, err := chooseEngine(cfg.Engine)
+	if err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
 	s := &Server{
-		cfg:    cfg,
-		log:    cfg.Logger.With("instance", cfg.Name),
-		idx:    newIndex(record.ID(cfg.Name)),
-		origin: record.ID(cfg.Name),
-		names:  make(map[string]*clientInfo),
+		engine:   engineDesc,
+		useUring: useUring,
+		cfg:      cfg,
+		log:      cfg.Logger.With("instance", cfg.Name),
+		idx:      newIndex(record.ID(cfg.Name)),
+		origin:   record.ID(cfg.Name),
+		names:    make(map[string]*clientInfo),
 	}
 	jo := cfg.Journal
 	jo.Dir = cfg.DataDir
@@ -255,7 +290,7 @@ func (s *Server) Start() error {
 		if s.cfg.Pin {
 			cpu = s.cfg.CPUs[i]
 		}
-		lp, err := newLoop(s, i, cpu)
+		lp, err := newLoop(s, i, cpu, s.useUring)
 		if err == nil {
 			var addr net.Addr
 			addr, err = lp.listen(s.cfg.Listen, port)
@@ -264,13 +299,13 @@ func (s *Server) Start() error {
 				port = addr.(*net.TCPAddr).Port
 			}
 			if err != nil {
-				lp.poller.Close()
+				lp.closeBackend()
 			}
 		}
 		if err != nil {
 			for _, l := range s.loops {
 				l.closeListener()
-				l.poller.Close()
+				l.closeBackend()
 			}
 			s.loops = nil
 			return fmt.Errorf("engine: %w", err)
@@ -298,7 +333,7 @@ func (s *Server) Start() error {
 			return fmt.Errorf("engine: %w", err)
 		}
 	}
-	s.log.Info("serving", "listen", s.addr.String(), "loops", len(s.loops), "engine", s.loops[0].poller.Name(),
+	s.log.Info("serving", "listen", s.addr.String(), "loops", len(s.loops), "engine", s.engine,
 		"pinned", s.cfg.Pin, "data", s.cfg.DataDir)
 	return nil
 }
@@ -324,7 +359,7 @@ func (s *Server) onSync(uint64) {
 func (s *Server) wakeForAcks() {
 	for _, lp := range s.loops {
 		if lp.sleeping.Load() && lp.interested.Load() {
-			lp.poller.Wake()
+			lp.wake()
 		}
 	}
 }
@@ -341,18 +376,18 @@ func (s *Server) Close() error {
 	s.closed = true
 	s.stopping.Store(true)
 	for _, lp := range s.loops {
-		lp.poller.Wake()
+		lp.wake()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	err := s.j.WaitSynced(ctx, s.j.LastSeq())
 	cancel()
 	s.drained.Store(true)
 	for _, lp := range s.loops {
-		lp.poller.Wake()
+		lp.wake()
 	}
 	s.done.Wait()
 	for _, lp := range s.loops {
-		lp.poller.Close()
+		lp.closeBackend()
 	}
 	if s.repl != nil {
 		s.repl.Close()
@@ -440,7 +475,7 @@ func (s *Server) Stats() *wire.Stats {
 	st := &wire.Stats{
 		Instance:      s.cfg.Name,
 		Version:       Version,
-		Engine:        "epoll",
+		Engine:        s.engine,
 		Loops:         len(s.loops),
 		UptimeSeconds: time.Since(s.started).Seconds(),
 		Stored:        s.idx.stored.Load(),

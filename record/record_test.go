@@ -62,9 +62,10 @@ func TestAppendParseRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			if v.Seq() != h.Seq || v.Time() != h.Time || v.Origin() != h.Origin ||
-				v.Publisher() != h.Publisher || v.PubSeq() != h.PubSeq || v.Via() != h.Via || v.Flags() != 0 {
-				t.Fatalf("header fields differ: got seq=%d time=%d origin=%x pub=%x pubseq=%d via=%x flags=%x",
-					v.Seq(), v.Time(), v.Origin(), v.Publisher(), v.PubSeq(), v.Via(), v.Flags())
+				v.Publisher() != h.Publisher || v.PubSeq() != h.PubSeq || v.Via() != h.Via ||
+				v.OriginSeq() != h.Seq || v.Flags() != 0 {
+				t.Fatalf("header fields differ: got seq=%d time=%d origin=%x pub=%x pubseq=%d via=%x originSeq=%d flags=%x",
+					v.Seq(), v.Time(), v.Origin(), v.Publisher(), v.PubSeq(), v.Via(), v.OriginSeq(), v.Flags())
 			}
 			if !bytes.Equal(v.Topic(), c.topic) || !bytes.Equal(v.Payload(), c.payload) {
 				t.Fatalf("topic/payload differ")
@@ -83,22 +84,31 @@ func TestAppendParseRoundTrip(t *testing.T) {
 func TestLayout(t *testing.T) {
 	// The layout is a disk and wire format: pin every offset.
 	h := record.Header{Seq: 0x0102030405060708, Time: 0x1112131415161718, Origin: 0x2122232425262728,
-		Publisher: 0x3132333435363738, PubSeq: 0x4142434445464748, Via: 0x5152535455565758}
+		Publisher: 0x3132333435363738, PubSeq: 0x4142434445464748, Via: 0x5152535455565758,
+		OriginSeq: 0x7172737475767778}
 	b := record.Append(nil, &h, []byte("ab"), []byte("xyz"))
 	le := binary.LittleEndian
-	if len(b) != 69 || le.Uint32(b[0:]) != 69 || le.Uint64(b[8:]) != h.Seq || le.Uint64(b[16:]) != uint64(h.Time) ||
+	if len(b) != 77 || le.Uint32(b[0:]) != 77 || le.Uint64(b[8:]) != h.Seq || le.Uint64(b[16:]) != uint64(h.Time) ||
 		le.Uint64(b[24:]) != h.Origin || le.Uint64(b[32:]) != h.Publisher || le.Uint64(b[40:]) != h.PubSeq ||
-		le.Uint64(b[48:]) != h.Via || le.Uint16(b[56:]) != 2 || le.Uint16(b[58:]) != 0 || le.Uint32(b[60:]) != 3 ||
-		string(b[64:]) != "abxyz" || le.Uint32(b[4:]) != record.Checksum(b[8:]) {
+		le.Uint64(b[48:]) != h.Via || le.Uint64(b[56:]) != h.OriginSeq || le.Uint16(b[64:]) != 2 ||
+		le.Uint16(b[66:]) != 0 || le.Uint32(b[68:]) != 3 ||
+		string(b[72:]) != "abxyz" || le.Uint32(b[4:]) != record.Checksum(b[8:]) {
 		t.Fatalf("unexpected layout:\n% x", b)
 	}
-	// The flags field is at 58: RestampReplica's flags land there and its via at 48.
+	// The flags field is at 66: RestampReplica's flags land there and its via
+	// at 48; originSeq at 56 is left alone.
 	record.RestampReplica(b, h.Seq, 0x6162636465666768, 0xa5c3)
-	if le.Uint64(b[48:]) != 0x6162636465666768 || le.Uint16(b[58:]) != 0xa5c3 || le.Uint16(b[56:]) != 2 ||
-		le.Uint32(b[60:]) != 3 || le.Uint32(b[4:]) != record.Checksum(b[8:]) {
+	if le.Uint64(b[48:]) != 0x6162636465666768 || le.Uint16(b[66:]) != 0xa5c3 || le.Uint16(b[64:]) != 2 ||
+		le.Uint64(b[56:]) != h.OriginSeq || le.Uint32(b[68:]) != 3 || le.Uint32(b[4:]) != record.Checksum(b[8:]) {
 		t.Fatalf("unexpected layout after RestampReplica:\n% x", b)
 	}
-	if record.HeaderSize != 64 || record.BookmarkSize != 24 || record.MaxTopic != 65535 {
+	// originSeq 0 in the Header means "at the origin": Append writes seq there.
+	h.OriginSeq = 0
+	b = record.Append(nil, &h, []byte("ab"), []byte("xyz"))
+	if le.Uint64(b[56:]) != h.Seq || le.Uint32(b[4:]) != record.Checksum(b[8:]) {
+		t.Fatalf("originSeq 0 not written as seq:\n% x", b)
+	}
+	if record.HeaderSize != 72 || record.BookmarkSize != 24 || record.MaxTopic != 65535 {
 		t.Fatal("format constants changed")
 	}
 }
@@ -156,8 +166,12 @@ func TestRestamp(t *testing.T) {
 	if v.Seq() != 99 || v.Verify() != nil {
 		t.Fatalf("after Restamp: seq %d verify %v", v.Seq(), v.Verify())
 	}
-	// Only seq and CRC change; the result equals a fresh encoding with seq 99.
-	h.Seq = 99
+	if v.OriginSeq() != 1007 {
+		t.Fatalf("Restamp changed originSeq to %d", v.OriginSeq())
+	}
+	// Only seq and CRC change; the result equals a fresh encoding with seq 99
+	// that keeps the original seq as its originSeq.
+	h.Seq, h.OriginSeq = 99, 1007
 	if want := record.Append(nil, &h, []byte("orders"), []byte("payload")); !bytes.Equal(rec, want) {
 		t.Fatalf("Restamp differs from a fresh Append:\n% x\n% x", rec, want)
 	}
@@ -188,13 +202,13 @@ func TestParseRejects(t *testing.T) {
 		{"length below header", mut(func(b []byte) { le.PutUint32(b, record.HeaderSize-1) }), record.ErrLength},
 		{"length one more", mut(func(b []byte) { le.PutUint32(b, uint32(len(good)+1)) }), record.ErrLength},
 		{"length one less", mut(func(b []byte) { le.PutUint32(b, uint32(len(good)-1)) }), record.ErrLength},
-		{"topicLen too big", mut(func(b []byte) { le.PutUint16(b[56:], 6) }), record.ErrLength},
-		{"payloadLen too big", mut(func(b []byte) { le.PutUint32(b[60:], 8) }), record.ErrLength},
-		{"payloadLen huge", mut(func(b []byte) { le.PutUint32(b[60:], 0xffffffff) }), record.ErrLength},
+		{"topicLen too big", mut(func(b []byte) { le.PutUint16(b[64:], 6) }), record.ErrLength},
+		{"payloadLen too big", mut(func(b []byte) { le.PutUint32(b[68:], 8) }), record.ErrLength},
+		{"payloadLen huge", mut(func(b []byte) { le.PutUint32(b[68:], 0xffffffff) }), record.ErrLength},
 		{"length huge", mut(func(b []byte) { le.PutUint32(b, 0xffffffff) }), record.ErrLength},
 		{"consistent but past the end", mut(func(b []byte) {
 			le.PutUint32(b, uint32(len(good)+10))
-			le.PutUint32(b[60:], 17)
+			le.PutUint32(b[68:], 17)
 		}), record.ErrShort},
 	}
 	for _, c := range cases {
@@ -208,7 +222,7 @@ func TestParseRejects(t *testing.T) {
 }
 
 func TestLength(t *testing.T) {
-	if record.Length(nil) != 0 || record.Length([]byte{1, 2, 3}) != 0 || record.Length(make([]byte, 64)) != 0 {
+	if record.Length(nil) != 0 || record.Length([]byte{1, 2, 3}) != 0 || record.Length(make([]byte, record.HeaderSize)) != 0 {
 		t.Fatal("Length of short or zeroed input not 0")
 	}
 	if record.Length([]byte{0x40, 0, 0, 0}) != 64 {
@@ -333,8 +347,8 @@ func BenchmarkParseVerify(b *testing.B) {
 func TestParseRejectsWrappingLengths(t *testing.T) {
 	b := make([]byte, record.HeaderSize+16)
 	binary.LittleEndian.PutUint32(b, record.HeaderSize)
-	binary.LittleEndian.PutUint16(b[56:], 10)
-	binary.LittleEndian.PutUint32(b[60:], 0xfffffff6) // -10 as int32
+	binary.LittleEndian.PutUint16(b[64:], 10)
+	binary.LittleEndian.PutUint32(b[68:], 0xfffffff6) // -10 as int32
 	v, _, err := record.Parse(b)
 	if !errors.Is(err, record.ErrLength) {
 		t.Fatalf("Parse accepted topicLen 10 + payloadLen 2^32-10 in a %d-byte record: %v", v.Len(), err)
@@ -355,7 +369,8 @@ func TestRestampFlags(t *testing.T) {
 	if v.Seq() != 5 || v.Flags() != record.FlagBatchStart || record.FlagsOf(rec) != record.FlagBatchStart || v.Verify() != nil {
 		t.Fatalf("after RestampFlags: seq %d flags %x verify %v", v.Seq(), v.Flags(), v.Verify())
 	}
-	if string(v.Topic()) != "orders" || string(v.Payload()) != "payload" || v.PubSeq() != h.PubSeq || v.Via() != h.Via {
+	if string(v.Topic()) != "orders" || string(v.Payload()) != "payload" || v.PubSeq() != h.PubSeq || v.Via() != h.Via ||
+		v.OriginSeq() != h.Seq {
 		t.Fatal("RestampFlags changed other fields")
 	}
 	// Restamp keeps the flags.
@@ -364,7 +379,7 @@ func TestRestampFlags(t *testing.T) {
 		t.Fatalf("Restamp: flags %x seq %d verify %v", v.Flags(), v.Seq(), v.Verify())
 	}
 	record.RestampFlags(rec, 6, 0)
-	h.Seq = 6
+	h.Seq, h.OriginSeq = 6, h.Seq // originSeq stays the seq the record was appended with
 	if want := record.Append(nil, &h, []byte("orders"), []byte("payload")); !bytes.Equal(rec, want) {
 		t.Fatal("clearing the flags does not give back Append's encoding")
 	}
@@ -396,23 +411,25 @@ func TestRestampReplica(t *testing.T) {
 		t.Fatalf("after RestampReplica: seq %d via %x flags %x", v.Seq(), v.Via(), v.Flags())
 	}
 	if v.Len() != len(orig) || v.Time() != h.Time || v.Origin() != h.Origin || v.Publisher() != h.Publisher ||
-		v.PubSeq() != h.PubSeq || !bytes.Equal(v.Topic(), topic) || !bytes.Equal(v.Payload(), payload) {
+		v.PubSeq() != h.PubSeq || v.OriginSeq() != h.Seq || !bytes.Equal(v.Topic(), topic) || !bytes.Equal(v.Payload(), payload) {
 		t.Fatal("RestampReplica changed other fields")
 	}
 	if want := (record.Bookmark{Publisher: h.Publisher, PubSeq: h.PubSeq, Seq: 77}); v.Bookmark() != want {
 		t.Fatalf("Bookmark = %v, want %v", v.Bookmark(), want)
 	}
-	// Byte for byte: only crc [4,8), seq [8,16), via [48,56) and flags [58,60) may differ.
-	mayChange := func(i int) bool { return (i >= 4 && i < 16) || (i >= 48 && i < 56) || (i >= 58 && i < 60) }
+	// Byte for byte: only crc [4,8), seq [8,16), via [48,56) and flags [66,68) may
+	// differ; originSeq [56,64) in particular is kept.
+	mayChange := func(i int) bool { return (i >= 4 && i < 16) || (i >= 48 && i < 56) || (i >= 66 && i < 68) }
 	for i := range rec {
 		if !mayChange(i) && rec[i] != orig[i] {
 			t.Fatalf("RestampReplica changed byte %d: %02x -> %02x", i, orig[i], rec[i])
 		}
 	}
 
-	// The result equals a fresh encoding with that seq and via, then flags set.
+	// The result equals a fresh encoding with that seq and via and the
+	// original seq as originSeq, then flags set.
 	h2 := h
-	h2.Seq, h2.Via = 77, via
+	h2.Seq, h2.Via, h2.OriginSeq = 77, via, h.Seq
 	want := record.Append(nil, &h2, topic, payload)
 	record.RestampFlags(want, 77, record.FlagBatchStart)
 	if !bytes.Equal(rec, want) {
@@ -421,11 +438,11 @@ func TestRestampReplica(t *testing.T) {
 
 	// Restamp and RestampFlags keep via.
 	record.Restamp(rec, 78)
-	if v.Via() != via || v.Seq() != 78 || v.Flags() != record.FlagBatchStart || v.Verify() != nil {
+	if v.OriginSeq() != h.Seq || v.Via() != via || v.Seq() != 78 || v.Flags() != record.FlagBatchStart || v.Verify() != nil {
 		t.Fatalf("Restamp: via %x seq %d flags %x verify %v", v.Via(), v.Seq(), v.Flags(), v.Verify())
 	}
 	record.RestampFlags(rec, 79, 0)
-	if v.Via() != via || v.Seq() != 79 || v.Flags() != 0 || v.Verify() != nil {
+	if v.OriginSeq() != h.Seq || v.Via() != via || v.Seq() != 79 || v.Flags() != 0 || v.Verify() != nil {
 		t.Fatalf("RestampFlags: via %x seq %d flags %x verify %v", v.Via(), v.Seq(), v.Flags(), v.Verify())
 	}
 
@@ -447,5 +464,38 @@ func TestChecksumCoversVia(t *testing.T) {
 	}
 	if v.Via() != h.Via+1 || !errors.Is(v.Verify(), record.ErrChecksum) {
 		t.Fatalf("via %x changed without restamp: Verify = %v", v.Via(), v.Verify())
+	}
+}
+
+// A replica keeps the origin's originSeq: Append with a non-zero OriginSeq
+// writes it as given, whatever the local seq, and the CRC covers it.
+func TestOriginSeq(t *testing.T) {
+	h := sampleHeader()
+	h.OriginSeq = 5
+	rec := record.Append(nil, &h, []byte("orders"), []byte("payload"))
+	v, _, err := record.Parse(rec)
+	if err != nil || v.Verify() != nil {
+		t.Fatalf("parse %v verify %v", err, v.Verify())
+	}
+	if v.OriginSeq() != 5 || v.Seq() != h.Seq || binary.LittleEndian.Uint64(rec[56:]) != 5 {
+		t.Fatalf("originSeq %d seq %d, want 5 and %d", v.OriginSeq(), v.Seq(), h.Seq)
+	}
+	// No restamp touches it.
+	record.Restamp(rec, 1)
+	record.RestampFlags(rec, 2, record.FlagBatchStart)
+	record.RestampReplica(rec, 3, record.ID("instance-c"), 0)
+	if v.OriginSeq() != 5 || v.Seq() != 3 || v.Verify() != nil {
+		t.Fatalf("after restamps: originSeq %d seq %d verify %v", v.OriginSeq(), v.Seq(), v.Verify())
+	}
+	// The CRC covers it.
+	binary.LittleEndian.PutUint64(rec[56:], 6)
+	if v.OriginSeq() != 6 || !errors.Is(v.Verify(), record.ErrChecksum) {
+		t.Fatalf("originSeq changed without restamp: Verify = %v", v.Verify())
+	}
+	// At the origin (OriginSeq 0) originSeq == seq.
+	h.OriginSeq = 0
+	v, _, err = record.Parse(record.Append(nil, &h, nil, nil))
+	if err != nil || v.OriginSeq() != h.Seq {
+		t.Fatalf("origin record: originSeq %d, want seq %d (err %v)", v.OriginSeq(), h.Seq, err)
 	}
 }

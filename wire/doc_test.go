@@ -51,7 +51,7 @@ func hdrFields(t wire.Type) []docField {
 
 func recordFields() []docField {
 	return []docField{
-		{"record length", 4, 'u', "64 + topicLen + payloadLen"},
+		{"record length", 4, 'u', "72 + topicLen + payloadLen"},
 		{"record crc", 4, 'x', "CRC-32C of record bytes [8, length)"},
 		{"record seq", 8, 'u', "journal sequence on the delivering instance"},
 		{"record time", 8, 'i', "Unix nanoseconds"},
@@ -59,6 +59,7 @@ func recordFields() []docField {
 		{"record publisher", 8, 'x', `ID("pricer")`},
 		{"record pubseq", 8, 'u', ""},
 		{"record via", 8, 'x', "0: published to this instance, not replicated"},
+		{"record originSeq", 8, 'u', "seq in the origin's journal; == seq, as this instance is the origin"},
 		{"record topicLen", 2, 'u', ""},
 		{"record flags", 2, 'u', "bit 0 FlagBatchStart is journal-internal; ignore"},
 		{"record payloadLen", 4, 'u', ""},
@@ -103,6 +104,16 @@ func docExamples() []docExample {
 			{"topicLen", 2, 'u', ""}, {"bookmarkCount", 2, 'u', ""}, {"reserved", 2, 'r', ""}, {"reserved", 4, 'r', ""},
 			{"topic", 3, 's', ""},
 		}, bookmark)},
+		{"Subscribe (resume)", "Subscription 9 to topics starting with `px.`, resumed on another instance of the sync pair after a failover: " +
+			"the subscriber has seen `tandem-a`'s stream up to originSeq 1007, `tandem-b`'s up to 310, and `pricer`'s messages up to pubseq 42.",
+			sampleResumeSubscribe(), cat(hdrFields(wire.TypeSubscribe), []docField{
+				{"subID", 4, 'u', ""}, {"start", 1, 'u', "resume"}, {"match", 1, 'u', "prefix"},
+				{"topicLen", 2, 'u', ""}, {"bookmarkCount", 2, 'u', "number of resume entries"}, {"reserved", 2, 'r', ""}, {"reserved", 4, 'r', ""},
+				{"topic", 3, 's', ""},
+				{"entry id", 8, 'x', `ID("tandem-a")`}, {"entry seq", 8, 'u', "originSeq"}, {"entry kind", 4, 'u', "origin"}, {"entry reserved", 4, 'r', ""},
+				{"entry id", 8, 'x', `ID("tandem-b")`}, {"entry seq", 8, 'u', "originSeq"}, {"entry kind", 4, 'u', "origin"}, {"entry reserved", 4, 'r', ""},
+				{"entry id", 8, 'x', `ID("pricer")`}, {"entry seq", 8, 'u', "pubseq"}, {"entry kind", 4, 'u', "publisher"}, {"entry reserved", 4, 'r', ""},
+			})},
 		{"Unsubscribe", "End subscription 7.", f[wire.TypeUnsubscribe], cat(hdrFields(wire.TypeUnsubscribe), []docField{
 			{"subID", 4, 'u', ""}, {"reserved", 4, 'r', ""},
 		})},
@@ -118,6 +129,12 @@ func docExamples() []docExample {
 		{"StatReply", "A (shortened) statistics document.", f[wire.TypeStatReply], cat(hdrFields(wire.TypeStatReply), []docField{
 			{"document", 23, 's', "JSON, the rest of the frame"},
 		})},
+		{"Position", "Sent by `tandem-a` right after the Subscribed ack of subscription 8 (start = now): the subscription starts after originSeq 1007 of `tandem-a`'s own stream and 310 of `tandem-b`'s.",
+			f[wire.TypePosition], cat(hdrFields(wire.TypePosition), []docField{
+				{"subID", 4, 'u', ""}, {"count", 4, 'u', ""},
+				{"origin", 8, 'x', `ID("tandem-a")`}, {"originSeq", 8, 'u', ""},
+				{"origin", 8, 'x', `ID("tandem-b")`}, {"originSeq", 8, 'u', ""},
+			})},
 	}
 }
 
@@ -157,8 +174,8 @@ func renderValue(t *testing.T, f docField, b []byte) string {
 
 func renderExamples(t *testing.T) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "The examples use client name `pricer` (publisher id `ID(\"pricer\")` = 0x%016x) and instance name `tandem-a` (`ID(\"tandem-a\")` = 0x%016x). The bookmark of the delivered message is `%s`.\n",
-		record.ID("pricer"), record.ID("tandem-a"), sampleBookmark)
+	fmt.Fprintf(&b, "The examples use client name `pricer` (publisher id `ID(\"pricer\")` = 0x%016x) and instance names `tandem-a` (`ID(\"tandem-a\")` = 0x%016x) and `tandem-b` (`ID(\"tandem-b\")` = 0x%016x), the two instances of a sync pair. The bookmark of the delivered message is `%s`.\n",
+		record.ID("pricer"), record.ID("tandem-a"), record.ID("tandem-b"), sampleBookmark)
 	for _, ex := range docExamples() {
 		typ := wire.Type(ex.frame[4])
 		fmt.Fprintf(&b, "\n### %s (type %d, %s)\n\n", ex.title, typ, typ)
@@ -215,6 +232,7 @@ var (
 		wire.TypeError:       "S→C | fatal error; the server closes the connection after it",
 		wire.TypeStatRequest: "C→S | asks for the statistics document; empty body",
 		wire.TypeStatReply:   "S→C | the statistics document (JSON)",
+		wire.TypePosition:    "S→C | a new subscription's starting progress per origin, right after its Subscribed ack",
 	}
 	codeDocs = map[wire.Code]string{
 		wire.CodeOK:              "`CodeOK` | success (an Ack with code 0 is an acknowledgement, not a refusal)",
@@ -394,17 +412,22 @@ func TestWireDocExamples(t *testing.T) {
 		fmt.Sprintf("`PublishOverhead` = %d bytes", wire.PublishOverhead),
 		fmt.Sprintf("`DeliverOverhead` = %d bytes", wire.DeliverOverhead),
 		"| 48 | 8 | via |",
-		"| 56 | 2 | topicLen |",
-		"| 58 | 2 | flags |",
-		"| 60 | 4 | payloadLen |",
-		"| 64 | topicLen | topic |",
-		"always `64 + topicLen + payloadLen`",
+		"| 56 | 8 | originSeq |",
+		"| 64 | 2 | topicLen |",
+		"| 66 | 2 | flags |",
+		"| 68 | 4 | payloadLen |",
+		"| 72 | topicLen | topic |",
+		"| 72 + topicLen | payloadLen | payload |",
+		"always `72 + topicLen + payloadLen`",
+		"| 3 | StartResume |",
+		"| 1 | ResumeOrigin |",
+		"| 2 | ResumePublisher |",
 	} {
 		if !bytes.Contains(out, []byte(fact)) {
 			t.Errorf("%s does not say %s", docPath, fact)
 		}
 	}
-	if record.HeaderSize != 64 {
+	if record.HeaderSize != 72 {
 		t.Error("record.HeaderSize changed: update section 5 of docs/wire.md")
 	}
 	if *update && !bytes.Equal(out, doc) {

@@ -24,11 +24,17 @@ const fuzzMaxFrame = 4096
 func FuzzDecode(f *testing.F) {
 	frames := sampleFrames()
 	var all []byte
-	for typ := wire.TypeLogon; typ <= wire.TypeStatReply; typ++ {
-		fr := frames[typ]
+	for typ := wire.TypeLogon; typ <= wire.TypePosition; typ++ {
+		fr, ok := frames[typ]
+		if !ok {
+			f.Fatalf("no sample frame of type %v", typ)
+		}
 		f.Add(fr, uint16(3), uint16(len(fr)/2))
 		all = append(all, fr...)
 	}
+	resume := sampleResumeSubscribe()
+	f.Add(resume, uint16(20), uint16(len(resume)-1))
+	all = append(all, resume...)
 	f.Add(all, uint16(5), uint16(200))
 	f.Add(append(all[:len(all):len(all)], 7, 0, 0, 0), uint16(0), uint16(0)) // length below header
 	f.Add(append(all[:len(all):len(all)], 0xff, 0xff, 0xff, 0xff, 1), uint16(1), uint16(9))
@@ -175,11 +181,20 @@ func checkDecoded(t *testing.T, raw []byte, f wire.Frame, v any) {
 		if len(m.Bookmarks)%record.BookmarkSize != 0 {
 			t.Fatalf("subscribe: bookmarks %d bytes", len(m.Bookmarks))
 		}
+		canonical = canonical && allZero(body[10:16])
+		if m.Start == wire.StartResume {
+			es := make([]wire.ResumeEntry, m.BookmarkCount())
+			for i := range es {
+				es[i] = m.ResumeEntry(i)
+				canonical = canonical && allZero(m.Bookmarks[i*wire.ResumeEntrySize+20:(i+1)*wire.ResumeEntrySize])
+			}
+			again = wire.AppendSubscribeResume(nil, m.SubID, m.Match, m.Topic, es)
+			break
+		}
 		bms := make([]record.Bookmark, m.BookmarkCount())
 		for i := range bms {
 			bms[i] = m.Bookmark(i)
 		}
-		canonical = canonical && allZero(body[10:16])
 		again = wire.AppendSubscribe(nil, m.SubID, m.Start, m.Match, m.Topic, bms...)
 	case uint32: // unsubscribe
 		canonical = canonical && allZero(body[4:8])
@@ -198,6 +213,15 @@ func checkDecoded(t *testing.T, raw []byte, f wire.Frame, v any) {
 	case wire.Error:
 		canonical = canonical && allZero(body[2:4])
 		again = wire.AppendError(nil, m.Code, string(m.Text))
+	case wire.Position:
+		if 8+16*m.Count() != len(body) || len(m.Entries) != 16*m.Count() {
+			t.Fatalf("position: %d entries in %d bytes, body %d", m.Count(), len(m.Entries), len(body))
+		}
+		es := make([]wire.PositionEntry, m.Count())
+		for i := range es {
+			es[i] = m.Entry(i)
+		}
+		again = wire.AppendPosition(nil, m.SubID, es)
 	case []byte:
 		switch f.Type {
 		case wire.TypeHeartbeat:

@@ -45,6 +45,10 @@ func decodeAny(f wire.Frame) (any, error) {
 		var m wire.Error
 		err := wire.DecodeError(f.Body, &m)
 		return m, err
+	case wire.TypePosition:
+		var m wire.Position
+		err := wire.DecodePosition(f.Body, &m)
+		return m, err
 	default:
 		return f.Body, nil
 	}
@@ -58,8 +62,16 @@ func canon(v any, err error) string {
 	}
 	if d, ok := v.(wire.Deliver); ok {
 		r := d.Record
-		return fmt.Sprintf("deliver sub=%d rec={seq=%d time=%d origin=%x pub=%x pubseq=%d via=%x flags=%x topic=%q payload=%q crc=%08x}",
-			d.SubID, r.Seq(), r.Time(), r.Origin(), r.Publisher(), r.PubSeq(), r.Via(), r.Flags(), r.Topic(), r.Payload(), r.CRC())
+		return fmt.Sprintf("deliver sub=%d rec={seq=%d time=%d origin=%x pub=%x pubseq=%d via=%x originSeq=%d flags=%x topic=%q payload=%q crc=%08x}",
+			d.SubID, r.Seq(), r.Time(), r.Origin(), r.Publisher(), r.PubSeq(), r.Via(), r.OriginSeq(), r.Flags(), r.Topic(), r.Payload(), r.CRC())
+	}
+	if p, ok := v.(wire.Position); ok {
+		s := fmt.Sprintf("position sub=%d count=%d", p.SubID, p.Count())
+		for i := range p.Count() {
+			e := p.Entry(i)
+			s += fmt.Sprintf(" %x:%d", e.Origin, e.OriginSeq)
+		}
+		return s
 	}
 	return fmt.Sprintf("%T %+v", v, v)
 }
@@ -77,6 +89,27 @@ func sampleRecord() []byte {
 }
 
 var sampleBookmark = record.Bookmark{Publisher: record.ID("pricer"), PubSeq: 42, Seq: 1007}
+
+// samplePosition is the per-origin progress the examples' Position frame
+// reports: tandem-a's own stream up to 1007, tandem-b's up to 310.
+var samplePosition = []wire.PositionEntry{
+	{Origin: record.ID("tandem-a"), OriginSeq: 1007},
+	{Origin: record.ID("tandem-b"), OriginSeq: 310},
+}
+
+// sampleResume is the progress a resumed subscription sends: the position
+// above, and pubseq 42 from pricer.
+var sampleResume = []wire.ResumeEntry{
+	{ID: record.ID("tandem-a"), Seq: 1007, Kind: wire.ResumeOrigin},
+	{ID: record.ID("tandem-b"), Seq: 310, Kind: wire.ResumeOrigin},
+	{ID: record.ID("pricer"), Seq: 42, Kind: wire.ResumePublisher},
+}
+
+// sampleResumeSubscribe is a StartResume Subscribe frame (subscription 9 to
+// the prefix px.) carrying sampleResume.
+func sampleResumeSubscribe() []byte {
+	return wire.AppendSubscribeResume(nil, 9, wire.MatchPrefix, []byte("px."), sampleResume)
+}
 
 // sampleFrames returns one valid frame of every type, encoded with the
 // package's encoders. The fuzz corpus and the round-trip tests start from them.
@@ -96,5 +129,6 @@ func sampleFrames() map[wire.Type][]byte {
 		wire.TypeError:       wire.AppendError(nil, wire.CodeNotLoggedOn, "logon first"),
 		wire.TypeStatRequest: wire.AppendStatRequest(nil),
 		wire.TypeStatReply:   wire.AppendStatReply(nil, []byte(`{"instance":"tandem-a"}`)),
+		wire.TypePosition:    wire.AppendPosition(nil, 8, samplePosition),
 	}
 }

@@ -22,6 +22,15 @@ func TestRoundTrip(t *testing.T) {
 	emptyRec := record.Append(nil, &record.Header{}, nil, nil)
 	emptyView, _, _ := record.Parse(emptyRec)
 	bm2 := record.Bookmark{Publisher: 1, PubSeq: 2, Seq: 3}
+	var resumeBytes []byte // sampleResume, encoded by hand
+	for _, e := range sampleResume {
+		resumeBytes = le.AppendUint64(le.AppendUint64(resumeBytes, e.ID), e.Seq)
+		resumeBytes = le.AppendUint32(le.AppendUint32(resumeBytes, uint32(e.Kind)), 0)
+	}
+	var positionBytes []byte // samplePosition, encoded by hand
+	for _, e := range samplePosition {
+		positionBytes = le.AppendUint64(le.AppendUint64(positionBytes, e.Origin), e.OriginSeq)
+	}
 
 	cases := []struct {
 		name  string
@@ -58,6 +67,10 @@ func TestRoundTrip(t *testing.T) {
 				Topic: []byte("^px\\."), Bookmarks: bm2.AppendBinary(sampleBookmark.AppendBinary(nil))}},
 		{"subscribe max topic", wire.AppendSubscribe(nil, 3, wire.StartNow, wire.MatchExact, maxTopic, bm2), wire.TypeSubscribe,
 			wire.Subscribe{SubID: 3, Topic: maxTopic, Bookmarks: bm2.AppendBinary(nil)}},
+		{"subscribe resume", sampleResumeSubscribe(), wire.TypeSubscribe,
+			wire.Subscribe{SubID: 9, Start: wire.StartResume, Match: wire.MatchPrefix, Topic: []byte("px."), Bookmarks: resumeBytes}},
+		{"subscribe resume no entries", wire.AppendSubscribeResume(nil, 1<<32-1, wire.MatchRegex, []byte("."), nil), wire.TypeSubscribe,
+			wire.Subscribe{SubID: 1<<32 - 1, Start: wire.StartResume, Match: wire.MatchRegex, Topic: []byte(".")}},
 		{"unsubscribe", wire.AppendUnsubscribe(nil, 9), wire.TypeUnsubscribe, uint32(9)},
 		{"deliver", wire.AppendDeliver(nil, 7, rec), wire.TypeDeliver, wire.Deliver{SubID: 7, Record: recView}},
 		{"deliver empty record", wire.AppendDeliver(nil, 0, emptyRec), wire.TypeDeliver, wire.Deliver{Record: emptyView}},
@@ -70,6 +83,11 @@ func TestRoundTrip(t *testing.T) {
 		{"error empty text", wire.AppendError(nil, wire.CodeShutdown, ""), wire.TypeError, wire.Error{Code: wire.CodeShutdown}},
 		{"stat-request", wire.AppendStatRequest(nil), wire.TypeStatRequest, []byte{}},
 		{"stat-reply", wire.AppendStatReply(nil, []byte(`{"loops":2}`)), wire.TypeStatReply, []byte(`{"loops":2}`)},
+		{"position", wire.AppendPosition(nil, 8, samplePosition), wire.TypePosition,
+			wire.Position{SubID: 8, Entries: positionBytes}},
+		{"position empty", wire.AppendPosition(nil, 1<<32-1, nil), wire.TypePosition, wire.Position{SubID: 1<<32 - 1}},
+		{"position max values", wire.AppendPosition(nil, 0, []wire.PositionEntry{{Origin: 1<<64 - 1, OriginSeq: 1<<64 - 1}}),
+			wire.TypePosition, wire.Position{Entries: bytes.Repeat([]byte{0xff}, 16)}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -105,11 +123,25 @@ func TestRoundTrip(t *testing.T) {
 			case wire.Ack:
 				again = wire.AppendAck(prefix, m.Kind, m.Code, m.Seq, string(m.Text))
 			case wire.Subscribe:
+				if m.Start == wire.StartResume {
+					es := make([]wire.ResumeEntry, m.BookmarkCount())
+					for i := range es {
+						es[i] = m.ResumeEntry(i)
+					}
+					again = wire.AppendSubscribeResume(prefix, m.SubID, m.Match, m.Topic, es)
+					break
+				}
 				bms := make([]record.Bookmark, m.BookmarkCount())
 				for i := range bms {
 					bms[i] = m.Bookmark(i)
 				}
 				again = wire.AppendSubscribe(prefix, m.SubID, m.Start, m.Match, m.Topic, bms...)
+			case wire.Position:
+				es := make([]wire.PositionEntry, m.Count())
+				for i := range es {
+					es[i] = m.Entry(i)
+				}
+				again = wire.AppendPosition(prefix, m.SubID, es)
 			case uint32:
 				again = wire.AppendUnsubscribe(prefix, m)
 			case wire.Deliver:
@@ -148,6 +180,70 @@ func TestSubscribeBookmarks(t *testing.T) {
 	for i, b := range bms {
 		if m.Bookmark(i) != b {
 			t.Errorf("Bookmark(%d) = %v, want %v", i, m.Bookmark(i), b)
+		}
+	}
+}
+
+func TestSubscribeResumeEntries(t *testing.T) {
+	fr := sampleResumeSubscribe()
+	var m wire.Subscribe
+	if err := wire.DecodeSubscribe(fr[wire.HeaderSize:], &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Start != wire.StartResume || fr[wire.HeaderSize+4] != 3 || m.SubID != 9 || string(m.Topic) != "px." {
+		t.Fatalf("decoded %+v", m)
+	}
+	if m.BookmarkCount() != len(sampleResume) || le.Uint16(fr[wire.HeaderSize+8:]) != uint16(len(sampleResume)) ||
+		len(m.Bookmarks) != wire.ResumeEntrySize*len(sampleResume) {
+		t.Fatalf("%d entries in %d bytes", m.BookmarkCount(), len(m.Bookmarks))
+	}
+	for i, e := range sampleResume {
+		if m.ResumeEntry(i) != e {
+			t.Errorf("ResumeEntry(%d) = %+v, want %+v", i, m.ResumeEntry(i), e)
+		}
+		// id u64 | seq u64 | kind u32 | reserved u32
+		b := m.Bookmarks[i*24 : (i+1)*24]
+		if le.Uint64(b) != e.ID || le.Uint64(b[8:]) != e.Seq || le.Uint32(b[16:]) != uint32(e.Kind) || le.Uint32(b[20:]) != 0 {
+			t.Errorf("entry %d encoded as % x", i, b)
+		}
+	}
+	// AppendResumeEntry appends exactly one entry.
+	e := wire.ResumeEntry{ID: 0x0102030405060708, Seq: 0x1112131415161718, Kind: wire.ResumePublisher}
+	got := wire.AppendResumeEntry([]byte{0xaa}, e)
+	want := []byte{0xaa, 8, 7, 6, 5, 4, 3, 2, 1, 0x18, 0x17, 0x16, 0x15, 0x14, 0x13, 0x12, 0x11, 2, 0, 0, 0, 0, 0, 0, 0}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("AppendResumeEntry:\n% x\nwant\n% x", got, want)
+	}
+	// The resume encoder differs from a bookmark Subscribe only in start and the entries.
+	if fr[wire.HeaderSize+4] != byte(wire.StartResume) || fr[wire.HeaderSize+5] != byte(wire.MatchPrefix) ||
+		!bytes.Equal(fr[wire.HeaderSize+16:wire.HeaderSize+19], []byte("px.")) {
+		t.Fatalf("frame % x", fr)
+	}
+}
+
+func TestPositionEntries(t *testing.T) {
+	fr := wire.AppendPosition([]byte{1, 2}, 8, samplePosition)[2:]
+	if int(le.Uint32(fr)) != len(fr) || len(fr) != wire.HeaderSize+8+16*len(samplePosition) ||
+		wire.Type(fr[4]) != wire.TypePosition || fr[4] != 13 {
+		t.Fatalf("frame % x", fr)
+	}
+	body := fr[wire.HeaderSize:]
+	if le.Uint32(body) != 8 || le.Uint32(body[4:]) != uint32(len(samplePosition)) {
+		t.Fatalf("body % x", body)
+	}
+	var m wire.Position
+	if err := wire.DecodePosition(body, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.SubID != 8 || m.Count() != len(samplePosition) || &m.Entries[0] != &body[8] {
+		t.Fatalf("decoded %+v", m)
+	}
+	for i, e := range samplePosition {
+		if m.Entry(i) != e {
+			t.Errorf("Entry(%d) = %+v, want %+v", i, m.Entry(i), e)
+		}
+		if le.Uint64(body[8+16*i:]) != e.Origin || le.Uint64(body[16+16*i:]) != e.OriginSeq {
+			t.Errorf("entry %d encoded as % x", i, body[8+16*i:24+16*i])
 		}
 	}
 }
@@ -299,6 +395,8 @@ func TestDecodeRejects(t *testing.T) {
 	sub := wire.AppendSubscribe(nil, 1, wire.StartBookmark, wire.MatchExact, []byte("topic"), sampleBookmark)
 	unsub := wire.AppendUnsubscribe(nil, 1)
 	deliver := wire.AppendDeliver(nil, 1, sampleRecord())
+	resume := sampleResumeSubscribe()
+	position := wire.AppendPosition(nil, 1, samplePosition)
 	flush := wire.AppendFlush(nil, 1)
 	errFrame := wire.AppendError(nil, wire.CodeAuth, "")
 
@@ -333,7 +431,13 @@ func TestDecodeRejects(t *testing.T) {
 		{"subscribe bookmarkCount over", wire.TypeSubscribe, mut(sub, func(b []byte) { le.PutUint16(b[8:], 2) })},
 		{"subscribe bookmarkCount huge", wire.TypeSubscribe, mut(sub, func(b []byte) { le.PutUint16(b[8:], 0xffff) })},
 		{"subscribe topicLen over", wire.TypeSubscribe, mut(sub, func(b []byte) { le.PutUint16(b[6:], 6) })},
-		{"subscribe start 3", wire.TypeSubscribe, mut(sub, func(b []byte) { b[4] = 3 })},
+		{"subscribe start 4", wire.TypeSubscribe, mut(sub, func(b []byte) { b[4] = 4 })},
+		{"subscribe start 255", wire.TypeSubscribe, mut(sub, func(b []byte) { b[4] = 255 })},
+		{"subscribe resume start 4", wire.TypeSubscribe, mut(resume, func(b []byte) { b[4] = 4 })},
+		{"subscribe resume truncated entry", wire.TypeSubscribe, cut(resume, 1)},
+		{"subscribe resume trailing", wire.TypeSubscribe, plus(resume)},
+		{"subscribe resume count over", wire.TypeSubscribe, mut(resume, func(b []byte) { le.PutUint16(b[8:], 4) })},
+		{"subscribe resume count under", wire.TypeSubscribe, mut(resume, func(b []byte) { le.PutUint16(b[8:], 2) })},
 		{"subscribe match 3", wire.TypeSubscribe, mut(sub, func(b []byte) { b[5] = 3 })},
 		{"subscribe bookmark start without bookmark", wire.TypeSubscribe,
 			body(wire.AppendSubscribe(nil, 1, wire.StartBookmark, wire.MatchExact, []byte("t")))},
@@ -348,13 +452,23 @@ func TestDecodeRejects(t *testing.T) {
 		{"deliver trailing", wire.TypeDeliver, plus(deliver)},
 		{"deliver record length 0", wire.TypeDeliver, mut(deliver, func(b []byte) { le.PutUint32(b[8:], 0) })},
 		{"deliver record length over", wire.TypeDeliver, mut(deliver, func(b []byte) { le.PutUint32(b[8:], le.Uint32(b[8:])+1) })},
-		{"deliver record topicLen over", wire.TypeDeliver, mut(deliver, func(b []byte) { b[8+56]++ })},
-		{"deliver record payloadLen huge", wire.TypeDeliver, mut(deliver, func(b []byte) { le.PutUint32(b[8+60:], 0xffffffff) })},
+		{"deliver record topicLen over", wire.TypeDeliver, mut(deliver, func(b []byte) { b[8+64]++ })},
+		{"deliver record payloadLen over", wire.TypeDeliver, mut(deliver, func(b []byte) { b[8+68]++ })},
+		{"deliver record payloadLen huge", wire.TypeDeliver, mut(deliver, func(b []byte) { le.PutUint32(b[8+68:], 0xffffffff) })},
 		{"flush empty", wire.TypeFlush, nil},
 		{"flush short", wire.TypeFlush, cut(flush, 1)},
 		{"flush long", wire.TypeFlush, plus(flush)},
 		{"error empty", wire.TypeError, nil},
 		{"error fixed-1", wire.TypeError, body(errFrame)[:3]},
+		{"position empty", wire.TypePosition, nil},
+		{"position fixed-1", wire.TypePosition, body(position)[:7]},
+		{"position truncated entry", wire.TypePosition, cut(position, 1)},
+		{"position missing entry", wire.TypePosition, cut(position, 16)},
+		{"position trailing", wire.TypePosition, plus(position)},
+		{"position extra entry", wire.TypePosition, append(body(position), make([]byte, 16)...)},
+		{"position count over", wire.TypePosition, mut(position, func(b []byte) { le.PutUint32(b[4:], 3) })},
+		{"position count huge", wire.TypePosition, mut(position, func(b []byte) { le.PutUint32(b[4:], 0xffffffff) })},
+		{"position count wraps", wire.TypePosition, mut(position, func(b []byte) { le.PutUint32(b[4:], 1<<28+2) })},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -387,7 +501,8 @@ func TestDecodeErrorLeavesDst(t *testing.T) {
 
 func TestNames(t *testing.T) {
 	for typ, name := range map[wire.Type]string{
-		wire.TypeLogon: "logon", wire.TypeDeliver: "deliver", wire.TypeStatReply: "stat-reply", 0: "type(0)", 13: "type(13)", 255: "type(255)",
+		wire.TypeLogon: "logon", wire.TypeDeliver: "deliver", wire.TypeStatReply: "stat-reply",
+		wire.TypePosition: "position", 0: "type(0)", 14: "type(14)", 255: "type(255)",
 	} {
 		if typ.String() != name {
 			t.Errorf("Type(%d).String() = %q, want %q", uint8(typ), typ.String(), name)
@@ -409,7 +524,7 @@ func TestNames(t *testing.T) {
 func TestFormatConstants(t *testing.T) {
 	types := []wire.Type{wire.TypeLogon, wire.TypeLogonReply, wire.TypePublish, wire.TypeAck, wire.TypeSubscribe,
 		wire.TypeUnsubscribe, wire.TypeDeliver, wire.TypeHeartbeat, wire.TypeFlush, wire.TypeError,
-		wire.TypeStatRequest, wire.TypeStatReply}
+		wire.TypeStatRequest, wire.TypeStatReply, wire.TypePosition}
 	for i, typ := range types {
 		if int(typ) != i+1 {
 			t.Errorf("%v = %d, want %d", typ, typ, i+1)
@@ -422,7 +537,8 @@ func TestFormatConstants(t *testing.T) {
 	if wire.AckNone != 0 || wire.AckReceived != 1 || wire.AckPersisted != 2 ||
 		wire.AckKindReceived != 1 || wire.AckKindPersisted != 2 || wire.AckKindFlushed != 3 ||
 		wire.AckKindSubscribed != 4 || wire.AckKindUnsubscribed != 5 ||
-		wire.StartNow != 0 || wire.StartEpoch != 1 || wire.StartBookmark != 2 ||
+		wire.StartNow != 0 || wire.StartEpoch != 1 || wire.StartBookmark != 2 || wire.StartResume != 3 ||
+		wire.ResumeOrigin != 1 || wire.ResumePublisher != 2 || wire.ResumeEntrySize != 24 ||
 		wire.MatchExact != 0 || wire.MatchPrefix != 1 || wire.MatchRegex != 2 {
 		t.Error("enum values changed")
 	}

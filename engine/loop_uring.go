@@ -1,0 +1,271 @@
+package engine
+
+import (
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tandemhq/tandem/engine/uring"
+	"github.com/tandemhq/tandem/wire"
+)
+
+// The io_uring backend. Where epoll reports readiness and the loop then
+// calls read(2) and write(2), here the loop keeps operations in flight on
+// its ring: a multishot accept on its listening socket, one receive per
+// connection into the connection's read buffer, and at most one send per
+// connection from a buffer that nothing appends to while the kernel reads
+// it. Everything prepared in an iteration goes to the kernel with one
+// io_uring_enter, which also waits for completions: no syscall per message,
+// and no syscall per connection either.
+//
+// Memory safety: the kernel holds raw pointers into rbuf and sbuf while an
+// operation is in flight. A connection stays reachable (in uringIO.byID)
+// until every operation on it has completed, so the buffers cannot be
+// collected, and rbuf is replaced (process growing it) only when no receive
+// is in flight.
+
+// Operation kinds, in the low bits of a completion's user data; the rest is
+// the connection id (0 for the listener).
+const (
+	opAccept uint64 = 1
+	opRecv   uint64 = 2
+	opSend   uint64 = 3
+	opCancel uint64 = 4
+	opBits          = 3
+)
+
+type uringIO struct {
+	ring   *uring.Ring
+	cqes   []uring.CQE
+	byID   map[uint64]*conn
+	nextID uint64
+}
+
+// defaultRingEntries is the submission queue size per loop.
+const defaultRingEntries = 1024
+
+func newUringIO(entries int) (*uringIO, error) {
+	if entries <= 0 {
+		entries = defaultRingEntries
+	}
+	r, err := uring.New(uring.Options{Entries: uint32(entries), FlushWhenFull: true, Wake: true})
+	if err != nil {
+		return nil, err
+	}
+	return &uringIO{ring: r, cqes: make([]uring.CQE, 2*entries), byID: map[uint64]*conn{}}, nil
+}
+
+func (u *uringIO) armAccept(lfd int) error {
+	return u.ring.AcceptMultishot(lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, opAccept)
+}
+
+func (u *uringIO) closeListener(lfd int) {
+	u.ring.CancelFd(lfd, opCancel)
+	u.ring.Submit()
+	unix.Close(lfd)
+}
+
+func (u *uringIO) armRecv(c *conn) {
+	if c.recvInFlight || c.closed || c.readPaused {
+		return
+	}
+	if c.rn == len(c.rbuf) {
+		c.fail(wire.CodeMalformed, "read buffer full")
+		return
+	}
+	if err := u.ring.Recv(c.fd, c.rbuf[c.rn:], 0, c.id<<opBits|opRecv); err != nil {
+		c.close()
+		return
+	}
+	c.recvInFlight = true
+}
+
+// flush starts sending what the connection has buffered, unless a send is
+// already in flight (its completion continues the work).
+func (u *uringIO) flush(c *conn) {
+	if c.sendInFlight || c.closed {
+		return
+	}
+	if c.soff == len(c.sbuf) {
+		if len(c.wbuf) == 0 {
+			return
+		}
+		c.sbuf, c.wbuf = c.wbuf, c.sbuf[:0]
+		c.soff = 0
+	}
+	if err := u.ring.Send(c.fd, c.sbuf[c.soff:], unix.MSG_NOSIGNAL, c.id<<opBits|opSend); err != nil {
+		c.close()
+		return
+	}
+	c.sendInFlight = true
+}
+
+// release is close's io_uring half: cancel what is in flight, close the
+// socket once nothing refers to its buffers any more.
+func (u *uringIO) release(c *conn) {
+	if c.recvInFlight || c.sendInFlight {
+		u.ring.CancelFd(c.fd, c.id<<opBits|opCancel)
+		return
+	}
+	u.forget(c)
+}
+
+func (u *uringIO) forget(c *conn) {
+	delete(u.byID, c.id)
+	unix.Close(c.fd)
+}
+
+// runUring is the loop driven by io_uring.
+func (lp *loop) runUring() {
+	s, u := lp.srv, lp.ur
+	for {
+		timeout := time.Duration(lp.timeout()) * time.Millisecond
+		if lp.busy {
+			timeout, lp.busy = 0, false
+		}
+		lp.sleeping.Store(true)
+		if lp.interested.Load() && s.ackPoint() > lp.synced || s.stopping.Load() {
+			timeout = 0
+		}
+		var err error
+		if timeout == 0 || u.ring.Ready() > 0 {
+			_, err = u.ring.Submit()
+		} else {
+			_, err = u.ring.SubmitAndWaitTimeout(1, timeout)
+		}
+		lp.sleeping.Store(false)
+		if err != nil && err != uring.ErrBusy {
+			s.log.Error("event loop ring failed", "loop", lp.id, "err", err)
+			lp.shutdown()
+			lp.drainRing()
+			return
+		}
+		lp.now = time.Now().UnixNano()
+		for {
+			n := u.ring.Reap(u.cqes)
+			for i := 0; i < n; i++ {
+				lp.complete(u.cqes[i])
+			}
+			if n < len(u.cqes) {
+				break
+			}
+		}
+		lp.afterSync()
+		if lp.now-lp.lastTimers >= int64(timerPeriod) {
+			lp.lastTimers = lp.now
+			lp.timers()
+		}
+		lp.flushWrites()
+		if s.stopping.Load() && lp.stop() {
+			lp.drainRing()
+			return
+		}
+	}
+}
+
+// drainRing waits (boundedly) for the operations still in flight on closed
+// connections, so no buffer is released while the kernel may use it.
+func (lp *loop) drainRing() {
+	u := lp.ur
+	deadline := time.Now().Add(2 * time.Second)
+	for len(u.byID) > 0 && time.Now().Before(deadline) {
+		u.ring.SubmitAndWaitTimeout(1, 10*time.Millisecond)
+		n := u.ring.Reap(u.cqes)
+		for i := 0; i < n; i++ {
+			lp.complete(u.cqes[i])
+		}
+	}
+}
+
+func (lp *loop) complete(cqe uring.CQE) {
+	u := lp.ur
+	op, id := cqe.UserData&(1<<opBits-1), cqe.UserData>>opBits
+	if op == opAccept {
+		lp.accepted(cqe)
+		return
+	}
+	c := u.byID[id]
+	if c == nil {
+		return
+	}
+	switch op {
+	case opRecv:
+		c.recvInFlight = false
+		switch {
+		case c.closed:
+		case cqe.Res > 0 && !c.closeAfterSend:
+			c.rn += int(cqe.Res)
+			c.lastRecv = lp.now
+			c.process()
+			u.armRecv(c)
+		case cqe.Res == -int32(unix.EAGAIN) || cqe.Res == -int32(unix.EINTR):
+			u.armRecv(c)
+		case c.closeAfterSend:
+		default: // 0: the peer closed; <0: a socket error
+			c.close()
+		}
+	case opSend:
+		c.sendInFlight = false
+		if c.closed {
+			break
+		}
+		if cqe.Res < 0 {
+			if c.closeAfterSend {
+				c.close()
+			} else {
+				c.close()
+			}
+			break
+		}
+		c.soff += int(cqe.Res)
+		c.lastSend = lp.now
+		if c.soff == len(c.sbuf) {
+			c.sbuf, c.soff = c.sbuf[:0], 0
+		}
+		if c.pending() > 0 {
+			u.flush(c) // the rest of a partial send, or what was buffered meanwhile
+		} else if c.closeAfterSend {
+			c.close()
+		} else {
+			if c.readPaused && !lp.srv.stopping.Load() {
+				c.pauseReading(false)
+			}
+			if len(c.subs) > 0 {
+				c.pump()
+				lp.markDirty(c)
+			}
+		}
+	}
+	if c.closed && !c.recvInFlight && !c.sendInFlight {
+		if _, ok := u.byID[c.id]; ok {
+			u.forget(c)
+		}
+	}
+}
+
+func (lp *loop) accepted(cqe uring.CQE) {
+	u := lp.ur
+	if cqe.Res < 0 {
+		if cqe.Res != -int32(unix.ECANCELED) && lp.lfd >= 0 {
+			lp.srv.log.Warn("accept failed", "loop", lp.id, "err", unix.Errno(-cqe.Res))
+		}
+	} else {
+		nfd := int(cqe.Res)
+		unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		remote := "?"
+		if sa, err := unix.Getpeername(nfd); err == nil {
+			remote = sockaddrString(sa)
+		}
+		c := newConn(lp, nfd, remote)
+		u.nextID++
+		c.id = u.nextID
+		u.byID[c.id] = c
+		lp.addConn(c)
+		u.armRecv(c)
+	}
+	if !cqe.More() && lp.lfd >= 0 && !lp.srv.stopping.Load() {
+		if err := u.armAccept(lp.lfd); err != nil {
+			lp.srv.log.Error("re-arming accept failed", "loop", lp.id, "err", err)
+		}
+	}
+}
