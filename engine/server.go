@@ -206,6 +206,16 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("engine: %w", err)
 		}
 	}
+	if cfg.Journal.PinFlusher {
+		if err := poll.CheckCPUs([]int{cfg.Journal.FlusherCPU}); err != nil {
+			return nil, fmt.Errorf("engine: flusher-cpus: %w", err)
+		}
+	}
+	if r := cfg.Replication; r != nil && r.PinSenders {
+		if err := poll.CheckCPUs([]int{r.SenderCPU}); err != nil {
+			return nil, fmt.Errorf("engine: repl-cpus: %w", err)
+		}
+	}
 	useUring, engineDesc, err := chooseEngine(cfg.Engine)
 	if err != nil {
 		return nil, fmt.Errorf("engine: %w", err)

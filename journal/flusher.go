@@ -2,7 +2,10 @@ package journal
 
 import (
 	"fmt"
+	"runtime"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tandemhq/tandem/record"
 )
@@ -12,6 +15,15 @@ import (
 // when the batch crosses a rotation), syncs once, then publishes SyncedSeq.
 func (j *Journal) flushLoop() {
 	defer j.flushWG.Done()
+	if j.opts.PinFlusher {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		var set unix.CPUSet
+		set.Set(j.opts.FlusherCPU)
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			j.log.Warn("journal: cannot pin the flusher", "cpu", j.opts.FlusherCPU, "err", err)
+		}
+	}
 	for {
 		if j.takenPos == len(j.taken) && !j.collect() {
 			return

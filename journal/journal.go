@@ -46,6 +46,12 @@ type Options struct {
 	Dir string
 	FS  FS // nil = OSFS
 
+	// PinFlusher pins the flusher goroutine (locked to its OS thread) to
+	// core FlusherCPU, so group commits do not share a core with the event
+	// loops (see tandem tune).
+	PinFlusher bool
+	FlusherCPU int
+
 	// SegmentSize is the size of each preallocated segment file; a record
 	// that cannot fit an empty segment fails with ErrTooLarge. At most 4 GiB.
 	SegmentSize int64

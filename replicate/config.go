@@ -153,6 +153,10 @@ type Config struct {
 	// WindowBytes bounds the bytes sent to a destination and not yet
 	// acknowledged. Default 64 MiB.
 	WindowBytes int
+	// PinSenders pins each destination's sender goroutine (locked to its
+	// OS thread) to core SenderCPU (see tandem tune).
+	PinSenders bool
+	SenderCPU  int
 	// StateDir holds the positions files (where each peer's stream is
 	// durable up to). Default: none (positions are learned at connect).
 	StateDir string

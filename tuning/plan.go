@@ -253,22 +253,23 @@ func (t *Topology) Summary() []string {
 	return lines
 }
 
-// Keys lists the keys TOML writes, in order, with their TOML types. Those
-// marked new are not (yet) keys of serveConfig.
+// Keys lists the keys TOML writes, in order, with their TOML types. Every
+// one is a key of `tandem serve --config` (New is kept for keys a future
+// plan emits before serve learns them).
 var Keys = []struct {
 	Name, Type string
 	New        bool
 }{
-	{"engine", "string", true},
+	{"engine", "string", false},
 	{"loops", "integer", false},
 	{"pin", "boolean", false},
 	{"cpus", "string", false},
-	{"flusher-cpus", "string", true},
-	{"repl-cpus", "string", true},
+	{"flusher-cpus", "string", false},
+	{"repl-cpus", "string", false},
 	{"data", "string", false},
-	{"journal-dirs", "array of strings", true},
-	{"ring-entries", "integer", true},
-	{"read-buffer", "integer", true},
+	{"journal-dirs", "array of strings", false},
+	{"ring-entries", "integer", false},
+	{"read-buffer", "integer", false},
 	{"write-high-water", "integer", false},
 }
 

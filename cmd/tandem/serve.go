@@ -26,9 +26,15 @@ type serveConfig struct {
 	Listen string `toml:"listen"`
 	Data   string `toml:"data"`
 
-	Loops int    `toml:"loops"`
-	Pin   bool   `toml:"pin"`
-	CPUs  string `toml:"cpus"` // comma-separated core list for the loops
+	Engine      string   `toml:"engine"` // auto, uring or epoll
+	RingEntries int      `toml:"ring-entries"`
+	ReadBuffer  int      `toml:"read-buffer"`
+	Loops       int      `toml:"loops"`
+	Pin         bool     `toml:"pin"`
+	CPUs        string   `toml:"cpus"`         // comma-separated core list for the loops
+	FlusherCPUs string   `toml:"flusher-cpus"` // core of the journal flusher (first entry)
+	ReplCPUs    string   `toml:"repl-cpus"`    // core of the replication senders (first entry)
+	JournalDirs []string `toml:"journal-dirs"` // one per NUMA node (only one supported yet)
 
 	SegmentSize    int64    `toml:"segment-size"`
 	SyncDelay      duration `toml:"sync-delay"`
@@ -88,6 +94,11 @@ func runServe(args []string) int {
 	fs.StringVar(&cfg.Name, "name", "", "instance name (default: the host name)")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7400", "client `address`")
 	fs.StringVar(&cfg.Data, "data", "data", "journal `directory`")
+	fs.StringVar(&cfg.Engine, "engine", "auto", "event-loop backend: auto (io_uring if the kernel allows, else epoll), uring or epoll")
+	fs.IntVar(&cfg.RingEntries, "ring-entries", 1024, "io_uring submission queue entries per loop")
+	fs.IntVar(&cfg.ReadBuffer, "read-buffer", 64<<10, "initial read buffer per connection in bytes")
+	fs.StringVar(&cfg.FlusherCPUs, "flusher-cpus", "", "core to pin the journal flusher to (empty: not pinned)")
+	fs.StringVar(&cfg.ReplCPUs, "repl-cpus", "", "core to pin replication senders to (empty: not pinned)")
 	fs.IntVar(&cfg.Loops, "loops", 0, "event loops (default: one per core)")
 	fs.BoolVar(&cfg.Pin, "pin", false, "pin each event loop to a core")
 	fs.StringVar(&cfg.CPUs, "cpus", "", "comma-separated cores for the loops (with --pin)")
@@ -183,15 +194,31 @@ func (c *serveConfig) engineConfig() (engine.Config, error) {
 		return engine.Config{}, fmt.Errorf("log-level %q: %v", c.LogLevel, err)
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	var cpus []int
-	if c.CPUs != "" {
-		for _, f := range strings.Split(c.CPUs, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil || n < 0 {
-				return engine.Config{}, fmt.Errorf("cpus: %q is not a core number", f)
-			}
-			cpus = append(cpus, n)
-		}
+	cpus, err := parseCPUs("cpus", c.CPUs)
+	if err != nil {
+		return engine.Config{}, err
+	}
+	flusherCPUs, err := parseCPUs("flusher-cpus", c.FlusherCPUs)
+	if err != nil {
+		return engine.Config{}, err
+	}
+	replCPUs, err := parseCPUs("repl-cpus", c.ReplCPUs)
+	if err != nil {
+		return engine.Config{}, err
+	}
+	switch len(c.JournalDirs) {
+	case 0:
+	case 1:
+		c.Data = c.JournalDirs[0]
+	default:
+		return engine.Config{}, fmt.Errorf("journal-dirs: %d directories: one journal per NUMA node is not supported yet; keep one (or use data)", len(c.JournalDirs))
+	}
+	flusherCPU, replCPU := -1, -1
+	if len(flusherCPUs) > 0 {
+		flusherCPU = flusherCPUs[0]
+	}
+	if len(replCPUs) > 0 {
+		replCPU = replCPUs[0]
 	}
 	if c.Loops < 0 {
 		return engine.Config{}, fmt.Errorf("loops: %d is negative", c.Loops)
@@ -203,13 +230,19 @@ func (c *serveConfig) engineConfig() (engine.Config, error) {
 	if err != nil {
 		return engine.Config{}, err
 	}
+	if repl != nil && replCPU >= 0 {
+		repl.PinSenders, repl.SenderCPU = true, replCPU
+	}
 	return engine.Config{
+		Engine: c.Engine, RingEntries: c.RingEntries, ReadBuffer: c.ReadBuffer,
 		Replication: repl,
 		Name:        c.Name, Listen: c.Listen, DataDir: c.Data,
 		Loops: c.Loops, Pin: c.Pin, CPUs: cpus,
 		MaxFrame: c.MaxFrame, MaxTopic: c.MaxTopic, WriteHighWater: c.WriteHighWater,
 		LogonTimeout: c.LogonTimeout.Duration,
 		Journal: journal.Options{
+			PinFlusher:     flusherCPU >= 0,
+			FlusherCPU:     max(flusherCPU, 0),
 			SegmentSize:    c.SegmentSize,
 			MaxSyncDelay:   c.SyncDelay.Duration,
 			MaxBatchBytes:  c.SyncBytes,
@@ -251,4 +284,20 @@ func (c *serveConfig) replicationConfig() (*replicate.Config, error) {
 		rc.Destinations = append(rc.Destinations, d)
 	}
 	return rc, nil
+}
+
+// parseCPUs reads a comma-separated core list.
+func parseCPUs(key, list string) ([]int, error) {
+	var cpus []int
+	if strings.TrimSpace(list) == "" {
+		return nil, nil
+	}
+	for _, f := range strings.Split(list, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("%s: %q is not a core number", key, f)
+		}
+		cpus = append(cpus, n)
+	}
+	return cpus, nil
 }
