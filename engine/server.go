@@ -159,6 +159,16 @@ type clientInfo struct {
 	pub    *publisher
 }
 
+// checkAddrFree binds addr without SO_REUSEPORT and releases it: it fails
+// when another socket listens there. Port 0 is always free.
+func checkAddrFree(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return ln.Close()
+}
+
 // chooseEngine resolves Config.Engine: whether to use io_uring, and the
 // description start-up logs and stat report.
 func chooseEngine(want string) (bool, string, error) {
@@ -294,6 +304,12 @@ func (s *Server) rebuild() error {
 // serving. It returns once the server accepts connections.
 func (s *Server) Start() error {
 	s.started = time.Now()
+	// The loops share the port with SO_REUSEPORT, which would also let this
+	// instance silently share it with another process (splitting clients
+	// between two brokers): make sure nobody holds it first.
+	if err := checkAddrFree(s.cfg.Listen); err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
 	var port int
 	for i := 0; i < s.cfg.Loops; i++ {
 		cpu := -1

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -291,5 +292,20 @@ func TestFlushAfterEverythingSynced(t *testing.T) {
 		c.waitAck(wire.AckKindFlushed, i)
 		c.publishN("t", "x", 1, 10, wire.AckPersisted) // all duplicates
 		c.waitAck(wire.AckKindPersisted, 10)
+	}
+}
+
+// A second instance on a port already served is refused instead of
+// silently sharing it through SO_REUSEPORT.
+func TestListenAddressInUse(t *testing.T) {
+	s := testServer(t, t.TempDir())
+	defer s.Close()
+	other, err := New(Config{Name: "other", Listen: s.Addr().String(), DataDir: t.TempDir(), Engine: testEngine, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := other.Start(); err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("second server on %s: %v", s.Addr(), err)
 	}
 }
