@@ -172,7 +172,7 @@ func (s *benchSubscriber) run(want uint64, deadline time.Time) {
 					sent := int64(binary.LittleEndian.Uint64(d.Record.Payload()))
 					s.lat = append(s.lat, time.Duration(now.UnixNano()-sent))
 				}
-			case wire.TypeHeartbeat:
+			case wire.TypeHeartbeat, wire.TypePosition:
 			default:
 				s.err = fmt.Errorf("subscriber: got %s %s", f.Type, describe(f))
 				return

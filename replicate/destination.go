@@ -2,9 +2,12 @@ package replicate
 
 import (
 	"errors"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tandemhq/tandem/journal"
 	"github.com/tandemhq/tandem/record"
@@ -105,6 +108,11 @@ func (d *destination) evaluate(now time.Time, lag time.Duration) bool {
 // startSender (re)starts shipping our journal over l from just after
 // through, where the peer says our stream is durable on its disk.
 func (d *destination) startSender(l *link, through uint64) {
+	// A Resume read from a link that has been replaced (both instances
+	// dialed) must not stop the sender of the link that replaced it.
+	if l.isClosed() || d.r.activeLink(l.peer) != l {
+		return
+	}
 	d.stopSender()
 	d.mu.Lock()
 	if l.isClosed() {
@@ -140,6 +148,15 @@ func (d *destination) send(run *senderRun, from uint64) {
 	defer d.r.wg.Done()
 	defer close(run.done)
 	l, r := run.l, d.r
+	if r.cfg.PinSenders {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		var set unix.CPUSet
+		set.Set(r.cfg.SenderCPU)
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			r.log.Warn("cannot pin replication sender", "cpu", r.cfg.SenderCPU, "err", err)
+		}
+	}
 	if first := r.j.FirstSeq(); from < first {
 		r.log.Error("destination is behind the retained journal: messages it never got were deleted",
 			"peer", d.cfg.Name, "resume", from, "first_held", first)
@@ -153,6 +170,11 @@ func (d *destination) send(run *senderRun, from uint64) {
 	defer cur.Close()
 	buf := make([]byte, 0, r.cfg.BatchBytes+64<<10)
 	prev := from - 1
+	// batchFrom is where the next batch's range starts: just after the
+	// last batch sent. Ranges skipped without sending (nothing in them for
+	// the destination) are covered by the next batch, so the destination
+	// sees a continuous stream.
+	batchFrom := from
 	heartbeat := time.NewTimer(r.cfg.Heartbeat)
 	defer heartbeat.Stop()
 	for !l.isClosed() {
@@ -202,7 +224,8 @@ func (d *destination) send(run *senderRun, from uint64) {
 			prev = through
 			continue
 		}
-		buf = finishBatch(buf, start, prev+1, through)
+		buf = finishBatch(buf, start, batchFrom, through)
+		batchFrom = through + 1
 		d.outstanding = append(d.outstanding, inflight{through: through, bytes: len(buf)})
 		d.outBytes += len(buf)
 		d.mu.Unlock()

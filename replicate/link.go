@@ -234,7 +234,12 @@ func (l *link) onBatch(src *source, body []byte, views []record.View) ([]record.
 		if waitFor, err = l.r.store.StoreReplicated(views, l.peerID); err != nil {
 			return views, fmt.Errorf("storing batch from %s: %w", l.peer, err)
 		}
+		src.storedLocal = max(src.storedLocal, waitFor)
 	}
+	// Records of this range skipped above were stored from an earlier batch
+	// (over a link that has since been replaced) whose append may not be
+	// durable yet: the acknowledgment waits for it too.
+	waitFor = max(waitFor, src.storedLocal)
 	if through > src.received {
 		src.received = through
 	}
@@ -314,6 +319,9 @@ type source struct {
 	// received: the highest source seq of that peer's stream we have
 	// examined and stored (durable or not yet).
 	received uint64
+	// storedLocal: the local seq whose durability covers everything stored
+	// from this stream so far (guarded by mu).
+	storedLocal uint64
 	// durable: acknowledged back to the peer; on our disk.
 	durable atomic.Uint64
 }

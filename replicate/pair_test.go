@@ -56,12 +56,18 @@ func startInstance(t testing.TB, name, dir, replListen string, peers ...string) 
 	return in
 }
 
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+// waitFor polls cond until it holds or d passes; diag, if given, describes
+// the state in the failure message.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool, diag ...func() string) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
+			extra := ""
+			for _, f := range diag {
+				extra += f()
+			}
+			t.Fatalf("timed out after %v waiting for %s%s", d, what, extra)
 		}
 		time.Sleep(2 * time.Millisecond) // polling a condition with a deadline
 	}

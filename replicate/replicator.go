@@ -232,7 +232,14 @@ func (r *Replicator) dialLoop(d *destination) {
 			err = r.handshakeDial(c, d.cfg.Name)
 			if err != nil {
 				c.Close()
+				if r.ctx.Err() == nil {
+					// Reached something that is not the peer we expect, or
+					// that does not know the secret: the operator must see it.
+					r.log.Warn("replication link refused", "peer", d.cfg.Name, "addr", d.cfg.Addr, "err", err)
+				}
 			}
+		} else if r.ctx.Err() == nil {
+			r.log.Debug("replication dial failed", "peer", d.cfg.Name, "addr", d.cfg.Addr, "err", err)
 		}
 		if err == nil {
 			backoff = 50 * time.Millisecond
@@ -241,7 +248,6 @@ func (r *Replicator) dialLoop(d *destination) {
 		if r.ctx.Err() != nil {
 			return
 		}
-		r.log.Debug("replication dial failed", "peer", d.cfg.Name, "addr", d.cfg.Addr, "err", err)
 		select {
 		case <-time.After(backoff):
 		case <-r.ctx.Done():
@@ -520,4 +526,29 @@ func (r *Replicator) loadPositions() {
 			d.acked.Store(v)
 		}
 	}
+}
+
+// LinkInfo describes the active link to peer, for tests and tools: the
+// local and remote addresses of its connection and the instance that
+// dialed it. ok is false when no link to peer is up.
+func (r *Replicator) LinkInfo(peer string) (local, remote, dialer string, ok bool) {
+	l := r.activeLink(peer)
+	if l == nil || l.isClosed() {
+		return "", "", "", false
+	}
+	return l.c.LocalAddr().String(), l.c.RemoteAddr().String(), l.dialer, true
+}
+
+// LinkCount returns how many authenticated links are up (registered and
+// not closed), for tests and tools: at most one per peer.
+func (r *Replicator) LinkCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, l := range r.links {
+		if !l.isClosed() {
+			n++
+		}
+	}
+	return n
 }

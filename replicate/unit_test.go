@@ -1,0 +1,369 @@
+package replicate
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandemhq/tandem/record"
+	"github.com/tandemhq/tandem/wire"
+)
+
+func TestParseDestination(t *testing.T) {
+	for _, tc := range []struct {
+		in          string
+		name, addr  string
+		mode        Mode
+		topics      string // "" = no filter
+		passthrough bool
+	}{
+		{in: "B=127.0.0.1:7500", name: "B", addr: "127.0.0.1:7500", mode: Sync},
+		{in: "B=127.0.0.1:7500,sync", name: "B", addr: "127.0.0.1:7500", mode: Sync},
+		{in: "B=127.0.0.1:7500,async", name: "B", addr: "127.0.0.1:7500", mode: Async},
+		{in: "B=[::1]:7500,async,passthrough", name: "B", addr: "[::1]:7500", mode: Async, passthrough: true},
+		{in: "dmz", name: "dmz", mode: Sync},
+		{in: "dmz,async,passthrough", name: "dmz", mode: Async, passthrough: true},
+		{in: "B=h:1,topics=^orders\\.", name: "B", addr: "h:1", mode: Sync, topics: "^orders\\."},
+		// commas inside the regex belong to it, up to the next option
+		{in: "B=h:1,topics=^a{1,3}(b|c){2,}$,async,passthrough", name: "B", addr: "h:1", mode: Async,
+			topics: "^a{1,3}(b|c){2,}$", passthrough: true},
+		{in: "B=h:1,passthrough,topics=x,y,z", name: "B", addr: "h:1", mode: Sync, topics: "x,y,z", passthrough: true},
+		{in: "B=h:1,async,sync", name: "B", addr: "h:1", mode: Sync}, // last mode wins
+	} {
+		d, err := ParseDestination(tc.in)
+		if err != nil {
+			t.Errorf("ParseDestination(%q): %v", tc.in, err)
+			continue
+		}
+		topics := ""
+		if d.Topics != nil {
+			topics = d.Topics.String()
+		}
+		if d.Name != tc.name || d.Addr != tc.addr || d.Mode != tc.mode || topics != tc.topics || d.Passthrough != tc.passthrough {
+			t.Errorf("ParseDestination(%q) = %+v (topics %q), want name %q addr %q mode %v topics %q passthrough %v",
+				tc.in, d, topics, tc.name, tc.addr, tc.mode, tc.topics, tc.passthrough)
+			continue
+		}
+		// String renders a form that parses back to the same destination.
+		d2, err := ParseDestination(d.String())
+		if err != nil {
+			t.Errorf("ParseDestination(String() = %q): %v", d.String(), err)
+			continue
+		}
+		if d2.String() != d.String() {
+			t.Errorf("round trip of %q: %q then %q", tc.in, d.String(), d2.String())
+		}
+	}
+
+	for _, tc := range []struct{ in, want string }{
+		{"B=h:1,fast", "unknown option"},
+		{"B=h:1,semi-sync", "unknown option"},
+		{"B=h:1,", "unknown option"},
+		{"B=h:1,topics=(unclosed", "topics regex"},
+		{"B=h:1,topics=a{2,1}", "topics regex"},
+		{"=h:1", "empty name"},
+		{"", "empty name"},
+		{",async", "empty name"},
+		{"B=nohostport", "address"},
+		{"B=", "address"},
+		{"B=h:1:2", "address"},
+	} {
+		_, err := ParseDestination(tc.in)
+		if err == nil {
+			t.Errorf("ParseDestination(%q) accepted", tc.in)
+			continue
+		}
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseDestination(%q) = %v, want ErrConfig mentioning %q", tc.in, err, tc.want)
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	dest := func(s string) Destination {
+		d, err := ParseDestination(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	ok := []Config{
+		{Self: "A"},
+		{Self: "A", Listen: "127.0.0.1:0", Destinations: []Destination{dest("B=h:1"), dest("C,async")}},
+		{Self: "A", DowngradeAfter: time.Second, UpgradeBelow: 999 * time.Millisecond},
+		{Self: "A", UpgradeBelow: 5 * time.Second}, // only one set: the other takes its default later
+	}
+	for _, c := range ok {
+		if err := c.Validate(); err != nil {
+			t.Errorf("Validate(%+v): %v", c, err)
+		}
+	}
+	bad := []struct {
+		c    Config
+		want string
+	}{
+		{Config{}, "name is empty"},
+		{Config{Self: "A", Destinations: []Destination{dest("A=h:1")}}, "this instance itself"},
+		{Config{Self: "A", Destinations: []Destination{dest("A")}}, "this instance itself"},
+		{Config{Self: "A", Destinations: []Destination{dest("B=h:1"), dest("C=h:2"), dest("B,async")}}, "listed twice"},
+		{Config{Self: "A", Destinations: []Destination{{Name: "B", Mode: Mode(7)}}}, "unknown mode"},
+		{Config{Self: "A", Listen: "nope"}, "repl-listen"},
+		{Config{Self: "A", DowngradeAfter: time.Second, UpgradeBelow: time.Second}, "must be below"},
+		{Config{Self: "A", DowngradeAfter: time.Second, UpgradeBelow: 2 * time.Second}, "must be below"},
+	}
+	for _, tc := range bad {
+		err := tc.c.Validate()
+		if err == nil || !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Validate(%+v) = %v, want ErrConfig mentioning %q", tc.c, err, tc.want)
+		}
+	}
+	// New refuses what Validate refuses.
+	if _, err := New(Config{Self: "A", Destinations: []Destination{dest("A")}}, nil, nil, nil, nil); !errors.Is(err, ErrConfig) {
+		t.Errorf("New with itself as a peer: %v", err)
+	}
+}
+
+func view(t *testing.T, origin, via uint64, topic string) record.View {
+	t.Helper()
+	b := record.Append(nil, &record.Header{Seq: 1, Origin: origin, Publisher: record.ID("p"), PubSeq: 1, Via: via},
+		[]byte(topic), []byte("x"))
+	v, _, err := record.Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestFilterWants(t *testing.T) {
+	A, B, C, D := record.ID("A"), record.ID("B"), record.ID("C"), record.ID("D")
+	dest := func(s string) Destination {
+		d, err := ParseDestination(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	for _, tc := range []struct {
+		dest        string
+		origin, via uint64
+		topic       string
+		want        bool
+	}{
+		// first published here: every destination whose filter matches
+		{"B=h:1", A, 0, "t", true},
+		{"B=h:1,passthrough", A, 0, "t", true},
+		// received by replication: only passthrough destinations
+		{"B=h:1", C, C, "t", false},
+		{"B=h:1,passthrough", C, C, "t", true},
+		{"B=h:1,passthrough", C, D, "t", true},
+		// never back to its origin or to where this copy came from
+		{"B=h:1,passthrough", B, B, "t", false},
+		{"B=h:1,passthrough", B, C, "t", false},
+		{"B=h:1,passthrough", C, B, "t", false},
+		// topic filter, on both kinds
+		{"B=h:1,topics=^orders\\.", A, 0, "orders.eu", true},
+		{"B=h:1,topics=^orders\\.", A, 0, "quotes.eu", false},
+		{"B=h:1,topics=^orders\\.,passthrough", C, C, "orders.eu", true},
+		{"B=h:1,topics=^orders\\.,passthrough", C, C, "quotes.eu", false},
+		{"B=h:1,topics=^orders\\.", C, C, "orders.eu", false},
+	} {
+		f := newFilter("A", dest(tc.dest))
+		v := view(t, tc.origin, tc.via, tc.topic)
+		for i := 0; i < 2; i++ { // second time from the verdict cache
+			if got := f.wants(v); got != tc.want {
+				t.Errorf("dest %q, origin %x via %x topic %q (call %d): wants = %v, want %v", tc.dest, tc.origin, tc.via, tc.topic, i, got, tc.want)
+			}
+		}
+	}
+	// The verdict cache is bounded and stays correct past its bound.
+	f := newFilter("A", dest("B=h:1,topics=7$"))
+	for i := 0; i < maxFilterCache+100; i++ {
+		topic := "t" + strings.Repeat("x", i%3) + string(rune('0'+i%10)) + itoa(i)
+		want := strings.HasSuffix(topic, "7")
+		if got := f.wants(view(t, A, 0, topic)); got != want {
+			t.Fatalf("topic %q: wants %v", topic, got)
+		}
+	}
+	if len(f.cache) > maxFilterCache {
+		t.Fatalf("filter cache grew to %d entries", len(f.cache))
+	}
+}
+
+func itoa(i int) string {
+	if i == 0 {
+		return "0"
+	}
+	s := ""
+	for ; i > 0; i /= 10 {
+		s = string(rune('0'+i%10)) + s
+	}
+	return s
+}
+
+func TestNextState(t *testing.T) {
+	const down, up = time.Second, 100 * time.Millisecond
+	for _, tc := range []struct {
+		mode      Mode
+		cur       State
+		connected bool
+		lag       time.Duration
+		want      State
+	}{
+		{Async, StateAsync, true, 0, StateAsync},
+		{Async, StateAsync, false, time.Hour, StateAsync},
+		{Async, StateSync, true, 0, StateAsync}, // reconfigured: async never holds acks
+		{Sync, StateSync, true, 0, StateSync},
+		{Sync, StateSync, true, down, StateSync}, // at the limit: not yet
+		{Sync, StateSync, true, down + 1, StateDowngraded},
+		{Sync, StateSync, false, 0, StateDowngraded},
+		{Sync, StateSync, true, 500 * time.Millisecond, StateSync}, // between the ages: stays
+		{Sync, StateDowngraded, false, 0, StateDowngraded},
+		{Sync, StateDowngraded, true, up, StateDowngraded}, // not below yet
+		{Sync, StateDowngraded, true, up - 1, StateSync},
+		{Sync, StateDowngraded, true, 0, StateSync},
+		{Sync, StateDowngraded, true, 500 * time.Millisecond, StateDowngraded}, // hysteresis
+		{Sync, StateAsync, true, 0, StateSync},
+		{Sync, StateAsync, false, 0, StateDowngraded},
+	} {
+		if got := nextState(tc.mode, tc.cur, tc.connected, tc.lag, down, up); got != tc.want {
+			t.Errorf("nextState(%v, %v, connected=%v, lag=%v) = %v, want %v", tc.mode, tc.cur, tc.connected, tc.lag, got, tc.want)
+		}
+	}
+	for s, want := range map[State]string{StateSync: "sync", StateAsync: "async", StateDowngraded: "downgraded"} {
+		if s.String() != want {
+			t.Errorf("%d.String() = %q", s, s.String())
+		}
+	}
+}
+
+// split takes exactly one frame off b.
+func split(t *testing.T, b []byte, want wire.Type) []byte {
+	t.Helper()
+	f, n, err := wire.Split(b, len(b)+1)
+	if err != nil || n != len(b) {
+		t.Fatalf("split %d bytes: frame of %d, %v", len(b), n, err)
+	}
+	if f.Type != want {
+		t.Fatalf("frame type %v, want %v", f.Type, want)
+	}
+	return f.Body
+}
+
+func TestProtoRoundTrips(t *testing.T) {
+	h := hello{Version: protoVersion, From: "alpha", To: "beta-2", Nonce: newNonce()}
+	h.Proof = proofFor([]byte("k"), h.From, h.To, h.Nonce)
+	var got hello
+	if err := decodeHello(split(t, appendHello([]byte("prefix"), &h)[6:], typeHello), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got != h {
+		t.Fatalf("hello: got %+v, want %+v", got, h)
+	}
+	// empty names round trip too (rejected later, by the handshake)
+	if err := decodeHello(split(t, appendHello(nil, &hello{Version: 9}), typeHello), &got); err != nil || got.From != "" || got.To != "" || got.Version != 9 {
+		t.Fatalf("empty hello: %+v, %v", got, err)
+	}
+
+	p := proofFor([]byte("k"), "a", "b", h.Nonce)
+	if body := split(t, appendProof(nil, p), typeProof); string(body) != string(p[:]) {
+		t.Fatalf("proof body %x", body)
+	}
+
+	for _, typ := range []wire.Type{typeResume, typeBatchAck} {
+		for _, v := range []uint64{0, 1, 1 << 40, ^uint64(0)} {
+			got, err := decodeU64(typ, split(t, appendU64Frame(nil, typ, v), typ))
+			if err != nil || got != v {
+				t.Fatalf("%s %d: got %d, %v", typeName(typ), v, got, err)
+			}
+		}
+	}
+
+	// batches: with records, and empty (a range the destination gets nothing of)
+	r1 := record.Append(nil, &record.Header{Seq: 5, Origin: 1, Publisher: 2, PubSeq: 3}, []byte("t"), []byte("one"))
+	r2 := record.Append(nil, &record.Header{Seq: 7, Origin: 1, Publisher: 2, PubSeq: 4}, []byte("t"), []byte("two"))
+	b, s := startBatch([]byte("xx"))
+	b = append(b, r1...)
+	b = append(b, r2...)
+	b = finishBatch(b, s, 5, 9)
+	from, through, recs, err := decodeBatch(split(t, b[2:], typeBatch))
+	if err != nil || from != 5 || through != 9 || string(recs) != string(r1)+string(r2) {
+		t.Fatalf("batch: [%d, %d] %d bytes, %v", from, through, len(recs), err)
+	}
+	b, s = startBatch(nil)
+	b = finishBatch(b, s, 10, 20)
+	if from, through, recs, err := decodeBatch(split(t, b, typeBatch)); err != nil || from != 10 || through != 20 || len(recs) != 0 {
+		t.Fatalf("empty batch: [%d, %d] %d bytes, %v", from, through, len(recs), err)
+	}
+	// from == through+1 is an empty range: allowed
+	b, s = startBatch(nil)
+	if _, _, _, err := decodeBatch(split(t, finishBatch(b, s, 4, 3), typeBatch)); err != nil {
+		t.Fatalf("batch [4, 3]: %v", err)
+	}
+
+	for _, typ := range []wire.Type{typeHello, typeProof, typeResume, typeBatch, typeBatchAck} {
+		if strings.Contains(typeName(typ), "(") || typeName(typ) == "" {
+			t.Errorf("typeName(%d) = %q", typ, typeName(typ))
+		}
+	}
+}
+
+func TestProtoDecodeErrors(t *testing.T) {
+	good := appendHello(nil, &hello{Version: 1, From: "ab", To: "cd"})
+	body := split(t, good, typeHello)
+	var h hello
+	for name, b := range map[string][]byte{
+		"short":         body[:helloFixed-1],
+		"empty":         nil,
+		"names too big": append(append([]byte{}, body[:2]...), append([]byte{9, 0}, body[4:]...)...),
+		"trailing byte": append(append([]byte{}, body...), 'x'),
+		"truncated to":  body[:len(body)-1],
+	} {
+		if err := decodeHello(b, &h); !errors.Is(err, wire.ErrMalformed) {
+			t.Errorf("hello %s: %v", name, err)
+		}
+	}
+	for _, n := range []int{0, 7, 9, 16} {
+		if _, err := decodeU64(typeResume, make([]byte, n)); !errors.Is(err, wire.ErrMalformed) || !strings.Contains(err.Error(), "resume") {
+			t.Errorf("resume of %d bytes: %v", n, err)
+		}
+	}
+	batch := func(from, through uint64) []byte {
+		b, s := startBatch(nil)
+		return split(t, finishBatch(b, s, from, through), typeBatch)
+	}
+	for name, b := range map[string][]byte{
+		"short":     make([]byte, batchFixed-1),
+		"from 0":    batch(0, 5),
+		"backwards": batch(9, 5),
+	} {
+		if _, _, _, err := decodeBatch(b); !errors.Is(err, wire.ErrMalformed) {
+			t.Errorf("batch %s: %v", name, err)
+		}
+	}
+}
+
+func TestProofFor(t *testing.T) {
+	n1, n2 := newNonce(), newNonce()
+	if n1 == n2 {
+		t.Fatal("two nonces are equal")
+	}
+	base := proofFor([]byte("secret"), "A", "B", n1)
+	if base != proofFor([]byte("secret"), "A", "B", n1) {
+		t.Fatal("proofFor is not deterministic")
+	}
+	for name, p := range map[string][proofSize]byte{
+		"secret":      proofFor([]byte("secreT"), "A", "B", n1),
+		"empty key":   proofFor(nil, "A", "B", n1),
+		"from":        proofFor([]byte("secret"), "C", "B", n1),
+		"to":          proofFor([]byte("secret"), "A", "C", n1),
+		"direction":   proofFor([]byte("secret"), "B", "A", n1),
+		"nonce":       proofFor([]byte("secret"), "A", "B", n2),
+		"name split":  proofFor([]byte("secret"), "A|", "B", n1), // "A||B|" vs "A|B|": the separator is in the MAC
+		"name split2": proofFor([]byte("secret"), "", "A|B", n1),
+	} {
+		if p == base {
+			t.Errorf("changing the %s does not change the proof", name)
+		}
+	}
+}
