@@ -131,10 +131,16 @@ func decodeBatch(body []byte) (from, through uint64, records []byte, err error) 
 }
 
 // proofFor is what `from` sends to prove it knows the secret, answering the
-// nonce the other side chose: HMAC-SHA256(secret, "tandem-repl/1|" from "|" to "|" nonce).
+// nonce the other side chose: HMAC-SHA256(secret, "tandem-repl/1" |
+// len(from) u16 | from | len(to) u16 | to | nonce). The lengths keep two
+// different name pairs from ever producing the same input.
 func proofFor(secret []byte, from, to string, nonce [nonceSize]byte) [proofSize]byte {
 	m := hmac.New(sha256.New, secret)
-	m.Write([]byte("tandem-repl/1|" + from + "|" + to + "|"))
+	m.Write([]byte("tandem-repl/1"))
+	m.Write(binary.LittleEndian.AppendUint16(nil, uint16(len(from))))
+	m.Write([]byte(from))
+	m.Write(binary.LittleEndian.AppendUint16(nil, uint16(len(to))))
+	m.Write([]byte(to))
 	m.Write(nonce[:])
 	var out [proofSize]byte
 	copy(out[:], m.Sum(nil))
