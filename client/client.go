@@ -55,14 +55,21 @@ type statResult struct {
 // Logon refusals come back as *ServerError matching ErrNameInUse, ErrAuth,
 // ErrVersion, ...
 func Connect(ctx context.Context, addr string, opts ...Option) (*Client, error) {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return connectWith(ctx, addr, cfg)
+}
+
+// connectWith is Connect with a built configuration (the HA client makes
+// one per attempt).
+func connectWith(ctx context.Context, addr string, cfg config) (*Client, error) {
 	c := &Client{
-		cfg:     defaultConfig(),
+		cfg:     cfg,
 		subs:    make(map[uint32]*Subscription),
 		flushes: make(map[uint64]chan error),
 		done:    make(chan struct{}),
-	}
-	for _, o := range opts {
-		o(&c.cfg)
 	}
 	if c.cfg.ack > wire.AckPersisted {
 		return nil, fmt.Errorf("client: ack level %d", c.cfg.ack)
@@ -134,6 +141,12 @@ func (c *Client) Publish(ctx context.Context, topic string, payload []byte) (uin
 
 // PublishBytes is Publish with the topic as bytes (copied before it returns).
 func (c *Client) PublishBytes(ctx context.Context, topic, payload []byte) (uint64, error) {
+	return c.publish(ctx, 0, topic, payload)
+}
+
+// publish sends one message; at, when non-zero, is its publisher sequence
+// (the HA client re-publishing from its store), otherwise the next one.
+func (c *Client) publish(ctx context.Context, at uint64, topic, payload []byte) (uint64, error) {
 	if len(topic) == 0 || len(topic) > record.MaxTopic {
 		return 0, ErrBadTopic
 	}
@@ -145,6 +158,9 @@ func (c *Client) PublishBytes(ctx context.Context, topic, payload []byte) (uint6
 	for {
 		if err := cn.lock(); err != nil {
 			return 0, err
+		}
+		if at != 0 {
+			c.nextSeq = at
 		}
 		if !c.fullLocked(cn, size) {
 			seq := c.nextSeq
@@ -318,6 +334,9 @@ func (c *Client) handleAck(cn *conn, a wire.Ack) error {
 		}
 		if a.Kind == wire.AckKindPersisted && a.Seq > c.persisted.Load() {
 			c.persisted.Store(a.Seq)
+			if f := c.cfg.persistHook; f != nil {
+				f(a.Seq)
+			}
 		}
 		if wire.AckWanted(a.Kind) >= c.cfg.ack && c.cfg.ack != wire.AckNone {
 			prev := c.acked.Load()
@@ -407,6 +426,17 @@ func (c *Client) refuse(seq uint64, err error) {
 	c.refusals.Add(1)
 	if f := c.cfg.ackHandler; f != nil {
 		f(seq, err)
+	}
+}
+
+// handlePosition implements handler (reader goroutine): a subscription's
+// starting progress, for the HA layer's bookmark store.
+func (c *Client) handlePosition(cn *conn, p wire.Position) {
+	c.smu.Lock()
+	s := c.subs[p.SubID]
+	c.smu.Unlock()
+	if s != nil && s.onPosition != nil {
+		s.onPosition(p)
 	}
 }
 

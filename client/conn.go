@@ -20,6 +20,7 @@ type handler interface {
 	handleAck(cn *conn, a wire.Ack) error
 	handleDeliver(cn *conn, d wire.Deliver) error
 	handleStatReply(cn *conn, doc []byte)
+	handlePosition(cn *conn, p wire.Position)
 	// connEnded is called once, after the reader has stopped and the socket
 	// is closed, with the first cause of the end.
 	connEnded(cn *conn, err error)
@@ -34,6 +35,13 @@ type conn struct {
 	nc       net.Conn
 	h        handler
 	maxFrame int
+	// idle is how long the reader waits for a byte before declaring the
+	// server dead; 0: two granted heartbeat intervals.
+	idle time.Duration
+	// beforeWrite, if set, runs on the writer before each socket write (the
+	// HA client's publish store makes the batch durable there first).
+	beforeWrite func() error
+	onWriteErr  func(error)
 
 	// From the logon reply.
 	version    uint16
@@ -86,17 +94,20 @@ func dial(ctx context.Context, addr string, cfg *config, h handler) (*conn, erro
 		_ = tc.SetNoDelay(true) // the writer batches; no Nagle delay on top
 	}
 	cn := &conn{
-		nc:         nc,
-		h:          h,
-		maxFrame:   cfg.maxFrame,
-		kick:       make(chan struct{}, 1),
-		closing:    make(chan struct{}),
-		done:       make(chan struct{}),
-		readerDone: make(chan struct{}),
-		writerDone: make(chan struct{}),
-		rbuf:       make([]byte, max(cfg.readBuffer, 4096)),
-		wbuf:       make([]byte, 0, cfg.writeBuffer+cfg.writeBuffer/4),
-		spare:      make([]byte, 0, cfg.writeBuffer+cfg.writeBuffer/4),
+		nc:          nc,
+		h:           h,
+		maxFrame:    cfg.maxFrame,
+		idle:        cfg.idleTimeout,
+		beforeWrite: cfg.beforeWrite,
+		onWriteErr:  cfg.errorHandler,
+		kick:        make(chan struct{}, 1),
+		closing:     make(chan struct{}),
+		done:        make(chan struct{}),
+		readerDone:  make(chan struct{}),
+		writerDone:  make(chan struct{}),
+		rbuf:        make([]byte, max(cfg.readBuffer, 4096)),
+		wbuf:        make([]byte, 0, cfg.writeBuffer+cfg.writeBuffer/4),
+		spare:       make([]byte, 0, cfg.writeBuffer+cfg.writeBuffer/4),
 	}
 	if err := cn.logon(ctx, cfg); err != nil {
 		nc.Close()
@@ -236,17 +247,18 @@ func (cn *conn) readLoop() {
 				return
 			}
 		}
-		if cn.heartbeat > 0 {
-			cn.nc.SetReadDeadline(time.Now().Add(2 * cn.heartbeat))
+		idle := cn.idleLimit()
+		if idle > 0 {
+			cn.nc.SetReadDeadline(time.Now().Add(idle))
 		}
 		err := cn.fill()
-		if err != nil && cn.heartbeat > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+		if err != nil && idle > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
 			// The deadline timer can fire before a starved reader sees
 			// bytes that did arrive: look once more before declaring the
 			// server dead (a read with a live deadline tries the socket).
 			cn.nc.SetReadDeadline(time.Now().Add(time.Millisecond))
 			if err = cn.fill(); err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-				err = fmt.Errorf("%w: nothing from the server for %v", ErrHeartbeatTimeout, 2*cn.heartbeat)
+				err = fmt.Errorf("%w: nothing from the server for %v", ErrHeartbeatTimeout, idle)
 			}
 		}
 		if err != nil {
@@ -254,6 +266,17 @@ func (cn *conn) readLoop() {
 			return
 		}
 	}
+}
+
+// idleLimit is the silence after which the server is considered dead.
+func (cn *conn) idleLimit() time.Duration {
+	if cn.heartbeat <= 0 {
+		return 0
+	}
+	if cn.idle > 0 {
+		return cn.idle
+	}
+	return 2 * cn.heartbeat
 }
 
 func (cn *conn) dispatch(f wire.Frame) error {
@@ -273,12 +296,13 @@ func (cn *conn) dispatch(f wire.Frame) error {
 	case wire.TypeHeartbeat:
 		return nil
 	case wire.TypePosition:
-		// A subscription's starting progress per origin; the single-server
-		// client does not resume across instances and ignores it.
+		// A subscription's starting progress per origin: the HA client's
+		// bookmark store keeps it for resuming on another instance.
 		var p wire.Position
 		if err := wire.DecodePosition(f.Body, &p); err != nil {
 			return fmt.Errorf("%w: %w", ErrProtocol, err)
 		}
+		cn.h.handlePosition(cn, p)
 		return nil
 	case wire.TypeStatReply:
 		cn.h.handleStatReply(cn, f.Body)
@@ -328,6 +352,11 @@ func (cn *conn) writeLoop() {
 		cn.wbuf = cn.spare[:0]
 		cn.wmu.Unlock()
 		if len(buf) > 0 {
+			if cn.beforeWrite != nil {
+				if err := cn.beforeWrite(); err != nil && cn.onWriteErr != nil {
+					cn.onWriteErr(err)
+				}
+			}
 			if _, err := cn.nc.Write(buf); err != nil {
 				cn.end(err)
 				return

@@ -54,9 +54,10 @@
 // *ServerError from an Error frame, ErrHeartbeatTimeout, a network error).
 // Messages not yet acknowledged are then reported to the ack handler with
 // that error; waiting calls return it; subscription channels are closed.
-// The client does not reconnect: the HA layer (issue 4) will own and
-// replace conns, keeping the publish sequence, window and subscriptions
-// that live in Client.
+// A Client does not reconnect: HAClient (ha.go, docs/client.md) makes a
+// new Client per connection and keeps what survives them: the publish
+// sequence and PublishStore, the subscriptions (SubscriptionManager) and
+// their progress (BookmarkStore).
 //
 // Publisher sequences continue after the LastPubSeq the server reports at
 // logon, so a client that restarts under the same name appends rather than

@@ -29,6 +29,11 @@ type config struct {
 	maxFrame     int
 	readBuffer   int
 	writeBuffer  int
+	idleTimeout  time.Duration
+
+	// Set by the HA client.
+	persistHook func(pubSeq uint64) // the persisted ack advanced to pubSeq (reader goroutine)
+	beforeWrite func() error        // runs on the writer before each socket write
 }
 
 // Defaults.
@@ -127,3 +132,9 @@ func WithWriteBuffer(n int) Option {
 		}
 	}
 }
+
+// WithIdleTimeout sets how long the client waits without a byte from the
+// server before it declares the connection dead (ErrHeartbeatTimeout).
+// Default: two granted heartbeat intervals. It needs heartbeats (the server
+// sends one after an interval without other output).
+func WithIdleTimeout(d time.Duration) Option { return func(c *config) { c.idleTimeout = d } }

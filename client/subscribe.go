@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +22,13 @@ type Message struct {
 	Time     time.Time       // when the origin instance stored it
 	Bookmark record.Bookmark // names this message; resume after it with From(Bookmark(b))
 	Seq      uint64          // position in the delivering instance's journal (= Bookmark.Seq)
+	// Origin and OriginSeq name the message's place in the stream of the
+	// instance it was first published to: the same on every instance.
+	Origin    uint64
+	OriginSeq uint64
+	// SubName is the HA subscription's id (WithSubID) for BookmarkStore.Discard;
+	// empty for other subscriptions.
+	SubName string
 }
 
 func (m *Message) fill(subID uint32, v record.View) {
@@ -30,6 +38,8 @@ func (m *Message) fill(subID uint32, v record.View) {
 	m.Time = time.Unix(0, v.Time())
 	m.Bookmark = v.Bookmark()
 	m.Seq = m.Bookmark.Seq
+	m.Origin = v.Origin()
+	m.OriginSeq = v.OriginSeq()
 }
 
 // clone returns a copy whose slices share one new allocation.
@@ -47,7 +57,11 @@ func (m *Message) clone() *Message {
 type Start struct {
 	kind     wire.StartKind
 	bookmark record.Bookmark
+	resume   []wire.ResumeEntry // StartResume (set by the HA client)
 }
+
+// startMostRecent is MostRecent's kind: resolved by the HA client.
+const startMostRecent wire.StartKind = 255
 
 // Subscription starting points.
 var (
@@ -64,14 +78,17 @@ func Bookmark(b record.Bookmark) Start { return Start{kind: wire.StartBookmark, 
 type SubOption func(*subConfig)
 
 type subConfig struct {
-	start   Start
-	match   wire.MatchKind
-	handler func(*Message)
-	buffer  int
+	start      Start
+	match      wire.MatchKind
+	handler    func(*Message)
+	buffer     int
+	fromSet    bool
+	subName    string              // WithSubID (HA client)
+	onPosition func(wire.Position) // set by the HA client
 }
 
 // From sets where the subscription starts (default Now).
-func From(s Start) SubOption { return func(c *subConfig) { c.start = s } }
+func From(s Start) SubOption { return func(c *subConfig) { c.start, c.fromSet = s, true } }
 
 // Prefix matches every topic that starts with the subscription topic.
 func Prefix() SubOption { return func(c *subConfig) { c.match = wire.MatchPrefix } }
@@ -108,15 +125,16 @@ type Subscription struct {
 	// after Unsubscribe, or when the connection ends (see Err).
 	C <-chan *Message
 
-	c        *Client
-	ch       chan *Message
-	handler  func(*Message)
-	ready    chan error    // the Subscribed ack (or refusal)
-	stopping atomic.Bool   // deliveries from now on are dropped
-	stop     chan struct{} // closed with stopping: unblocks the reader
-	stopOnce sync.Once
-	done     chan struct{} // closed by finish
-	err      error         // set before done is closed
+	c          *Client
+	ch         chan *Message
+	handler    func(*Message)
+	onPosition func(wire.Position)
+	ready      chan error    // the Subscribed ack (or refusal)
+	stopping   atomic.Bool   // deliveries from now on are dropped
+	stop       chan struct{} // closed with stopping: unblocks the reader
+	stopOnce   sync.Once
+	done       chan struct{} // closed by finish
+	err        error         // set before done is closed
 }
 
 // Subscribe starts a subscription to topic and waits until the server has
@@ -130,13 +148,17 @@ func (c *Client) Subscribe(ctx context.Context, topic string, opts ...SubOption)
 	if topic == "" || len(topic) > record.MaxTopic {
 		return nil, ErrBadTopic
 	}
+	if sc.start.kind == startMostRecent {
+		return nil, errors.New("client: From(MostRecent) needs the HA client and WithSubID")
+	}
 	s := &Subscription{
-		Topic:   topic,
-		c:       c,
-		handler: sc.handler,
-		ready:   make(chan error, 1),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
+		Topic:      topic,
+		c:          c,
+		handler:    sc.handler,
+		onPosition: sc.onPosition,
+		ready:      make(chan error, 1),
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
 	}
 	if sc.handler == nil {
 		s.ch = make(chan *Message, sc.buffer)
@@ -152,9 +174,12 @@ func (c *Client) Subscribe(ctx context.Context, topic string, opts ...SubOption)
 	c.subs[s.ID] = s
 	c.smu.Unlock()
 	wasEmpty := len(cn.wbuf) == 0
-	if sc.start.kind == wire.StartBookmark {
+	switch sc.start.kind {
+	case wire.StartBookmark:
 		cn.wbuf = wire.AppendSubscribe(cn.wbuf, s.ID, sc.start.kind, sc.match, []byte(topic), sc.start.bookmark)
-	} else {
+	case wire.StartResume:
+		cn.wbuf = wire.AppendSubscribeResume(cn.wbuf, s.ID, sc.match, []byte(topic), sc.start.resume)
+	default:
 		cn.wbuf = wire.AppendSubscribe(cn.wbuf, s.ID, sc.start.kind, sc.match, []byte(topic))
 	}
 	cn.unlock(wasEmpty)

@@ -104,13 +104,21 @@ func parseFlags(fs *flag.FlagSet, args []string) int {
 	return -1
 }
 
-// firstServer returns the first address of a comma-separated list. Failover
-// across the list comes with the HA client (issue 4).
+// firstServer returns the first address of a comma-separated list.
 func firstServer(list string) string {
-	for _, a := range strings.Split(list, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			return a
-		}
+	if l := serverList(list); len(l) > 0 {
+		return l[0]
 	}
 	return ""
+}
+
+// serverList returns the addresses of a comma-separated list.
+func serverList(list string) []string {
+	var out []string
+	for _, a := range strings.Split(list, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
 }

@@ -21,19 +21,28 @@ import (
 const subText = `Subscribes to --topic and prints each message's payload as one line on
 standard output, in delivery order, until --count messages have arrived,
 --idle passes with no message, or it is interrupted. Output is buffered and
-flushed whenever the subscription goes quiet, and at exit.
+flushed at least every 20ms, and at exit.
 
 Topic matching: exact by default; --prefix matches every topic starting with
 --topic; --regex treats --topic as a Go RE2 expression. A topic ending in '*'
 with neither --prefix nor --regex is a prefix match of what precedes the '*'
 ("orders.*" matches "orders.new").
 
---from is epoch (the whole journal, then live), now (only new messages) or a
+--from is epoch (the whole journal, then live), now (only new messages), a
 bookmark as printed by --format json ("PUBLISHER:PUBSEQ:SEQ"), to resume
-right after that message. --format json prints one object per line:
+right after that message, or recent (with --sub-id: right after the last
+message this subscription processed; epoch the first time). --format json
+prints one object per line:
 {"bookmark":"...","topic":"...","timestamp":"RFC3339Nano","payload":"..."}.
-Only the first address of --servers is used for now; failover across the list
-comes with the HA client.
+
+sub is the HA client: when the connection is lost it fails over to the next
+address of --servers and re-enters the subscription. With --sub-id ID and
+--bookmark-store FILE the subscription is resumable: each message is marked
+processed (discarded) once printed, the progress is written to FILE after
+the output it covers has been written, and after a failover, or when sub is
+run again with the same --sub-id and FILE (even after kill -9), it resumes
+right after the last message processed, on either instance of a sync pair.
+Without --sub-id it is re-entered from now after a failover.
 `
 
 func runSub(args []string, _ io.Reader, stdout, stderr io.Writer) int {
@@ -43,7 +52,11 @@ func runSub(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	topic := fs.String("topic", "", "`TOPIC` or pattern to subscribe to (required)")
 	prefix := fs.Bool("prefix", false, "match topics starting with --topic")
 	regex := fs.Bool("regex", false, "match topics against --topic as a regular expression")
-	from := fs.String("from", "now", "where to start: `epoch|now|BOOKMARK`")
+	from := fs.String("from", "", "where to start: `epoch|now|recent|BOOKMARK` (default now; recent with --sub-id)")
+	subID := fs.String("sub-id", "", "resumable subscription `ID` (with --bookmark-store)")
+	bmFile := fs.String("bookmark-store", "", "`FILE` keeping the progress of --sub-id (default: in memory)")
+	retryFor := fs.Duration("retry-for", time.Minute, "after a lost connection, give up when no server could be reached for this long")
+	connectFor := fs.Duration("connect-for", 5*time.Second, "give up the first connection after this long")
 	count := fs.Int("count", 0, "stop after `N` messages (0: no limit)")
 	idle := fs.Duration("idle", 0, "stop after `DURATION` with no message (0: never)")
 	format := fs.String("format", "text", "output format: text|json")
@@ -51,8 +64,8 @@ func runSub(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	if rc := parseFlags(fs, args); rc >= 0 {
 		return rc
 	}
-	addr := firstServer(*servers)
-	if *topic == "" || addr == "" {
+	addrs := serverList(*servers)
+	if *topic == "" || len(addrs) == 0 {
 		fmt.Fprintln(stderr, "tandem sub: --topic and --servers are required")
 		fs.Usage()
 		return 2
@@ -63,6 +76,10 @@ func runSub(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	}
 	if *format != "text" && *format != "json" {
 		fmt.Fprintf(stderr, "tandem sub: --format %q: want text or json\n", *format)
+		return 2
+	}
+	if *bmFile != "" && *subID == "" {
+		fmt.Fprintln(stderr, "tandem sub: --bookmark-store needs --sub-id")
 		return 2
 	}
 	var subOpts []client.SubOption
@@ -76,11 +93,23 @@ func runSub(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		t = strings.TrimSuffix(t, "*")
 		subOpts = append(subOpts, client.Prefix())
 	}
+	if *from == "" {
+		*from = "now"
+		if *subID != "" {
+			*from = "recent"
+		}
+	}
 	switch *from {
 	case "epoch":
 		subOpts = append(subOpts, client.From(client.Epoch))
 	case "now":
 		subOpts = append(subOpts, client.From(client.Now))
+	case "recent":
+		if *subID == "" {
+			fmt.Fprintln(stderr, "tandem sub: --from recent needs --sub-id")
+			return 2
+		}
+		subOpts = append(subOpts, client.From(client.MostRecent))
 	default:
 		b, err := record.ParseBookmark(*from)
 		if err != nil {
@@ -89,21 +118,58 @@ func runSub(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		}
 		subOpts = append(subOpts, client.From(client.Bookmark(b)))
 	}
+	if *subID != "" {
+		subOpts = append(subOpts, client.WithSubID(*subID))
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	opts := []client.Option{client.WithHeartbeat(*heartbeat)}
-	if *name != "" {
-		opts = append(opts, client.WithName(*name))
+	var bms client.BookmarkStore
+	if *bmFile != "" {
+		fb, err := client.OpenFileBookmarkStore(*bmFile, client.SyncBatch)
+		if err != nil {
+			fmt.Fprintf(stderr, "tandem sub: %v\n", err)
+			return 1
+		}
+		defer fb.Close()
+		bms = fb
 	}
-	c, err := client.Connect(ctx, addr, opts...)
+	cfg := client.HAConfig{
+		Name:          *name,
+		Servers:       addrs,
+		Heartbeat:     *heartbeat,
+		BookmarkStore: bms,
+		Delay:         &client.ExponentialDelayStrategy{Initial: 10 * time.Millisecond, Multiplier: 2, Max: time.Second, MaxTotal: *retryFor, Jitter: 0.2},
+		OnState: func(e client.Event) {
+			switch e.State {
+			case client.StateDisconnected:
+				fmt.Fprintf(stderr, "tandem sub: lost %s: %v\n", e.URI, e.Err)
+			case client.StateFailedOver:
+				fmt.Fprintf(stderr, "tandem sub: failed over from %s to %s (%s)\n", e.From, e.URI, e.Instance)
+			}
+		},
+	}
+	if *heartbeat == 0 {
+		cfg.Heartbeat = -1
+	}
+	c, err := client.NewHA(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "tandem sub: %v\n", err)
 		return 1
 	}
 	defer c.Close()
+	cctx, ccancel := context.WithTimeout(ctx, *connectFor)
+	err = c.Connect(cctx)
+	ccancel()
+	if err != nil {
+		fmt.Fprintf(stderr, "tandem sub: %v\n", err)
+		return 1
+	}
 
 	p := &printer{w: bufio.NewWriterSize(stdout, 256<<10), json: *format == "json", limit: *count, full: make(chan struct{})}
+	if *subID != "" {
+		p.bms = c.BookmarkStore()
+	}
 	sub, err := c.Subscribe(ctx, t, append(subOpts, client.WithHandler(p.print))...)
 	if err != nil {
 		fmt.Fprintf(stderr, "tandem sub: %v\n", err)
@@ -136,8 +202,8 @@ loop:
 		case now := <-ticker.C:
 			p.mu.Lock()
 			n, werr := p.n, p.err
-			if n == seen && p.w.Buffered() > 0 {
-				werr = p.w.Flush()
+			if p.w.Buffered() > 0 {
+				werr = p.flushLocked()
 			}
 			p.mu.Unlock()
 			if werr != nil {
@@ -159,7 +225,7 @@ loop:
 	p.closed = true
 	err = p.err
 	if err == nil {
-		err = p.w.Flush()
+		err = p.flushLocked()
 	}
 	p.mu.Unlock()
 	if err != nil && rc == 0 {
@@ -183,6 +249,20 @@ type printer struct {
 	scratch  []byte
 	full     chan struct{}
 	fullOnce sync.Once
+	// bms, with --sub-id: each printed message is discarded, and the store
+	// is flushed right after the output it covers, never before.
+	bms client.BookmarkStore
+}
+
+// flushLocked writes the buffered output, then the bookmark progress.
+func (p *printer) flushLocked() error {
+	if err := p.w.Flush(); err != nil {
+		return err
+	}
+	if p.bms != nil {
+		return p.bms.Flush()
+	}
+	return nil
 }
 
 func (p *printer) print(m *client.Message) {
@@ -193,10 +273,18 @@ func (p *printer) print(m *client.Message) {
 	}
 	if p.json {
 		p.scratch = appendJSONMessage(p.scratch[:0], m)
-		_, p.err = p.w.Write(p.scratch)
 	} else {
-		p.w.Write(m.Payload)
-		p.err = p.w.WriteByte('\n')
+		p.scratch = append(append(p.scratch[:0], m.Payload...), '\n')
+	}
+	if p.bms != nil && p.w.Available() < len(p.scratch) && p.w.Buffered() > 0 {
+		// Make room ourselves, so that the store follows the output.
+		if p.err = p.flushLocked(); p.err != nil {
+			return
+		}
+	}
+	_, p.err = p.w.Write(p.scratch)
+	if p.bms != nil && p.err == nil {
+		p.bms.Discard(m)
 	}
 	p.n++
 	if p.limit > 0 && p.n >= p.limit {
