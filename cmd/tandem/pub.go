@@ -117,19 +117,12 @@ func runPub(args []string, stdin io.Reader, _, stderr io.Writer) int {
 	case level == wire.AckPersisted:
 		cfg.PublishStore = client.NewMemoryPublishStore(limits)
 	}
-	c, err := client.NewHA(cfg)
+	c, err := connectHA(ctx, cfg, *connectFor)
 	if err != nil {
 		fmt.Fprintf(stderr, "tandem pub: %v\n", err)
 		return 1
 	}
 	defer c.Close()
-	cctx, ccancel := context.WithTimeout(ctx, *connectFor)
-	err = c.Connect(cctx)
-	ccancel()
-	if err != nil {
-		fmt.Fprintf(stderr, "tandem pub: %v\n", err)
-		return 1
-	}
 
 	start := time.Now()
 	n, err := publishLines(ctx, c, []byte(*topic), stdin, *maxFrame-wire.PublishOverhead-len(*topic))
@@ -176,4 +169,20 @@ func publishLines(ctx context.Context, c *client.HAClient, topic []byte, r io.Re
 			return n, fmt.Errorf("reading standard input: %w", err)
 		}
 	}
+}
+
+// connectHA creates an HA client and makes its first connection within
+// connectFor (the same sequence as every reconnect).
+func connectHA(ctx context.Context, cfg client.HAConfig, connectFor time.Duration) (*client.HAClient, error) {
+	c, err := client.NewHA(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, connectFor)
+	defer cancel()
+	if err := c.Connect(cctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
 }

@@ -152,19 +152,12 @@ func runSub(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	if *heartbeat == 0 {
 		cfg.Heartbeat = -1
 	}
-	c, err := client.NewHA(cfg)
+	c, err := connectHA(ctx, cfg, *connectFor)
 	if err != nil {
 		fmt.Fprintf(stderr, "tandem sub: %v\n", err)
 		return 1
 	}
 	defer c.Close()
-	cctx, ccancel := context.WithTimeout(ctx, *connectFor)
-	err = c.Connect(cctx)
-	ccancel()
-	if err != nil {
-		fmt.Fprintf(stderr, "tandem sub: %v\n", err)
-		return 1
-	}
 
 	p := &printer{w: bufio.NewWriterSize(stdout, 256<<10), json: *format == "json", limit: *count, full: make(chan struct{})}
 	if *subID != "" {
