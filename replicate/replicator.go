@@ -47,6 +47,7 @@ type Replicator struct {
 	links map[string]*link // the active link per peer name
 
 	ln        net.Listener
+	addr      atomic.Pointer[net.Addr] // ln's address, for Addr from any goroutine
 	syncPoint atomic.Uint64
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -96,6 +97,8 @@ func (r *Replicator) Start() error {
 			return fmt.Errorf("replicate: listen %s: %w", r.cfg.Listen, err)
 		}
 		r.ln = ln
+		a := ln.Addr()
+		r.addr.Store(&a)
 		r.wg.Add(1)
 		go r.acceptLoop()
 		r.log.Info("replication listening", "addr", ln.Addr().String())
@@ -113,10 +116,10 @@ func (r *Replicator) Start() error {
 
 // Addr returns the replication listener's address (nil if none).
 func (r *Replicator) Addr() net.Addr {
-	if r.ln == nil {
-		return nil
+	if a := r.addr.Load(); a != nil {
+		return *a
 	}
-	return r.ln.Addr()
+	return nil
 }
 
 // Close stops every link and goroutine and saves positions.
