@@ -14,11 +14,19 @@
 //   - The scenarios (scenarios.go) are the same code for every system:
 //     durable publish throughput, persisted-ack and end-to-end latency at
 //     fixed offered rates (open-loop schedule, corrected for coordinated
-//     omission: stats.go), fan-out, replay from the start. Scenarios whose
-//     feature is not built yet (replication pairs, HA failover, io_uring)
-//     are entries with needs set and no run function: the report lists them
-//     as not yet measured. Adding one is writing its run function (and an
-//     optional interface for the adapters that support it).
+//     omission: stats.go), fan-out, replay from the start.
+//   - Two scenarios are Tandem's own (variants.go), the same measurements
+//     against other configurations of Tandem, side by side in one run:
+//     pair (one instance, the baseline, vs a sync pair and an async pair of
+//     instances replicating to each other, pair.go: closed-loop publish and
+//     persisted-ack latency at fixed rates, B's lag polled from A's stat)
+//     and engine (publish and fan-out with --engine uring, then epoll).
+//   - A scenario whose feature is not released yet (failover time: the HA
+//     client is being written) is an entry with needs set and no run
+//     function: the report lists it as not yet measured.
+//   - Estimate (estimate.go, `tandem bench --estimate`) lists the steps of a
+//     matrix without running it and estimates its duration, calibrated by
+//     an earlier run's step durations.
 //   - Run (run.go) probes the machine (machine.go: CPU, cores, kernel, the
 //     data directory's filesystem, an fdatasync latency probe), records the
 //     Tandem commit and every setting, runs the matrix with a progress

@@ -65,12 +65,12 @@ func (n *NATS) Info() SystemInfo {
 		Name:    n.Name(),
 		Product: "NATS JetStream",
 		Settings: map[string]string{
-			"server":     "nats-server -c CONF, listen 127.0.0.1:PORT, jetstream { store_dir: TMPDIR }",
-			"sync":       sync,
-			"stream":     "BENCH, subjects bench.>, file storage, 1 replica, no limits",
-			"client":     "github.com/nats-io/nats.go " + nats.Version + ", one connection per publisher/subscriber",
-			"publish":    "js.PublishAsync (legacy JetStream API), window enforced by the adapter, ack = PubAck",
-			"subscribe":  "js.Subscribe with nats.OrderedConsumer() (ephemeral push consumer, flow control), DeliverAll or DeliverNew",
+			"server":    "nats-server -c CONF, listen 127.0.0.1:PORT, jetstream { store_dir: TMPDIR }",
+			"sync":      sync,
+			"stream":    "BENCH, subjects bench.>, file storage, 1 replica, no limits",
+			"client":    "github.com/nats-io/nats.go " + nats.Version + ", one connection per publisher/subscriber",
+			"publish":   "js.PublishAsync (legacy JetStream API), window enforced by the adapter, ack = PubAck",
+			"subscribe": "js.Subscribe with nats.OrderedConsumer() (ephemeral push consumer, flow control), DeliverAll or DeliverNew",
 		},
 	}
 	if b, err := n.bin(); err != nil {

@@ -132,6 +132,9 @@ func WriteReport(w io.Writer, rr *RunResult, o ReportOptions) error {
 	pf("The log is preloaded with %d messages of %d bytes (4 publishers), then one subscriber reads it from the start (Tandem: From(Epoch); NATS: DeliverAll ordered consumer; Redis: XREAD from 0). Replayed msgs/s. The data is in the page cache (same server process, just written).\n\n", rr.Settings.ReplayMessages, rr.Settings.ReplaySize)
 	writeThroughputTable(b, rr, peers, ScenReplay)
 
+	writePairSection(b, rr)
+	writeEngineSection(b, rr)
+
 	// Systems and settings.
 	pf("## Systems and their settings\n\n")
 	for _, s := range rr.Systems {
@@ -173,6 +176,8 @@ func WriteReport(w io.Writer, rr *RunResult, o ReportOptions) error {
 		{"fan-out size / max messages / timeout", fmt.Sprintf("%d / %d / %s", st.FanoutSize, st.FanoutMessages, st.FanoutTimeout)},
 		{"replay messages / size", fmt.Sprintf("%d / %d", st.ReplayMessages, st.ReplaySize)},
 		{"replay preload / read timeouts", fmt.Sprintf("%s / %s", st.ReplayPreloadTimeout, st.ReplayTimeout)},
+		{"pair: publish sizes (1 publisher) / fixed rates", fmt.Sprintf("%v / %v", st.PairSizes, st.PairRates)},
+		{"engine: publish sizes / publisher counts / fan-out subscribers", fmt.Sprintf("%v / %v / %v", st.EngineSizes, st.EnginePublishers, st.EngineFanout)},
 		{"drain timeout", st.DrainTimeout.String()},
 		{"fdatasync probe calls", fmt.Sprint(st.FsyncProbe)},
 		{"systems", strings.Join(st.Systems, ", ")},

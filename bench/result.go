@@ -48,6 +48,17 @@ type Result struct {
 	RateLabel   string  `json:"rate_label,omitempty"`
 	Messages    int64   `json:"messages,omitempty"` // replay: journal size
 
+	// Mode: pair scenario: single, sync or async. Engine: engine scenario:
+	// the backend asked for (uring, epoll). EngineInUse: Tandem: the
+	// backend the server reported (stat) during the step.
+	Mode        string `json:"mode,omitempty"`
+	Engine      string `json:"engine,omitempty"`
+	EngineInUse string `json:"engine_in_use,omitempty"`
+	// Pair scenario: destination B's lag behind A (messages) at the end of
+	// the step and the largest seen while it ran (polled every 250 ms).
+	ReplLagEnd uint64 `json:"repl_lag_end,omitempty"`
+	ReplLagMax uint64 `json:"repl_lag_max,omitempty"`
+
 	DurationSec float64 `json:"duration_s,omitempty"`
 	// MsgsPerSec: publish and fixed-rate: acknowledged msgs/s within the
 	// measured interval; fan-out: deliveries/s summed over subscribers;

@@ -35,6 +35,19 @@ type Settings struct {
 	ReplayTimeout        time.Duration     `json:"replay_timeout_ns"`
 	ReplaySkip           map[string]string `json:"replay_skip,omitempty"` // system -> reason
 
+	// Tandem only: single instance vs sync pair vs async pair (publisher on
+	// A): closed-loop publish at these sizes (1 publisher) and persisted-ack
+	// latency at these fixed rates (LatencySize).
+	PairSizes []int `json:"pair_sizes,omitempty"`
+	PairRates []int `json:"pair_rates,omitempty"`
+
+	// Tandem only: io_uring vs epoll: the durable publish (these sizes x
+	// publishers) and fan-out (these subscriber counts, FanoutSize) steps,
+	// once per backend.
+	EngineSizes      []int `json:"engine_sizes,omitempty"`
+	EnginePublishers []int `json:"engine_publishers,omitempty"`
+	EngineFanout     []int `json:"engine_fanout,omitempty"`
+
 	DrainTimeout time.Duration `json:"drain_timeout_ns"` // wait for outstanding acks after each step
 	FsyncProbe   int           `json:"fsync_probe"`      // fdatasync calls of the machine probe
 
@@ -65,6 +78,11 @@ func DefaultSettings(quick bool) Settings {
 		ReplaySize:           128,
 		ReplayPreloadTimeout: 60 * time.Second,
 		ReplayTimeout:        60 * time.Second,
+		PairSizes:            []int{64, 4096},
+		PairRates:            []int{10000},
+		EngineSizes:          []int{64, 512, 4096},
+		EnginePublishers:     []int{1, 4},
+		EngineFanout:         []int{8},
 		DrainTimeout:         5 * time.Second,
 		FsyncProbe:           200,
 		Systems:              append([]string(nil), AllSystems...),
@@ -88,6 +106,9 @@ func DefaultSettings(quick bool) Settings {
 		s.ReplayMessages = 100000
 		s.ReplayPreloadTimeout = 10 * time.Second
 		s.ReplayTimeout = 10 * time.Second
+		s.PairSizes = []int{64}
+		s.EngineSizes = []int{64}
+		s.EnginePublishers = []int{1}
 		s.DrainTimeout = 2 * time.Second
 		s.FsyncProbe = 50
 	}
@@ -126,6 +147,13 @@ func newSystem(name string, o *Options, commit string) (System, error) {
 	return nil, fmt.Errorf("unknown system %q (known: %s)", name, strings.Join(AllSystems, ", "))
 }
 
+// SystemSkipped reports whether a system would be skipped (its binary is
+// missing), for Estimate.
+func SystemSkipped(name string) bool {
+	sys, err := newSystem(name, &Options{}, "")
+	return err != nil || sys.Info().Skipped != ""
+}
+
 // Run runs the bench and returns its results.
 func Run(ctx context.Context, o Options) (*RunResult, error) {
 	set := o.Settings
@@ -145,7 +173,7 @@ func Run(ctx context.Context, o Options) (*RunResult, error) {
 	prog.say("machine: %s, %d cores, kernel %s, %s; fdatasync p50 %.0f µs", rr.Machine.CPU, rr.Machine.Cores, rr.Machine.Kernel, rr.Machine.Filesystem, rr.Machine.Fsync.P50)
 	for _, sc := range scenarios() {
 		if sc.run == nil {
-			rr.NotMeasured = append(rr.NotMeasured, NotMeasured{Scenario: sc.name, Title: sc.title, Reason: "not yet measured (feature not built): needs " + sc.needs})
+			rr.NotMeasured = append(rr.NotMeasured, NotMeasured{Scenario: sc.name, Title: sc.title, Reason: "not yet measured: needs " + sc.needs})
 		}
 	}
 	var mu sync.Mutex

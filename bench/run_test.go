@@ -8,13 +8,16 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tandemhq/tandem/engine/uring"
 )
 
-// A tiny run of every scenario against the in-process Tandem server, then
-// the JSON round trip, the report with its plots, and --compare.
-func TestRunReportCompare(t *testing.T) {
+// tinySettings is the quick matrix cut down to test size, Tandem only,
+// in-process, for scenarios.
+func tinySettings(t *testing.T, scenarios ...string) Settings {
 	set := DefaultSettings(true)
 	set.Systems = []string{"tandem"}
+	set.Scenarios = scenarios
 	set.Duration = 200 * time.Millisecond
 	set.Sizes = []int{64, 512}
 	set.Publishers = []int{1, 2}
@@ -24,19 +27,27 @@ func TestRunReportCompare(t *testing.T) {
 	set.FanoutMessages = 5000
 	set.ReplayMessages = 5000
 	set.FsyncProbe = 5
+	set.PairSizes = []int{64}
+	set.PairRates = []int{2000}
+	set.EngineSizes = []int{64}
+	set.EnginePublishers = []int{1}
+	set.EngineFanout = []int{2}
 	set.DataDir = t.TempDir()
+	return set
+}
+
+// tinyRun runs set and checks every result: no errors, no bad deliveries,
+// a rate, latencies where expected, the backend in use, the keys in want
+// (and the keys the dry run's plan lists, in order).
+func tinyRun(t *testing.T, set Settings, want map[string]bool) (*RunResult, string) {
+	t.Helper()
 	var progress bytes.Buffer
 	rr, err := Run(context.Background(), Options{Settings: set, Progress: &progress, Command: []string{"test"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rr.Machine.Cores == 0 || rr.Machine.CPU == "" || rr.Machine.Fsync == nil || rr.Machine.Filesystem == "" {
-		t.Errorf("machine %+v", rr.Machine)
-	}
-	want := map[string]bool{
-		"publish size=64 pubs=1": true, "publish size=512 pubs=2": true,
-		"ack-latency size=128 rate=2000": true, "ack-latency size=128 rate=knee(1%)": true,
-		"e2e-latency size=128 rate=2000": true, "fanout size=128 subs=3": true, "replay size=128": true,
+	if testing.Verbose() {
+		t.Logf("progress:\n%s", progress.String())
 	}
 	for _, r := range rr.Results {
 		if r.Error != "" {
@@ -46,21 +57,67 @@ func TestRunReportCompare(t *testing.T) {
 			t.Errorf("%s: %d bad deliveries", r.Key, r.Bad)
 		}
 		delete(want, r.Key)
+		if r.Skipped != "" {
+			t.Logf("%s skipped: %s", r.Key, r.Skipped)
+			continue
+		}
+		if r.System == "tandem" && r.EngineInUse == "" {
+			t.Errorf("%s: engine in use not recorded", r.Key)
+		}
+		if r.Engine != "" && !strings.Contains(r.EngineInUse, map[string]string{"uring": "io_uring", "epoll": "epoll"}[r.Engine]) {
+			t.Errorf("%s: asked for %s, server used %q", r.Key, r.Engine, r.EngineInUse)
+		}
+		if r.Mode == "sync" && r.Note != "" {
+			t.Errorf("%s: %s", r.Key, r.Note)
+		}
 		if r.MsgsPerSec <= 0 {
 			t.Errorf("%s: %v msgs/s", r.Key, r.MsgsPerSec)
 		}
-		if (r.Scenario == ScenAckLatency || r.Scenario == ScenE2E) && (r.Latency == nil || r.Latency.Count == 0) {
+		if (r.Scenario == ScenAckLatency || r.Scenario == ScenE2E || r.Rate > 0) && (r.Latency == nil || r.Latency.Count == 0) {
 			t.Errorf("%s: no latency", r.Key)
 		}
 	}
 	for k := range want {
 		t.Errorf("missing result %s", k)
 	}
-	if len(rr.NotMeasured) < 3 {
+	// The dry run's plan is the run's steps.
+	var planned []string
+	for _, st := range plan(set, nil) {
+		planned = append(planned, st.system+" "+st.key)
+	}
+	var ran []string
+	for _, r := range rr.Results {
+		ran = append(ran, r.System+" "+r.Key)
+	}
+	if strings.Join(planned, "\n") != strings.Join(ran, "\n") {
+		t.Errorf("plan:\n%s\nrun:\n%s", strings.Join(planned, "\n"), strings.Join(ran, "\n"))
+	}
+	return rr, progress.String()
+}
+
+// A tiny run of the peer-comparison scenarios against the in-process
+// Tandem server, then the JSON round trip, the report with its plots, and
+// --compare.
+func TestRunReportCompare(t *testing.T) {
+	t.Parallel()
+	set := tinySettings(t, ScenPublish, ScenAckLatency, ScenE2E, ScenFanout, ScenReplay)
+	rr, progress := tinyRun(t, set, map[string]bool{
+		"publish size=64 pubs=1": true, "publish size=512 pubs=2": true,
+		"ack-latency size=128 rate=2000": true, "ack-latency size=128 rate=knee(1%)": true,
+		"e2e-latency size=128 rate=2000": true, "fanout size=128 subs=3": true, "replay size=128": true,
+	})
+	if rr.Machine.Cores == 0 || rr.Machine.CPU == "" || rr.Machine.Fsync == nil || rr.Machine.Filesystem == "" {
+		t.Errorf("machine %+v", rr.Machine)
+	}
+	if len(rr.NotMeasured) != 1 || rr.NotMeasured[0].Scenario != "failover" {
 		t.Errorf("not measured: %+v", rr.NotMeasured)
 	}
-	if !strings.Contains(progress.String(), "publish size=64 pubs=1") {
-		t.Errorf("progress:\n%s", progress.String())
+	var est bytes.Buffer
+	if d := Estimate(&est, DefaultSettings(false), rr, nil); d <= 0 || !strings.Contains(est.String(), "pair") {
+		t.Errorf("estimate %v:\n%s", d, est.String())
+	}
+	if !strings.Contains(progress, "publish size=64 pubs=1") {
+		t.Errorf("progress:\n%s", progress)
 	}
 
 	dir := t.TempDir()
@@ -79,7 +136,8 @@ func TestRunReportCompare(t *testing.T) {
 	if err := WriteReport(&md, back, ReportOptions{PlotDir: filepath.Join(dir, "plots"), PlotLink: "plots", ResultLink: "run.json"}); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"## Headline", "| tandem |", "not yet measured (feature not built)", "plots/throughput-pubs1.svg", "plots/ack-latency-2000.svg", "fdatasync"} {
+	for _, s := range []string{"## Headline", "| tandem |", "not yet measured: needs the HA client",
+		"## Replication: sync pair and async pair (Tandem)\n\n_Not run._", "plots/throughput-pubs1.svg", "plots/ack-latency-2000.svg", "fdatasync"} {
 		if !strings.Contains(md.String(), s) {
 			t.Errorf("report lacks %q", s)
 		}
@@ -104,5 +162,47 @@ func TestRunReportCompare(t *testing.T) {
 	}
 	if !strings.Contains(cmp.String(), "-50.0%") || !strings.Contains(cmp.String(), "REGRESSION") {
 		t.Errorf("compare output:\n%s", cmp.String())
+	}
+}
+
+// The Tandem-only scenarios at test size: one instance vs a sync and an
+// async pair (in-process, replicating to each other), io_uring vs epoll;
+// their report tables.
+func TestPairAndEngine(t *testing.T) {
+	t.Parallel()
+	set := tinySettings(t, ScenPair, ScenEngine)
+	want := map[string]bool{
+		"pair publish size=64 pubs=1 mode=single": true, "pair publish size=64 pubs=1 mode=sync": true,
+		"pair publish size=64 pubs=1 mode=async": true, "pair ack-latency size=128 rate=2000 mode=sync": true,
+		"engine publish size=64 pubs=1 engine=epoll": true, "engine fanout size=128 subs=2 engine=epoll": true,
+		"engine publish size=64 pubs=1 engine=uring": true, "engine fanout size=128 subs=2 engine=uring": true,
+	}
+	uringErr := uring.Available()
+	rr, _ := tinyRun(t, set, want)
+	for _, r := range rr.Results {
+		if r.Engine == "uring" && (r.Skipped != "") != (uringErr != nil) {
+			t.Errorf("%s: skipped %q, io_uring available: %v", r.Key, r.Skipped, uringErr)
+		}
+		if r.Mode == "sync" && r.ReplLagEnd != 0 {
+			t.Errorf("%s: B %d messages behind after the drain of a sync pair", r.Key, r.ReplLagEnd)
+		}
+	}
+	if len(rr.NotMeasured) != 1 || rr.NotMeasured[0].Scenario != "failover" {
+		t.Errorf("not measured: %+v", rr.NotMeasured)
+	}
+	var md bytes.Buffer
+	if err := WriteReport(&md, rr, ReportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"## Replication: sync pair and async pair (Tandem)", "| publish size=64 pubs=1 | ", "| 2.0k | sync |", "p99 vs single",
+		"## io_uring vs epoll (Tandem)", "| fanout size=128 subs=2 |", "io_uring ÷ epoll", "not yet measured: needs the HA client"} {
+		if !strings.Contains(md.String(), s) {
+			t.Errorf("report lacks %q", s)
+		}
+	}
+	if t.Failed() || testing.Verbose() {
+		i := strings.Index(md.String(), "## Replication")
+		j := strings.Index(md.String(), "## Systems")
+		t.Logf("report:\n%s", md.String()[i:j])
 	}
 }

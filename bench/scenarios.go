@@ -20,6 +20,8 @@ const (
 	ScenE2E        = "e2e-latency"
 	ScenFanout     = "fanout"
 	ScenReplay     = "replay"
+	ScenPair       = "pair"   // Tandem only: single instance vs sync pair vs async pair (variants.go)
+	ScenEngine     = "engine" // Tandem only: io_uring vs epoll (variants.go)
 )
 
 // scenario is one entry of the matrix. A scenario whose feature does not
@@ -40,11 +42,11 @@ func scenarios() []scenario {
 		{name: ScenE2E, title: "end-to-end latency at fixed rates", run: (*runner).runE2E},
 		{name: ScenFanout, title: "fan-out", run: (*runner).runFanout},
 		{name: ScenReplay, title: "replay from EPOCH", run: (*runner).runReplay},
-		// Hooks for the features not built yet.
-		{name: "sync-pair", title: "sync pair (publish acknowledged by both instances)", needs: "replication (replicate/, not built yet)"},
-		{name: "async-pair", title: "async pair (publish acknowledged locally, replicated after)", needs: "replication (replicate/, not built yet)"},
-		{name: "failover", title: "failover time seen by the HA client", needs: "the HA client (not built yet)"},
-		{name: "io-uring", title: "io_uring vs epoll event loops", needs: "the io_uring backend (not built yet)"},
+		{name: ScenPair, title: "sync pair and async pair (durable publish through two replicating instances)", run: (*runner).runPair},
+		{name: ScenEngine, title: "io_uring vs epoll event loops", run: (*runner).runEngine},
+		// Not measured yet: the HA client (client/ha.go) is being written
+		// and not released; the bench does not build on unreleased APIs.
+		{name: "failover", title: "failover time seen by the HA client", needs: "the HA client, which is being written in client/ and not released yet (the bench does not build on unreleased client APIs)"},
 	}
 }
 
@@ -211,7 +213,12 @@ func (r *runner) result(scen, key string) Result {
 // server, and records its result (or its error).
 func (r *runner) step(res Result, f func(res *Result) error) {
 	r.prog.begin(r.sys.Name(), res.Key)
-	err := r.withServer(func() error { return f(&res) })
+	err := r.withServer(func() error {
+		if t, ok := r.sys.(*Tandem); ok {
+			res.EngineInUse = t.engineInUse(r.ctx)
+		}
+		return f(&res)
+	})
 	if err != nil {
 		res.Error = err.Error()
 	}
@@ -431,7 +438,7 @@ type subRun struct {
 	hist     *hdrhistogram.Histogram
 	received atomic.Int64
 	bad      atomic.Int64 // out of order, duplicate or malformed
-	next     uint64      // next index expected
+	next     uint64       // next index expected
 	last     atomic.Int64
 	latency  bool
 }
@@ -527,66 +534,70 @@ func (r *runner) runFanout() error {
 	for _, n := range r.set.Fanout {
 		res := r.result(ScenFanout, fmt.Sprintf("fanout size=%d subs=%d", r.set.FanoutSize, n))
 		res.Size, res.Publishers, res.Subscribers = r.set.FanoutSize, 1, n
-		r.step(res, func(res *Result) error {
-			subs := make([]*subRun, n)
-			for k := range subs {
-				subs[k] = &subRun{clk: r.clk}
-				s, err := r.sys.Subscribe(r.ctx, fmt.Sprintf("sub%d", k), false, subs[k].onMsg)
-				if err != nil {
-					return err
-				}
-				defer s.Close()
-			}
-			pr := newPubRun(r.clk, r.set.Window)
-			p, err := r.sys.NewPublisher(r.ctx, "pub", r.set.Window, pr.onAck)
-			if err != nil {
-				return err
-			}
-			defer p.Close()
-			pr.pub = p
-			start := r.clk.now()
-			stop := start + int64(r.set.Duration)
-			r.prog.rate(func() float64 {
-				var t int64
-				for _, s := range subs {
-					t += s.received.Load()
-				}
-				return float64(t)
-			})
-			if _, err := pr.publishLoop(r.ctx, r.set.FanoutSize, 0, start, stop, r.set.FanoutMessages); err != nil {
-				return err
-			}
-			pubEnd := r.clk.now()
-			dctx, cancel := context.WithTimeout(r.ctx, r.set.DrainTimeout)
-			_ = p.Wait(dctx)
-			cancel()
-			complete := waitReceived(subs, pr.sent, time.Now().Add(r.set.FanoutTimeout))
-			var total, bad, last int64
-			for _, s := range subs {
-				total += s.received.Load()
-				bad += s.bad.Load()
-				if l := s.last.Load(); l > last {
-					last = l
-				}
-			}
-			elapsed := float64(last-start) / 1e9
-			if elapsed <= 0 {
-				elapsed = float64(r.clk.now()-start) / 1e9
-			}
-			res.Sent = pr.sent
-			res.Acked = pr.ackedAll.Load()
-			res.Received = total
-			res.Bad = bad
-			res.DurationSec = elapsed
-			res.MsgsPerSec = float64(total) / elapsed
-			res.MBPerSec = res.MsgsPerSec * float64(r.set.FanoutSize) / 1e6
-			res.PublishRate = float64(pr.sent) / (float64(pubEnd-start) / 1e9)
-			if !complete {
-				res.Saturated = true
-				res.Note = fmt.Sprintf("not every subscriber received all %d messages within %s", pr.sent, r.set.FanoutTimeout)
-			}
-			return nil
-		})
+		r.step(res, func(res *Result) error { return r.measureFanout(res, n) })
+	}
+	return nil
+}
+
+// measureFanout publishes to n subscribers (one publisher, closed loop) and
+// fills res with the deliveries/s.
+func (r *runner) measureFanout(res *Result, n int) error {
+	subs := make([]*subRun, n)
+	for k := range subs {
+		subs[k] = &subRun{clk: r.clk}
+		s, err := r.sys.Subscribe(r.ctx, fmt.Sprintf("sub%d", k), false, subs[k].onMsg)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+	}
+	pr := newPubRun(r.clk, r.set.Window)
+	p, err := r.sys.NewPublisher(r.ctx, "pub", r.set.Window, pr.onAck)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	pr.pub = p
+	start := r.clk.now()
+	stop := start + int64(r.set.Duration)
+	r.prog.rate(func() float64 {
+		var t int64
+		for _, s := range subs {
+			t += s.received.Load()
+		}
+		return float64(t)
+	})
+	if _, err := pr.publishLoop(r.ctx, r.set.FanoutSize, 0, start, stop, r.set.FanoutMessages); err != nil {
+		return err
+	}
+	pubEnd := r.clk.now()
+	dctx, cancel := context.WithTimeout(r.ctx, r.set.DrainTimeout)
+	_ = p.Wait(dctx)
+	cancel()
+	complete := waitReceived(subs, pr.sent, time.Now().Add(r.set.FanoutTimeout))
+	var total, bad, last int64
+	for _, s := range subs {
+		total += s.received.Load()
+		bad += s.bad.Load()
+		if l := s.last.Load(); l > last {
+			last = l
+		}
+	}
+	elapsed := float64(last-start) / 1e9
+	if elapsed <= 0 {
+		elapsed = float64(r.clk.now()-start) / 1e9
+	}
+	res.Sent = pr.sent
+	res.Acked = pr.ackedAll.Load()
+	res.Received = total
+	res.Bad = bad
+	res.DurationSec = elapsed
+	res.MsgsPerSec = float64(total) / elapsed
+	res.MBPerSec = res.MsgsPerSec * float64(r.set.FanoutSize) / 1e6
+	res.PublishRate = float64(pr.sent) / (float64(pubEnd-start) / 1e9)
+	if !complete {
+		res.Saturated = true
+		res.Note = fmt.Sprintf("not every subscriber received all %d messages within %s", pr.sent, r.set.FanoutTimeout)
 	}
 	return nil
 }

@@ -26,6 +26,12 @@ A peer that is not installed is skipped, and the report says so
   tandem bench --out run.json --report BENCHMARKS.md --plots docs/bench
   tandem bench --compare OLD.json NEW.json   # change of every figure
   tandem bench --render run.json --report BENCHMARKS.md --plots docs/bench
+  tandem bench --estimate --prev bench/results/run-X.json  # dry run: steps and time
+
+Besides the peer comparison, two Tandem-only scenarios: pair (one
+instance vs a sync pair vs an async pair of tandem serve processes
+replicating to each other) and engine (publish and fan-out with
+--engine uring, then --engine epoll).
 `
 
 func runBench(args []string, _ io.Reader, stdout, stderr io.Writer) int {
@@ -35,7 +41,7 @@ func runBench(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	report := fs.String("report", "", "write the markdown report to this `file`")
 	plots := fs.String("plots", "", "`directory` for the SVG plots (default: beside the report, in bench/)")
 	systems := fs.String("systems", "", "comma-separated systems (default all: "+strings.Join(bench.AllSystems, ",")+")")
-	scenarios := fs.String("scenarios", "", "comma-separated scenarios (default all: publish,ack-latency,e2e-latency,fanout,replay)")
+	scenarios := fs.String("scenarios", "", "comma-separated scenarios (default all: "+strings.Join(bench.DefaultSettings(false).Scenarios, ",")+")")
 	duration := fs.Duration("duration", 0, "measured interval of each step (default 5s, 1s with --quick)")
 	window := fs.Int("window", 0, "unacknowledged messages per publisher (default 8192)")
 	replay := fs.Int("replay-messages", 0, "messages preloaded for the replay scenario (default 2000000, 100000 with --quick)")
@@ -44,6 +50,8 @@ func runBench(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	threshold := fs.Float64("threshold", 0.10, "with --compare: relative change flagged as a regression")
 	render := fs.String("render", "", "render the report from an existing result `file` instead of running")
 	inproc := fs.Bool("in-process", false, "run Tandem's server inside the bench process instead of as `tandem serve`")
+	estimate := fs.Bool("estimate", false, "print the steps of the matrix and an estimate of its duration, and run nothing")
+	prev := fs.String("prev", "", "with --estimate: an earlier run's result `file` (same machine) whose step durations calibrate the estimate")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -107,6 +115,18 @@ func runBench(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	}
 	if *dataDir != "" {
 		set.DataDir = *dataDir
+	}
+	if *estimate {
+		var pr *bench.RunResult
+		if *prev != "" {
+			var err error
+			if pr, err = bench.ReadJSON(*prev); err != nil {
+				fmt.Fprintln(stderr, "tandem bench:", err)
+				return 1
+			}
+		}
+		bench.Estimate(stdout, set, pr, bench.SystemSkipped)
+		return 0
 	}
 	opts := bench.Options{Settings: set, Progress: stderr, Command: append([]string{"tandem", "bench"}, args...)}
 	if !*inproc {
