@@ -104,6 +104,12 @@ func newConn(lp *loop, fd int, remote string) *conn {
 
 func (c *conn) pending() int { return len(c.wbuf) - c.woff + len(c.sbuf) - c.soff }
 
+// buffered is the output not yet handed to the kernel: with io_uring, a
+// send in flight (sbuf) does not count, so the next buffer fills while the
+// kernel drains the current one (per connection: at most two high water
+// marks of output).
+func (c *conn) buffered() int { return len(c.wbuf) - c.woff }
+
 // onReadable reads what the socket has and handles every whole frame.
 func (c *conn) onReadable() {
 	for i := 0; i < maxReadsPerEvent && !c.closed && !c.readPaused; i++ {
@@ -476,7 +482,7 @@ func (c *conn) pump() {
 	highWater := c.lp.srv.cfg.WriteHighWater
 	wrote := false
 	for _, sub := range c.subs {
-		for scanned := 0; c.pending() < highWater; scanned++ {
+		for scanned := 0; c.buffered() < highWater; scanned++ {
 			if scanned == maxScanPerPump {
 				c.lp.busy = true
 				break

@@ -27,8 +27,13 @@ func TestSlowConsumerIsServedFromJournal(t *testing.T) {
 		pub.publishN("t", "payload-of-some-length-", from, 10000, wire.AckPersisted)
 		pub.waitAck(wire.AckKindPersisted, from+9999) // acks keep coming while the subscriber sleeps
 	}
-	if max := maxPendingSeen(s); max > highWater+1024 {
-		t.Fatalf("server buffered %d bytes for one connection; bound is %d + one frame", max, highWater)
+	// epoll: one buffer; io_uring: the buffer in flight plus the next one.
+	bound := highWater + 1024
+	if testEngine == "uring" {
+		bound = 2 * (highWater + 1024)
+	}
+	if max := maxPendingSeen(s); max > int64(bound) {
+		t.Fatalf("server buffered %d bytes for one connection; bound is %d", max, bound)
 	}
 	for i := uint64(1); i <= n; i++ {
 		if d := sub.nextDelivery(10 * time.Second); d.pubSeq != i {

@@ -222,18 +222,18 @@ func (lp *loop) complete(cqe uring.CQE) {
 		if c.soff == len(c.sbuf) {
 			c.sbuf, c.soff = c.sbuf[:0], 0
 		}
-		if c.pending() > 0 {
+		if len(c.subs) > 0 && !c.closeAfterSend {
+			c.pump() // refill while the kernel still has the socket busy
+		}
+		switch {
+		case c.pending() > 0:
 			u.flush(c) // the rest of a partial send, or what was buffered meanwhile
-		} else if c.closeAfterSend {
+		case c.closeAfterSend:
 			c.close()
-		} else {
-			if c.readPaused && !lp.srv.stopping.Load() {
-				c.pauseReading(false)
-			}
-			if len(c.subs) > 0 {
-				c.pump()
-				lp.markDirty(c)
-			}
+		}
+		if c.readPaused && !c.closed && !c.closeAfterSend && !lp.srv.stopping.Load() &&
+			c.pending() <= lp.srv.cfg.WriteHighWater {
+			c.pauseReading(false) // output drained below the mark: read again
 		}
 	}
 	if c.closed && !c.recvInFlight && !c.sendInFlight {
