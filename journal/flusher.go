@@ -3,7 +3,6 @@ package journal
 import (
 	"fmt"
 	"runtime"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -115,10 +114,6 @@ func (j *Journal) flushBatch() error {
 			j.tail = next
 			j.segMu.Unlock()
 			j.rotations.Add(1)
-			now := time.Now().UnixNano()
-			if prev := j.tailStarted.Swap(now); prev > 0 {
-				j.lastFillNanos.Store(now - prev)
-			}
 			select {
 			case j.retKick <- struct{}{}:
 			default:

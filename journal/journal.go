@@ -173,10 +173,8 @@ type Journal struct {
 	retMu sync.Mutex
 
 	syncs, rotations, writtenBytes, removedSegs atomic.Uint64
-	// tailStarted is when the tail segment was installed; lastFillNanos how
-	// long the previous tail took to fill (paces zeroing, see zeroPacer).
-	tailStarted, lastFillNanos atomic.Int64
-	truncatedBytes             int64
+
+	truncatedBytes int64
 }
 
 // Open opens (or creates) the journal in opts.Dir, recovers it (see the

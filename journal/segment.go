@@ -173,23 +173,30 @@ func (s *segment) unref(j *Journal) {
 // minZeroRate is the slowest pace at which the next segment is zeroed.
 const minZeroRate = 128 << 20 // bytes/s
 
-// zeroPacer returns the pace for zeroing the next segment of size bytes:
-// at least minZeroRate, and at least four times the rate at which the
-// journal filled its last segment, so the next one is ready well before the
-// tail fills up, while a lightly loaded journal's syncs do not queue behind
-// a burst of zero writes (which cost tens of milliseconds at p99).
+// zeroPacer returns the pace for zeroing the next segment: at least
+// minZeroRate, and at least four times the rate the journal has been writing
+// since zeroing began (re-evaluated every few milliseconds), so the next
+// segment is ready well before the tail fills up while a lightly loaded
+// journal's group commits do not queue behind a burst of zero writes (which
+// cost tens of milliseconds at p99 when zeroing ran flat out).
 func (j *Journal) zeroPacer(size int64) func(done int64) {
-	rate := float64(minZeroRate)
-	if ns := j.lastFillNanos.Load(); ns > 0 {
-		rate = max(rate, 4*float64(j.opts.SegmentSize)/(float64(ns)/1e9))
-	}
 	start := time.Now()
+	written0 := j.writtenBytes.Load()
 	return func(done int64) {
-		want := time.Duration(float64(done) / rate * float64(time.Second))
-		if el := time.Since(start); want > el {
+		for {
+			el := time.Since(start)
+			rate := float64(minZeroRate)
+			if secs := el.Seconds(); secs > 0 {
+				rate = max(rate, 4*float64(j.writtenBytes.Load()-written0)/secs)
+			}
+			want := time.Duration(float64(done) / rate * float64(time.Second))
+			if want <= el {
+				return
+			}
 			select {
-			case <-time.After(want - el):
+			case <-time.After(min(want-el, 5*time.Millisecond)):
 			case <-j.stop:
+				return
 			}
 		}
 	}
