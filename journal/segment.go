@@ -171,14 +171,16 @@ func (s *segment) unref(j *Journal) {
 // fallocate: unwritten extents make every later fdatasync slower), then
 // syncs it.
 // minZeroRate is the slowest pace at which the next segment is zeroed.
-const minZeroRate = 128 << 20 // bytes/s
+const minZeroRate = 8 << 20 // bytes/s
 
-// zeroPacer returns the pace for zeroing the next segment: at least
-// minZeroRate, and at least four times the rate the journal has been writing
-// since zeroing began (re-evaluated every few milliseconds), so the next
-// segment is ready well before the tail fills up while a lightly loaded
-// journal's group commits do not queue behind a burst of zero writes (which
-// cost tens of milliseconds at p99 when zeroing ran flat out).
+// zeroPacer returns the pace for zeroing the next segment of size bytes. It
+// must be ready before the tail fills up, and otherwise stay out of the
+// way: zero writes queue in the device in front of group commits, and
+// zeroing flat out cost tens of milliseconds of p99 ack latency. So the pace
+// is the fastest of: minZeroRate; four times the rate the journal has been
+// writing since zeroing began; and what finishes zeroing within half the
+// time the tail will take to fill at that write rate. It is re-evaluated
+// every few milliseconds.
 func (j *Journal) zeroPacer(size int64) func(done int64) {
 	start := time.Now()
 	written0 := j.writtenBytes.Load()
@@ -186,8 +188,19 @@ func (j *Journal) zeroPacer(size int64) func(done int64) {
 		for {
 			el := time.Since(start)
 			rate := float64(minZeroRate)
-			if secs := el.Seconds(); secs > 0 {
-				rate = max(rate, 4*float64(j.writtenBytes.Load()-written0)/secs)
+			if secs := el.Seconds(); secs > 0.001 {
+				wrate := float64(j.writtenBytes.Load()-written0) / secs
+				rate = max(rate, 4*wrate)
+				if wrate > 0 {
+					j.mu.Lock()
+					left := j.tailSize - j.tailOff
+					j.mu.Unlock()
+					if fill := float64(left) / wrate; fill > 0 {
+						rate = max(rate, float64(size-done)/(fill/2))
+					} else {
+						return // the tail is full: zero as fast as possible
+					}
+				}
 			}
 			want := time.Duration(float64(done) / rate * float64(time.Second))
 			if want <= el {
