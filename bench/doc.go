@@ -21,9 +21,14 @@
 //     instances replicating to each other, pair.go: closed-loop publish and
 //     persisted-ack latency at fixed rates, B's lag polled from A's stat)
 //     and engine (publish and fan-out with --engine uring, then epoll).
-//   - A scenario whose feature is not released yet (failover time: the HA
-//     client is being written) is an entry with needs set and no run
-//     function: the report lists it as not yet measured.
+//   - failover (failover.go, Tandem only): the failover time an HA client
+//     sees: a sync pair of processes, an HA publisher at a fixed rate and
+//     an HA subscriber (WithSubID, 50 ms heartbeat) on A; each run SIGKILLs
+//     the subscriber's instance and measures the time to the first message
+//     through the other one, checking it is the next one (no loss, no
+//     repeat), then restarts the killed instance on its data directory.
+//   - A scenario whose feature is not released yet is an entry with needs
+//     set and no run function: the report lists it as not yet measured.
 //   - Estimate (estimate.go, `tandem bench --estimate`) lists the steps of a
 //     matrix without running it and estimates its duration, calibrated by
 //     an earlier run's step durations.

@@ -92,6 +92,11 @@ func plan(set Settings, skippedSystem func(string) bool) []plannedStep {
 						add(sc.name, fmt.Sprintf("engine fanout size=%d subs=%d engine=%s", set.FanoutSize, n, e), false)
 					}
 				}
+			case ScenFailover:
+				if sys != "tandem" || set.FailoverRuns <= 0 {
+					continue
+				}
+				add(sc.name, failoverKey(&set), false)
 			}
 		}
 	}
@@ -105,6 +110,13 @@ const (
 	estStepOverhead = 700 * time.Millisecond // start, warm-up, drain, stop
 	estPairStart    = 1500 * time.Millisecond
 	estReplayRate   = 300000.0 // msgs/s preloaded and replayed when prev has no figure
+	// The failover step (tandem bench --scenarios failover, 2026-11-22,
+	// 2 cores: 42 s, of which 50 runs 26 s): one run (settle, kill,
+	// failover, restart, pair in sync again) when prev has no failover
+	// step, and the step's start (both processes' first journal segments),
+	// warm-up, drain and stop.
+	estFailoverRun   = 600 * time.Millisecond
+	estFailoverStart = 16 * time.Second
 )
 
 // Estimate prints the steps of set and how long they should take, without
@@ -203,6 +215,16 @@ func estimateStep(set Settings, prev *RunResult, st plannedStep) time.Duration {
 			return secs(r.DurationSec) + estStepOverhead
 		}
 		return base
+	case ScenFailover:
+		// The runs do not depend on the step duration: any earlier
+		// failover step with the same key, scaled to the number of runs.
+		per := estFailoverRun
+		if prev != nil {
+			if r := prev.find(st.key, st.system); r != nil && r.Error == "" && r.Failover != nil && r.Failover.Runs > 0 && r.DurationSec > 0 {
+				per = secs(r.DurationSec / float64(r.Failover.Runs))
+			}
+		}
+		return time.Duration(set.FailoverRuns)*per + estFailoverStart
 	case ScenPublish, ScenFanout:
 		if r := lookup(st.key); r != nil {
 			return secs(r.DurationSec) + estStepOverhead

@@ -55,54 +55,13 @@ func (t *Tandem) startPair(ctx context.Context, dir string) error {
 			return err
 		}
 	}
-	type inst struct {
-		name, addr, repl, dir, peer string
-	}
-	b := inst{"B", addrB, replB, dirB, "A=" + replA + "," + mode}
-	a := inst{"A", addrA, replA, dirA, "B=" + replB + "," + mode}
+	b := pairInst{"B", addrB, replB, dirB, "A=" + replA + "," + mode}
+	a := pairInst{"A", addrA, replA, dirA, "B=" + replB + "," + mode}
 	t.addr, t.addrB = addrA, addrB
-	if len(t.Cmd) > 0 {
-		for _, in := range []inst{b, a} {
-			args := append(append([]string(nil), t.Cmd[1:]...),
-				"--name", in.name, "--listen", in.addr, "--data", in.dir, "--log-level", "warn",
-				"--repl-listen", in.repl, "--peer", in.peer, "--repl-downgrade-after", pairDowngradeAfter.String())
-			if t.Engine != "" {
-				args = append(args, "--engine", t.Engine)
-			}
-			p, err := startProc("tandem-"+in.name, t.Cmd[0], args, in.dir)
-			if err != nil {
-				return err
-			}
-			if in.name == "A" {
-				t.p = p
-			} else {
-				t.pB = p
-			}
-			if err := waitDial(ctx, in.addr, p); err != nil {
-				return err
-			}
-		}
-	} else {
-		for _, in := range []inst{b, a} {
-			d, err := replicate.ParseDestination(in.peer)
-			if err != nil {
-				return err
-			}
-			s, err := engine.New(engine.Config{Name: in.name, Listen: in.addr, DataDir: in.dir, Engine: t.Engine,
-				Replication: &replicate.Config{Listen: in.repl, Destinations: []replicate.Destination{d}, DowngradeAfter: pairDowngradeAfter},
-				Logger:      slog.New(slog.DiscardHandler)})
-			if err != nil {
-				return err
-			}
-			if err := s.Start(); err != nil {
-				s.Close()
-				return err
-			}
-			if in.name == "A" {
-				t.srv = s
-			} else {
-				t.srvB = s
-			}
+	t.insts = [2]pairInst{a, b}
+	for _, in := range []pairInst{b, a} {
+		if err := t.startInst(ctx, in); err != nil {
+			return err
 		}
 	}
 	// Wait until A's destination B is connected and in the mode asked for.
@@ -124,6 +83,65 @@ func (t *Tandem) startPair(ctx context.Context, dir string) error {
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("pair not ready after 15s: %s", last)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// pairInst is how one instance of the pair is started: the same again
+// when the failover scenario restarts it after killing it.
+type pairInst struct {
+	name, addr, repl, dir, peer string
+}
+
+// startInst starts one instance of the pair (as a process with Cmd, else
+// in-process) and waits until it accepts connections.
+func (t *Tandem) startInst(ctx context.Context, in pairInst) error {
+	if len(t.Cmd) > 0 {
+		args := append(append([]string(nil), t.Cmd[1:]...),
+			"--name", in.name, "--listen", in.addr, "--data", in.dir, "--log-level", "warn",
+			"--repl-listen", in.repl, "--peer", in.peer, "--repl-downgrade-after", pairDowngradeAfter.String())
+		if t.Engine != "" {
+			args = append(args, "--engine", t.Engine)
+		}
+		p, err := startProc("tandem-"+in.name, t.Cmd[0], args, in.dir)
+		if err != nil {
+			return err
+		}
+		if in.name == "A" {
+			t.p = p
+		} else {
+			t.pB = p
+		}
+		return waitDial(ctx, in.addr, p)
+	}
+	d, err := replicate.ParseDestination(in.peer)
+	if err != nil {
+		return err
+	}
+	// A restarted instance binds the ports its predecessor just released:
+	// retry briefly.
+	for attempt := 0; ; attempt++ {
+		s, err := engine.New(engine.Config{Name: in.name, Listen: in.addr, DataDir: in.dir, Engine: t.Engine,
+			Replication: &replicate.Config{Listen: in.repl, Destinations: []replicate.Destination{d}, DowngradeAfter: pairDowngradeAfter},
+			Logger:      slog.New(slog.DiscardHandler)})
+		if err == nil {
+			if err = s.Start(); err == nil {
+				if in.name == "A" {
+					t.srv = s
+				} else {
+					t.srvB = s
+				}
+				return nil
+			}
+			s.Close()
+		}
+		if attempt >= 50 {
+			return fmt.Errorf("start %s: %w", in.name, err)
 		}
 		select {
 		case <-ctx.Done():

@@ -134,6 +134,7 @@ func WriteReport(w io.Writer, rr *RunResult, o ReportOptions) error {
 
 	writePairSection(b, rr)
 	writeEngineSection(b, rr)
+	writeFailoverSection(b, rr)
 
 	// Systems and settings.
 	pf("## Systems and their settings\n\n")
@@ -178,6 +179,7 @@ func WriteReport(w io.Writer, rr *RunResult, o ReportOptions) error {
 		{"replay preload / read timeouts", fmt.Sprintf("%s / %s", st.ReplayPreloadTimeout, st.ReplayTimeout)},
 		{"pair: publish sizes (1 publisher) / fixed rates", fmt.Sprintf("%v / %v", st.PairSizes, st.PairRates)},
 		{"engine: publish sizes / publisher counts / fan-out subscribers", fmt.Sprintf("%v / %v / %v", st.EngineSizes, st.EnginePublishers, st.EngineFanout)},
+		{"failover: runs / rate (msgs/s) / size / heartbeat", fmt.Sprintf("%d / %d / %d / %s", st.FailoverRuns, st.FailoverRate, st.FailoverSize, st.FailoverHeartbeat)},
 		{"drain timeout", st.DrainTimeout.String()},
 		{"fdatasync probe calls", fmt.Sprint(st.FsyncProbe)},
 		{"systems", strings.Join(st.Systems, ", ")},

@@ -146,3 +146,49 @@ func writeEngineSection(b *strings.Builder, rr *RunResult) {
 	b.WriteString("\nAbove 1: io_uring is faster. `*` did not finish within its limits (see notes).\n\n")
 	variantNotes(b, rows, cells, engines)
 }
+
+func writeFailoverSection(b *strings.Builder, rr *RunResult) {
+	st := rr.Settings
+	b.WriteString("## Failover time (HA client)\n\n")
+	var r *Result
+	for i := range rr.Results {
+		if rr.Results[i].Scenario == ScenFailover && rr.Results[i].System == "tandem" {
+			r = &rr.Results[i]
+		}
+	}
+	if r == nil {
+		b.WriteString("_Not run._\n\n")
+		return
+	}
+	fs := r.Failover
+	kill := "SIGKILL of its `tandem serve` process"
+	if fs != nil && strings.HasPrefix(fs.KillMethod, "in-process") {
+		kill = "closing the in-process server (" + fs.KillMethod + ")"
+	}
+	fmt.Fprintf(b, "A hot-hot sync pair of Tandem instances A and B (as in the pair scenario: `--peer ...,sync`, `--repl-downgrade-after %s`), "+
+		"an HA publisher (`client.NewHA`, memory publish store) publishing %d-byte messages at %s msgs/s on an open-loop schedule, "+
+		"and an HA subscriber (`WithSubID`, `From(MostRecent)`, memory bookmark store, `Discard` after every message), "+
+		"both with a %s heartbeat and A listed first in `Servers`. "+
+		"Each run waits until the pair is in sync both ways, both clients are connected and the subscriber is receiving (%s of steady publishing), "+
+		"then kills the instance the subscriber is on (%s). "+
+		"**Failover time**: from the kill to the first message the subscriber receives through the other instance; that message must be the one right after the last message received before it (no loss, no repeat at the switch). "+
+		"The killed instance is then started again on its data directory and rejoins the pair; the clients stay where they failed over to, so the next run kills the other instance (runs alternate A, B).\n\n",
+		pairDowngradeAfter, st.FailoverSize, fmtRate(float64(st.FailoverRate)), st.FailoverHeartbeat, failoverSettle, kill)
+	if r.Error != "" {
+		fmt.Fprintf(b, "**Error:** %s\n\n", r.Error)
+		return
+	}
+	b.WriteString("| runs | p50 | p90 | p99 | max | lost or repeated at the switch | no failover within 10 s |\n|---:|---:|---:|---:|---:|---:|---:|\n")
+	if l := r.Latency; l != nil && fs != nil {
+		fmt.Fprintf(b, "| %d | %s | %s | %s | %s | %d | %d |\n\n", len(fs.TimesUs), fmtUs(l.P50), fmtUs(l.P90), fmtUs(l.P99), fmtUs(l.Max), fs.Violations, fs.Timeouts)
+		if len(fs.TimesUs) < 100 {
+			b.WriteString("With fewer than 100 runs, p99 is the largest run.\n\n")
+		}
+		fmt.Fprintf(b, "Over the whole step: %d messages published, %d received, %d out of order or repeated, %d dropped by the HA client's duplicate filter; "+
+			"the publisher failed over %d times, the subscriber %d times. From each kill to the pair in sync again with both clients connected: p50 %.0f ms.\n\n",
+			r.Sent, r.Received, r.Bad, fs.Duplicates, fs.PublisherFailovers, fs.SubscriberFailovers, fs.RestartP50Ms)
+	}
+	if r.Note != "" {
+		fmt.Fprintf(b, "- %s: %s\n\n", r.Key, r.Note)
+	}
+}

@@ -59,6 +59,11 @@ type Result struct {
 	ReplLagEnd uint64 `json:"repl_lag_end,omitempty"`
 	ReplLagMax uint64 `json:"repl_lag_max,omitempty"`
 
+	// Failover scenario: the runs' details; Latency is the distribution
+	// of the failover times (kill -> first message through the other
+	// instance).
+	Failover *FailoverStats `json:"failover,omitempty"`
+
 	DurationSec float64 `json:"duration_s,omitempty"`
 	// MsgsPerSec: publish and fixed-rate: acknowledged msgs/s within the
 	// measured interval; fan-out: deliveries/s summed over subscribers;
@@ -99,6 +104,17 @@ func (r *Result) Summary() string {
 	}
 	if r.Skipped != "" {
 		return "skipped: " + r.Skipped
+	}
+	if f := r.Failover; f != nil && r.Latency != nil {
+		s := fmt.Sprintf("failover over %d runs: p50 %s p90 %s p99 %s max %s  %d lost/repeated at the switch", len(f.TimesUs),
+			fmtUs(r.Latency.P50), fmtUs(r.Latency.P90), fmtUs(r.Latency.P99), fmtUs(r.Latency.Max), f.Violations)
+		if f.Timeouts > 0 {
+			s += fmt.Sprintf("  %d TIMEOUTS", f.Timeouts)
+		}
+		if r.Bad > 0 {
+			s += fmt.Sprintf("  %d BAD deliveries", r.Bad)
+		}
+		return s
 	}
 	s := fmt.Sprintf("%s msgs/s", fmtRate(r.MsgsPerSec))
 	if r.MBPerSec > 0 {

@@ -48,6 +48,15 @@ type Settings struct {
 	EnginePublishers []int `json:"engine_publishers,omitempty"`
 	EngineFanout     []int `json:"engine_fanout,omitempty"`
 
+	// Tandem only: failover time seen by the HA client (failover.go): a
+	// sync pair, an HA publisher at FailoverRate msgs/s of FailoverSize
+	// bytes, an HA subscriber, both with FailoverHeartbeat; FailoverRuns
+	// kills of the subscriber's instance.
+	FailoverRuns      int           `json:"failover_runs,omitempty"`
+	FailoverRate      int           `json:"failover_rate,omitempty"`
+	FailoverSize      int           `json:"failover_size,omitempty"`
+	FailoverHeartbeat time.Duration `json:"failover_heartbeat_ns,omitempty"`
+
 	DrainTimeout time.Duration `json:"drain_timeout_ns"` // wait for outstanding acks after each step
 	FsyncProbe   int           `json:"fsync_probe"`      // fdatasync calls of the machine probe
 
@@ -83,6 +92,10 @@ func DefaultSettings(quick bool) Settings {
 		EngineSizes:          []int{64, 512, 4096},
 		EnginePublishers:     []int{1, 4},
 		EngineFanout:         []int{8},
+		FailoverRuns:         50,
+		FailoverRate:         10000,
+		FailoverSize:         128,
+		FailoverHeartbeat:    50 * time.Millisecond,
 		DrainTimeout:         5 * time.Second,
 		FsyncProbe:           200,
 		Systems:              append([]string(nil), AllSystems...),
@@ -109,6 +122,7 @@ func DefaultSettings(quick bool) Settings {
 		s.PairSizes = []int{64}
 		s.EngineSizes = []int{64}
 		s.EnginePublishers = []int{1}
+		s.FailoverRuns = 5
 		s.DrainTimeout = 2 * time.Second
 		s.FsyncProbe = 50
 	}

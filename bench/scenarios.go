@@ -20,8 +20,9 @@ const (
 	ScenE2E        = "e2e-latency"
 	ScenFanout     = "fanout"
 	ScenReplay     = "replay"
-	ScenPair       = "pair"   // Tandem only: single instance vs sync pair vs async pair (variants.go)
-	ScenEngine     = "engine" // Tandem only: io_uring vs epoll (variants.go)
+	ScenPair       = "pair"     // Tandem only: single instance vs sync pair vs async pair (variants.go)
+	ScenEngine     = "engine"   // Tandem only: io_uring vs epoll (variants.go)
+	ScenFailover   = "failover" // Tandem only: HA client failover time on a sync pair (failover.go)
 )
 
 // scenario is one entry of the matrix. A scenario whose feature does not
@@ -44,9 +45,7 @@ func scenarios() []scenario {
 		{name: ScenReplay, title: "replay from EPOCH", run: (*runner).runReplay},
 		{name: ScenPair, title: "sync pair and async pair (durable publish through two replicating instances)", run: (*runner).runPair},
 		{name: ScenEngine, title: "io_uring vs epoll event loops", run: (*runner).runEngine},
-		// Not measured yet: the HA client (client/ha.go) is being written
-		// and not released; the bench does not build on unreleased APIs.
-		{name: "failover", title: "failover time seen by the HA client", needs: "the HA client, which is being written in client/ and not released yet (the bench does not build on unreleased client APIs)"},
+		{name: ScenFailover, title: "failover time seen by the HA client", run: (*runner).runFailover},
 	}
 }
 

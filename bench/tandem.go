@@ -46,6 +46,10 @@ type Tandem struct {
 	srvB  *engine.Server
 	pB    *proc
 	addrB string
+	// How each instance of the pair was started (A, B), to restart one.
+	insts [2]pairInst
+	// In-process instances the failover scenario killed (closing).
+	closing []*engine.Server
 }
 
 func (t *Tandem) Name() string { return "tandem" }
@@ -120,6 +124,10 @@ func (t *Tandem) Start(ctx context.Context, dir string) error {
 
 func (t *Tandem) Stop() error {
 	var err error
+	for _, s := range t.closing {
+		s.Close() // waits for the kill's Close
+	}
+	t.closing = nil
 	if t.srv != nil {
 		err = t.srv.Close()
 		t.srv = nil

@@ -68,7 +68,7 @@ func (j *Journal) recover() error {
 			next = 1
 		}
 		tmp := join(j.opts.Dir, "first"+tmpSuffix)
-		f, err := j.zeroFile(tmp, j.opts.SegmentSize)
+		f, err := j.zeroFile(tmp, j.opts.SegmentSize, false) // needed now: flat out
 		if err != nil {
 			return fmt.Errorf("journal: creating first segment: %w", err)
 		}

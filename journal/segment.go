@@ -215,9 +215,13 @@ func (j *Journal) zeroPacer(size int64) func(done int64) {
 	}
 }
 
-func (j *Journal) zeroFile(name string, size int64) (File, error) {
+func (j *Journal) zeroFile(name string, size int64, paced bool) (File, error) {
 	if zc, ok := j.fs.(zeroCreator); ok {
-		return zc.CreateZeroed(name, size, j.zeroPacer(size))
+		var pace func(int64)
+		if paced {
+			pace = j.zeroPacer(size)
+		}
+		return zc.CreateZeroed(name, size, pace)
 	}
 	f, err := j.fs.Create(name)
 	if err != nil {
@@ -289,7 +293,7 @@ func (j *Journal) preallocLoop() {
 	defer j.bg.Done()
 	for n := 1; ; n++ {
 		path := join(j.opts.Dir, fmt.Sprintf(preallocName, n))
-		f, err := j.zeroFile(path, j.opts.SegmentSize)
+		f, err := j.zeroFile(path, j.opts.SegmentSize, true) // ahead of need: paced
 		select {
 		case j.ready <- preallocated{f: f, path: path, err: err}:
 			if err != nil {

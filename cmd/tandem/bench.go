@@ -28,10 +28,13 @@ A peer that is not installed is skipped, and the report says so
   tandem bench --render run.json --report BENCHMARKS.md --plots docs/bench
   tandem bench --estimate --prev bench/results/run-X.json  # dry run: steps and time
 
-Besides the peer comparison, two Tandem-only scenarios: pair (one
+Besides the peer comparison, three Tandem-only scenarios: pair (one
 instance vs a sync pair vs an async pair of tandem serve processes
-replicating to each other) and engine (publish and fan-out with
---engine uring, then --engine epoll).
+replicating to each other), engine (publish and fan-out with
+--engine uring, then --engine epoll) and failover (an HA publisher and
+subscriber on a sync pair; the subscriber's instance is killed with
+SIGKILL, then restarted, --failover-runs times: the time to the first
+message through the other instance, checked for loss and repeats).
 `
 
 func runBench(args []string, _ io.Reader, stdout, stderr io.Writer) int {
@@ -45,6 +48,7 @@ func runBench(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	duration := fs.Duration("duration", 0, "measured interval of each step (default 5s, 1s with --quick)")
 	window := fs.Int("window", 0, "unacknowledged messages per publisher (default 8192)")
 	replay := fs.Int("replay-messages", 0, "messages preloaded for the replay scenario (default 2000000, 100000 with --quick)")
+	failoverRuns := fs.Int("failover-runs", 0, "kills of the failover scenario (default 50, 5 with --quick)")
 	dataDir := fs.String("data", "", "parent `directory` of the servers' temporary data directories (default $TMPDIR)")
 	compare := fs.Bool("compare", false, "compare two result files: tandem bench --compare OLD.json NEW.json")
 	threshold := fs.Float64("threshold", 0.10, "with --compare: relative change flagged as a regression")
@@ -112,6 +116,9 @@ func runBench(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	}
 	if *replay > 0 {
 		set.ReplayMessages = *replay
+	}
+	if *failoverRuns > 0 {
+		set.FailoverRuns = *failoverRuns
 	}
 	if *dataDir != "" {
 		set.DataDir = *dataDir
