@@ -274,7 +274,7 @@ func newNonce() [nonceSize]byte {
 
 // handshakeDial: we dialed; we expect to reach the instance named peer.
 func (r *Replicator) handshakeDial(c net.Conn, peer string) error {
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.SetDeadline(time.Now().Add(r.handshakeTimeout()))
 	fr := newFrameReader(c, 64<<10)
 	mine := hello{Version: protoVersion, From: r.cfg.Self, To: peer, Nonce: newNonce()}
 	if _, err := c.Write(appendHello(nil, &mine)); err != nil {
@@ -311,7 +311,7 @@ func (r *Replicator) handshakeDial(c net.Conn, peer string) error {
 
 // handshakeAccept: a peer dialed us.
 func (r *Replicator) handshakeAccept(c net.Conn) error {
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.SetDeadline(time.Now().Add(r.handshakeTimeout()))
 	fr := newFrameReader(c, 64<<10)
 	f, err := fr.next()
 	if err != nil {
@@ -554,4 +554,11 @@ func (r *Replicator) LinkCount() int {
 		}
 	}
 	return n
+}
+
+// handshakeTimeout bounds a link's handshake: four heartbeat intervals,
+// between 1 s and 5 s, so a dial into a black hole (a partition) gives up
+// and retries quickly instead of waiting out a long deadline.
+func (r *Replicator) handshakeTimeout() time.Duration {
+	return min(max(4*r.cfg.Heartbeat, time.Second), 5*time.Second)
 }
