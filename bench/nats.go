@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -141,13 +140,9 @@ type natsPub struct {
 	win   *window
 	futs  chan nats.PubAckFuture
 	onAck func(uint64)
-	sent  atomic.Uint64
-	acked atomic.Uint64
-	errs  atomic.Uint64
-	done  chan struct{}
-	quit  chan struct{} // closed by Close: stop waiting for PubAcks
-	mu    sync.Mutex
-	cond  *sync.Cond
+	ackCounter
+	done chan struct{}
+	quit chan struct{} // closed by Close: stop waiting for PubAcks
 }
 
 func (n *NATS) NewPublisher(ctx context.Context, name string, window int, onAck func(uint64)) (Publisher, error) {
@@ -161,7 +156,7 @@ func (n *NATS) NewPublisher(ctx context.Context, name string, window int, onAck 
 		return nil, err
 	}
 	p := &natsPub{nc: nc, js: js, win: newWindow(window), futs: make(chan nats.PubAckFuture, window+1), onAck: onAck, done: make(chan struct{}), quit: make(chan struct{})}
-	p.cond = sync.NewCond(&p.mu)
+	p.init()
 	go p.acks()
 	return p, nil
 }
@@ -182,10 +177,7 @@ func (p *natsPub) acks() {
 		}
 		i++
 		p.win.release()
-		p.mu.Lock()
-		p.acked.Store(i)
-		p.cond.Broadcast()
-		p.mu.Unlock()
+		p.ackedThrough(i)
 	}
 }
 
@@ -205,20 +197,7 @@ func (p *natsPub) Publish(ctx context.Context, payload []byte) error {
 }
 
 func (p *natsPub) Wait(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() { p.mu.Lock(); p.cond.Broadcast(); p.mu.Unlock() })
-	defer stop()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for p.acked.Load() < p.sent.Load() {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		p.cond.Wait()
-	}
-	if e := p.errs.Load(); e > 0 {
-		return fmt.Errorf("nats: %d publishes failed", e)
-	}
-	return nil
+	return p.wait(ctx, "nats publishes")
 }
 
 func (p *natsPub) Errors() uint64 { return p.errs.Load() }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -119,17 +117,13 @@ func (r *Redis) Stop() error {
 }
 
 type redisPub struct {
-	c      *redis.Client
-	win    *window
-	queue  chan []byte
-	onAck  func(uint64)
-	max    int
-	sent   atomic.Uint64
-	acked  atomic.Uint64
-	errs   atomic.Uint64
+	c     *redis.Client
+	win   *window
+	queue chan []byte
+	onAck func(uint64)
+	max   int
+	ackCounter
 	done   chan struct{}
-	mu     sync.Mutex
-	cond   *sync.Cond
 	cancel context.CancelFunc
 }
 
@@ -141,7 +135,7 @@ func (r *Redis) NewPublisher(ctx context.Context, name string, window int, onAck
 	}
 	rctx, cancel := context.WithCancel(context.Background())
 	p := &redisPub{c: c, win: newWindow(window), queue: make(chan []byte, window), onAck: onAck, max: window, done: make(chan struct{}), cancel: cancel}
-	p.cond = sync.NewCond(&p.mu)
+	p.init()
 	go p.sender(rctx)
 	return p, nil
 }
@@ -189,10 +183,7 @@ func (p *redisPub) sender(ctx context.Context) {
 			i++
 			p.win.release()
 		}
-		p.mu.Lock()
-		p.acked.Store(i)
-		p.cond.Broadcast()
-		p.mu.Unlock()
+		p.ackedThrough(i)
 	}
 }
 
@@ -206,20 +197,7 @@ func (p *redisPub) Publish(ctx context.Context, payload []byte) error {
 }
 
 func (p *redisPub) Wait(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() { p.mu.Lock(); p.cond.Broadcast(); p.mu.Unlock() })
-	defer stop()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for p.acked.Load() < p.sent.Load() {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		p.cond.Wait()
-	}
-	if e := p.errs.Load(); e > 0 {
-		return fmt.Errorf("redis: %d XADDs failed", e)
-	}
-	return nil
+	return p.wait(ctx, "redis XADDs")
 }
 
 func (p *redisPub) Errors() uint64 { return p.errs.Load() }
