@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tandemhq/tandem/engine/uring"
+	"github.com/tandemhq/tandem/uring"
 )
 
 // tinySettings is the quick matrix cut down to test size, Tandem only,

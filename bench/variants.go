@@ -3,7 +3,7 @@ package bench
 import (
 	"fmt"
 
-	"github.com/tandemhq/tandem/engine/uring"
+	"github.com/tandemhq/tandem/uring"
 )
 
 // The Tandem-only scenarios: the same measurements (measurePublish,

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tandemhq/tandem/engine/uring"
+	"github.com/tandemhq/tandem/uring"
 	"github.com/tandemhq/tandem/journal"
 	"github.com/tandemhq/tandem/wire"
 )

@@ -5,7 +5,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tandemhq/tandem/engine/uring"
+	"github.com/tandemhq/tandem/uring"
 	"github.com/tandemhq/tandem/wire"
 )
 

@@ -174,3 +174,35 @@ func (j *Journal) Find(b record.Bookmark) (uint64, error) {
 	}
 	return b.Seq, nil
 }
+
+// A Hold keeps one segment's mapping alive after the cursor that produced
+// it moves on, Journal.Close included: for record bytes handed to the
+// kernel by reference (a zero-copy send), which must stay mapped and
+// unmodified until the kernel says it is done with them. The zero Hold
+// holds nothing. Release it exactly once.
+type Hold struct {
+	j   *Journal
+	seg *segment
+}
+
+// Hold returns a hold on the segment the last View from Next points into
+// (call it before the next Next). It does not allocate.
+func (c *Cursor) Hold() Hold {
+	if c.seg == nil {
+		return Hold{}
+	}
+	c.seg.ref()
+	return Hold{j: c.j, seg: c.seg}
+}
+
+// Same reports whether h holds the segment the cursor's last View came
+// from, so a caller can take one hold per segment rather than per record.
+func (h Hold) Same(c *Cursor) bool { return h.seg != nil && h.seg == c.seg }
+
+// Release drops the hold; the segment is unmapped once nothing holds it
+// and retention (or Close) removed it.
+func (h Hold) Release() {
+	if h.seg != nil {
+		h.seg.unref(h.j)
+	}
+}

@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/tandemhq/tandem/engine/poll"
-	"github.com/tandemhq/tandem/engine/uring"
+	"github.com/tandemhq/tandem/uring"
 	"github.com/tandemhq/tandem/tuning"
 )
 

@@ -108,6 +108,28 @@ func (s *SQE) PrepSendZC(fd int, buf []byte, msgFlags int, ud uint64) {
 	s.IoPrio = sendZCReportUsage
 }
 
+// PrepSendmsg prepares sendmsg(2) with msg (its iovecs gather several
+// buffers into one send). The kernel copies msg and its iovec array while
+// the request is prepared, so they must live until Submit returns
+// (IORING_FEAT_SUBMIT_STABLE); the buffers they point to, until the CQE.
+// A stream socket may take part of it (Res < total), as with PrepSend.
+func (s *SQE) PrepSendmsg(fd int, msg *unix.Msghdr, msgFlags int, ud uint64) {
+	p := unsafe.Pointer(msg)
+	escape(p)
+	s.prep(OpSendmsg, fd, uint64(uintptr(p)), 1, 0, ud)
+	s.OpFlags = uint32(msgFlags)
+}
+
+// PrepSendmsgZC is PrepSendmsg without the copy (IORING_OP_SENDMSG_ZC,
+// Linux >= 6.1): the CQE contract of PrepSendZC, for every buffer the
+// iovecs point to. They must stay unmodified and mapped until the
+// notification.
+func (s *SQE) PrepSendmsgZC(fd int, msg *unix.Msghdr, msgFlags int, ud uint64) {
+	s.PrepSendmsg(fd, msg, msgFlags, ud)
+	s.Opcode = OpSendmsgZC
+	s.IoPrio = sendZCReportUsage
+}
+
 // AcceptAddr receives the peer address of an accepted connection. The
 // kernel writes it at completion, so it must stay reachable until then.
 type AcceptAddr struct {
@@ -282,6 +304,26 @@ func (r *Ring) SendZC(fd int, buf []byte, msgFlags int, ud uint64) error {
 		return err
 	}
 	s.PrepSendZC(fd, buf, msgFlags, ud)
+	return nil
+}
+
+// Sendmsg queues PrepSendmsg.
+func (r *Ring) Sendmsg(fd int, msg *unix.Msghdr, msgFlags int, ud uint64) error {
+	s, _, err := r.getSQE()
+	if err != nil {
+		return err
+	}
+	s.PrepSendmsg(fd, msg, msgFlags, ud)
+	return nil
+}
+
+// SendmsgZC queues PrepSendmsgZC.
+func (r *Ring) SendmsgZC(fd int, msg *unix.Msghdr, msgFlags int, ud uint64) error {
+	s, _, err := r.getSQE()
+	if err != nil {
+		return err
+	}
+	s.PrepSendmsgZC(fd, msg, msgFlags, ud)
 	return nil
 }
 
