@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tandemhq/tandem/uring"
 	"github.com/tandemhq/tandem/journal"
+	"github.com/tandemhq/tandem/uring"
 	"github.com/tandemhq/tandem/wire"
 )
 

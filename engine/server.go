@@ -32,10 +32,10 @@ import (
 	"time"
 
 	"github.com/tandemhq/tandem/engine/poll"
-	"github.com/tandemhq/tandem/uring"
 	"github.com/tandemhq/tandem/journal"
 	"github.com/tandemhq/tandem/record"
 	"github.com/tandemhq/tandem/replicate"
+	"github.com/tandemhq/tandem/uring"
 	"github.com/tandemhq/tandem/wire"
 )
 

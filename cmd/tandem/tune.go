@@ -7,8 +7,8 @@ import (
 	"path/filepath"
 
 	"github.com/tandemhq/tandem/engine/poll"
-	"github.com/tandemhq/tandem/uring"
 	"github.com/tandemhq/tandem/tuning"
+	"github.com/tandemhq/tandem/uring"
 )
 
 const tuneText = `Reads this machine's NUMA nodes, cores and SMT siblings from sysfs and
