@@ -55,6 +55,16 @@ type conn struct {
 	// closeAfterSend: fail() queued an Error frame; close once it is sent.
 	closeAfterSend bool
 
+	// Zero-copy output (zerocopy.go): journal slices that go out between
+	// the bytes of wbuf (wz) and of the send in flight (sz), the slot sbuf
+	// belongs to when it carries such slices (-1: none), the buffers
+	// waiting for the kernel's notifications, and the gather list.
+	wz, sz zcRefs
+	sslot  int
+	zslots [zcSlots]zcSlot
+	iovs   []unix.Iovec
+	msg    unix.Msghdr
+
 	created, lastRecv, lastSend int64
 	hb                          int64 // heartbeat interval in ns; 0: none
 
@@ -99,16 +109,19 @@ func newConn(lp *loop, fd int, remote string) *conn {
 		lp: lp, fd: fd, remote: remote,
 		rbuf:    make([]byte, lp.srv.cfg.ReadBuffer),
 		created: lp.now, lastRecv: lp.now, lastSend: lp.now,
+		sslot: -1,
 	}
 }
 
-func (c *conn) pending() int { return len(c.wbuf) - c.woff + len(c.sbuf) - c.soff }
+func (c *conn) pending() int {
+	return len(c.wbuf) - c.woff + c.wz.bytes + c.stotal() - c.soff
+}
 
 // buffered is the output not yet handed to the kernel: with io_uring, a
 // send in flight (sbuf) does not count, so the next buffer fills while the
 // kernel drains the current one (per connection: at most two high water
 // marks of output).
-func (c *conn) buffered() int { return len(c.wbuf) - c.woff }
+func (c *conn) buffered() int { return len(c.wbuf) - c.woff + c.wz.bytes }
 
 // onReadable reads what the socket has and handles every whole frame.
 func (c *conn) onReadable() {
@@ -480,6 +493,7 @@ func (c *conn) pump() {
 		return
 	}
 	highWater := c.lp.srv.cfg.WriteHighWater
+	zcMin := c.zeroCopyMin()
 	wrote := false
 	for _, sub := range c.subs {
 		for scanned := 0; c.buffered() < highWater; scanned++ {
@@ -492,7 +506,12 @@ func (c *conn) pump() {
 				break
 			}
 			if sub.m.match(v.Topic()) && (sub.resume == nil || sub.resume.wants(v)) {
-				c.wbuf = wire.AppendDeliver(c.wbuf, sub.id, v.Bytes())
+				rec := v.Bytes()
+				if zcMin > 0 && len(rec) >= zcMin {
+					c.addZeroCopy(sub.id, rec, sub.cur)
+				} else {
+					c.wbuf = wire.AppendDeliver(c.wbuf, sub.id, rec)
+				}
 				wrote = true
 			}
 		}

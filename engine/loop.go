@@ -54,19 +54,22 @@ type loop struct {
 	// test and stat hook for the per-connection memory bound).
 	maxPending atomic.Int64
 	nsubs      atomic.Int64
+	// zero-copy deliveries: sends, bytes sent from the journal mapping,
+	// and journal segment holds not yet released (notification pending).
+	zcSends, zcBytes, zcHolds atomic.Int64
+
+	// memory placement as applied (a test and stat hook): the thread's
+	// memory policy and the CPU the ring was created on (-1: no ring).
+	memPolicy, ringCPU int
 
 	// scratch for the publish path (reused, never escapes)
 	batch publishBatch
 }
 
 func newLoop(s *Server, id, cpu int, useUring bool) (*loop, error) {
-	lp := &loop{id: id, cpu: cpu, srv: s, lfd: -1, conns: make(map[int32]*conn)}
+	lp := &loop{id: id, cpu: cpu, srv: s, lfd: -1, conns: make(map[int32]*conn), ringCPU: -1}
 	if useUring {
-		ur, err := newUringIO(s.cfg.RingEntries)
-		if err != nil {
-			return nil, err
-		}
-		lp.ur = ur
+		lp.ur = newUringIO(s.cfg.RingEntries) // the ring itself is created in run
 		return lp, nil
 	}
 	p, err := poll.NewEpoll()
@@ -87,7 +90,9 @@ func (lp *loop) wake() {
 		return
 	}
 	if lp.ur != nil {
-		lp.ur.ring.Wake()
+		if lp.ur.ring != nil {
+			lp.ur.ring.Wake()
+		}
 		return
 	}
 	lp.poller.Wake()
@@ -102,7 +107,9 @@ func (lp *loop) closeBackend() {
 	}
 	lp.backendClosed = true
 	if lp.ur != nil {
-		lp.ur.ring.Close()
+		if lp.ur.ring != nil {
+			lp.ur.ring.Close()
+		}
 		return
 	}
 	lp.poller.Close()
@@ -180,7 +187,11 @@ func (lp *loop) closeListener() {
 		return
 	}
 	if lp.ur != nil {
-		lp.ur.closeListener(lp.lfd)
+		if lp.ur.ring != nil {
+			lp.ur.closeListener(lp.lfd)
+		} else {
+			unix.Close(lp.lfd)
+		}
 	} else {
 		lp.poller.Del(lp.lfd)
 		unix.Close(lp.lfd)
@@ -198,8 +209,24 @@ func (lp *loop) run(started chan<- error) {
 			started <- err
 			return
 		}
+		if lp.srv.cfg.MemoryPlacement != "off" {
+			// Node-local pages for what this thread touches first: its
+			// ring, its connections' buffers (when fresh from the OS).
+			if err := poll.LocalMemPolicy(); err != nil {
+				lp.srv.log.Warn("cannot set a node-local memory policy", "loop", lp.id, "err", err)
+			}
+		}
 	}
+	lp.memPolicy, _ = poll.ThreadMemPolicy()
 	if lp.ur != nil {
+		lp.backendMu.Lock()
+		err := lp.ur.open(lp.srv.cfg.ZeroCopyMin)
+		lp.ringCPU = poll.CurrentCPU()
+		lp.backendMu.Unlock()
+		if err != nil {
+			started <- fmt.Errorf("loop %d: %w", lp.id, err)
+			return
+		}
 		if err := lp.ur.armAccept(lp.lfd); err != nil {
 			started <- err
 			return

@@ -24,35 +24,60 @@ import (
 // collected, and rbuf is replaced (process growing it) only when no receive
 // is in flight.
 
-// Operation kinds, in the low bits of a completion's user data; the rest is
-// the connection id (0 for the listener).
+// A completion's user data: the operation kind in the low opBits bits, the
+// zero-copy slot (opSendZC) in the next slotBits, the connection id (0 for
+// the listener) above.
 const (
 	opAccept uint64 = 1
 	opRecv   uint64 = 2
 	opSend   uint64 = 3
 	opCancel uint64 = 4
+	opSendZC uint64 = 5
 	opBits          = 3
+	slotBits        = 5
+	idShift         = opBits + slotBits
 )
 
+func userData(id uint64, slot int, op uint64) uint64 {
+	return id<<idShift | uint64(slot)<<opBits | op
+}
+
 type uringIO struct {
-	ring   *uring.Ring
-	cqes   []uring.CQE
-	byID   map[uint64]*conn
-	nextID uint64
+	ring    *uring.Ring // nil until the loop's thread created it (open)
+	entries int
+	cqes    []uring.CQE
+	byID    map[uint64]*conn
+	nextID  uint64
+	zcMin   int // records of at least this size are delivered zero-copy; 0: never
 }
 
 // defaultRingEntries is the submission queue size per loop.
 const defaultRingEntries = 1024
 
-func newUringIO(entries int) (*uringIO, error) {
+func newUringIO(entries int) *uringIO {
 	if entries <= 0 {
 		entries = defaultRingEntries
 	}
-	r, err := uring.New(uring.Options{Entries: uint32(entries), FlushWhenFull: true, Wake: true})
+	return &uringIO{entries: entries, byID: map[uint64]*conn{}}
+}
+
+// open creates the ring. The loop calls it on its own thread once pinned,
+// so the kernel allocates the rings on the loop's NUMA node (first touch).
+// zcMin is Config.ZeroCopyMin; zero-copy needs IORING_OP_SENDMSG_ZC.
+func (u *uringIO) open(zcMin int) error {
+	r, err := uring.New(uring.Options{Entries: uint32(u.entries), FlushWhenFull: true, Wake: true})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return &uringIO{ring: r, cqes: make([]uring.CQE, 2*entries), byID: map[uint64]*conn{}}, nil
+	u.cqes = make([]uring.CQE, 2*u.entries)
+	if p, err := r.Probe(); err == nil && p.Supports(uring.OpSendmsgZC) && zcMin >= 0 {
+		if zcMin == 0 {
+			zcMin = DefaultZeroCopyMin
+		}
+		u.zcMin = zcMin
+	}
+	u.ring = r
+	return nil
 }
 
 func (u *uringIO) armAccept(lfd int) error {
@@ -73,7 +98,7 @@ func (u *uringIO) armRecv(c *conn) {
 		c.fail(wire.CodeMalformed, "read buffer full")
 		return
 	}
-	if err := u.ring.Recv(c.fd, c.rbuf[c.rn:], 0, c.id<<opBits|opRecv); err != nil {
+	if err := u.ring.Recv(c.fd, c.rbuf[c.rn:], 0, userData(c.id, 0, opRecv)); err != nil {
 		c.close()
 		return
 	}
@@ -86,14 +111,32 @@ func (u *uringIO) flush(c *conn) {
 	if c.sendInFlight || c.closed {
 		return
 	}
-	if c.soff == len(c.sbuf) {
+	if c.soff == c.stotal() {
 		if len(c.wbuf) == 0 {
 			return
 		}
+		slot := -1
+		if len(c.wz.parts) > 0 {
+			if slot = c.freeSlot(); slot < 0 {
+				return // every slot waits for a notification, which flushes again
+			}
+			c.zslots[slot].inUse = true
+		}
 		c.sbuf, c.wbuf = c.wbuf, c.sbuf[:0]
-		c.soff = 0
+		c.sz, c.wz = c.wz, c.sz
+		c.sslot, c.soff = slot, 0
 	}
-	if err := u.ring.Send(c.fd, c.sbuf[c.soff:], unix.MSG_NOSIGNAL, c.id<<opBits|opSend); err != nil {
+	var err error
+	if c.sslot < 0 {
+		err = u.ring.Send(c.fd, c.sbuf[c.soff:], unix.MSG_NOSIGNAL, userData(c.id, 0, opSend))
+	} else {
+		iovs := c.iovecs(c.soff)
+		c.msg.Iov = &iovs[0]
+		c.msg.SetIovlen(len(iovs))
+		err = u.ring.SendmsgZC(c.fd, &c.msg, unix.MSG_NOSIGNAL, userData(c.id, c.sslot, opSendZC))
+		c.lp.zcSends.Add(1)
+	}
+	if err != nil {
 		c.close()
 		return
 	}
@@ -103,8 +146,11 @@ func (u *uringIO) flush(c *conn) {
 // release is close's io_uring half: cancel what is in flight, close the
 // socket once nothing refers to its buffers any more.
 func (u *uringIO) release(c *conn) {
+	if c.zcOutstanding() && !c.recvInFlight && !c.sendInFlight {
+		return // the last notification forgets it
+	}
 	if c.recvInFlight || c.sendInFlight {
-		u.ring.CancelFd(c.fd, c.id<<opBits|opCancel)
+		u.ring.CancelFd(c.fd, userData(c.id, 0, opCancel))
 		return
 	}
 	u.forget(c)
@@ -113,6 +159,7 @@ func (u *uringIO) release(c *conn) {
 func (u *uringIO) forget(c *conn) {
 	delete(u.byID, c.id)
 	unix.Close(c.fd)
+	c.zcReleaseAll()
 }
 
 // runUring is the loop driven by io_uring.
@@ -179,13 +226,26 @@ func (lp *loop) drainRing() {
 
 func (lp *loop) complete(cqe uring.CQE) {
 	u := lp.ur
-	op, id := cqe.UserData&(1<<opBits-1), cqe.UserData>>opBits
+	op, id := cqe.UserData&(1<<opBits-1), cqe.UserData>>idShift
+	slot := int(cqe.UserData>>opBits) & (1<<slotBits - 1)
 	if op == opAccept {
 		lp.accepted(cqe)
 		return
 	}
 	c := u.byID[id]
 	if c == nil {
+		return
+	}
+	if op == opSendZC && cqe.Notif() {
+		// The kernel is done with a zero-copy send's buffers.
+		s := &c.zslots[slot]
+		if s.notifs--; s.notifs == 0 && s.sent {
+			c.zcFree(slot)
+			if !c.closed && c.pending() > 0 {
+				u.flush(c) // it may have waited for a free slot
+			}
+		}
+		lp.forgetIfDone(c)
 		return
 	}
 	switch op {
@@ -204,23 +264,27 @@ func (lp *loop) complete(cqe uring.CQE) {
 		default: // 0: the peer closed; <0: a socket error
 			c.close()
 		}
-	case opSend:
+	case opSend, opSendZC:
 		c.sendInFlight = false
+		if op == opSendZC && cqe.More() {
+			c.zslots[slot].notifs++ // a notification follows
+		}
 		if c.closed {
 			break
 		}
 		if cqe.Res < 0 {
-			if c.closeAfterSend {
-				c.close()
-			} else {
-				c.close()
-			}
+			c.close()
 			break
 		}
 		c.soff += int(cqe.Res)
 		c.lastSend = lp.now
-		if c.soff == len(c.sbuf) {
-			c.sbuf, c.soff = c.sbuf[:0], 0
+		if c.soff == c.stotal() {
+			if op == opSendZC {
+				lp.zcBytes.Add(int64(c.sz.bytes))
+				c.zcSent(slot)
+			} else {
+				c.sbuf, c.soff = c.sbuf[:0], 0
+			}
 		}
 		if len(c.subs) > 0 && !c.closeAfterSend {
 			c.pump() // refill while the kernel still has the socket busy
@@ -236,7 +300,14 @@ func (lp *loop) complete(cqe uring.CQE) {
 			c.pauseReading(false) // output drained below the mark: read again
 		}
 	}
-	if c.closed && !c.recvInFlight && !c.sendInFlight {
+	lp.forgetIfDone(c)
+}
+
+// forgetIfDone forgets a closed connection once the kernel holds nothing
+// of it: no operation in flight, no zero-copy notification due.
+func (lp *loop) forgetIfDone(c *conn) {
+	u := lp.ur
+	if c.closed && !c.recvInFlight && !c.sendInFlight && !c.zcOutstanding() {
 		if _, ok := u.byID[c.id]; ok {
 			u.forget(c)
 		}

@@ -57,6 +57,19 @@ type Config struct {
 	Pin   bool  // pin each loop's thread to a core
 	CPUs  []int // cores for the loops (with Pin); default the allowed CPUs in order
 
+	// MemoryPlacement: "first-touch" (default) makes every pinned loop
+	// thread ask for node-local memory (set_mempolicy MPOL_LOCAL, which
+	// overrides an inherited interleave or bind policy) and create its ring
+	// and first buffers only after it is pinned, so their pages come from
+	// its own NUMA node; "off" leaves placement to the process's policy.
+	MemoryPlacement string
+
+	// ZeroCopyMin: with io_uring, deliveries of records of at least this
+	// many bytes go out zero-copy from the journal mapping
+	// (IORING_OP_SENDMSG_ZC) rather than through the send buffer. 0 means
+	// the default (DefaultZeroCopyMin); a negative value turns it off.
+	ZeroCopyMin int
+
 	MaxFrame       int // largest frame accepted; default wire.DefaultMaxFrame
 	MaxTopic       int // longest topic accepted; default 1024
 	ReadBuffer     int // initial read buffer per connection; default 64 KiB
@@ -225,6 +238,11 @@ func New(cfg Config) (*Server, error) {
 		if err := poll.CheckCPUs([]int{r.SenderCPU}); err != nil {
 			return nil, fmt.Errorf("engine: repl-cpus: %w", err)
 		}
+	}
+	switch cfg.MemoryPlacement {
+	case "", "first-touch", "off":
+	default:
+		return nil, fmt.Errorf("engine: memory placement %q: want first-touch or off", cfg.MemoryPlacement)
 	}
 	useUring, engineDesc, err := chooseEngine(cfg.Engine)
 	if err != nil {
