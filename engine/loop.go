@@ -202,8 +202,10 @@ func (lp *loop) closeListener() {
 // run is the loop's goroutine.
 func (lp *loop) run(started chan<- error) {
 	defer lp.srv.done.Done()
+	// Locked for good: the goroutine exits locked, so the runtime ends the
+	// thread with it rather than handing a thread pinned to one core (and
+	// with its memory policy) to other goroutines.
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	if lp.cpu >= 0 {
 		if err := poll.PinThread(lp.cpu); err != nil {
 			started <- err
