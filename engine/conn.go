@@ -59,8 +59,9 @@ type conn struct {
 	// the bytes of wbuf (wz) and of the send in flight (sz), the slot sbuf
 	// belongs to when it carries such slices (-1: none), the buffers
 	// waiting for the kernel's notifications, and the gather list.
-	wz, sz zcRefs
-	sslot  int
+	wz, sz   zcRefs
+	zcCopied bool // the kernel reported copying our zero-copy sends: copy instead
+	sslot    int
 	zslots [zcSlots]zcSlot
 	iovs   []unix.Iovec
 	msg    unix.Msghdr

@@ -57,6 +57,8 @@ type loop struct {
 	// zero-copy deliveries: sends, bytes sent from the journal mapping,
 	// and journal segment holds not yet released (notification pending).
 	zcSends, zcBytes, zcHolds atomic.Int64
+	// connections switched back to copying because the kernel copied
+	zcCopiedConns atomic.Int64
 
 	// memory placement as applied (a test and stat hook): the thread's
 	// memory policy and the CPU the ring was created on (-1: no ring).

@@ -238,6 +238,7 @@ func (lp *loop) complete(cqe uring.CQE) {
 	}
 	if op == opSendZC && cqe.Notif() {
 		// The kernel is done with a zero-copy send's buffers.
+		c.zcNotified(cqe.ZCCopied())
 		s := &c.zslots[slot]
 		if s.notifs--; s.notifs == 0 && s.sent {
 			c.zcFree(slot)

@@ -67,8 +67,13 @@ type Config struct {
 	// ZeroCopyMin: with io_uring, deliveries of records of at least this
 	// many bytes go out zero-copy from the journal mapping
 	// (IORING_OP_SENDMSG_ZC) rather than through the send buffer. 0 means
-	// the default (DefaultZeroCopyMin); a negative value turns it off.
+	// the default (DefaultZeroCopyMin); a negative value turns it off. A
+	// connection on which the kernel reports it copied anyway (loopback)
+	// goes back to copying after its first zero-copy send.
 	ZeroCopyMin int
+	// zcEvenIfCopied keeps zero-copy on although the kernel reports it
+	// copied (loopback): tests use it to exercise the zero-copy path.
+	zcEvenIfCopied bool
 
 	MaxFrame       int // largest frame accepted; default wire.DefaultMaxFrame
 	MaxTopic       int // longest topic accepted; default 1024

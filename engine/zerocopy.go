@@ -112,10 +112,21 @@ type zcSlot struct {
 // zeroCopyMin is the record size from which this connection's deliveries go
 // out zero-copy; 0: never.
 func (c *conn) zeroCopyMin() int {
-	if c.lp.ur == nil {
+	if c.lp.ur == nil || c.zcCopied {
 		return 0
 	}
 	return c.lp.ur.zcMin
+}
+
+// zcNotified handles a notification's report: if the kernel had to copy
+// the data after all (loopback, a device without scatter-gather or
+// checksum offload), zero-copy only added pinning and a notification to a
+// copy, so the connection goes back to copying.
+func (c *conn) zcNotified(copied bool) {
+	if copied && !c.zcCopied && !c.lp.srv.cfg.zcEvenIfCopied {
+		c.zcCopied = true
+		c.lp.zcCopiedConns.Add(1)
+	}
 }
 
 // stotal is the bytes of the send in progress: sbuf and its parts.

@@ -33,6 +33,7 @@ func zcPayload(i uint64, n int) []byte {
 func zcServer(t *testing.T) *Server {
 	return testServer(t, t.TempDir(), func(c *Config) {
 		c.ZeroCopyMin = zcTestMin
+		c.zcEvenIfCopied = true // loopback copies; keep exercising the zero-copy path
 		c.Journal = journal.Options{SegmentSize: 1 << 20} // many segments: holds across rotations
 	})
 }
@@ -274,3 +275,41 @@ func TestZeroCopyDeliveryDoesNotAllocate(t *testing.T) {
 }
 
 func unsafeBytes(iov unix.Iovec) []byte { return unsafe.Slice(iov.Base, iov.Len) }
+
+// TestZeroCopyFallsBackWhenTheKernelCopies: over loopback the kernel
+// copies zero-copy sends anyway and says so in the notification; the
+// connection then goes back to copying (by default), and deliveries stay
+// intact across the switch.
+func TestZeroCopyFallsBackWhenTheKernelCopies(t *testing.T) {
+	s := testServer(t, t.TempDir(), func(c *Config) { c.ZeroCopyMin = zcTestMin })
+	defer s.Close()
+	pub := dialRaw(t, s)
+	pub.logon("pub", 0)
+	const n = 100
+	var buf []byte
+	for i := uint64(1); i <= n; i++ {
+		buf = wire.AppendPublish(buf[:0], i, wire.AckPersisted, []byte("big"), zcPayload(i, 64<<10))
+		pub.send(buf)
+	}
+	pub.waitAck(wire.AckKindPersisted, n)
+	sub := dialRaw(t, s)
+	sub.logon("sub", 0)
+	sub.subscribe(wire.AppendSubscribe(nil, 1, wire.StartEpoch, wire.MatchExact, []byte("big")))
+	for i := uint64(1); i <= n; i++ {
+		d := sub.nextDelivery(10 * time.Second)
+		if d.pubSeq != i || d.payload != string(zcPayload(i, 64<<10)) {
+			t.Fatalf("delivery %d: pubSeq %d, %d bytes", i, d.pubSeq, len(d.payload))
+		}
+	}
+	var copied int64
+	for _, lp := range s.loops {
+		copied += lp.zcCopiedConns.Load()
+	}
+	sends, _, _ := s.zcCounters()
+	t.Logf("zero-copy sends %d, connections switched to copying %d", sends, copied)
+	if zeroCopyExpected(t, s) {
+		if sends == 0 || copied != 1 {
+			t.Fatalf("want the subscriber's connection to try zero-copy and switch to copying: sends %d, switched %d", sends, copied)
+		}
+	}
+}
