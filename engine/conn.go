@@ -62,9 +62,9 @@ type conn struct {
 	wz, sz   zcRefs
 	zcCopied bool // the kernel reported copying our zero-copy sends: copy instead
 	sslot    int
-	zslots [zcSlots]zcSlot
-	iovs   []unix.Iovec
-	msg    unix.Msghdr
+	zslots   [zcSlots]zcSlot
+	iovs     []unix.Iovec
+	msg      unix.Msghdr
 
 	created, lastRecv, lastSend int64
 	hb                          int64 // heartbeat interval in ns; 0: none

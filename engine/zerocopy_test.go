@@ -33,7 +33,7 @@ func zcPayload(i uint64, n int) []byte {
 func zcServer(t *testing.T) *Server {
 	return testServer(t, t.TempDir(), func(c *Config) {
 		c.ZeroCopyMin = zcTestMin
-		c.zcEvenIfCopied = true // loopback copies; keep exercising the zero-copy path
+		c.zcEvenIfCopied = true                           // loopback copies; keep exercising the zero-copy path
 		c.Journal = journal.Options{SegmentSize: 1 << 20} // many segments: holds across rotations
 	})
 }
