@@ -20,6 +20,17 @@ var figures = []figure{
 	{"p99 µs", false, latFig(func(l *Latency) float64 { return l.P99 })},
 	{"p99.9 µs", false, latFig(func(l *Latency) float64 { return l.P999 })},
 	{"max µs", false, latFig(func(l *Latency) float64 { return l.Max })},
+	{"server CPU s/M", false, resFig(func(u *Resources) float64 { return u.ServerCPUPerM })},
+	{"server ctxsw/M", false, resFig(func(u *Resources) float64 { return u.ServerCtxPerM })},
+}
+
+func resFig(f func(*Resources) float64) func(r *Result) (float64, bool) {
+	return func(r *Result) (float64, bool) {
+		if r.Resources == nil || r.Resources.Messages <= 0 {
+			return 0, false
+		}
+		return f(r.Resources), true
+	}
 }
 
 func latFig(f func(*Latency) float64) func(r *Result) (float64, bool) {

@@ -20,7 +20,11 @@
 //     pair (one instance, the baseline, vs a sync pair and an async pair of
 //     instances replicating to each other, pair.go: closed-loop publish and
 //     persisted-ack latency at fixed rates, B's lag polled from A's stat)
-//     and engine (publish and fan-out with --engine uring, then epoll).
+//     and engine (durable publish, fan-out and a sync pair's publish with
+//     --engine uring and --engine epoll, Settings.EngineRuns times each,
+//     alternating; repeat.go makes the medians, resources.go samples the
+//     server processes' CPU and context switches from /proc around each
+//     step; the report checks issue 5's 1.3x fan-out target).
 //   - failover (failover.go, Tandem only): the failover time an HA client
 //     sees: a sync pair of processes, an HA publisher at a fixed rate and
 //     an HA subscriber (WithSubID, 50 ms heartbeat) on A; each run SIGKILLs

@@ -92,6 +92,11 @@ func plan(set Settings, skippedSystem func(string) bool) []plannedStep {
 						add(sc.name, fmt.Sprintf("engine fanout size=%d subs=%d engine=%s", set.FanoutSize, n, e), false)
 					}
 				}
+				for _, size := range set.EnginePairSizes {
+					for _, e := range engines {
+						add(sc.name, fmt.Sprintf("engine sync-pair publish size=%d pubs=1 engine=%s", size, e), false)
+					}
+				}
 			case ScenFailover:
 				if sys != "tandem" || set.FailoverRuns <= 0 {
 					continue
@@ -209,12 +214,25 @@ func estimateStep(set Settings, prev *RunResult, st plannedStep) time.Duration {
 		}
 		return base + estPairStart
 	case ScenEngine:
+		// EngineRuns runs of the step, each like the same engine step of
+		// prev (its duration is the median of its runs), else like the
+		// peer scenario's step of the same measurement.
+		runs := time.Duration(max(1, set.EngineRuns))
+		one := base
+		if strings.Contains(st.key, " sync-pair ") {
+			one += estPairStart
+		}
 		k := strings.TrimPrefix(st.key, "engine ")
 		k = k[:strings.LastIndex(k, " engine=")]
-		if r := lookup(k); r != nil {
-			return secs(r.DurationSec) + estStepOverhead
+		if r := lookup(st.key); r != nil {
+			one = secs(r.DurationSec) + estStepOverhead
+			if strings.Contains(st.key, " sync-pair ") {
+				one += estPairStart
+			}
+		} else if r := lookup(k); r != nil {
+			one = secs(r.DurationSec) + estStepOverhead
 		}
-		return base
+		return runs * one
 	case ScenFailover:
 		// The runs do not depend on the step duration: any earlier
 		// failover step with the same key, scaled to the number of runs.

@@ -38,7 +38,7 @@ func variantCell(r *Result) string {
 }
 
 func ratioOf(a, b *Result) string {
-	if a == nil || b == nil || a.Error != "" || b.Error != "" || a.MsgsPerSec <= 0 || b.MsgsPerSec <= 0 {
+	if measured(a) == nil || measured(b) == nil || a.MsgsPerSec <= 0 || b.MsgsPerSec <= 0 {
 		return "–"
 	}
 	return fmtRatio(a.MsgsPerSec/b.MsgsPerSec) + "×"
@@ -128,6 +128,13 @@ func writePairSection(b *strings.Builder, rr *RunResult) {
 	variantNotes(b, rows, cells, pairModes)
 }
 
+// Issue 5's target: io_uring at least fanoutTarget times epoll's fan-out
+// throughput with fanoutTargetSubs subscribers.
+const (
+	fanoutTarget     = 1.3
+	fanoutTargetSubs = 8
+)
+
 func writeEngineSection(b *strings.Builder, rr *RunResult) {
 	st := rr.Settings
 	b.WriteString("## io_uring vs epoll (Tandem)\n\n")
@@ -136,15 +143,223 @@ func writeEngineSection(b *strings.Builder, rr *RunResult) {
 		b.WriteString("_Not run._\n\n")
 		return
 	}
-	fmt.Fprintf(b, "The durable publish (window %d, %s, closed loop) and fan-out (%d-byte messages, at most %s or %d messages) steps, run once with `tandem serve --engine uring` and once with `--engine epoll`, back to back on fresh servers; everything else is the same. The backend each server reported in `stat` is in the JSON (`engine_in_use`). Publish cells: msgs/s (MB/s) and p99 send -> persisted ack; fan-out: deliveries/s summed over subscribers.\n\n",
-		st.Window, st.Duration, st.FanoutSize, st.Duration, st.FanoutMessages)
+	runs := max(1, st.EngineRuns)
+	how := "once per backend, io_uring then epoll"
+	if runs > 1 {
+		how = fmt.Sprintf("%d times per backend, the backends alternating (io_uring first in odd runs, epoll first in even ones); every figure below is the median of the %d runs, each figure separately (each run is in the JSON, `runs`)", runs, runs)
+	}
+	pair := ""
+	for _, row := range rows {
+		if strings.HasPrefix(row, "sync-pair ") {
+			pair = " and the durable publish of a sync pair (two `tandem serve` processes replicating synchronously, both on the backend: the publisher is on A, whose persisted ack waits for B's)"
+			break
+		}
+	}
+	fmt.Fprintf(b, "The same steps with `tandem serve --engine uring` and with `--engine epoll`, back to back in one run of the same binary, each on fresh servers, %s: "+
+		"durable publish (window %d, %s, closed loop), fan-out (one publisher, %d-byte messages, at most %s or %d messages)%s. "+
+		"The backend each server reported in `stat` is in the JSON (`engine_in_use`).\n\n",
+		how, st.Window, st.Duration, st.FanoutSize, st.Duration, st.FanoutMessages, pair)
+	b.WriteString(engineTargetText(rr, cells) + "\n\n")
+
+	b.WriteString("Throughput, msgs/s (MB/s of payload): publish and sync pair: persisted acks; fan-out: deliveries summed over subscribers.\n\n")
 	b.WriteString("| measurement | io_uring | epoll | io_uring ÷ epoll |\n|---|---:|---:|---:|\n")
 	for _, row := range rows {
 		c := cells[row]
-		fmt.Fprintf(b, "| %s | %s | %s | **%s** |\n", row, variantCell(c["uring"]), variantCell(c["epoll"]), ratioOf(c["uring"], c["epoll"]))
+		fmt.Fprintf(b, "| %s | %s | %s | **%s** |\n", row, cell(c["uring"]), cell(c["epoll"]), ratioOf(c["uring"], c["epoll"]))
 	}
 	b.WriteString("\nAbove 1: io_uring is faster. `*` did not finish within its limits (see notes).\n\n")
+
+	b.WriteString("Latency p50 / p99 / p99.9, closed loop, from the actual send: publish and sync pair: to the persisted ack; fan-out: to the delivery (every subscriber's).\n\n")
+	b.WriteString("| measurement | io_uring | epoll | p99 io_uring ÷ epoll |\n|---|---:|---:|---:|\n")
+	for _, row := range rows {
+		u, e := measured(cells[row]["uring"]), measured(cells[row]["epoll"])
+		r := "–"
+		if u != nil && e != nil && u.Latency != nil && e.Latency != nil && e.Latency.P99 > 0 {
+			r = fmtRatio(u.Latency.P99/e.Latency.P99) + "×"
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", row, latencyCell(u), latencyCell(e), r)
+	}
+	b.WriteString("\nBelow 1: io_uring's p99 is lower.\n\n")
+
+	cores := rr.Machine.Cores
+	anyRes := false
+	for _, row := range rows {
+		for _, r := range cells[row] {
+			anyRes = anyRes || (measured(r) != nil && r.Resources != nil)
+		}
+	}
+	if !anyRes {
+		b.WriteString("_Server CPU and context switches not measured: " + resourcesMissing(rr) + "._\n\n")
+	} else {
+		fmt.Fprintf(b, "Cost per million messages (the messages msgs/s counts), from just before the step's clients connect to its last ack or delivery: "+
+			"**server CPU**: CPU seconds of the `tandem serve` process(es), every thread (the process's CPU-time clock), the sync pair's A + B; "+
+			"**context switches** of every server thread (voluntary + involuntary, /proc/PID/task/TID/status); "+
+			"**bench CPU**: the load generator's (this process, getrusage), which shares the machine's %d cores with the server; "+
+			"**cores busy**: server + bench CPU over the step's wall time and the %d cores; "+
+			"**other**: the rest of the machine's busy time (/proc/stat) meanwhile, same unit: other processes on the machine.\n\n", cores, cores)
+		b.WriteString("| measurement | server CPU s/M io_uring | epoll | ÷ | context switches/M io_uring | epoll | ÷ | bench CPU s/M io_uring / epoll | cores busy io_uring / epoll | other io_uring / epoll |\n" +
+			"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, row := range rows {
+			u, e := resourcesOf(cells[row]["uring"]), resourcesOf(cells[row]["epoll"])
+			cpu := func(x *Resources) string {
+				if x == nil {
+					return "–"
+				}
+				return fmt.Sprintf("%.3f", x.ServerCPUPerM)
+			}
+			ctx := func(x *Resources) string {
+				if x == nil {
+					return "–"
+				}
+				return fmtRate(x.ServerCtxPerM)
+			}
+			pair := func(f func(*Resources) string) string { return f(u) + " / " + f(e) }
+			fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", row,
+				cpu(u), cpu(e), resRatio(u, e, func(x *Resources) float64 { return x.ServerCPUPerM }),
+				ctx(u), ctx(e), resRatio(u, e, func(x *Resources) float64 { return x.ServerCtxPerM }),
+				pair(func(x *Resources) string {
+					if x == nil {
+						return "–"
+					}
+					return fmt.Sprintf("%.3f", x.BenchCPUPerM)
+				}),
+				pair(func(x *Resources) string { return pct(x.busyFraction(cores)) }),
+				pair(func(x *Resources) string { return pct(x.otherFraction(cores)) }))
+		}
+		b.WriteString("\nBelow 1: io_uring costs less.\n\n")
+	}
 	variantNotes(b, rows, cells, engines)
+}
+
+// resourcesMissing says why a run has no server CPU figures.
+func resourcesMissing(rr *RunResult) string {
+	for _, s := range rr.Systems {
+		if s.Name == "tandem" && s.Binary != "" {
+			return "not recorded by this run's version of the bench"
+		}
+	}
+	return "Tandem ran inside the bench process (`--in-process`)"
+}
+
+// measured returns r if it has figures (not missing, failed or skipped).
+func measured(r *Result) *Result {
+	if r == nil || r.Error != "" || r.Skipped != "" {
+		return nil
+	}
+	return r
+}
+
+func resourcesOf(r *Result) *Resources {
+	if r = measured(r); r == nil || r.Resources == nil || r.Resources.Messages <= 0 {
+		return nil
+	}
+	return r.Resources
+}
+
+func latencyCell(r *Result) string {
+	if r == nil || r.Latency == nil {
+		return "–"
+	}
+	l := r.Latency
+	return fmt.Sprintf("%s / %s / %s", fmtUs(l.P50), fmtUs(l.P99), fmtUs(l.P999))
+}
+
+// resRatio is f(u) ÷ f(e), or "–".
+func resRatio(u, e *Resources, f func(*Resources) float64) string {
+	if u == nil || e == nil || f(e) <= 0 {
+		return "–"
+	}
+	return fmtRatio(f(u)/f(e)) + "×"
+}
+
+// pct formats a fraction as a percentage ("–" for 0: unknown).
+func pct(v float64) string {
+	if v <= 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f%%", v*100)
+}
+
+// otherFraction is the share of the cores busy with neither the server
+// nor the bench between the samples (0: unknown or none).
+func (r *Resources) otherFraction(cores int) float64 {
+	if r == nil || r.MachineBusySec <= 0 || cores <= 0 || r.WallSec <= 0 {
+		return 0
+	}
+	return max(0, r.MachineBusySec-r.ServerCPUSec-r.BenchCPUSec) / (r.WallSec * float64(cores))
+}
+
+// engineTargetText says whether issue 5's fan-out target is met, with the
+// measurements that explain the ratio: the CPU cost per delivery (server
+// and load generator) and how busy they kept the cores. With
+// msgs/s = busy × cores ÷ (CPU per message), the throughput ratio is the
+// product of the cost ratio and the busy ratio.
+func engineTargetText(rr *RunResult, cells map[string]map[string]*Result) string {
+	st := rr.Settings
+	head := fmt.Sprintf("**Fan-out target** (issue 5: io_uring at least %s× epoll's 1 → %d fan-out throughput)", fmtRatio(fanoutTarget), fanoutTargetSubs)
+	c := cells[fmt.Sprintf("fanout size=%d subs=%d", st.FanoutSize, fanoutTargetSubs)]
+	if c == nil {
+		return head + fmt.Sprintf(": not checked, this run has no 1 → %d fan-out step.", fanoutTargetSubs)
+	}
+	u, e := c["uring"], c["epoll"]
+	switch {
+	case u != nil && u.Skipped != "":
+		return head + ": not checked, io_uring is not available here (" + u.Skipped + ")."
+	case measured(u) == nil || measured(e) == nil || u.MsgsPerSec <= 0 || e.MsgsPerSec <= 0:
+		return head + ": not checked, a step failed (see the notes)."
+	}
+	ratio := u.MsgsPerSec / e.MsgsPerSec
+	runs := "one run per backend"
+	if n := max(1, st.EngineRuns); n > 1 {
+		runs = fmt.Sprintf("medians of %d runs per backend", n)
+	}
+	verdict := "met"
+	if ratio < fanoutTarget {
+		verdict = "not met on this machine"
+	}
+	var s strings.Builder
+	fmt.Fprintf(&s, "%s: **%s**. io_uring delivered %s deliveries/s, epoll %s: **%s×** (%s", head, verdict, fmtRate(u.MsgsPerSec), fmtRate(e.MsgsPerSec), fmtRatio(ratio), runs)
+	if st.Quick {
+		s.WriteString("; --quick: 1 s steps, a smoke test, not a verdict")
+	}
+	s.WriteString(").")
+	ru, re := resourcesOf(u), resourcesOf(e)
+	cores := rr.Machine.Cores
+	if ru == nil || re == nil || cores <= 0 {
+		s.WriteString(" Server CPU not measured (" + resourcesMissing(rr) + "), so no breakdown.")
+		return s.String()
+	}
+	fmt.Fprintf(&s, " Per million deliveries the server used %.3f CPU-s with io_uring and %.3f with epoll (%s) and %s vs %s context switches (%s); the load generator, on the same %d cores, %.3f vs %.3f CPU-s.",
+		ru.ServerCPUPerM, re.ServerCPUPerM, resRatio(ru, re, func(x *Resources) float64 { return x.ServerCPUPerM }),
+		fmtRate(ru.ServerCtxPerM), fmtRate(re.ServerCtxPerM), resRatio(ru, re, func(x *Resources) float64 { return x.ServerCtxPerM }),
+		cores, ru.BenchCPUPerM, re.BenchCPUPerM)
+	tu, te := ru.ServerCPUPerM+ru.BenchCPUPerM, re.ServerCPUPerM+re.BenchCPUPerM
+	bu, be := ru.busyFraction(cores), re.busyFraction(cores)
+	if tu > 0 && te > 0 && bu > 0 && be > 0 {
+		fmt.Fprintf(&s, " Deliveries/s ≈ CPU time available ÷ CPU per delivery: the total CPU per delivery (server + generator, %.3f vs %.3f s/M) makes a factor of %s× and how busy they kept the %d cores (%s vs %s) one of %s×.",
+			tu, te, fmtRatio(te/tu), cores, pct(bu), pct(be), fmtRatio(bu/be))
+		if min(bu, be) >= 0.85 {
+			s.WriteString(" Both kept the cores nearly saturated: the step is CPU-bound, so io_uring can only win by costing less CPU per delivery in total.")
+			if ratio < fanoutTarget {
+				need := te / fanoutTarget
+				fmt.Fprintf(&s, " %s× would need a total of at most %.3f s/M with io_uring", fmtRatio(fanoutTarget), need)
+				if room := need - ru.BenchCPUPerM; room > 0 {
+					fmt.Fprintf(&s, ", i.e. a server at %.3f s/M instead of %.3f.", room, ru.ServerCPUPerM)
+				} else {
+					fmt.Fprintf(&s, ", less than the load generator alone uses (%.3f): out of reach with the generator on the same cores.", ru.BenchCPUPerM)
+				}
+			}
+		} else if ou, oe := ru.otherFraction(cores), re.otherFraction(cores); min(bu+ou, be+oe) >= 0.85 && max(ou, oe) >= 0.10 {
+			fmt.Fprintf(&s, " The cores were nearly saturated, but other processes had %s / %s of them: the step competed with them for CPU, so it does not show what io_uring gains; rerun on a quiet machine.", pct(ou), pct(oe))
+			return s.String()
+		} else {
+			s.WriteString(" The cores were not saturated, so the CPU per delivery does not bound this step on its own.")
+		}
+	}
+	if ou, oe := ru.otherFraction(cores), re.otherFraction(cores); max(ou, oe) >= 0.10 {
+		fmt.Fprintf(&s, " Other processes kept %s / %s of the cores busy meanwhile: a shared machine, noisy figures.", pct(ou), pct(oe))
+	}
+	return s.String()
 }
 
 func writeFailoverSection(b *strings.Builder, rr *RunResult) {

@@ -59,6 +59,17 @@ type Result struct {
 	ReplLagEnd uint64 `json:"repl_lag_end,omitempty"`
 	ReplLagMax uint64 `json:"repl_lag_max,omitempty"`
 
+	// Engine scenario: CPU and context switches of the server process(es)
+	// over the step, and per million messages (resources.go).
+	Resources *Resources `json:"resources,omitempty"`
+	// Engine scenario with more than one run per backend
+	// (Settings.EngineRuns): each run's result (Run: 1-based; latency
+	// curves left out), of which this result's figures are the medians,
+	// each figure separately; its counters (sent, acked, received, bad,
+	// errors) are the sums.
+	Runs []Result `json:"runs,omitempty"`
+	Run  int      `json:"run,omitempty"`
+
 	// Failover scenario: the runs' details; Latency is the distribution
 	// of the failover times (kill -> first message through the other
 	// instance).
@@ -82,12 +93,14 @@ type Result struct {
 
 	// Latency: publish: send -> persisted ack (closed loop, as sent);
 	// ack-latency: intended send time -> persisted ack (corrected for
-	// coordinated omission); e2e-latency: intended send time -> received.
+	// coordinated omission); e2e-latency: intended send time -> received;
+	// engine fan-out: send -> delivered (closed loop, all subscribers).
 	Latency *Latency `json:"latency,omitempty"`
 	// RawLatency: fixed-rate scenarios, from the actual send instead
 	// (not corrected; for comparison only).
 	RawLatency *Latency `json:"raw_latency,omitempty"`
-	// AckLatency: e2e-latency: the publisher's corrected ack latency.
+	// AckLatency: e2e-latency: the publisher's corrected ack latency;
+	// engine fan-out: the publisher's send -> persisted ack.
 	AckLatency  *Latency `json:"ack_latency,omitempty"`
 	PacerLagP99 float64  `json:"pacer_lag_p99_us,omitempty"` // how late the generator sent (p99, µs)
 
@@ -122,6 +135,9 @@ func (r *Result) Summary() string {
 	}
 	if r.Latency != nil {
 		s += fmt.Sprintf("  p50 %s p99 %s p99.9 %s max %s", fmtUs(r.Latency.P50), fmtUs(r.Latency.P99), fmtUs(r.Latency.P999), fmtUs(r.Latency.Max))
+	}
+	if u := r.Resources; u != nil {
+		s += fmt.Sprintf("  server %.2f CPU-s/M, %s ctxsw/M", u.ServerCPUPerM, fmtRate(u.ServerCtxPerM))
 	}
 	if r.Saturated {
 		s += "  SATURATED"

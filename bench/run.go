@@ -42,11 +42,15 @@ type Settings struct {
 	PairRates []int `json:"pair_rates,omitempty"`
 
 	// Tandem only: io_uring vs epoll: the durable publish (these sizes x
-	// publishers) and fan-out (these subscriber counts, FanoutSize) steps,
-	// once per backend.
+	// publishers), fan-out (these subscriber counts, FanoutSize) and sync
+	// pair publish (these sizes, 1 publisher, both instances on the
+	// backend) steps, EngineRuns times per backend, the backends
+	// alternating; the report shows the medians (0: once).
 	EngineSizes      []int `json:"engine_sizes,omitempty"`
 	EnginePublishers []int `json:"engine_publishers,omitempty"`
 	EngineFanout     []int `json:"engine_fanout,omitempty"`
+	EnginePairSizes  []int `json:"engine_pair_sizes,omitempty"`
+	EngineRuns       int   `json:"engine_runs,omitempty"`
 
 	// Tandem only: failover time seen by the HA client (failover.go): a
 	// sync pair, an HA publisher at FailoverRate msgs/s of FailoverSize
@@ -89,9 +93,11 @@ func DefaultSettings(quick bool) Settings {
 		ReplayTimeout:        60 * time.Second,
 		PairSizes:            []int{64, 4096},
 		PairRates:            []int{10000},
-		EngineSizes:          []int{64, 512, 4096},
+		EngineSizes:          []int{128, 4096},
 		EnginePublishers:     []int{1, 4},
-		EngineFanout:         []int{8},
+		EngineFanout:         []int{1, 8},
+		EnginePairSizes:      []int{128, 4096},
+		EngineRuns:           3,
 		FailoverRuns:         50,
 		FailoverRate:         10000,
 		FailoverSize:         128,
@@ -120,8 +126,9 @@ func DefaultSettings(quick bool) Settings {
 		s.ReplayPreloadTimeout = 10 * time.Second
 		s.ReplayTimeout = 10 * time.Second
 		s.PairSizes = []int{64}
-		s.EngineSizes = []int{64}
 		s.EnginePublishers = []int{1}
+		s.EnginePairSizes = []int{128}
+		s.EngineRuns = 1
 		s.FailoverRuns = 5
 		s.DrainTimeout = 2 * time.Second
 		s.FsyncProbe = 50

@@ -32,6 +32,8 @@ func tinySettings(t *testing.T, scenarios ...string) Settings {
 	set.EngineSizes = []int{64}
 	set.EnginePublishers = []int{1}
 	set.EngineFanout = []int{2}
+	set.EnginePairSizes = []int{64}
+	set.EngineRuns = 2
 	set.DataDir = t.TempDir()
 	return set
 }
@@ -176,6 +178,7 @@ func TestPairAndEngine(t *testing.T) {
 		"pair publish size=64 pubs=1 mode=async": true, "pair ack-latency size=128 rate=2000 mode=sync": true,
 		"engine publish size=64 pubs=1 engine=epoll": true, "engine fanout size=128 subs=2 engine=epoll": true,
 		"engine publish size=64 pubs=1 engine=uring": true, "engine fanout size=128 subs=2 engine=uring": true,
+		"engine sync-pair publish size=64 pubs=1 engine=uring": true, "engine sync-pair publish size=64 pubs=1 engine=epoll": true,
 	}
 	uringErr := uring.Available()
 	rr, _ := tinyRun(t, set, want)
@@ -186,6 +189,22 @@ func TestPairAndEngine(t *testing.T) {
 		if r.Mode == "sync" && r.ReplLagEnd != 0 {
 			t.Errorf("%s: B %d messages behind after the drain of a sync pair", r.Key, r.ReplLagEnd)
 		}
+		if r.Scenario == ScenEngine && r.Skipped == "" {
+			// Two runs per backend, their medians; in-process: no server
+			// CPU figures.
+			if len(r.Runs) != 2 || r.Runs[0].Run != 1 || r.Runs[1].Run != 2 || r.Runs[0].Key != r.Key {
+				t.Errorf("%s: runs %+v", r.Key, r.Runs)
+			}
+			if r.Latency == nil || r.Latency.P999 <= 0 {
+				t.Errorf("%s: no latency", r.Key)
+			}
+			if r.Subscribers > 0 && (r.AckLatency == nil || r.Received < 2*r.Sent) {
+				t.Errorf("%s: ack latency %v, received %d of %d x 2", r.Key, r.AckLatency, r.Received, r.Sent)
+			}
+			if r.Resources != nil {
+				t.Errorf("%s: resources of an in-process server: %+v", r.Key, r.Resources)
+			}
+		}
 	}
 	if len(rr.NotMeasured) != 0 {
 		t.Errorf("not measured: %+v", rr.NotMeasured)
@@ -195,7 +214,8 @@ func TestPairAndEngine(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range []string{"## Replication: sync pair and async pair (Tandem)", "| publish size=64 pubs=1 | ", "| 2.0k | sync |", "p99 vs single",
-		"## io_uring vs epoll (Tandem)", "| fanout size=128 subs=2 |", "io_uring ÷ epoll"} {
+		"## io_uring vs epoll (Tandem)", "| fanout size=128 subs=2 |", "io_uring ÷ epoll", "| sync-pair publish size=64 pubs=1 |",
+		"2 times per backend", "not checked, this run has no 1 → 8 fan-out step", "_Server CPU and context switches not measured"} {
 		if !strings.Contains(md.String(), s) {
 			t.Errorf("report lacks %q", s)
 		}

@@ -533,17 +533,22 @@ func (r *runner) runFanout() error {
 	for _, n := range r.set.Fanout {
 		res := r.result(ScenFanout, fmt.Sprintf("fanout size=%d subs=%d", r.set.FanoutSize, n))
 		res.Size, res.Publishers, res.Subscribers = r.set.FanoutSize, 1, n
-		r.step(res, func(res *Result) error { return r.measureFanout(res, n) })
+		r.step(res, func(res *Result) error { return r.measureFanout(res, n, false) })
 	}
 	return nil
 }
 
 // measureFanout publishes to n subscribers (one publisher, closed loop) and
-// fills res with the deliveries/s.
-func (r *runner) measureFanout(res *Result, n int) error {
+// fills res with the deliveries/s; with latency, also with the delivery
+// latency (send -> received, every subscriber) and the publisher's ack
+// latency.
+func (r *runner) measureFanout(res *Result, n int, latency bool) error {
 	subs := make([]*subRun, n)
 	for k := range subs {
-		subs[k] = &subRun{clk: r.clk}
+		subs[k] = &subRun{clk: r.clk, latency: latency}
+		if latency {
+			subs[k].hist = newHist()
+		}
 		s, err := r.sys.Subscribe(r.ctx, fmt.Sprintf("sub%d", k), false, subs[k].onMsg)
 		if err != nil {
 			return err
@@ -594,6 +599,21 @@ func (r *runner) measureFanout(res *Result, n int) error {
 	res.MsgsPerSec = float64(total) / elapsed
 	res.MBPerSec = res.MsgsPerSec * float64(r.set.FanoutSize) / 1e6
 	res.PublishRate = float64(pr.sent) / (float64(pubEnd-start) / 1e9)
+	if latency {
+		// Closed loop: from the actual send (the header's due time). A
+		// message not received by the timeout is not in it (the step is
+		// marked saturated).
+		h := newHist()
+		for _, s := range subs {
+			s.mu.Lock()
+			h.Merge(s.hist)
+			s.mu.Unlock()
+		}
+		res.Latency = summarize(h)
+		pr.mu.Lock()
+		res.AckLatency = summarize(pr.raw)
+		pr.mu.Unlock()
+	}
 	if !complete {
 		res.Saturated = true
 		res.Note = fmt.Sprintf("not every subscriber received all %d messages within %s", pr.sent, r.set.FanoutTimeout)

@@ -74,40 +74,94 @@ func (r *runner) runPair() error {
 	return nil
 }
 
+// runEngine runs each measurement of the engine scenario with both
+// backends, EngineRuns times, alternating which goes first (io_uring in
+// odd runs, epoll in even ones) so a drift of the machine does not favour
+// one; every run on fresh servers, with the server processes' CPU and
+// context switches sampled around it (resources.go). Each backend's runs
+// make one result (aggregateRuns: the medians), io_uring's then epoll's.
 func (r *runner) runEngine() error {
 	t, ok := r.sys.(*Tandem)
 	if !ok {
 		return nil
 	}
 	uringErr := uring.Available()
-	// each runs one step per backend, the two back to back.
-	each := func(base Result, f func(rv *runner, res *Result) error) {
+	runs := max(1, r.set.EngineRuns)
+	// each runs one measurement (f on a server of pair mode pair, "" for
+	// one instance) per backend and run; messages is what its figures
+	// per million divide by.
+	each := func(base Result, pair string, f func(rv *runner, res *Result) error, messages func(*Result) int64) {
+		got := map[string][]Result{}
+		for run := 1; run <= runs; run++ {
+			order := engines
+			if run%2 == 0 {
+				order = []string{engines[1], engines[0]}
+			}
+			for _, eng := range order {
+				if eng == "uring" && uringErr != nil {
+					continue
+				}
+				res := base
+				res.Key = fmt.Sprintf("%s engine=%s", base.Key, eng)
+				if runs > 1 {
+					res.Key += fmt.Sprintf(" run=%d/%d", run, runs) // progress display only
+				}
+				res.Engine = eng
+				v := t.variant(pair, eng)
+				rv := r.on(v)
+				rv.add = func(res Result) { got[eng] = append(got[eng], res) }
+				rv.step(res, func(res *Result) error {
+					return measureUsage(v, res, func() error { return f(rv, res) }, messages)
+				})
+			}
+		}
 		for _, eng := range engines {
-			res := base
-			res.Key = fmt.Sprintf("%s engine=%s", base.Key, eng)
-			res.Engine = eng
+			key := fmt.Sprintf("%s engine=%s", base.Key, eng)
 			if eng == "uring" && uringErr != nil {
-				res.Skipped = uringErr.Error()
+				res := base
+				res.Key, res.Engine, res.Skipped = key, eng, uringErr.Error()
 				r.prog.begin(r.sys.Name(), res.Key)
 				r.prog.end(&res)
 				r.add(res)
 				continue
 			}
-			rv := r.on(t.variant("", eng))
-			rv.step(res, func(res *Result) error { return f(rv, res) })
+			rs := got[eng]
+			for i := range rs {
+				rs[i].Key = key
+			}
+			agg := aggregateRuns(rs)
+			if runs > 1 {
+				r.prog.say("%s %s: median of %d runs: %s", r.sys.Name(), key, runs, agg.Summary())
+			}
+			r.add(agg)
 		}
 	}
+	acked := func(res *Result) int64 { return res.Acked }
 	for _, size := range r.set.EngineSizes {
 		for _, pubs := range r.set.EnginePublishers {
 			res := r.result(ScenEngine, fmt.Sprintf("engine publish size=%d pubs=%d", size, pubs))
 			res.Size, res.Publishers = size, pubs
-			each(res, func(rv *runner, res *Result) error { return rv.measurePublish(res, size, pubs, 0) })
+			each(res, "", func(rv *runner, res *Result) error { return rv.measurePublish(res, size, pubs, 0) }, acked)
 		}
 	}
 	for _, n := range r.set.EngineFanout {
 		res := r.result(ScenEngine, fmt.Sprintf("engine fanout size=%d subs=%d", r.set.FanoutSize, n))
 		res.Size, res.Publishers, res.Subscribers = r.set.FanoutSize, 1, n
-		each(res, func(rv *runner, res *Result) error { return rv.measureFanout(res, n) })
+		each(res, "", func(rv *runner, res *Result) error { return rv.measureFanout(res, n, true) },
+			func(res *Result) int64 { return res.Received })
+	}
+	for _, size := range r.set.EnginePairSizes {
+		res := r.result(ScenEngine, fmt.Sprintf("engine sync-pair publish size=%d pubs=1", size))
+		res.Size, res.Publishers, res.Mode = size, 1, "sync"
+		each(res, "sync", func(rv *runner, res *Result) error {
+			w, err := rv.sys.(*Tandem).watchRepl(r.ctx)
+			if err != nil {
+				return err
+			}
+			err = rv.measurePublish(res, size, 1, 0)
+			w.finish(r.ctx, res)
+			return err
+		}, acked)
 	}
 	return nil
 }

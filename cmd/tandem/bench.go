@@ -30,8 +30,13 @@ A peer that is not installed is skipped, and the report says so
 
 Besides the peer comparison, three Tandem-only scenarios: pair (one
 instance vs a sync pair vs an async pair of tandem serve processes
-replicating to each other), engine (publish and fan-out with
---engine uring, then --engine epoll) and failover (an HA publisher and
+replicating to each other), engine (durable publish at 128 B and 4 KiB,
+fan-out 1 -> 1 and 1 -> 8, and a sync pair's publish, each with
+--engine uring and --engine epoll back to back, --engine-runs times
+alternating, medians reported with the server processes' CPU and context
+switches per million messages:
+  tandem bench --systems tandem --scenarios engine --report engine.md)
+and failover (an HA publisher and
 subscriber on a sync pair; the subscriber's instance is killed with
 SIGKILL, then restarted, --failover-runs times: the time to the first
 message through the other instance, checked for loss and repeats).
@@ -49,6 +54,7 @@ func runBench(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	window := fs.Int("window", 0, "unacknowledged messages per publisher (default 8192)")
 	replay := fs.Int("replay-messages", 0, "messages preloaded for the replay scenario (default 2000000, 100000 with --quick)")
 	failoverRuns := fs.Int("failover-runs", 0, "kills of the failover scenario (default 50, 5 with --quick)")
+	engineRuns := fs.Int("engine-runs", 0, "runs per backend of each engine scenario step; the report shows the medians (default 3, 1 with --quick)")
 	dataDir := fs.String("data", "", "parent `directory` of the servers' temporary data directories (default $TMPDIR)")
 	compare := fs.Bool("compare", false, "compare two result files: tandem bench --compare OLD.json NEW.json")
 	threshold := fs.Float64("threshold", 0.10, "with --compare: relative change flagged as a regression")
@@ -119,6 +125,9 @@ func runBench(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	}
 	if *failoverRuns > 0 {
 		set.FailoverRuns = *failoverRuns
+	}
+	if *engineRuns > 0 {
+		set.EngineRuns = *engineRuns
 	}
 	if *dataDir != "" {
 		set.DataDir = *dataDir
