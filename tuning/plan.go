@@ -2,8 +2,10 @@ package tuning
 
 import (
 	"fmt"
+	"net"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -12,8 +14,17 @@ const (
 	DefaultRingEntries    = 1024
 	DefaultReadBuffer     = 64 << 10
 	DefaultWriteHighWater = 1 << 20
-	smallReadBuffer       = 16 << 10
-	smallWriteHighWater   = 256 << 10
+	// DefaultListen is serve's client address; per-node instances number
+	// their ports from it.
+	DefaultListen = "127.0.0.1:7400"
+	// DefaultName is the base of per-node instance names when none is given.
+	DefaultName = "tandem"
+	// MemoryFirstTouch and MemoryOff are the values of memory-placement.
+	MemoryFirstTouch = "first-touch"
+	MemoryOff        = "off"
+
+	smallReadBuffer     = 16 << 10
+	smallWriteHighWater = 256 << 10
 	// smallNodeMem: below this much memory per node, per-connection
 	// buffers are sized down.
 	smallNodeMem = 4 << 30
@@ -21,87 +32,241 @@ const (
 	planConns = 10000
 )
 
-// Options are the operator's inputs to Compute.
-type Options struct {
-	// DataDir is the journal directory (the serve `data` key); with
-	// several NUMA nodes, one journal directory per node goes under it.
-	// Default "data".
-	DataDir string
+// Layout says how a machine with several NUMA nodes is divided into
+// Tandem instances. With one node both layouts give the same single plan.
+type Layout string
+
+const (
+	// PerNode (the default) plans one instance per NUMA node: its loops,
+	// journal flusher and replication sender on that node's cores, its own
+	// journal directory, name, client port and replication port.
+	PerNode Layout = "per-node"
+	// Single plans one instance over every node, with one journal whose
+	// flusher runs on the first node.
+	Single Layout = "single"
+)
+
+// ParseLayout reads a layout name; "" is PerNode.
+func ParseLayout(s string) (Layout, error) {
+	switch l := Layout(s); l {
+	case PerNode, Single:
+		return l, nil
+	case "":
+		return PerNode, nil
+	}
+	return "", fmt.Errorf("tuning: unknown layout %q (want %s or %s)", s, PerNode, Single)
 }
 
-// Plan is where Tandem's threads should run on one machine and how big its
-// rings and buffers should be. Render it with TOML.
+// Options are the operator's inputs to Compute.
+type Options struct {
+	// Layout: PerNode (default) or Single.
+	Layout Layout
+	// DataDir is the journal directory (the serve `data` key); per-node
+	// instances each get <DataDir>/node<N>. Default "data".
+	DataDir string
+	// Name is the instance name. A single plan writes it only when set
+	// (serve then defaults to the host name); per-node instances are named
+	// <Name>-node<N>, with DefaultName when empty.
+	Name string
+	// Listen is the client address. A single plan writes it only when set;
+	// per-node instances listen on its port plus the node number
+	// (DefaultListen when empty).
+	Listen string
+	// ReplListen is the replication address, written only when set;
+	// per-node instances listen on its port plus the node number.
+	ReplListen string
+}
+
+// Plan is one Tandem instance: where its threads should run, how big its
+// rings and buffers should be, and (per node) its name, ports and journal
+// directory. Render it with TOML.
 type Plan struct {
+	// Machine is the whole machine as read (the file's header describes it).
+	Machine *Topology
+	// Topology is what this instance runs on: one node of Machine (per-node
+	// layout) or all of it.
 	Topology *Topology
+	// Layout is the layout asked for; Node is the NUMA node the instance
+	// belongs to, -1 when it spans the machine (single layout, or a
+	// machine with one node). Index and Instances number the plans
+	// Compute returned (Index from 0).
+	Layout           Layout
+	Node             int
+	Index, Instances int
 
-	Engine         string
-	Loops          int
-	Pin            bool
-	LoopCPUs       []int    // one per loop
-	FlusherCPUs    []int    // one per journal directory (JournalDirs, or Data alone)
-	ReplCPUs       []int    // replication senders, one per node
-	Data           string   // the serve `data` key
-	JournalDirs    []string // one per NUMA node when there are several; nil otherwise
-	RingEntries    int
-	ReadBuffer     int
-	WriteHighWater int
+	Name       string // "" when not written (serve's default, the host name)
+	Listen     string // "" when not written (serve's default)
+	ReplListen string // "" when not written (no replication listener)
 
-	// Notes are remarks about the machine as a whole (compromises made).
+	Engine          string
+	Loops           int
+	Pin             bool
+	LoopCPUs        []int // one per loop
+	MemoryPlacement string
+	FlusherCPUs     []int  // the journal flusher (one entry)
+	ReplCPUs        []int  // the replication sender (one entry)
+	Data            string // the serve `data` key: this instance's one journal
+	RingEntries     int
+	ReadBuffer      int
+	WriteHighWater  int
+
+	// Notes are remarks about the instance as a whole (the layout,
+	// compromises made).
 	Notes []string
 	// why holds the comment written above each key.
 	why map[string]string
 }
 
-// Compute derives a plan from a topology.
+// Compute derives the plans of a layout from a topology: one per NUMA node
+// (PerNode on a machine with several nodes), else one for the whole
+// machine. Each plan is one instance with one journal.
 //
-// Policy, per NUMA node: the node's first physical core is reserved for
-// that node's journal flusher (its first thread) and replication sender
-// (its SMT sibling if it has one, else the same thread); every other
-// physical core runs one event loop on its first thread. SMT siblings of
-// loop cores stay free, for the Go runtime, the kernel's softirqs and
-// interrupts: two loops on one physical core would compete for its
-// execution units and caches. A node with a single physical core gives it
-// to a loop and shares it with the flusher (a compromise the plan states).
-func Compute(t *Topology, opts Options) (*Plan, error) {
-	if t == nil || len(t.Cores) == 0 {
+// Policy, per instance: the first physical core of its CPUs (on node 0 for
+// a single instance over several nodes) is reserved for its journal flusher
+// (that core's first thread) and replication sender (its SMT sibling if it
+// has one, else the same thread); every other physical core runs one event
+// loop on its first thread. SMT siblings of loop cores stay free, for the
+// Go runtime, the kernel's softirqs and interrupts: two loops on one
+// physical core would compete for its execution units and caches. An
+// instance with a single physical core gives it to a loop and shares it
+// with the flusher (a compromise the plan states).
+func Compute(t *Topology, opts Options) ([]*Plan, error) {
+	if t == nil || len(t.Cores) == 0 || len(t.Nodes) == 0 {
 		return nil, fmt.Errorf("tuning: empty topology")
+	}
+	layout, err := ParseLayout(string(opts.Layout))
+	if err != nil {
+		return nil, err
 	}
 	if opts.DataDir == "" {
 		opts.DataDir = "data"
 	}
-	p := &Plan{
-		Topology: t, Engine: "auto", Pin: true, Data: opts.DataDir,
+	if layout == Single || len(t.Nodes) == 1 {
+		p := newPlan(t, t, layout, -1)
+		p.Name, p.Listen, p.ReplListen, p.Data = opts.Name, opts.Listen, opts.ReplListen, opts.DataDir
+		p.finish()
+		p.Instances = 1
+		return []*Plan{p}, nil
+	}
+	name, listen := opts.Name, opts.Listen
+	if name == "" {
+		name = DefaultName
+	}
+	if listen == "" {
+		listen = DefaultListen
+	}
+	var plans []*Plan
+	for _, n := range t.Nodes {
+		sub, err := t.Restrict(n.CPUs)
+		if err != nil {
+			return nil, err
+		}
+		p := newPlan(t, sub, layout, n.ID)
+		p.Index = len(plans)
+		p.Name = fmt.Sprintf("%s-node%d", name, n.ID)
+		p.Data = filepath.Join(opts.DataDir, fmt.Sprintf("node%d", n.ID))
+		if p.Listen, err = addPort("listen", listen, n.ID); err != nil {
+			return nil, err
+		}
+		if opts.ReplListen != "" {
+			if p.ReplListen, err = addPort("repl-listen", opts.ReplListen, n.ID); err != nil {
+				return nil, err
+			}
+		}
+		p.finish()
+		plans = append(plans, p)
+	}
+	for _, p := range plans {
+		p.Instances = len(plans)
+	}
+	return plans, nil
+}
+
+func newPlan(machine, t *Topology, layout Layout, node int) *Plan {
+	return &Plan{
+		Machine: machine, Topology: t, Layout: layout, Node: node,
+		Engine: "auto", Pin: true, MemoryPlacement: MemoryFirstTouch,
 		RingEntries: DefaultRingEntries, ReadBuffer: DefaultReadBuffer, WriteHighWater: DefaultWriteHighWater,
 		why: make(map[string]string),
 	}
-	multiNode := len(t.Nodes) > 1
-	if len(t.Online) == 1 {
-		cpu := t.Online[0]
-		p.Loops, p.Pin = 1, false
-		p.LoopCPUs, p.FlusherCPUs, p.ReplCPUs = []int{cpu}, []int{cpu}, []int{cpu}
-		p.Notes = append(p.Notes, "One CPU: everything shares it, so pinning buys nothing and is off.")
-	} else {
-		for _, n := range t.Nodes {
-			p.placeNode(t, n, multiNode)
-		}
-	}
-	p.Loops = len(p.LoopCPUs)
-	if multiNode {
-		for _, n := range t.Nodes {
-			p.JournalDirs = append(p.JournalDirs, filepath.Join(opts.DataDir, fmt.Sprintf("node%d", n.ID)))
-		}
-	}
-	p.sizeBuffers(t)
-	p.explain(t)
-	return p, nil
 }
 
-// placeNode places one node's loops, flusher and replication sender.
-func (p *Plan) placeNode(t *Topology, n Node, multiNode bool) {
-	cores := t.CoresOf(n.ID)
-	if len(cores) == 0 {
+func (p *Plan) finish() {
+	p.layoutNote()
+	p.place()
+	p.Loops = len(p.LoopCPUs)
+	p.sizeBuffers()
+	p.explain()
+}
+
+// PerNode reports whether the plan is one of several per-node instances.
+func (p *Plan) PerNode() bool { return p.Node >= 0 }
+
+// addPort adds n to the port of a host:port address.
+func addPort(key, addr string, n int) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("tuning: %s %q: %w", key, addr, err)
+	}
+	base, err := strconv.Atoi(port)
+	if err != nil || base < 1 || base > 65535 {
+		return "", fmt.Errorf("tuning: %s %q: per-node instances need a numeric base port (1-65535) to add the node number to", key, addr)
+	}
+	if base+n > 65535 {
+		return "", fmt.Errorf("tuning: %s %q: port %d for node %d is above 65535", key, addr, base+n, n)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(base+n)), nil
+}
+
+// layoutNote says what the layout is and what it costs, when the machine
+// has several nodes.
+func (p *Plan) layoutNote() {
+	nodes := len(p.Machine.Nodes)
+	if nodes < 2 {
 		return
 	}
+	if p.PerNode() {
+		p.Notes = append(p.Notes, fmt.Sprintf("Layout per-node: one instance per NUMA node (%d instances). This one is node %d's: "+
+			"its event loops, journal flusher and replication sender run on node %d's cores, and it has its own journal "+
+			"directory, name, client port and replication port. An instance keeps one journal because its single total order "+
+			"is what sequence numbers, bookmarks, resume, replication positions and publisher de-duplication rest on; one "+
+			"journal per node therefore means one instance per node. Partition topics across the instances (clients connect "+
+			"to the one holding their topics) or replicate them to each other. `tandem tune --layout single` writes one "+
+			"instance over all nodes instead.", nodes, p.Node, p.Node))
+		if p.ReplListen == "" {
+			p.Notes = append(p.Notes, "No repl-listen is planned: `tandem tune --repl-listen HOST:PORT` gives each instance "+
+				"its own replication port, PORT plus the node number.")
+		}
+		return
+	}
+	first := p.Machine.Nodes[0].ID
+	p.Notes = append(p.Notes, fmt.Sprintf("Layout single: one instance over all %d NUMA nodes with one journal, so one total "+
+		"order across every topic. Its flusher and replication sender run on node %d, the first node (to move them to the "+
+		"node nearest the journal's disk, change flusher-cpus and repl-cpus). The cost is cross-node appends: every loop's "+
+		"append takes the journal's one lock and copies into its one staging buffer, so loops on the other nodes pay remote "+
+		"memory and cache-line transfers on each append, their persisted acks wait for a flusher on another node, and their "+
+		"subscribers read the journal across the interconnect. `tandem tune --layout per-node` writes one instance per "+
+		"node instead, each with a node-local journal.", nodes, first))
+}
+
+// place places the instance's loops, flusher and replication sender.
+func (p *Plan) place() {
+	t := p.Topology
+	if len(t.Online) == 1 {
+		cpu := t.Online[0]
+		p.LoopCPUs, p.FlusherCPUs, p.ReplCPUs = []int{cpu}, []int{cpu}, []int{cpu}
+		if p.PerNode() {
+			p.Notes = append(p.Notes, fmt.Sprintf(
+				"Node %d has one CPU (%d): this instance's loop, flusher and replication sender share it; expect ack latency "+
+					"to include waiting for the loop's time slice. Pinning stays on: it keeps the instance and its memory on node %d.",
+				p.Node, cpu, p.Node))
+		} else {
+			p.Pin = false
+			p.Notes = append(p.Notes, "One CPU: everything shares it, so pinning buys nothing and is off.")
+		}
+		return
+	}
+	cores := t.Cores // sorted by node: the reserved core is on the first node
 	reserved := cores[0]
 	flusher := reserved.Threads[0]
 	repl := flusher
@@ -110,30 +275,23 @@ func (p *Plan) placeNode(t *Topology, n Node, multiNode bool) {
 	}
 	loopCores := cores[1:]
 	if len(loopCores) == 0 {
-		// One physical core on this node. With SMT, the loop takes the
-		// first thread and the flusher and replication its sibling; without,
-		// they all share the one CPU.
+		// One physical core, with SMT (one CPU is handled above): the loop
+		// takes the first thread and the flusher and replication its sibling.
 		p.LoopCPUs = append(p.LoopCPUs, reserved.Threads[0])
-		if len(reserved.Threads) > 1 {
-			flusher, repl = reserved.Threads[1], reserved.Threads[1]
-			p.Notes = append(p.Notes, fmt.Sprintf(
-				"Node %d has one physical core: its loop runs on cpu %d and the flusher and replication on its SMT sibling cpu %d. Siblings share execution units, so a busy loop slows the flusher's wake-ups a little.",
-				n.ID, reserved.Threads[0], flusher))
-		} else {
-			p.Notes = append(p.Notes, fmt.Sprintf(
-				"Node %d has one CPU (%d): its loop, flusher and replication share it; expect ack latency to include waiting for the loop's time slice.",
-				n.ID, flusher))
-		}
+		flusher, repl = reserved.Threads[1], reserved.Threads[1]
+		p.Notes = append(p.Notes, fmt.Sprintf(
+			"Node %d has one physical core: its loop runs on cpu %d and the flusher and replication on its SMT sibling cpu %d. Siblings share execution units, so a busy loop slows the flusher's wake-ups a little.",
+			reserved.Node, reserved.Threads[0], flusher))
 	} else {
 		for _, c := range loopCores {
 			p.LoopCPUs = append(p.LoopCPUs, c.Threads[0])
 		}
-		if len(t.Cores) == 2 && !multiNode {
+		if len(cores) == 2 {
 			p.Notes = append(p.Notes, twoCoreNote(flusher, loopCores[0].Threads[0], t.SMT()))
 		}
 	}
-	p.FlusherCPUs = append(p.FlusherCPUs, flusher)
-	p.ReplCPUs = append(p.ReplCPUs, repl)
+	p.FlusherCPUs = []int{flusher}
+	p.ReplCPUs = []int{repl}
 }
 
 func twoCoreNote(shared, loop int, smt bool) string {
@@ -149,9 +307,9 @@ func twoCoreNote(shared, loop int, smt bool) string {
 	return s
 }
 
-func (p *Plan) sizeBuffers(t *Topology) {
+func (p *Plan) sizeBuffers() {
 	minMem := int64(0)
-	for _, n := range t.Nodes {
+	for _, n := range p.Topology.Nodes {
 		if n.MemBytes > 0 && (minMem == 0 || n.MemBytes < minMem) {
 			minMem = n.MemBytes
 		}
@@ -162,7 +320,35 @@ func (p *Plan) sizeBuffers(t *Topology) {
 }
 
 // explain writes the comment for each key.
-func (p *Plan) explain(t *Topology) {
+func (p *Plan) explain() {
+	t := p.Topology
+	multiNode := len(p.Machine.Nodes) > 1
+	if p.Name != "" {
+		if p.PerNode() {
+			p.why["name"] = fmt.Sprintf("Instance name, one per node (node %d here): clients see it on connecting and "+
+				"replication peers address the instance by it, so the per-node instances must not share one.", p.Node)
+		} else {
+			p.why["name"] = "Instance name (clients see it on connecting; replication peers address the instance by it)."
+		}
+	}
+	if p.Listen != "" {
+		if p.PerNode() {
+			p.why["listen"] = fmt.Sprintf("Client address: the base port plus the node number (%d), so each node's instance "+
+				"has its own port. Give the base with `tandem tune --listen`, not `serve --listen`: a flag on the "+
+				"command line would give every instance the same address.", p.Node)
+		} else {
+			p.why["listen"] = "Client address."
+		}
+	}
+	if p.ReplListen != "" {
+		if p.PerNode() {
+			p.why["repl-listen"] = fmt.Sprintf("Replication address where peers connect: the base port plus the node "+
+				"number (%d), one per instance. Peers (the peer key) are not planned: each instance's depend on how "+
+				"topics are partitioned or replicated between the instances and other machines.", p.Node)
+		} else {
+			p.why["repl-listen"] = "Replication address where peers connect (peers themselves are not planned)."
+		}
+	}
 	p.why["engine"] = "auto: io_uring when the kernel allows it, else epoll; the choice and the reason are in the start-up log " +
 		"and in `tandem stat`. Force \"epoll\" to rule the ring out when chasing a problem, or \"uring\" to fail instead of falling back."
 	p.why["loops"] = fmt.Sprintf("One event loop (shard) per physical core not reserved below: %d. Each loop owns its connections, "+
@@ -173,34 +359,56 @@ func (p *Plan) explain(t *Topology) {
 	} else {
 		p.why["pin"] = "Pinning is off: with one CPU it cannot keep anything apart."
 	}
-	loopWhy := fmt.Sprintf("Loop cores, one per loop, on the first hardware thread of each physical core (%s).", joinCPUs(p.LoopCPUs))
+	loopWhy := "Loop cores, one per loop, "
+	if p.PerNode() {
+		loopWhy += fmt.Sprintf("all on node %d, ", p.Node)
+	} else if multiNode {
+		loopWhy += "on every node, "
+	}
+	loopWhy += fmt.Sprintf("on the first hardware thread of each physical core (%s).", joinCPUs(p.LoopCPUs))
 	if t.SMT() {
 		loopWhy += " Their SMT siblings are left free for the Go runtime, softirqs and interrupts: two loops on one core would share its execution units."
 	}
 	p.why["cpus"] = loopWhy
-	fl := "The journal flusher (group commit: one fdatasync per batch) on the first core of "
-	if len(p.JournalDirs) > 0 {
-		fl += "each node, one flusher per journal directory in the order of journal-dirs, so each syncs from its own node."
-	} else {
-		fl += "the machine, kept off the loop cores: its wake-up after each sync gates every persisted ack."
+	mp := "first-touch: each pinned loop thread sets its memory policy to MPOL_LOCAL (overriding an inherited interleave " +
+		"or bind) and creates its ring and buffers only after it is pinned, so their pages come from its own node's memory. " +
+		"\"off\" leaves placement to the process's policy (numactl --interleave or --membind, say)."
+	if !p.Pin {
+		mp += " The loops are not pinned here, so it changes nothing."
+	} else if !multiNode {
+		mp += " With one node every page is local anyway; it matters on machines with several."
+	}
+	p.why["memory-placement"] = mp
+	flusherCPU := p.FlusherCPUs[0]
+	node := p.Machine.CPUs[flusherCPU].Node
+	fl := "The journal flusher (group commit: one fdatasync per batch) "
+	switch {
+	case p.PerNode():
+		fl += fmt.Sprintf("on node %d's first core, kept off the loop cores: this instance's appends, its sync and the "+
+			"flusher's wake-up after it, which gates every persisted ack, all stay on node %d.", node, node)
+	case multiNode:
+		fl += fmt.Sprintf("on the first core of node %d: one instance has one journal and one flusher, so loops on the other "+
+			"nodes append and wait for acks across the interconnect (see the header).", node)
+	default:
+		fl += "on the first core of the machine, kept off the loop cores: its wake-up after each sync gates every persisted ack."
 	}
 	p.why["flusher-cpus"] = fl
-	rp := "Replication senders (batches to the peer)"
+	rp := "The replication sender (batches to the peers)"
 	if t.SMT() {
 		rp += " on the SMT sibling of the flusher's thread: both are mostly waiting (on the disk, on the network), so they share a reserved core cheaply."
 	} else {
-		rp += " share the flusher's core: both are mostly waiting (on the disk, on the network)."
+		rp += " shares the flusher's core: both are mostly waiting (on the disk, on the network)."
 	}
-	if len(p.ReplCPUs) > 1 {
-		rp += " One per node, sending that node's journal."
+	if p.PerNode() {
+		rp += fmt.Sprintf(" It reads this instance's journal, on node %d.", p.Node)
 	}
 	p.why["repl-cpus"] = rp
-	p.why["data"] = "Journal directory."
-	if len(p.JournalDirs) > 0 {
-		p.why["data"] = "Base directory; the journals themselves are in journal-dirs."
-		p.why["journal-dirs"] = fmt.Sprintf("One journal per NUMA node (%d nodes): a loop appends to its own node's journal, so "+
-			"record memory and the page cache it writes are local. Put each on a disk attached close to its node if you can; "+
-			"a single disk works, but then the nodes share its sync bandwidth.", len(t.Nodes))
+	if p.PerNode() {
+		p.why["data"] = fmt.Sprintf("This instance's journal directory (one journal per instance; node%d under the base "+
+			"directory given to `tandem tune --data`). Put it on a disk attached close to node %d if you can; on one shared "+
+			"disk the instances share its sync bandwidth, each with its own group commit.", p.Node, p.Node)
+	} else {
+		p.why["data"] = "Journal directory: one instance, one journal."
 	}
 	p.why["ring-entries"] = fmt.Sprintf("io_uring submission queue entries per loop (the completion queue is twice as big). "+
 		"A loop submits at most a receive and a send per connection and one sync per iteration, so %d covers %d busy "+
@@ -255,22 +463,27 @@ func (t *Topology) Summary() []string {
 
 // Keys lists the keys TOML writes, in order, with their TOML types. Every
 // one is a key of `tandem serve --config` (New is kept for keys a future
-// plan emits before serve learns them).
+// plan emits before serve learns them). Optional keys are written only
+// when the plan sets them (always for name and listen in a per-node plan).
 var Keys = []struct {
 	Name, Type string
 	New        bool
+	Optional   bool
 }{
-	{"engine", "string", false},
-	{"loops", "integer", false},
-	{"pin", "boolean", false},
-	{"cpus", "string", false},
-	{"flusher-cpus", "string", false},
-	{"repl-cpus", "string", false},
-	{"data", "string", false},
-	{"journal-dirs", "array of strings", false},
-	{"ring-entries", "integer", false},
-	{"read-buffer", "integer", false},
-	{"write-high-water", "integer", false},
+	{"name", "string", false, true},
+	{"listen", "string", false, true},
+	{"repl-listen", "string", false, true},
+	{"engine", "string", false, false},
+	{"loops", "integer", false, false},
+	{"pin", "boolean", false, false},
+	{"cpus", "string", false, false},
+	{"memory-placement", "string", false, false},
+	{"flusher-cpus", "string", false, false},
+	{"repl-cpus", "string", false, false},
+	{"data", "string", false, false},
+	{"ring-entries", "integer", false, false},
+	{"read-buffer", "integer", false, false},
+	{"write-high-water", "integer", false, false},
 }
 
 // TOML renders the plan as a `tandem serve --config` file, each key under a
@@ -281,8 +494,13 @@ func (p *Plan) TOML(source string) string {
 	if source != "" {
 		fmt.Fprintf(&b, " from %s", source)
 	}
-	b.WriteString(".\n# Use it with `tandem serve --config FILE`; flags given on the command line win.\n#\n")
-	for _, l := range p.Topology.Summary() {
+	b.WriteString(".\n# Use it with `tandem serve --config FILE`; flags given on the command line win.\n")
+	if p.PerNode() {
+		fmt.Fprintf(&b, "# Instance %d of %d (layout per-node): NUMA node %d. Run one `tandem serve --config` per node's file.\n",
+			p.Index+1, p.Instances, p.Node)
+	}
+	b.WriteString("#\n")
+	for _, l := range p.Machine.Summary() {
 		fmt.Fprintf(&b, "# %s\n", l)
 	}
 	for _, n := range p.Notes {
@@ -294,20 +512,21 @@ func (p *Plan) TOML(source string) string {
 		writeComment(&b, p.why[name])
 		fmt.Fprintf(&b, "%s = %s\n\n", name, value)
 	}
+	for _, k := range []struct{ name, value string }{
+		{"name", p.Name}, {"listen", p.Listen}, {"repl-listen", p.ReplListen},
+	} {
+		if k.value != "" {
+			key(k.name, quote(k.value))
+		}
+	}
 	key("engine", quote(p.Engine))
 	key("loops", fmt.Sprint(p.Loops))
 	key("pin", fmt.Sprint(p.Pin))
 	key("cpus", quote(joinCPUs(p.LoopCPUs)))
+	key("memory-placement", quote(p.MemoryPlacement))
 	key("flusher-cpus", quote(joinCPUs(p.FlusherCPUs)))
 	key("repl-cpus", quote(joinCPUs(p.ReplCPUs)))
 	key("data", quote(p.Data))
-	if len(p.JournalDirs) > 0 {
-		q := make([]string, len(p.JournalDirs))
-		for i, d := range p.JournalDirs {
-			q[i] = quote(d)
-		}
-		key("journal-dirs", "["+strings.Join(q, ", ")+"]")
-	}
 	key("ring-entries", fmt.Sprint(p.RingEntries))
 	key("read-buffer", fmt.Sprint(p.ReadBuffer))
 	key("write-high-water", fmt.Sprint(p.WriteHighWater))

@@ -26,15 +26,19 @@ type serveConfig struct {
 	Listen string `toml:"listen"`
 	Data   string `toml:"data"`
 
-	Engine      string   `toml:"engine"` // auto, uring or epoll
-	RingEntries int      `toml:"ring-entries"`
-	ReadBuffer  int      `toml:"read-buffer"`
-	Loops       int      `toml:"loops"`
-	Pin         bool     `toml:"pin"`
-	CPUs        string   `toml:"cpus"`         // comma-separated core list for the loops
-	FlusherCPUs string   `toml:"flusher-cpus"` // core of the journal flusher (first entry)
-	ReplCPUs    string   `toml:"repl-cpus"`    // core of the replication senders (first entry)
-	JournalDirs []string `toml:"journal-dirs"` // one per NUMA node (only one supported yet)
+	Engine      string `toml:"engine"` // auto, uring or epoll
+	RingEntries int    `toml:"ring-entries"`
+	ReadBuffer  int    `toml:"read-buffer"`
+	Loops       int    `toml:"loops"`
+	Pin         bool   `toml:"pin"`
+	CPUs        string `toml:"cpus"`         // comma-separated core list for the loops
+	FlusherCPUs string `toml:"flusher-cpus"` // core of the journal flusher (first entry)
+	ReplCPUs    string `toml:"repl-cpus"`    // core of the replication senders (first entry)
+	// MemoryPlacement: first-touch (default) or off (engine.Config.MemoryPlacement).
+	MemoryPlacement string `toml:"memory-placement"`
+	// JournalDirs is accepted with one entry (the same as data), for
+	// configs written before one instance per NUMA node; there is no flag.
+	JournalDirs []string `toml:"journal-dirs"`
 
 	SegmentSize    int64    `toml:"segment-size"`
 	SyncDelay      duration `toml:"sync-delay"`
@@ -57,6 +61,12 @@ type serveConfig struct {
 	ReplUpgradeBelow   duration `toml:"repl-upgrade-below"`
 	ReplHeartbeat      duration `toml:"repl-heartbeat"`
 }
+
+// Values of memory-placement (engine.Config.MemoryPlacement).
+const (
+	memoryFirstTouch = "first-touch"
+	memoryOff        = "off"
+)
 
 // peerList collects repeated --peer flags (a TOML array of strings).
 type peerList []string
@@ -87,38 +97,8 @@ journal in ./data. Every flag is also a key of the --config TOML file
 `
 
 func runServe(args []string) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(os.Stderr, serveUsage); fs.PrintDefaults() }
 	var cfg serveConfig
-	configFile := fs.String("config", "", "TOML configuration `file`")
-	fs.StringVar(&cfg.Name, "name", "", "instance name (default: the host name)")
-	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7400", "client `address`")
-	fs.StringVar(&cfg.Data, "data", "data", "journal `directory`")
-	fs.StringVar(&cfg.Engine, "engine", "auto", "event-loop backend: auto (io_uring if the kernel allows, else epoll), uring or epoll")
-	fs.IntVar(&cfg.RingEntries, "ring-entries", 1024, "io_uring submission queue entries per loop")
-	fs.IntVar(&cfg.ReadBuffer, "read-buffer", 64<<10, "initial read buffer per connection in bytes")
-	fs.StringVar(&cfg.FlusherCPUs, "flusher-cpus", "", "core to pin the journal flusher to (empty: not pinned)")
-	fs.StringVar(&cfg.ReplCPUs, "repl-cpus", "", "core to pin replication senders to (empty: not pinned)")
-	fs.IntVar(&cfg.Loops, "loops", 0, "event loops (default: one per core)")
-	fs.BoolVar(&cfg.Pin, "pin", false, "pin each event loop to a core")
-	fs.StringVar(&cfg.CPUs, "cpus", "", "comma-separated cores for the loops (with --pin)")
-	fs.Int64Var(&cfg.SegmentSize, "segment-size", 64<<20, "journal segment `bytes`")
-	fs.Var(&cfg.SyncDelay, "sync-delay", "longest wait to batch more data into one fdatasync (0: sync as soon as the last one returned)")
-	fs.IntVar(&cfg.SyncBytes, "sync-bytes", 4<<20, "most `bytes` written and synced per group commit")
-	fs.Var(&cfg.RetentionAge, "retention-age", "delete journal segments older than this (0: keep)")
-	fs.Int64Var(&cfg.RetentionBytes, "retention-bytes", 0, "delete oldest journal segments above this total (0: keep)")
-	fs.IntVar(&cfg.MaxFrame, "max-frame", 0, "largest frame accepted in bytes (default 4 MiB + 64 KiB)")
-	fs.IntVar(&cfg.MaxTopic, "max-topic", 1024, "longest topic in bytes")
-	fs.IntVar(&cfg.WriteHighWater, "write-high-water", 1<<20, "pending output per connection before reading and deliveries pause")
-	fs.Var(&cfg.LogonTimeout, "logon-timeout", "close connections that do not log on within this (default 10s)")
-	fs.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&cfg.ReplListen, "repl-listen", "", "replication `address` where peers connect (empty: do not accept)")
-	fs.Var(&cfg.Peers, "peer", "replication destination `NAME=HOST:PORT[,sync|async][,topics=REGEX][,passthrough]`, or NAME alone (accept-only); repeat per peer")
-	fs.StringVar(&cfg.ReplSecretFile, "repl-secret-file", "", "`file` holding the shared secret that authenticates replication links")
-	fs.StringVar(&cfg.ReplSecret, "repl-secret", "", "the shared replication secret itself (prefer repl-secret-file)")
-	fs.Var(&cfg.ReplDowngradeAfter, "repl-downgrade-after", "a sync peer lagging more than this stops holding acks (default 1s)")
-	fs.Var(&cfg.ReplUpgradeBelow, "repl-upgrade-below", "a downgraded peer lagging less than this holds acks again (default 100ms)")
-	fs.Var(&cfg.ReplHeartbeat, "repl-heartbeat", "replication link heartbeat; silent for 3 intervals is down (default 250ms)")
+	fs, configFile := serveFlags(&cfg)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -158,10 +138,52 @@ func runServe(args []string) int {
 	return 0
 }
 
+// serveFlags defines serve's flags, with their defaults, on cfg; it
+// returns the flag set and the --config flag.
+func serveFlags(cfg *serveConfig) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(os.Stderr, serveUsage); fs.PrintDefaults() }
+	configFile := fs.String("config", "", "TOML configuration `file`")
+	fs.StringVar(&cfg.Name, "name", "", "instance name (default: the host name)")
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7400", "client `address`")
+	fs.StringVar(&cfg.Data, "data", "data", "journal `directory`")
+	fs.StringVar(&cfg.Engine, "engine", "auto", "event-loop backend: auto (io_uring if the kernel allows, else epoll), uring or epoll")
+	fs.IntVar(&cfg.RingEntries, "ring-entries", 1024, "io_uring submission queue entries per loop")
+	fs.IntVar(&cfg.ReadBuffer, "read-buffer", 64<<10, "initial read buffer per connection in bytes")
+	fs.StringVar(&cfg.FlusherCPUs, "flusher-cpus", "", "core to pin the journal flusher to (empty: not pinned)")
+	fs.StringVar(&cfg.ReplCPUs, "repl-cpus", "", "core to pin replication senders to (empty: not pinned)")
+	fs.IntVar(&cfg.Loops, "loops", 0, "event loops (default: one per core)")
+	fs.BoolVar(&cfg.Pin, "pin", false, "pin each event loop to a core")
+	fs.StringVar(&cfg.CPUs, "cpus", "", "comma-separated cores for the loops (with --pin)")
+	fs.StringVar(&cfg.MemoryPlacement, "memory-placement", memoryFirstTouch, "first-touch: pinned loop threads set MPOL_LOCAL and create their ring and buffers after pinning; off: leave it to the process's memory policy")
+	fs.Int64Var(&cfg.SegmentSize, "segment-size", 64<<20, "journal segment `bytes`")
+	fs.Var(&cfg.SyncDelay, "sync-delay", "longest wait to batch more data into one fdatasync (0: sync as soon as the last one returned)")
+	fs.IntVar(&cfg.SyncBytes, "sync-bytes", 4<<20, "most `bytes` written and synced per group commit")
+	fs.Var(&cfg.RetentionAge, "retention-age", "delete journal segments older than this (0: keep)")
+	fs.Int64Var(&cfg.RetentionBytes, "retention-bytes", 0, "delete oldest journal segments above this total (0: keep)")
+	fs.IntVar(&cfg.MaxFrame, "max-frame", 0, "largest frame accepted in bytes (default 4 MiB + 64 KiB)")
+	fs.IntVar(&cfg.MaxTopic, "max-topic", 1024, "longest topic in bytes")
+	fs.IntVar(&cfg.WriteHighWater, "write-high-water", 1<<20, "pending output per connection before reading and deliveries pause")
+	fs.Var(&cfg.LogonTimeout, "logon-timeout", "close connections that do not log on within this (default 10s)")
+	fs.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&cfg.ReplListen, "repl-listen", "", "replication `address` where peers connect (empty: do not accept)")
+	fs.Var(&cfg.Peers, "peer", "replication destination `NAME=HOST:PORT[,sync|async][,topics=REGEX][,passthrough]`, or NAME alone (accept-only); repeat per peer")
+	fs.StringVar(&cfg.ReplSecretFile, "repl-secret-file", "", "`file` holding the shared secret that authenticates replication links")
+	fs.StringVar(&cfg.ReplSecret, "repl-secret", "", "the shared replication secret itself (prefer repl-secret-file)")
+	fs.Var(&cfg.ReplDowngradeAfter, "repl-downgrade-after", "a sync peer lagging more than this stops holding acks (default 1s)")
+	fs.Var(&cfg.ReplUpgradeBelow, "repl-upgrade-below", "a downgraded peer lagging less than this holds acks again (default 100ms)")
+	fs.Var(&cfg.ReplHeartbeat, "repl-heartbeat", "replication link heartbeat; silent for 3 intervals is down (default 250ms)")
+	return fs, configFile
+}
+
 // loadServeConfig reads file into cfg, then re-applies the flags that were
 // set on the command line so they win.
 func loadServeConfig(file string, fs *flag.FlagSet, cfg *serveConfig) error {
 	fromCmdline := *cfg
+	// The flags' values live in cfg, which the file's values are about to
+	// replace: keep the command line's as text to set them again.
+	setOnCmdline := map[string]string{}
+	fs.Visit(func(f *flag.Flag) { setOnCmdline[f.Name] = f.Value.String() })
 	fromFile := *cfg
 	fromFile.Peers = nil // the file's peer list replaces the (empty) default
 	md, err := toml.DecodeFile(file, &fromFile)
@@ -178,7 +200,7 @@ func loadServeConfig(file string, fs *flag.FlagSet, cfg *serveConfig) error {
 			cfg.Peers = fromCmdline.Peers
 			return
 		}
-		if err := fs.Set(f.Name, f.Value.String()); err != nil {
+		if err := fs.Set(f.Name, setOnCmdline[f.Name]); err != nil {
 			errs = append(errs, err.Error())
 		}
 	})
@@ -211,7 +233,18 @@ func (c *serveConfig) engineConfig() (engine.Config, error) {
 	case 1:
 		c.Data = c.JournalDirs[0]
 	default:
-		return engine.Config{}, fmt.Errorf("journal-dirs: %d directories: one journal per NUMA node is not supported yet; keep one (or use data)", len(c.JournalDirs))
+		return engine.Config{}, fmt.Errorf("journal-dirs: %d directories, but one instance keeps one journal "+
+			"(its single order is what sequence numbers, bookmarks, resume and replication positions rest on): "+
+			"for one journal per NUMA node run one instance per node (`tandem tune --layout per-node` writes their configs), "+
+			"or keep one directory here (or use data)", len(c.JournalDirs))
+	}
+	memoryPlacement := c.MemoryPlacement
+	switch memoryPlacement {
+	case "":
+		memoryPlacement = memoryFirstTouch
+	case memoryFirstTouch, memoryOff:
+	default:
+		return engine.Config{}, fmt.Errorf("memory-placement: %q is not a placement (want %s or %s)", c.MemoryPlacement, memoryFirstTouch, memoryOff)
 	}
 	flusherCPU, replCPU := -1, -1
 	if len(flusherCPUs) > 0 {
@@ -237,7 +270,7 @@ func (c *serveConfig) engineConfig() (engine.Config, error) {
 		Engine: c.Engine, RingEntries: c.RingEntries, ReadBuffer: c.ReadBuffer,
 		Replication: repl,
 		Name:        c.Name, Listen: c.Listen, DataDir: c.Data,
-		Loops: c.Loops, Pin: c.Pin, CPUs: cpus,
+		Loops: c.Loops, Pin: c.Pin, CPUs: cpus, MemoryPlacement: memoryPlacement,
 		MaxFrame: c.MaxFrame, MaxTopic: c.MaxTopic, WriteHighWater: c.WriteHighWater,
 		LogonTimeout: c.LogonTimeout.Duration,
 		Journal: journal.Options{
