@@ -59,6 +59,8 @@ type loop struct {
 	zcSends, zcBytes, zcHolds atomic.Int64
 	// connections switched back to copying because the kernel copied
 	zcCopiedConns atomic.Int64
+	// zcMinReady publishes ur.zcMin to other goroutines once the ring is open
+	zcMinReady atomic.Int64
 
 	// memory placement as applied (a test and stat hook): the thread's
 	// memory policy and the CPU the ring was created on (-1: no ring).
@@ -227,6 +229,7 @@ func (lp *loop) run(started chan<- error) {
 		err := lp.ur.open(lp.srv.cfg.ZeroCopyMin)
 		lp.ringCPU = poll.CurrentCPU()
 		lp.backendMu.Unlock()
+		lp.zcMinReady.Store(int64(lp.ur.zcMin))
 		if err != nil {
 			started <- fmt.Errorf("loop %d: %w", lp.id, err)
 			return

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -65,7 +66,7 @@ func newUringIO(entries int) *uringIO {
 // so the kernel allocates the rings on the loop's NUMA node (first touch).
 // zcMin is Config.ZeroCopyMin; zero-copy needs IORING_OP_SENDMSG_ZC.
 func (u *uringIO) open(zcMin int) error {
-	r, err := uring.New(uring.Options{Entries: uint32(u.entries), FlushWhenFull: true, Wake: true})
+	r, err := uring.New(uring.Options{Entries: uint32(u.entries), FlushWhenFull: true, Wake: true, SingleIssuer: os.Getenv("TANDEM_RING_PLAIN") == ""})
 	if err != nil {
 		return err
 	}

@@ -263,6 +263,9 @@ func New(cfg Config) (*Server, error) {
 		names:    make(map[string]*clientInfo),
 	}
 	jo := cfg.Journal
+	if jo.SyncVia == "" && useUring {
+		jo.SyncVia = journal.SyncUring // group commits through the flusher's own ring
+	}
 	jo.Dir = cfg.DataDir
 	jo.Logger = s.log
 	jo.OnSync = s.onSync
@@ -531,12 +534,21 @@ func (s *Server) Stats() *wire.Stats {
 		Duplicates:    s.idx.duplicates.Load(),
 		Journal: wire.JournalStats{
 			FirstSeq: js.FirstSeq, LastSeq: js.LastSeq, SyncedSeq: js.SyncedSeq,
-			Bytes: js.Bytes, Segments: js.Segments, Syncs: js.Syncs,
+			Bytes: js.Bytes, Segments: js.Segments, Syncs: js.Syncs, SyncVia: js.SyncVia,
 		},
 	}
 	for _, lp := range s.loops {
 		st.Connections += int(lp.nconns.Load())
 		st.Subscriptions += int(lp.nsubs.Load())
+		if lp.ur != nil && lp.zcMinReady.Load() > 0 {
+			if st.ZeroCopy == nil {
+				st.ZeroCopy = &wire.ZeroCopyStats{MinBytes: int(lp.zcMinReady.Load())}
+			}
+			st.ZeroCopy.Sends += uint64(lp.zcSends.Load())
+			st.ZeroCopy.Bytes += uint64(lp.zcBytes.Load())
+			st.ZeroCopy.Held += lp.zcHolds.Load()
+			st.ZeroCopy.CopiedConns += uint64(lp.zcCopiedConns.Load())
+		}
 	}
 	s.j.Lock()
 	for _, t := range s.idx.topics {

@@ -127,6 +127,14 @@ func TestZeroCopyDeliveries(t *testing.T) {
 	} else if sends != 0 {
 		t.Fatalf("%s backend made %d zero-copy sends", testEngine, sends)
 	}
+	st := s.Stats()
+	if zeroCopyExpected(t, s) && (st.ZeroCopy == nil || st.ZeroCopy.Sends != uint64(sends) || st.ZeroCopy.MinBytes != zcTestMin) {
+		t.Fatalf("stat zero_copy %+v, want %d sends from %d bytes", st.ZeroCopy, sends, zcTestMin)
+	}
+	wantVia := map[string]string{"uring": "uring", "epoll": "syscall"}[testEngine]
+	if st.Journal.SyncVia != wantVia {
+		t.Fatalf("stat journal sync_via %q on %s, want %q", st.Journal.SyncVia, testEngine, wantVia)
+	}
 	live.c.Close()
 	replay.c.Close()
 	waitUntil(t, 10*time.Second, "every segment hold released", func() bool {

@@ -12,16 +12,32 @@ import (
 // flushLoop is the group-commit flusher: it takes the staged records, writes
 // up to MaxBatchBytes of them with one pwrite into the tail segment (two
 // when the batch crosses a rotation), syncs once, then publishes SyncedSeq.
+// With SyncVia "uring" the writes and the sync of each part go to the
+// kernel as one linked chain on the flusher's ring (ringsync.go).
 func (j *Journal) flushLoop() {
 	defer j.flushWG.Done()
-	if j.opts.PinFlusher {
+	_, hasFd := j.tail.f.(fdFile)
+	useRing := j.opts.SyncVia == SyncUring && hasFd
+	if j.opts.PinFlusher || useRing {
+		// The ring belongs to this thread: its memory is first touched
+		// here, and the kernel queues completion work to the submitter.
 		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
+		if !j.opts.PinFlusher {
+			defer runtime.UnlockOSThread()
+		} // pinned: the thread ends with the goroutine, its affinity with it
+	}
+	if j.opts.PinFlusher {
 		var set unix.CPUSet
 		set.Set(j.opts.FlusherCPU)
 		if err := unix.SchedSetaffinity(0, &set); err != nil {
 			j.log.Warn("journal: cannot pin the flusher", "cpu", j.opts.FlusherCPU, "err", err)
 		}
+	}
+	if useRing {
+		j.openRing()
+		defer j.closeRing()
+	} else if j.opts.SyncVia == SyncUring {
+		j.log.Debug("journal: segment files have no descriptor; group commits use WriteAt and SyncData")
 	}
 	for {
 		if j.takenPos == len(j.taken) && !j.collect() {
@@ -97,11 +113,8 @@ func (j *Journal) flushBatch() error {
 		if m.flags&markRotate != 0 {
 			// Everything in seg must be durable before the first write
 			// into the next segment.
-			if err := j.writePart(seg, buf[partStart:m.pos], partOff); err != nil {
+			if err := j.writeSync(seg, buf[partStart:m.pos], partOff); err != nil {
 				return err
-			}
-			if err := seg.f.SyncData(); err != nil {
-				return fmt.Errorf("journal: sync %s: %w", seg.name, err)
 			}
 			seg.end = partOff + int64(m.pos-partStart)
 			next, err := j.nextSegment(m.seq)
@@ -128,11 +141,8 @@ func (j *Journal) flushBatch() error {
 			seg.index[(m.seq-seg.first)/interval] = uint32(partOff + int64(m.pos-partStart))
 		}
 	}
-	if err := j.writePart(seg, buf[partStart:end], partOff); err != nil {
+	if err := j.writeSync(seg, buf[partStart:end], partOff); err != nil {
 		return err
-	}
-	if err := seg.f.SyncData(); err != nil {
-		return fmt.Errorf("journal: sync %s: %w", seg.name, err)
 	}
 	seg.end = partOff + int64(end-partStart)
 	j.takenPos = end
@@ -164,6 +174,24 @@ func stampBatchStart(b []byte, seq uint64) error {
 	return nil
 }
 
+// writeSync writes b at off into seg and makes it durable: as one linked
+// chain on the flusher's ring when it has one and seg's file has a
+// descriptor, else with writePart and SyncData.
+func (j *Journal) writeSync(seg *segment, b []byte, off int64) error {
+	if j.ring != nil {
+		if f, ok := seg.f.(fdFile); ok {
+			return j.writeSyncRing(seg, f, b, off)
+		}
+	}
+	if err := j.writePart(seg, b, off); err != nil {
+		return err
+	}
+	if err := seg.f.SyncData(); err != nil {
+		return fmt.Errorf("journal: sync %s: %w", seg.name, err)
+	}
+	return nil
+}
+
 func (j *Journal) writePart(seg *segment, b []byte, off int64) error {
 	if len(b) == 0 {
 		return nil
@@ -178,12 +206,21 @@ func (j *Journal) writePart(seg *segment, b []byte, off int64) error {
 	// pages avoids it; the batch's first page is cached (the previous batch
 	// wrote it).
 	end := off + int64(len(b))
-	if pad := (pageSize - end%pageSize) % pageSize; pad > 0 && end+pad <= seg.size {
+	if pad := pagePad(end, seg.size); pad > 0 {
 		if _, err := seg.f.WriteAt(zeroPage[:pad], end); err != nil {
 			return fmt.Errorf("journal: write %s at %d: %w", seg.name, end, err)
 		}
 	}
 	return nil
+}
+
+// pagePad is how many zeros complete the page in which a write ending at
+// end ends, in a segment of size bytes (0 if that would pass its end).
+func pagePad(end, size int64) int64 {
+	if pad := (pageSize - end%pageSize) % pageSize; end+pad <= size {
+		return pad
+	}
+	return 0
 }
 
 const pageSize = 4096

@@ -111,6 +111,25 @@ type osFile struct {
 
 func newOSFile(f *os.File) *osFile { return &osFile{f: f, fd: int(f.Fd())} }
 
+// fdFile is implemented by Files backed by an OS file descriptor (OSFS's
+// osFile; not MemFS or ErrorFS files). With Options.SyncVia "uring" the
+// flusher writes and syncs such a tail segment through its io_uring ring;
+// any other File keeps WriteAt and SyncData. Fd must stay valid until
+// Close; Name is the path the file was opened with, which the errors of
+// the ring path name exactly as os.File's do.
+type fdFile interface {
+	File
+	Fd() uintptr
+	Name() string
+}
+
+var _ fdFile = (*osFile)(nil)
+
+// Fd returns the cached descriptor (never os.File.Fd, which would make
+// the descriptor blocking; harmless for a regular file, but not free).
+func (f *osFile) Fd() uintptr  { return uintptr(f.fd) }
+func (f *osFile) Name() string { return f.f.Name() }
+
 func (f *osFile) WriteAt(p []byte, off int64) (int, error) { return f.f.WriteAt(p, off) }
 func (f *osFile) ReadAt(p []byte, off int64) (int, error)  { return f.f.ReadAt(p, off) }
 func (f *osFile) Truncate(size int64) error                { return f.f.Truncate(size) }

@@ -82,6 +82,7 @@ const (
 	setupClamp        = 1 << 4
 	setupSubmitAll    = 1 << 7
 	setupCoopTaskrun  = 1 << 8
+	setupTaskrunFlag  = 1 << 9
 	setupSingleIssuer = 1 << 12
 	setupDeferTaskrun = 1 << 13
 )

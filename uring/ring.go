@@ -46,6 +46,25 @@ type Options struct {
 	// Wake arms an eventfd read on the ring so that Wake, from any
 	// goroutine, ends a wait in progress.
 	Wake bool
+	// SingleIssuer promises that only the thread creating the ring (a
+	// goroutine locked to its OS thread for the ring's whole life) submits
+	// and waits on it. The ring is then set up with
+	// IORING_SETUP_SINGLE_ISSUER|DEFER_TASKRUN (Linux >= 6.1): the kernel
+	// queues completion work for that thread and runs it, batched, when the
+	// thread enters to reap, instead of interrupting it for each network
+	// completion. Older kernels fall back to COOP_TASKRUN (5.19), then to
+	// neither; SetupFlags says which.
+	SingleIssuer bool
+}
+
+// Setup flags New tried, most wanted first; the first the kernel accepts
+// wins.
+func setupChoices(opts Options) []uint32 {
+	var c []uint32
+	if opts.SingleIssuer {
+		c = append(c, setupSingleIssuer|setupDeferTaskrun|setupTaskrunFlag|setupSubmitAll)
+	}
+	return append(c, setupCoopTaskrun|setupTaskrunFlag|setupSubmitAll, setupSubmitAll, 0)
 }
 
 // Ring is one io_uring instance. It is owned by one goroutine (an event
@@ -53,9 +72,10 @@ type Options struct {
 // completions as task work on the submitting thread): every method except
 // Wake must be called from it.
 type Ring struct {
-	fd       int
-	features uint32
-	opts     Options
+	fd         int
+	features   uint32
+	setupFlags uint32
+	opts       Options
 
 	sqMem, cqMem, sqeMem []byte
 
@@ -100,7 +120,7 @@ func New(opts Options) (*Ring, error) {
 	var fd int
 	var p params
 	var err error
-	for _, extra := range []uint32{setupSubmitAll, 0} {
+	for _, extra := range setupChoices(opts) {
 		p = params{flags: setupClamp | extra}
 		if opts.CQEntries != 0 {
 			p.flags |= setupCQSize
@@ -113,7 +133,7 @@ func New(opts Options) (*Ring, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Ring{fd: fd, features: p.features, opts: opts, wakefd: -1}
+	r := &Ring{fd: fd, features: p.features, setupFlags: p.flags, opts: opts, wakefd: -1}
 	if err := r.mapRings(&p); err != nil {
 		r.Close()
 		return nil, err
@@ -235,6 +255,14 @@ func (r *Ring) Close() error {
 
 // Fd is the ring's file descriptor (for MsgRing from another ring).
 func (r *Ring) Fd() int { return r.fd }
+
+// DeferTaskrun reports whether the ring runs completion work only when its
+// owner reaps (Options.SingleIssuer on Linux >= 6.1).
+func (r *Ring) DeferTaskrun() bool { return r.setupFlags&setupDeferTaskrun != 0 }
+
+// CoopTaskrun reports whether the kernel may delay completion work until
+// the ring's thread enters the kernel rather than interrupting it.
+func (r *Ring) CoopTaskrun() bool { return r.setupFlags&(setupCoopTaskrun|setupDeferTaskrun) != 0 }
 
 // Features is io_uring_params.features as the kernel reported it.
 func (r *Ring) Features() uint32 { return r.features }

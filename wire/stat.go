@@ -3,23 +3,34 @@ package wire
 // Stats is the JSON document a StatReply carries (the schema of
 // `tandem stat`). Fields are added, never renamed: clients ignore unknown ones.
 type Stats struct {
-	Instance      string        `json:"instance"`
-	Version       string        `json:"version"`
-	Engine        string        `json:"engine"` // event-loop backend in use and why, e.g. "epoll"
-	Loops         int           `json:"loops"`  // event loops (shards)
-	UptimeSeconds float64       `json:"uptime_seconds"`
-	Connections   int           `json:"connections"`   // open client connections
-	Subscriptions int           `json:"subscriptions"` // active subscriptions
-	Stored        uint64        `json:"messages_stored"`
-	Duplicates    uint64        `json:"duplicates_dropped"`
-	Journal       JournalStats  `json:"journal"`
-	Topics        []TopicStats  `json:"topics"`
-	Clients       []ClientStats `json:"clients,omitempty"`
+	Instance string `json:"instance"`
+	Version  string `json:"version"`
+	Engine   string `json:"engine"` // event-loop backend in use and why, e.g. "epoll"
+	Loops    int    `json:"loops"`  // event loops (shards)
+	// ZeroCopy describes zero-copy deliveries (io_uring only; absent otherwise).
+	ZeroCopy      *ZeroCopyStats `json:"zero_copy,omitempty"`
+	UptimeSeconds float64        `json:"uptime_seconds"`
+	Connections   int            `json:"connections"`   // open client connections
+	Subscriptions int            `json:"subscriptions"` // active subscriptions
+	Stored        uint64         `json:"messages_stored"`
+	Duplicates    uint64         `json:"duplicates_dropped"`
+	Journal       JournalStats   `json:"journal"`
+	Topics        []TopicStats   `json:"topics"`
+	Clients       []ClientStats  `json:"clients,omitempty"`
 	// Replication lists this instance's destinations (absent without
 	// replication).
 	Replication []DestinationStats `json:"replication,omitempty"`
 	// ReplicationListen is where peers connect ("" when not listening).
 	ReplicationListen string `json:"replication_listen,omitempty"`
+}
+
+// ZeroCopyStats counts deliveries sent from the journal mapping.
+type ZeroCopyStats struct {
+	MinBytes    int    `json:"min_bytes"`     // records at least this large go out zero-copy
+	Sends       uint64 `json:"sends"`         // SENDMSG_ZC submissions
+	Bytes       uint64 `json:"bytes"`         // record bytes sent zero-copy
+	Held        int64  `json:"segments_held"` // journal segment holds awaiting the kernel's notification
+	CopiedConns uint64 `json:"copied_conns"`  // connections switched back to copying: the kernel copied anyway (loopback)
 }
 
 // DestinationStats describes one replication destination.
@@ -45,6 +56,7 @@ type JournalStats struct {
 	Bytes     int64  `json:"bytes"`
 	Segments  int    `json:"segments"`
 	Syncs     uint64 `json:"syncs"`
+	SyncVia   string `json:"sync_via,omitempty"` // "uring": group commits through io_uring; "syscall": pwrite + fdatasync
 }
 
 // TopicStats counts messages stored per topic since the journal began

@@ -75,6 +75,13 @@ func printStats(w io.Writer, st *wire.Stats) {
 	j := st.Journal
 	fmt.Fprintf(tw, "journal\tfirst %d, last %d, synced %d\n", j.FirstSeq, j.LastSeq, j.SyncedSeq)
 	fmt.Fprintf(tw, "journal size\t%s in %d segments, %d syncs\n", bytesText(j.Bytes), j.Segments, j.Syncs)
+	if j.SyncVia != "" {
+		fmt.Fprintf(tw, "group commit\tvia %s\n", j.SyncVia)
+	}
+	if z := st.ZeroCopy; z != nil {
+		fmt.Fprintf(tw, "zero-copy deliveries\trecords >= %s: %d sends, %s; %d segments held; %d connections back to copying (kernel copied)\n",
+			bytesText(int64(z.MinBytes)), z.Sends, bytesText(int64(z.Bytes)), z.Held, z.CopiedConns)
+	}
 	tw.Flush()
 
 	topics := append([]wire.TopicStats(nil), st.Topics...)
