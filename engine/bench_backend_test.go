@@ -2,10 +2,15 @@ package engine
 
 import (
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tandemhq/tandem/wire"
 )
@@ -18,6 +23,34 @@ func cpuSeconds(tb testing.TB) float64 {
 	}
 	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
 	return tv(ru.Utime) + tv(ru.Stime)
+}
+
+// loopCPUSeconds is the CPU time the server's event-loop threads used so
+// far (each loop stays locked to its thread: its thread CPU clock).
+func loopCPUSeconds(s *Server) float64 {
+	var total float64
+	for _, lp := range s.loops {
+		var ts unix.Timespec
+		clock := int32((^lp.tid)<<3 | 6) // MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED)
+		if unix.ClockGettime(clock, &ts) == nil {
+			total += float64(ts.Nano()) / 1e9
+		}
+	}
+	return total
+}
+
+// syscalls returns this process's read and write syscall counts so far
+// (/proc/self/io syscr, syscw; io_uring_enter is neither).
+func syscalls() (r, w float64) {
+	b, _ := os.ReadFile("/proc/self/io")
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "syscr: "); ok {
+			r, _ = strconv.ParseFloat(v, 64)
+		} else if v, ok := strings.CutPrefix(line, "syscw: "); ok {
+			w, _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	return r, w
 }
 
 // BenchmarkBackendCPU compares the event-loop backends (issue 5, "Speed")
@@ -108,7 +141,8 @@ func benchBackendFanout(b *testing.B, nsubs int) {
 	n := uint64(b.N)
 	deadline := time.Now().Add(5 * time.Minute)
 	b.ResetTimer()
-	cpu0 := cpuSeconds(b)
+	cpu0, loop0 := cpuSeconds(b), loopCPUSeconds(s)
+	_, w0 := syscalls()
 	start := time.Now()
 	var wg sync.WaitGroup
 	for _, sub := range subs {
@@ -126,11 +160,14 @@ func benchBackendFanout(b *testing.B, nsubs int) {
 	<-pubDone
 	wg.Wait()
 	el := time.Since(start)
-	cpu := cpuSeconds(b) - cpu0
+	cpu, loopCPU := cpuSeconds(b)-cpu0, loopCPUSeconds(s)-loop0
+	_, w1 := syscalls()
 	b.StopTimer()
 	if pubErr != nil {
 		b.Fatal(pubErr)
 	}
+	b.ReportMetric(loopCPU/(float64(n*uint64(nsubs))*1e-6), "loop-cpu-s/Mdeliveries")
+	b.ReportMetric((w1-w0)/(float64(n*uint64(nsubs))*1e-6), "writes/Mdeliveries")
 	var e2e []time.Duration
 	var last time.Time
 	for i, sub := range subs {

@@ -65,6 +65,7 @@ type loop struct {
 	// memory placement as applied (a test and stat hook): the thread's
 	// memory policy and the CPU the ring was created on (-1: no ring).
 	memPolicy, ringCPU int
+	tid                int // the loop's OS thread (it stays locked to it)
 
 	// scratch for the publish path (reused, never escapes)
 	batch publishBatch
@@ -210,6 +211,7 @@ func (lp *loop) run(started chan<- error) {
 	// thread with it rather than handing a thread pinned to one core (and
 	// with its memory policy) to other goroutines.
 	runtime.LockOSThread()
+	lp.tid = unix.Gettid()
 	if lp.cpu >= 0 {
 		if err := poll.PinThread(lp.cpu); err != nil {
 			started <- err

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -66,7 +65,7 @@ func newUringIO(entries int) *uringIO {
 // so the kernel allocates the rings on the loop's NUMA node (first touch).
 // zcMin is Config.ZeroCopyMin; zero-copy needs IORING_OP_SENDMSG_ZC.
 func (u *uringIO) open(zcMin int) error {
-	r, err := uring.New(uring.Options{Entries: uint32(u.entries), FlushWhenFull: true, Wake: true, SingleIssuer: os.Getenv("TANDEM_RING_PLAIN") == ""})
+	r, err := uring.New(uring.Options{Entries: uint32(u.entries), FlushWhenFull: true, Wake: true, SingleIssuer: true})
 	if err != nil {
 		return err
 	}
