@@ -101,15 +101,16 @@ func benchBackendPublish(b *testing.B, size int) {
 	defer p.c.Close()
 	n := uint64(b.N)
 	b.ResetTimer()
-	cpu0 := cpuSeconds(b)
+	cpu0, loop0 := cpuSeconds(b), loopCPUSeconds(s)
 	start := time.Now()
 	err := p.run(n)
 	el := time.Since(start)
-	cpu := cpuSeconds(b) - cpu0
+	cpu, loopCPU := cpuSeconds(b)-cpu0, loopCPUSeconds(s)-loop0
 	b.StopTimer()
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.ReportMetric(loopCPU/(float64(n)*1e-6), "loop-cpu-s/Mmsgs")
 	b.ReportMetric(float64(n)/el.Seconds(), "msgs/s")
 	p.mu.Lock()
 	lat := append([]time.Duration(nil), p.lat...)

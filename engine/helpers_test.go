@@ -52,6 +52,9 @@ func testServer(t testing.TB, dir string, mod ...func(*Config)) *Server {
 	if os.Getenv("TANDEM_TEST_LOG") != "" {
 		cfg.Logger = slog.Default()
 	}
+	// TANDEM_JOURNAL_SYNC=syscall|uring overrides the backend's choice of
+	// group-commit path (to compare them in benchmarks).
+	cfg.Journal.SyncVia = os.Getenv("TANDEM_JOURNAL_SYNC")
 	for _, f := range mod {
 		f(&cfg)
 	}
