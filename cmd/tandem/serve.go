@@ -36,6 +36,10 @@ type serveConfig struct {
 	ReplCPUs    string `toml:"repl-cpus"`    // core of the replication senders (first entry)
 	// MemoryPlacement: first-touch (default) or off (engine.Config.MemoryPlacement).
 	MemoryPlacement string `toml:"memory-placement"`
+	// JournalSync: auto (default: the engine's choice), uring or syscall
+	// (journal.Options.SyncVia); ZeroCopyMin: engine.Config.ZeroCopyMin.
+	JournalSync string `toml:"journal-sync"`
+	ZeroCopyMin int    `toml:"zero-copy-min"`
 	// JournalDirs is accepted with one entry (the same as data), for
 	// configs written before one instance per NUMA node; there is no flag.
 	JournalDirs []string `toml:"journal-dirs"`
@@ -156,6 +160,8 @@ func serveFlags(cfg *serveConfig) (*flag.FlagSet, *string) {
 	fs.BoolVar(&cfg.Pin, "pin", false, "pin each event loop to a core")
 	fs.StringVar(&cfg.CPUs, "cpus", "", "comma-separated cores for the loops (with --pin)")
 	fs.StringVar(&cfg.MemoryPlacement, "memory-placement", memoryFirstTouch, "first-touch: pinned loop threads set MPOL_LOCAL and create their ring and buffers after pinning; off: leave it to the process's memory policy")
+	fs.StringVar(&cfg.JournalSync, "journal-sync", "auto", "group commit path: auto (the engine's choice, see docs/architecture.md), uring (write + fdatasync as one linked io_uring chain) or syscall (pwrite + fdatasync)")
+	fs.IntVar(&cfg.ZeroCopyMin, "zero-copy-min", 0, "with io_uring, deliver records of at least this many `bytes` zero-copy from the journal mapping (0: the default, 16 KiB; -1: never)")
 	fs.Int64Var(&cfg.SegmentSize, "segment-size", 64<<20, "journal segment `bytes`")
 	fs.Var(&cfg.SyncDelay, "sync-delay", "longest wait to batch more data into one fdatasync (0: sync as soon as the last one returned)")
 	fs.IntVar(&cfg.SyncBytes, "sync-bytes", 4<<20, "most `bytes` written and synced per group commit")
@@ -246,6 +252,14 @@ func (c *serveConfig) engineConfig() (engine.Config, error) {
 	default:
 		return engine.Config{}, fmt.Errorf("memory-placement: %q is not a placement (want %s or %s)", c.MemoryPlacement, memoryFirstTouch, memoryOff)
 	}
+	journalSync := c.JournalSync
+	switch journalSync {
+	case "", "auto":
+		journalSync = ""
+	case journal.SyncUring, journal.SyncSyscall:
+	default:
+		return engine.Config{}, fmt.Errorf("journal-sync: %q is not a path (want auto, %s or %s)", c.JournalSync, journal.SyncUring, journal.SyncSyscall)
+	}
 	flusherCPU, replCPU := -1, -1
 	if len(flusherCPUs) > 0 {
 		flusherCPU = flusherCPUs[0]
@@ -271,9 +285,11 @@ func (c *serveConfig) engineConfig() (engine.Config, error) {
 		Replication: repl,
 		Name:        c.Name, Listen: c.Listen, DataDir: c.Data,
 		Loops: c.Loops, Pin: c.Pin, CPUs: cpus, MemoryPlacement: memoryPlacement,
-		MaxFrame: c.MaxFrame, MaxTopic: c.MaxTopic, WriteHighWater: c.WriteHighWater,
+		ZeroCopyMin: c.ZeroCopyMin,
+		MaxFrame:    c.MaxFrame, MaxTopic: c.MaxTopic, WriteHighWater: c.WriteHighWater,
 		LogonTimeout: c.LogonTimeout.Duration,
 		Journal: journal.Options{
+			SyncVia:        journalSync,
 			PinFlusher:     flusherCPU >= 0,
 			FlusherCPU:     max(flusherCPU, 0),
 			SegmentSize:    c.SegmentSize,

@@ -305,6 +305,18 @@ func TestServeConfigKeys(t *testing.T) {
 	if ec, err := loadAsServe(t, off, "--memory-placement", "first-touch"); err != nil || ec.MemoryPlacement != "first-touch" {
 		t.Fatalf("flag over file: %q, %v", ec.MemoryPlacement, err)
 	}
+	// journal-sync and zero-copy-min reach the engine; auto leaves the
+	// choice to it; a bad path is refused.
+	ec, err = loadAsServe(t, writeConfig(t, `journal-sync = "uring"`+"\n"+`zero-copy-min = 65536`+"\n"))
+	if err != nil || ec.Journal.SyncVia != "uring" || ec.ZeroCopyMin != 65536 {
+		t.Fatalf("journal-sync uring, zero-copy-min: %q %d, %v", ec.Journal.SyncVia, ec.ZeroCopyMin, err)
+	}
+	if ec, err := loadAsServe(t, writeConfig(t, `journal-sync = "auto"`+"\n")); err != nil || ec.Journal.SyncVia != "" {
+		t.Fatalf("journal-sync auto: %q, %v", ec.Journal.SyncVia, err)
+	}
+	if _, err := loadAsServe(t, writeConfig(t, `journal-sync = "aio"`+"\n")); err == nil || !strings.Contains(err.Error(), `journal-sync: "aio" is not a path`) {
+		t.Fatalf("bad journal-sync: %v", err)
+	}
 	// The binary says the same and exits 2 before opening anything.
 	r := tandem(t, "", "serve", "--memory-placement", "bogus", "--data", t.TempDir())
 	if r.code != 2 || !strings.Contains(r.stderr, `tandem serve: memory-placement: "bogus" is not a placement`) {
