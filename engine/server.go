@@ -291,6 +291,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Replication != nil {
 		rc := *cfg.Replication
 		rc.Self = cfg.Name
+		if rc.IO == "" && useUring {
+			rc.IO = replicate.IORing // links through io_uring too, batches gathered from the mapping
+		}
 		if rc.StateDir == "" {
 			rc.StateDir = cfg.DataDir
 		}

@@ -160,7 +160,46 @@ type Config struct {
 	// StateDir holds the positions files (where each peer's stream is
 	// durable up to). Default: none (positions are learned at connect).
 	StateDir string
+	// IO selects how an established link moves its bytes; the handshake
+	// always runs on the net.Conn.
+	//
+	//   - IONet ("net", or empty): the net.Conn, through Go's netpoller;
+	//     a batch is copied out of the journal into one buffer.
+	//   - IORing ("ring"): the socket's fd through io_uring (package
+	//     uring): a reader goroutine with its own ring doing recv, and the
+	//     writers (batches, acks, heartbeats) through a second ring. A
+	//     batch is gathered straight from the journal mapping (no copy in
+	//     user space), with IORING_OP_SENDMSG_ZC when it is at least
+	//     ZeroCopyMin bytes and the kernel has it, else IORING_OP_SENDMSG.
+	//     When io_uring cannot be used here (uring.Available) the links
+	//     use IONet and the reason is logged.
+	//
+	// The engine sets it from its backend (io_uring: IORing, epoll: IONet)
+	// when left empty.
+	IO string
+	// ZeroCopyMin is the smallest batch (bytes) sent with SENDMSG_ZC in
+	// IORing mode; smaller ones are gathered with a copying SENDMSG.
+	// 0 means DefaultZeroCopyMin; negative never uses zero copy. A link
+	// stops using zero copy once the kernel reports it copied the data
+	// anyway (loopback, a device without scatter-gather): see
+	// zcCopiedLimit in ringio.go.
+	ZeroCopyMin int
 }
+
+// Link I/O modes (Config.IO).
+const (
+	IONet  = "net"
+	IORing = "ring"
+)
+
+// DefaultZeroCopyMin is Config.ZeroCopyMin's default. Below it the page
+// pinning and the second completion of a zero-copy send cost more than the
+// copy they save: BenchmarkRingBatchSend (ringio_test.go) has SENDMSG_ZC
+// 30% slower than a copying SENDMSG at 4 and 16 KiB batches. Above it the
+// saving grows with the batch on a NIC that really sends from the pages;
+// on loopback the kernel copies anyway (and links then stop using zero
+// copy), so re-measure the crossover on the target hardware.
+const DefaultZeroCopyMin = 64 << 10
 
 func (c *Config) setDefaults() {
 	if c.DowngradeAfter == 0 {
@@ -177,6 +216,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.WindowBytes == 0 {
 		c.WindowBytes = 64 << 20
+	}
+	if c.IO == "" {
+		c.IO = IONet
+	}
+	if c.ZeroCopyMin == 0 {
+		c.ZeroCopyMin = DefaultZeroCopyMin
 	}
 }
 
@@ -203,6 +248,11 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 			return fmt.Errorf("%w: repl-listen %q: %v", ErrConfig, c.Listen, err)
 		}
+	}
+	switch c.IO {
+	case "", IONet, IORing:
+	default:
+		return fmt.Errorf("%w: link I/O %q (want %q or %q)", ErrConfig, c.IO, IONet, IORing)
 	}
 	if c.UpgradeBelow != 0 && c.DowngradeAfter != 0 && c.UpgradeBelow >= c.DowngradeAfter {
 		return fmt.Errorf("%w: upgrade-below %v must be below downgrade-after %v", ErrConfig, c.UpgradeBelow, c.DowngradeAfter)

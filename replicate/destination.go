@@ -149,8 +149,9 @@ func (d *destination) send(run *senderRun, from uint64) {
 	defer close(run.done)
 	l, r := run.l, d.r
 	if r.cfg.PinSenders {
+		// No UnlockOSThread: the thread ends with this goroutine rather than
+		// go back to Go's pool pinned to one core.
 		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
 		var set unix.CPUSet
 		set.Set(r.cfg.SenderCPU)
 		if err := unix.SchedSetaffinity(0, &set); err != nil {
@@ -168,7 +169,10 @@ func (d *destination) send(run *senderRun, from uint64) {
 		return
 	}
 	defer cur.Close()
-	buf := make([]byte, 0, r.cfg.BatchBytes+64<<10)
+	var buf []byte
+	if l.rio == nil {
+		buf = make([]byte, 0, r.cfg.BatchBytes+64<<10)
+	}
 	prev := from - 1
 	// batchFrom is where the next batch's range starts: just after the
 	// last batch sent. Ranges skipped without sending (nothing in them for
@@ -186,25 +190,47 @@ func (d *destination) send(run *senderRun, from uint64) {
 		if l.isClosed() {
 			return
 		}
+		// A ring link gathers the batch's records from the journal mapping
+		// (ob, holding their segments until the kernel is done with them);
+		// a net link copies them into buf.
+		var ob *outBatch
 		var start int
-		buf, start = startBatch(buf[:0])
-		through, n := prev, 0
-		for scanned := 0; len(buf) < r.cfg.BatchBytes && scanned < 65536; scanned++ {
+		if l.rio != nil {
+			ob = l.rio.getBatch()
+		} else {
+			buf, start = startBatch(buf[:0])
+		}
+		through, n, size := prev, 0, batchHeaderSize
+		for scanned := 0; size < r.cfg.BatchBytes && scanned < 65536; scanned++ {
+			if ob != nil && ob.full() {
+				break
+			}
 			v, ok := cur.Next()
 			if !ok {
 				break
 			}
 			through = v.Seq()
 			if d.filter.wants(v) {
-				buf = append(buf, v.Bytes()...)
+				if ob != nil {
+					ob.add(cur, v.Bytes(), &r.io)
+				} else {
+					buf = append(buf, v.Bytes()...)
+				}
+				size += v.Len()
 				n++
 			}
 		}
 		if err := cur.Err(); err != nil && !errors.Is(err, journal.ErrClosed) {
+			if ob != nil {
+				l.rio.release(ob)
+			}
 			l.close(err)
 			return
 		}
 		if through == prev { // caught up: wait for the journal to grow
+			if ob != nil {
+				l.rio.release(ob)
+			}
 			heartbeat.Reset(r.cfg.Heartbeat)
 			select {
 			case <-d.wake:
@@ -220,16 +246,29 @@ func (d *destination) send(run *senderRun, from uint64) {
 			// Nothing in this range is for the destination and nothing is in
 			// flight: it holds everything it should up to through.
 			d.mu.Unlock()
+			if ob != nil {
+				l.rio.release(ob)
+			}
 			d.advance(through)
 			prev = through
 			continue
 		}
-		buf = finishBatch(buf, start, batchFrom, through)
+		if ob != nil {
+			putBatchHeader(&ob.hdr, batchFrom, through, ob.recBytes)
+		} else {
+			buf = finishBatch(buf, start, batchFrom, through)
+		}
 		batchFrom = through + 1
-		d.outstanding = append(d.outstanding, inflight{through: through, bytes: len(buf)})
-		d.outBytes += len(buf)
+		d.outstanding = append(d.outstanding, inflight{through: through, bytes: size})
+		d.outBytes += size
 		d.mu.Unlock()
-		if err := l.write(buf); err != nil {
+		var err error
+		if ob != nil {
+			err = l.sendBatch(ob) // ob is the link's now
+		} else {
+			err = l.write(buf)
+		}
+		if err != nil {
 			l.close(err)
 			return
 		}

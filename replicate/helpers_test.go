@@ -3,6 +3,7 @@ package replicate_test
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,8 +22,45 @@ import (
 	"github.com/tandemhq/tandem/journal"
 	"github.com/tandemhq/tandem/record"
 	"github.com/tandemhq/tandem/replicate"
+	"github.com/tandemhq/tandem/uring"
 	"github.com/tandemhq/tandem/wire"
 )
+
+// testIO is the link I/O the tests run with (replicate.Config.IO):
+// TestMain runs the whole suite once per mode, net then ring (a matrix, not
+// a copy of the tests); TANDEM_REPL_IO=net or =ring runs one, and so does
+// -bench (the benchmarks compare the modes themselves). The package's
+// internal tests read the mode from that variable, which TestMain sets for
+// each pass.
+var testIO = replicate.IONet
+
+func TestMain(m *testing.M) {
+	modes := []string{replicate.IONet, replicate.IORing}
+	flag.Parse()
+	if f := flag.Lookup("test.bench"); f != nil && f.Value.String() != "" {
+		// The benchmarks have their own io=net|ring dimension: one pass.
+		modes = modes[:1]
+	}
+	if e := os.Getenv("TANDEM_REPL_IO"); e != "" {
+		modes = []string{e}
+	}
+	code := 0
+	for _, mode := range modes {
+		if mode == replicate.IORing {
+			if err := uring.Available(); err != nil {
+				fmt.Fprintf(os.Stderr, "replicate tests: skipping the io_uring link I/O: %v\n", err)
+				continue
+			}
+		}
+		testIO = mode
+		os.Setenv("TANDEM_REPL_IO", mode)
+		fmt.Fprintf(os.Stderr, "replicate tests with link I/O %s\n", mode)
+		if c := m.Run(); c != 0 {
+			code = c
+		}
+	}
+	os.Exit(code)
+}
 
 // testSeed returns the seed of a randomised test: TANDEM_SEED if set, else
 // the clock. It is logged so a failure can be replayed.
@@ -133,7 +171,7 @@ func tryStartNode(t testing.TB, name string, o nodeOpts, peers ...string) (*node
 		o.dir = t.TempDir()
 	}
 	rc := &replicate.Config{Listen: o.listen, Secret: []byte(o.secret), Heartbeat: o.heartbeat,
-		DowngradeAfter: o.downgrade, UpgradeBelow: o.upgrade}
+		DowngradeAfter: o.downgrade, UpgradeBelow: o.upgrade, IO: testIO}
 	for _, p := range peers {
 		d, err := replicate.ParseDestination(p)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,16 +15,17 @@ import (
 	"github.com/tandemhq/tandem/wire"
 )
 
-// frameReader takes whole frames off a connection, growing its buffer for
-// a frame larger than it (up to maxFrame).
+// frameReader takes whole frames off a connection (the net.Conn, or the
+// link's ring reader once the handshake is done), growing its buffer for a
+// frame larger than it (up to maxFrame).
 type frameReader struct {
-	c        net.Conn
+	c        io.Reader
 	buf      []byte
 	off, n   int
 	maxFrame int
 }
 
-func newFrameReader(c net.Conn, size int) *frameReader {
+func newFrameReader(c io.Reader, size int) *frameReader {
 	return &frameReader{c: c, buf: make([]byte, size), maxFrame: 2*(1<<20) + wire.DefaultMaxFrame}
 }
 
@@ -69,6 +71,10 @@ type link struct {
 	peer   string
 	peerID uint64
 	dialer string // the instance that dialed this connection
+	// rio, when set, moves the link's bytes through io_uring (Config.IO
+	// IORing, ringio.go) on its own duplicate of c's socket; c is closed
+	// as the link starts, and kept only for its addresses.
+	rio *ringIO
 
 	wmu      sync.Mutex
 	lastSend atomic.Int64
@@ -94,10 +100,33 @@ func newLink(r *Replicator, c net.Conn, fr *frameReader, peer, dialer string) *l
 	now := time.Now().UnixNano()
 	l.lastSend.Store(now)
 	l.lastRecv.Store(now)
+	if r.ioMode == IORing {
+		rio, err := newRingIO(r, c, l.closed)
+		if err != nil {
+			r.io.fellBack.Add(1)
+			r.log.Warn("replication link falls back to net I/O: cannot set up its rings", "peer", peer, "err", err)
+		} else {
+			r.io.ringLinks.Add(1)
+			l.rio = rio
+			fr.c = rio.rd // the frames the handshake read ahead stay buffered in fr
+		}
+	}
 	return l
 }
 
+// abandon closes a link that was never started (a duplicate, or the
+// replicator closing): its rings and its connection.
+func (l *link) abandon() {
+	if l.rio != nil {
+		l.rio.abandon()
+	}
+	l.c.Close()
+}
+
 func (l *link) start() {
+	if l.rio != nil {
+		l.rio.start()
+	}
 	if d := l.r.byName[l.peer]; d != nil {
 		d.linkUp(l)
 	}
@@ -125,8 +154,14 @@ func (l *link) close(err error) {
 	l.closeOnce.Do(func() {
 		l.err = err
 		l.cancel()
-		l.c.Close()
 		close(l.closed)
+		if l.rio != nil {
+			// Completes the recv and sends in flight; the socket is closed
+			// by rio.finish once no ring can submit on it.
+			l.rio.shutdown()
+		} else {
+			l.c.Close()
+		}
 		if l.r.ctx.Err() == nil {
 			l.r.log.Info("replication link down", "peer", l.peer, "reason", err)
 		}
@@ -141,8 +176,14 @@ func (l *link) write(b []byte) error {
 	if l.isClosed() {
 		return errLinkClosed
 	}
-	l.c.SetWriteDeadline(time.Now().Add(3 * l.r.cfg.Heartbeat * 4))
-	_, err := l.c.Write(b)
+	deadline := time.Now().Add(l.writeTimeout())
+	var err error
+	if l.rio != nil {
+		err = l.rio.wr.write(b, deadline, l.closed)
+	} else {
+		l.c.SetWriteDeadline(deadline)
+		_, err = l.c.Write(b)
+	}
 	if err != nil {
 		return err
 	}
@@ -150,13 +191,56 @@ func (l *link) write(b []byte) error {
 	return nil
 }
 
+func (l *link) writeTimeout() time.Duration { return 3 * l.r.cfg.Heartbeat * 4 }
+
+// sendBatch sends a batch gathered from the journal mapping (ring links
+// only). b belongs to the link from here on, sent or not: its holds are
+// released once the kernel is done with it.
+func (l *link) sendBatch(b *outBatch) error {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if l.isClosed() {
+		l.rio.release(b)
+		return errLinkClosed
+	}
+	if err := l.rio.wr.sendBatch(b, time.Now().Add(l.writeTimeout()), l.closed); err != nil {
+		return err
+	}
+	l.lastSend.Store(time.Now().UnixNano())
+	return nil
+}
+
+// reapSends lets a ring link's writer release batches whose zero-copy
+// notifications arrived while the link was idle.
+func (l *link) reapSends() {
+	if l.rio == nil {
+		return
+	}
+	l.wmu.Lock()
+	if !l.isClosed() {
+		l.rio.wr.reap()
+	}
+	l.wmu.Unlock()
+}
+
 var errLinkClosed = errors.New("replicate: link closed")
 
 func (l *link) readLoop(src *source) {
 	defer l.r.wg.Done()
+	if l.rio != nil {
+		// The kernel completes network requests as task work on the thread
+		// that submitted them: keep the reader's ring on one thread.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		defer l.rio.finish(l) // every return below closed the link first
+	}
 	var views []record.View
 	for {
-		l.c.SetReadDeadline(time.Now().Add(3 * l.r.cfg.Heartbeat))
+		if deadline := time.Now().Add(3 * l.r.cfg.Heartbeat); l.rio != nil {
+			l.rio.rd.deadline = deadline
+		} else {
+			l.c.SetReadDeadline(deadline)
+		}
 		f, err := l.fr.next()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
@@ -306,6 +390,8 @@ func (l *link) heartbeatLoop() {
 					l.close(err)
 					return
 				}
+			} else {
+				l.reapSends()
 			}
 		}
 	}

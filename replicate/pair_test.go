@@ -33,7 +33,7 @@ func logger() *slog.Logger {
 func startInstance(t testing.TB, name, dir, replListen string, peers ...string) *instance {
 	t.Helper()
 	rc := &replicate.Config{Listen: replListen, Secret: []byte("s3cret"), Heartbeat: 50 * time.Millisecond,
-		DowngradeAfter: 500 * time.Millisecond, UpgradeBelow: 50 * time.Millisecond}
+		DowngradeAfter: 500 * time.Millisecond, UpgradeBelow: 50 * time.Millisecond, IO: testIO}
 	for _, p := range peers {
 		d, err := replicate.ParseDestination(p)
 		if err != nil {

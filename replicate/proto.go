@@ -119,6 +119,20 @@ func finishBatch(dst []byte, start int, from, through uint64) []byte {
 	return finishFrame(dst, start)
 }
 
+// batchHeaderSize is a Batch frame's bytes before its records.
+const batchHeaderSize = wire.HeaderSize + batchFixed
+
+// putBatchHeader writes the header of a Batch frame whose records (recLen
+// bytes) are sent after it from elsewhere (gathered from the journal
+// mapping): the same bytes startBatch and finishBatch put before records
+// appended in place.
+func putBatchHeader(dst *[batchHeaderSize]byte, from, through uint64, recLen int) {
+	binary.LittleEndian.PutUint32(dst[0:], uint32(batchHeaderSize+recLen))
+	dst[4], dst[5], dst[6], dst[7] = byte(typeBatch), 0, 0, 0
+	binary.LittleEndian.PutUint64(dst[wire.HeaderSize:], from)
+	binary.LittleEndian.PutUint64(dst[wire.HeaderSize+8:], through)
+}
+
 func decodeBatch(body []byte) (from, through uint64, records []byte, err error) {
 	if len(body) < batchFixed {
 		return 0, 0, nil, fmt.Errorf("%w: batch of %d bytes", wire.ErrMalformed, len(body))

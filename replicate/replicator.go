@@ -18,6 +18,7 @@ import (
 
 	"github.com/tandemhq/tandem/journal"
 	"github.com/tandemhq/tandem/record"
+	"github.com/tandemhq/tandem/uring"
 	"github.com/tandemhq/tandem/wire"
 )
 
@@ -55,6 +56,14 @@ type Replicator struct {
 
 	// evaluator's view of when each synced position appeared (for lag)
 	samples []sample
+
+	// ioMode is the link I/O in effect: cfg.IO, or IONet when io_uring
+	// cannot be used here. zcOK: ring links may use SENDMSG_ZC. keepZC
+	// (tests, benchmarks) keeps zero copy on where the kernel copies.
+	ioMode string
+	zcOK   bool
+	keepZC bool
+	io     ioStats
 }
 
 type sample struct {
@@ -83,16 +92,53 @@ func New(cfg Config, j *journal.Journal, store Store, onAdvance func(), log *slo
 		r.dests = append(r.dests, ds)
 		r.byName[d.Name] = ds
 	}
+	r.chooseIO()
 	r.loadPositions()
 	r.recomputeSyncPoint()
 	return r, nil
+}
+
+// chooseIO resolves cfg.IO: IORing needs io_uring (uring.Available) with
+// SENDMSG; zero copy needs SENDMSG_ZC (Linux >= 6.1) as well.
+func (r *Replicator) chooseIO() {
+	r.ioMode = r.cfg.IO
+	if r.ioMode != IORing {
+		return
+	}
+	if err := uring.Available(); err != nil {
+		r.log.Warn("replication links use net I/O", "reason", err)
+		r.ioMode = IONet
+		return
+	}
+	ring, err := uring.New(uring.Options{Entries: 2})
+	if err != nil {
+		r.log.Warn("replication links use net I/O", "reason", err)
+		r.ioMode = IONet
+		return
+	}
+	defer ring.Close()
+	p, err := ring.Probe()
+	if err != nil || !p.Supports(uring.OpSendmsg) {
+		r.log.Warn("replication links use net I/O: the kernel lacks IORING_OP_SENDMSG", "err", err)
+		r.ioMode = IONet
+		return
+	}
+	r.zcOK = r.cfg.ZeroCopyMin >= 0 && p.Supports(uring.OpSendmsgZC)
+	r.log.Info("replication links use io_uring", "zero_copy", r.zcOK, "zero_copy_min", r.cfg.ZeroCopyMin)
 }
 
 // Start opens the replication listener and starts dialing destinations.
 func (r *Replicator) Start() error {
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	if r.cfg.Listen != "" {
-		ln, err := net.Listen("tcp", r.cfg.Listen)
+		var lc net.ListenConfig
+		if r.ioMode == IORing {
+			// Go listens with MPTCP where the kernel has it, and an MPTCP
+			// socket (even one fallen back to plain TCP) refuses zero-copy
+			// sends with EOPNOTSUPP.
+			lc.SetMultipathTCP(false)
+		}
+		ln, err := lc.Listen(context.Background(), "tcp", r.cfg.Listen)
 		if err != nil {
 			return fmt.Errorf("replicate: listen %s: %w", r.cfg.Listen, err)
 		}
@@ -378,6 +424,7 @@ func (r *Replicator) startLink(c net.Conn, fr *frameReader, peer, dialer string)
 	r.mu.Lock()
 	if r.ctx.Err() != nil {
 		r.mu.Unlock()
+		l.abandon()
 		return errors.New("replicator closing")
 	}
 	old := r.links[peer]
@@ -387,7 +434,7 @@ func (r *Replicator) startLink(c net.Conn, fr *frameReader, peer, dialer string)
 			r.mu.Unlock()
 			r.log.Info("closing duplicate replication link", "peer", peer, "kept", "dialed by "+old.dialer)
 			c.Write(wire.AppendError(nil, wire.CodeShutdown, "duplicate link: keeping the one dialed by "+old.dialer))
-			c.Close()
+			l.abandon()
 			return nil
 		}
 	}

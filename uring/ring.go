@@ -374,7 +374,9 @@ func (r *Ring) submit(wait uint32, timeout time.Duration) (int, error) {
 	}
 	var arg unsafe.Pointer
 	var argSz uintptr
+	var deadline time.Time
 	if timeout >= 0 && wait > 0 {
+		deadline = time.Now().Add(timeout)
 		r.waitTS = unix.NsecToTimespec(int64(timeout))
 		r.waitArg = getEventsArg{ts: uint64(uintptr(unsafe.Pointer(&r.waitTS)))}
 		arg, argSz = unsafe.Pointer(&r.waitArg), unsafe.Sizeof(r.waitArg)
@@ -400,8 +402,17 @@ func (r *Ring) submit(wait uint32, timeout time.Duration) (int, error) {
 		if wait == 0 || uint32(r.Ready()) >= wait {
 			return submitted, nil
 		}
-		// We submitted, but the wait was cut short (a signal after the
-		// submission): wait again, submitting whatever is left.
+		// We submitted, but the wait ended early (a signal after the
+		// submission) or the kernel returned the submission count at the
+		// timeout: wait again for what is left of the timeout, submitting
+		// whatever is left.
+		if !deadline.IsZero() {
+			left := time.Until(deadline)
+			if left <= 0 {
+				return submitted, nil
+			}
+			r.waitTS = unix.NsecToTimespec(int64(left))
+		}
 	}
 }
 

@@ -71,3 +71,27 @@ func TestSingleIssuerDeferTaskrun(t *testing.T) {
 		t.Fatal("the wait ran into its timeout: the wake did not end it")
 	}
 }
+
+// TestSubmitAndWaitTimeoutWhileSubmitting: a wait that also submits (here a
+// receive that never completes) ends at its timeout, not at twice it (the
+// kernel returns the submission count at the timeout, and the wait must
+// not start over with the full timeout).
+func TestSubmitAndWaitTimeoutWhileSubmitting(t *testing.T) {
+	r := newRing(t, Options{Entries: 8})
+	_, b := tcpPair(t)
+	buf := make([]byte, 16)
+	if err := r.Recv(b, buf, 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	const timeout = 200 * time.Millisecond
+	start := time.Now()
+	if _, err := r.SubmitAndWaitTimeout(1, timeout); err != nil {
+		t.Fatal(err)
+	}
+	el := time.Since(start)
+	if r.Ready() != 0 || el < timeout-time.Millisecond || el >= 2*timeout-10*time.Millisecond {
+		t.Fatalf("wait of %v returned after %v with %d ready", timeout, el, r.Ready())
+	}
+	r.CancelFd(b, 2)
+	collect(t, r, 2)
+}
