@@ -6,17 +6,32 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/tandemhq/tandem/internal/enginetest"
 	"github.com/tandemhq/tandem/record"
 	"github.com/tandemhq/tandem/wire"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// testEngine is the backend the in-process servers use: TestMain runs the
+// suite once per backend.
+var testEngine string
+
+func TestMain(m *testing.M) {
+	code := enginetest.Main(m, "client", func(e string) { testEngine = e })
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -14,7 +14,7 @@ import (
 
 func startEngine(t testing.TB) string {
 	t.Helper()
-	s, err := engine.New(engine.Config{Name: "eng-1", Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+	s, err := engine.New(engine.Config{Engine: testEngine, Name: "eng-1", Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

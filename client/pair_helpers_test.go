@@ -80,7 +80,7 @@ func (n *node) start() {
 	var s *engine.Server
 	var err error
 	for attempt := 0; attempt < 50; attempt++ { // the replication port may linger briefly after a close
-		s, err = engine.New(engine.Config{Name: n.name, Listen: "127.0.0.1:0", DataDir: n.dir, Loops: 1,
+		s, err = engine.New(engine.Config{Engine: testEngine, Name: n.name, Listen: "127.0.0.1:0", DataDir: n.dir, Loops: 1,
 			Journal: journal.Options{SegmentSize: 8 << 20}, Replication: rc, Authenticate: n.auth,
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		if err == nil {

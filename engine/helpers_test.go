@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandemhq/tandem/internal/enginetest"
 	"github.com/tandemhq/tandem/journal"
-	"github.com/tandemhq/tandem/uring"
 	"github.com/tandemhq/tandem/wire"
 )
 
@@ -20,25 +20,7 @@ import (
 var testEngine = "epoll"
 
 func TestMain(m *testing.M) {
-	engines := []string{"epoll", "uring"}
-	if e := os.Getenv("TANDEM_ENGINE"); e != "" {
-		engines = []string{e}
-	}
-	code := 0
-	for _, e := range engines {
-		if e == "uring" {
-			if err := uring.Available(); err != nil {
-				fmt.Fprintf(os.Stderr, "engine tests: skipping the io_uring backend: %v\n", err)
-				continue
-			}
-		}
-		testEngine = e
-		fmt.Fprintf(os.Stderr, "engine tests on the %s backend\n", e)
-		if c := m.Run(); c != 0 {
-			code = c
-		}
-	}
-	os.Exit(code)
+	os.Exit(enginetest.Main(m, "engine", func(e string) { testEngine = e }))
 }
 
 // testServer starts a server on a loopback port with its journal in dir.

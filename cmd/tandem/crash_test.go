@@ -464,7 +464,7 @@ func tryStartCrashServer(t *testing.T, dir string) (*serverProc, error) {
 	addr := l.Addr().String()
 	l.Close()
 	p := &serverProc{addr: addr, exited: make(chan struct{}), stderr: &lockedBuffer{}}
-	p.cmd = exec.Command(tandemBin, "serve", "--listen", addr, "--data", dir, "--name", crashInstance,
+	p.cmd = exec.Command(tandemBin, "serve", "--engine", testEngine, "--listen", addr, "--data", dir, "--name", crashInstance,
 		"--segment-size", strconv.Itoa(crashSegment))
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {

@@ -181,7 +181,7 @@ func startPairProc(t *testing.T, name, dir, repl string, extra ...string) *serve
 	t.Helper()
 	addr := freePort(t)
 	p := &serverProc{addr: addr, exited: make(chan struct{}), stderr: &lockedBuffer{}}
-	args := append([]string{"serve", "--listen", addr, "--data", dir, "--name", name, "--segment-size", strconv.Itoa(8 << 20),
+	args := append([]string{"serve", "--engine", testEngine, "--listen", addr, "--data", dir, "--name", name, "--segment-size", strconv.Itoa(8 << 20),
 		"--loops", "1", "--repl-listen", repl, "--repl-secret", "s3cret", "--repl-heartbeat", "50ms",
 		"--repl-downgrade-after", "10s", "--repl-upgrade-below", "50ms"}, extra...)
 	p.cmd = exec.Command(tandemBin, args...)

@@ -16,11 +16,16 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tandemhq/tandem/engine"
+	"github.com/tandemhq/tandem/internal/enginetest"
 	"github.com/tandemhq/tandem/record"
 	"github.com/tandemhq/tandem/wire"
 )
 
 var tandemBin string
+
+// testEngine is the backend every server the tests start uses (in process,
+// or `tandem serve --engine`): TestMain runs the suite once per backend.
+var testEngine string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "tandem-cli-test")
@@ -34,7 +39,7 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := enginetest.Main(m, "cmd/tandem", func(e string) { testEngine = e })
 	os.RemoveAll(dir)
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
@@ -47,7 +52,7 @@ func TestMain(m *testing.M) {
 
 func startServer(t *testing.T, name string) string {
 	t.Helper()
-	s, err := engine.New(engine.Config{Name: name, Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+	s, err := engine.New(engine.Config{Engine: testEngine, Name: name, Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,7 +59,7 @@ func newReplInstance(t *testing.T, name string, args ...string) *replInstance {
 func (in *replInstance) start(t *testing.T, secretFile string) {
 	t.Helper()
 	p := &serverProc{addr: in.listen, exited: make(chan struct{}), stderr: &lockedBuffer{}}
-	args := append([]string{"serve", "--name", in.name, "--listen", in.listen, "--data", in.dir, "--loops", "1",
+	args := append([]string{"serve", "--engine", testEngine, "--name", in.name, "--listen", in.listen, "--data", in.dir, "--loops", "1",
 		"--segment-size", strconv.Itoa(1 << 20), "--repl-listen", in.repl, "--repl-secret-file", secretFile,
 		"--repl-heartbeat", "100ms"}, in.args...)
 	p.cmd = exec.Command(tandemBin, args...)

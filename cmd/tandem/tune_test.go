@@ -345,7 +345,7 @@ func TestTuneServePerNode(t *testing.T) {
 	defer cancel()
 	for n := 0; n < 2; n++ {
 		in := &replInstance{name: fmt.Sprintf("e2e-node%d", n), listen: fmt.Sprintf("127.0.0.1:%d", base+n)}
-		in.proc = startServe(t, in.listen, "serve", "--config", configFile(file, &tuning.Plan{Node: n}))
+		in.proc = startServe(t, in.listen, "serve", "--engine", testEngine, "--config", configFile(file, &tuning.Plan{Node: n}))
 		st := in.stats(t, ctx) // connects and checks the instance's name
 		in.proc.terminate(t)
 		if st.Instance != in.name {
