@@ -121,6 +121,11 @@ func runServe(args []string) int {
 		fmt.Fprintf(os.Stderr, "tandem serve: %v\n", err)
 		return 2
 	}
+	// Catch the signals before anything is served: a SIGTERM that arrives
+	// once clients can connect must shut down cleanly, not kill.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	srv, err := engine.New(ec)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "tandem serve: %v\n", err)
@@ -130,8 +135,6 @@ func runServe(args []string) int {
 		fmt.Fprintf(os.Stderr, "tandem serve: %v\n", err)
 		return 1
 	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	sig := <-sigs
 	ec.Logger.Info("shutting down", "signal", sig.String())
 	signal.Stop(sigs)
