@@ -180,36 +180,10 @@ func freePort(t *testing.T) string {
 func startPairProc(t *testing.T, name, dir, repl string, extra ...string) *serverProc {
 	t.Helper()
 	addr := freePort(t)
-	p := &serverProc{addr: addr, exited: make(chan struct{}), stderr: &lockedBuffer{}}
 	args := append([]string{"serve", "--engine", testEngine, "--listen", addr, "--data", dir, "--name", name, "--segment-size", strconv.Itoa(8 << 20),
 		"--loops", "1", "--repl-listen", repl, "--repl-secret", "s3cret", "--repl-heartbeat", "50ms",
 		"--repl-downgrade-after", "10s", "--repl-upgrade-below", "50ms"}, extra...)
-	p.cmd = exec.Command(tandemBin, args...)
-	p.cmd.Stderr = p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() { p.kill(t) })
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return p
-		}
-		select {
-		case <-p.exited:
-			t.Fatalf("%s exited: %v\n%s", name, p.err, p.log())
-		case <-time.After(5 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not accepting connections:\n%s", name, p.log())
-		}
-	}
+	return startServe(t, addr, args...)
 }
 
 func stats(t *testing.T, addr string) *wire.Stats {
