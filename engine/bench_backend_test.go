@@ -129,13 +129,7 @@ func benchBackendFanout(b *testing.B, nsubs int) {
 	defer s.Close()
 	waitPreallocated(b, dir, backendSegment)
 	topic := []byte("bench")
-	subs := make([]*benchSubscriber, nsubs)
-	for i := range subs {
-		r := dialRaw(b, s)
-		r.logon(fmt.Sprint("cpu-sub-", i), 0)
-		r.subscribe(wire.AppendSubscribe(nil, 1, wire.StartNow, wire.MatchExact, topic))
-		subs[i] = &benchSubscriber{c: r.c, buf: r.buf, off: r.off, n: r.n}
-	}
+	subs := newBenchSubscribers(b, s, nsubs, "cpu-sub-", wire.StartNow, topic)
 	p := newLoadPublisher(b, s.Addr().String(), "cpu-pub", 50000, 128)
 	defer p.c.Close()
 

@@ -46,13 +46,7 @@ func benchPubSub(b *testing.B, nsubs int) {
 	waitPreallocated(b, dir, segment)
 	topic := []byte("bench")
 
-	subs := make([]*benchSubscriber, nsubs)
-	for i := range subs {
-		r := dialRaw(b, s)
-		r.logon(fmt.Sprint("sub-", i), 0)
-		r.subscribe(wire.AppendSubscribe(nil, 1, wire.StartNow, wire.MatchExact, topic))
-		subs[i] = &benchSubscriber{c: r.c, buf: r.buf, off: r.off, n: r.n}
-	}
+	subs := newBenchSubscribers(b, s, nsubs, "sub-", wire.StartNow, topic)
 	p := newLoadPublisher(b, s.Addr().String(), "pub", 50000, 128)
 	defer p.c.Close()
 
@@ -133,6 +127,19 @@ func runStamped(p *loadPublisher, n uint64, topic []byte) error {
 		p.cond.Wait()
 	}
 	return p.err
+}
+
+// newBenchSubscribers connects n subscribers named prefix0, prefix1, ...
+// to topic, starting at start.
+func newBenchSubscribers(b *testing.B, s *Server, n int, prefix string, start wire.StartKind, topic []byte) []*benchSubscriber {
+	subs := make([]*benchSubscriber, n)
+	for i := range subs {
+		r := dialRaw(b, s)
+		r.logon(fmt.Sprint(prefix, i), 0)
+		r.subscribe(wire.AppendSubscribe(nil, 1, start, wire.MatchExact, topic))
+		subs[i] = &benchSubscriber{c: r.c, buf: r.buf, off: r.off, n: r.n}
+	}
+	return subs
 }
 
 // benchSubscriber counts Deliver frames on one raw connection.

@@ -59,14 +59,10 @@ func BenchmarkReplayZeroCopy(b *testing.B) {
 				start := time.Now()
 				for it := 0; it < b.N; it++ {
 					var wg sync.WaitGroup
-					subs := make([]*benchSubscriber, nsubs)
-					for i := range subs {
-						r := dialRaw(b, s)
-						r.logon(fmt.Sprint("sub-", it, "-", i), 0)
-						r.subscribe(wire.AppendSubscribe(nil, 1, wire.StartEpoch, wire.MatchExact, []byte("bench")))
-						subs[i] = &benchSubscriber{c: r.c, buf: r.buf, off: r.off, n: r.n}
+					subs := newBenchSubscribers(b, s, nsubs, fmt.Sprint("sub-", it, "-"), wire.StartEpoch, []byte("bench"))
+					for _, sub := range subs {
 						wg.Add(1)
-						go func() { defer wg.Done(); subs[i].run(n, time.Now().Add(5*time.Minute)) }()
+						go func() { defer wg.Done(); sub.run(n, time.Now().Add(5*time.Minute)) }()
 					}
 					wg.Wait()
 					for i, sub := range subs {

@@ -463,9 +463,16 @@ func tryStartCrashServer(t *testing.T, dir string) (*serverProc, error) {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	p := &serverProc{addr: addr, exited: make(chan struct{}), stderr: &lockedBuffer{}}
-	p.cmd = exec.Command(tandemBin, "serve", "--engine", testEngine, "--listen", addr, "--data", dir, "--name", crashInstance,
+	return spawnServe(t, addr, "serve", "--engine", testEngine, "--listen", addr, "--data", dir, "--name", crashInstance,
 		"--segment-size", strconv.Itoa(crashSegment))
+}
+
+// spawnServe starts `tandem args...` and waits until it accepts connections
+// at addr (polling that condition, with a deadline). The process is killed
+// at the end of the test.
+func spawnServe(t *testing.T, addr string, args ...string) (*serverProc, error) {
+	p := &serverProc{addr: addr, exited: make(chan struct{}), stderr: &lockedBuffer{}}
+	p.cmd = exec.Command(tandemBin, args...)
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -475,7 +482,6 @@ func tryStartCrashServer(t *testing.T, dir string) (*serverProc, error) {
 		close(p.exited)
 	}()
 	t.Cleanup(func() { p.kill(t) })
-	// Poll until it accepts connections (a condition, with a deadline).
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
@@ -485,12 +491,12 @@ func tryStartCrashServer(t *testing.T, dir string) (*serverProc, error) {
 		}
 		select {
 		case <-p.exited:
-			return nil, fmt.Errorf("server exited before accepting connections (%v):\n%s", p.err, p.log())
+			return nil, fmt.Errorf("tandem %v exited before accepting connections (%v):\n%s", args, p.err, p.log())
 		case <-time.After(5 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			p.kill(t)
-			return nil, fmt.Errorf("server not accepting connections at %s after 15s:\n%s", addr, p.log())
+			return nil, fmt.Errorf("tandem %v not accepting connections at %s after 15s:\n%s", args, addr, p.log())
 		}
 	}
 }

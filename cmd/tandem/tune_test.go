@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -358,36 +357,14 @@ func TestTuneServePerNode(t *testing.T) {
 }
 
 // startServe starts `tandem args...` and waits until it accepts
-// connections at addr.
+// connections at addr; failing to is fatal.
 func startServe(t *testing.T, addr string, args ...string) *serverProc {
 	t.Helper()
-	p := &serverProc{addr: addr, exited: make(chan struct{}), stderr: &lockedBuffer{}}
-	p.cmd = exec.Command(tandemBin, args...)
-	p.cmd.Stderr = p.stderr
-	if err := p.cmd.Start(); err != nil {
+	p, err := spawnServe(t, addr, args...)
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() { p.kill(t) })
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return p
-		}
-		select {
-		case <-p.exited:
-			t.Fatalf("tandem %v exited before accepting connections (%v):\n%s", args, p.err, p.log())
-		case <-time.After(5 * time.Millisecond): // polling a condition with a deadline
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("tandem %v not accepting connections at %s after 15s:\n%s", args, addr, p.log())
-		}
-	}
+	return p
 }
 
 // twoFreePorts finds a port p such that p and p+1 are free on loopback.
