@@ -64,23 +64,41 @@ const (
 	CodeNameInUse       Code = 7  // another connection is logged on with this client name
 	CodeBadPattern      Code = 8  // a subscription topic pattern that does not compile
 	CodeBadBookmark     Code = 9  // a bookmark this instance cannot resolve
-	CodeStorage         Code = 10 // the journal failed; the message is not persisted
+	CodeStorageFailed   Code = 10 // the journal failed; the message is not persisted and the instance stops
 	CodeShutdown        Code = 11 // the server is shutting down
 	CodeHeartbeat       Code = 12 // the connection was silent for two heartbeat intervals
 	CodeSubIDInUse      Code = 13 // subscribe with an id already active on this connection
 	CodeUnknownSub      Code = 14 // unsubscribe of an id that is not active
 	CodeAlreadyLoggedOn Code = 15 // a second logon on one connection
 	CodeBadTopic        Code = 16 // an empty topic, or one with bytes the server refuses
+	CodeSequenceReused  Code = 17 // (publisher, pubSeq) is stored with a different topic or payload
+	CodeNotPermitted    Code = 18 // the user may not do this (publish to, subscribe to, stat)
+	CodeStandby         Code = 19 // a shared-store passive: try the next server now
+
+	// CodeStorage is the old name of CodeStorageFailed.
+	CodeStorage = CodeStorageFailed
 )
 
+// Permanent reports whether a publish refused with c can never be accepted
+// as sent: retrying or failing over would be refused again, so a client
+// reports it for that message and continues with the rest.
+func (c Code) Permanent() bool {
+	switch c {
+	case CodeTooLarge, CodeBadTopic, CodeSequenceReused, CodeNotPermitted:
+		return true
+	}
+	return false
+}
+
 var codeNames = [...]string{
-	CodeOK: "ok", CodeMalformed: "malformed", CodeTooLarge: "too large",
+	CodeOK: "ok", CodeMalformed: "malformed", CodeTooLarge: "too-large",
 	CodeUnknownFrame: "unknown frame", CodeNotLoggedOn: "not logged on",
 	CodeVersion: "version", CodeAuth: "auth", CodeNameInUse: "name in use",
 	CodeBadPattern: "bad pattern", CodeBadBookmark: "bad bookmark",
-	CodeStorage: "storage", CodeShutdown: "shutdown", CodeHeartbeat: "heartbeat timeout",
+	CodeStorageFailed: "storage-failed", CodeShutdown: "shutdown", CodeHeartbeat: "heartbeat timeout",
 	CodeSubIDInUse: "subscription id in use", CodeUnknownSub: "unknown subscription",
 	CodeAlreadyLoggedOn: "already logged on", CodeBadTopic: "bad topic",
+	CodeSequenceReused: "sequence-reused", CodeNotPermitted: "not-permitted", CodeStandby: "standby",
 }
 
 func (c Code) String() string {
@@ -264,28 +282,56 @@ func DecodeLogon(body []byte, m *Logon) error {
 	return nil
 }
 
-// LogonReply accepts a logon. LastPubSeq is the highest publisher sequence
-// this instance holds for the client name (0 if none): a client without a
-// publish store continues after it.
+// LogonReply accepts a logon.
+//
+// LastPubSeq is the highest publisher sequence this instance has stored for
+// the client name (0 if none): a client without a publish store continues
+// numbering after it. AckedPubSeq (version 2) is the top of the contiguous
+// run 1..AckedPubSeq of that publisher's sequences covered by the ack point
+// (durable here and on every sync destination in sync): what an HA client
+// may discard from its publish store. Everything in (AckedPubSeq,
+// LastPubSeq] is stored but not yet acknowledged and must stay in the store
+// (re-publishing it is answered as a duplicate once it is durable).
+//
+// MaxFrame and MaxTopic (version 2) are the server's limits: a Publish
+// frame longer than MaxFrame bytes, or with a topic longer than MaxTopic,
+// is refused with CodeTooLarge. A version 1 reply carries none of the three
+// (AckedPubSeq then equals LastPubSeq, limits 0 = unknown).
 type LogonReply struct {
 	Version         uint16
 	HeartbeatMillis uint32
 	LastPubSeq      uint64
+	AckedPubSeq     uint64
+	MaxFrame        uint32
+	MaxTopic        uint16
 	Instance        []byte
 }
 
-const logonReplyFixed = 24
+const (
+	logonReplyFixed   = 24
+	logonReplyFixedV2 = 32
+)
 
-// AppendLogonReply appends a LogonReply frame.
+// AppendLogonReply appends a LogonReply frame in the layout of m.Version.
 func AppendLogonReply(dst []byte, m *LogonReply) []byte {
 	checkField(len(m.Instance))
 	dst, s := appendHeader(dst, TypeLogonReply)
 	dst = le.AppendUint16(dst, m.Version)
-	dst = le.AppendUint16(dst, 0)
+	if m.Version >= Version2 {
+		dst = le.AppendUint16(dst, m.MaxTopic)
+	} else {
+		dst = le.AppendUint16(dst, 0)
+	}
 	dst = le.AppendUint32(dst, m.HeartbeatMillis)
 	dst = le.AppendUint64(dst, m.LastPubSeq)
 	dst = le.AppendUint16(dst, uint16(len(m.Instance)))
-	dst = append(dst, 0, 0, 0, 0, 0, 0)
+	dst = append(dst, 0, 0)
+	if m.Version >= Version2 {
+		dst = le.AppendUint32(dst, m.MaxFrame)
+		dst = le.AppendUint64(dst, m.AckedPubSeq)
+	} else {
+		dst = append(dst, 0, 0, 0, 0)
+	}
 	dst = append(dst, m.Instance...)
 	return finish(dst, s)
 }
@@ -295,14 +341,28 @@ func DecodeLogonReply(body []byte, m *LogonReply) error {
 	if len(body) < logonReplyFixed {
 		return short(TypeLogonReply, body, logonReplyFixed)
 	}
-	il := int(le.Uint16(body[16:]))
-	if logonReplyFixed+il != len(body) {
-		return fmt.Errorf("%w: logon reply instance %d != body %d", ErrMalformed, il, len(body)-logonReplyFixed)
-	}
 	m.Version = le.Uint16(body)
+	fixed := logonReplyFixed
+	if m.Version >= Version2 {
+		fixed = logonReplyFixedV2
+		if len(body) < fixed {
+			return short(TypeLogonReply, body, fixed)
+		}
+	}
+	il := int(le.Uint16(body[16:]))
+	if fixed+il != len(body) {
+		return fmt.Errorf("%w: logon reply instance %d != body %d", ErrMalformed, il, len(body)-fixed)
+	}
 	m.HeartbeatMillis = le.Uint32(body[4:])
 	m.LastPubSeq = le.Uint64(body[8:])
-	m.Instance = body[logonReplyFixed:]
+	if m.Version >= Version2 {
+		m.MaxTopic = le.Uint16(body[2:])
+		m.MaxFrame = le.Uint32(body[20:])
+		m.AckedPubSeq = le.Uint64(body[24:])
+	} else {
+		m.MaxTopic, m.MaxFrame, m.AckedPubSeq = 0, 0, m.LastPubSeq
+	}
+	m.Instance = body[fixed:]
 	return nil
 }
 
@@ -353,19 +413,30 @@ func DecodePublish(body []byte, m *Publish) error {
 }
 
 // Ack acknowledges (or, with a non-zero Code, refuses) something the client sent.
+//
+// SyncPeers (version 2, persisted acks only) is how many sync replication
+// destinations held, durably, every message the ack covers when it was
+// sent: 0 means "on this instance's disk only". It is cumulative like the
+// ack itself.
 type Ack struct {
-	Kind AckKind
-	Code Code
-	Seq  uint64
-	Text []byte
+	Kind      AckKind
+	SyncPeers uint8
+	Code      Code
+	Seq       uint64
+	Text      []byte
 }
 
 const ackFixed = 16
 
 // AppendAck appends an Ack frame.
 func AppendAck(dst []byte, kind AckKind, code Code, seq uint64, text string) []byte {
+	return AppendAckPeers(dst, kind, 0, code, seq, text)
+}
+
+// AppendAckPeers appends an Ack frame carrying a sync-peer count.
+func AppendAckPeers(dst []byte, kind AckKind, syncPeers uint8, code Code, seq uint64, text string) []byte {
 	dst, s := appendHeader(dst, TypeAck)
-	dst = append(dst, byte(kind), 0)
+	dst = append(dst, byte(kind), syncPeers)
 	dst = le.AppendUint16(dst, uint16(code))
 	dst = append(dst, 0, 0, 0, 0)
 	dst = le.AppendUint64(dst, seq)
@@ -379,6 +450,7 @@ func DecodeAck(body []byte, m *Ack) error {
 		return short(TypeAck, body, ackFixed)
 	}
 	m.Kind = AckKind(body[0])
+	m.SyncPeers = body[1]
 	m.Code = Code(le.Uint16(body[2:]))
 	m.Seq = le.Uint64(body[8:])
 	m.Text = body[ackFixed:]

@@ -17,12 +17,13 @@
 //
 //	Logon        C->S  0 minVersion u16 | 2 maxVersion u16 | 4 heartbeatMillis u32 |
 //	                   8 nameLen u16 | 10 credLen u16 | 12 name | credentials
-//	LogonReply   S->C  0 version u16 | 2 reserved u16 | 4 heartbeatMillis u32 |
+//	LogonReply   S->C  0 version u16 | 2 maxTopic u16 (v2; v1 zero) | 4 heartbeatMillis u32 |
 //	                   8 lastPubSeq u64 | 16 instanceLen u16 | 18 reserved u16 |
-//	                   20 reserved u32 | 24 instance name
+//	                   20 maxFrame u32 (v2; v1 zero) | v2 only: 24 ackedPubSeq u64 |
+//	                   24 (v1) or 32 (v2) instance name
 //	Publish      C->S  0 pubSeq u64 | 8 topicLen u16 | 10 ack u8 | 11 flags u8 |
 //	                   12 topic | payload (the rest of the frame)
-//	Ack          S->C  0 kind u8 | 1 reserved u8 | 2 code u16 | 4 reserved u32 |
+//	Ack          S->C  0 kind u8 | 1 syncPeers u8 (v2; v1 zero) | 2 code u16 | 4 reserved u32 |
 //	                   8 seq u64 | 16 text (the rest)
 //	Subscribe    C->S  0 subID u32 | 4 start u8 | 5 match u8 | 6 topicLen u16 |
 //	                   8 bookmarkCount u16 | 10 reserved u16 | 12 reserved u32 |
@@ -56,9 +57,12 @@ const HeaderSize = 8
 // with the highest version it speaks in that range or refuses the logon.
 const (
 	Version1 uint16 = 1
+	// Version2 adds the logon reply's acked sequence and limits and the
+	// persisted ack's sync-peer count (see LogonReply and Ack).
+	Version2 uint16 = 2
 
 	MinVersion = Version1
-	MaxVersion = Version1
+	MaxVersion = Version2
 )
 
 // DefaultMaxFrame bounds a frame's size unless configured otherwise: 4 MiB of

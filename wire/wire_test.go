@@ -44,7 +44,10 @@ func TestRoundTrip(t *testing.T) {
 		{"logon empty", wire.AppendLogon(nil, &wire.Logon{}), wire.TypeLogon, wire.Logon{}},
 		{"logon-reply", wire.AppendLogonReply(nil, &wire.LogonReply{Version: 1, HeartbeatMillis: 1000,
 			LastPubSeq: 1<<64 - 1, Instance: []byte("tandem-a")}), wire.TypeLogonReply,
-			wire.LogonReply{Version: 1, HeartbeatMillis: 1000, LastPubSeq: 1<<64 - 1, Instance: []byte("tandem-a")}},
+			wire.LogonReply{Version: 1, HeartbeatMillis: 1000, LastPubSeq: 1<<64 - 1, AckedPubSeq: 1<<64 - 1, Instance: []byte("tandem-a")}},
+		{"logon-reply v2", wire.AppendLogonReply(nil, &wire.LogonReply{Version: 2, HeartbeatMillis: 1000,
+			LastPubSeq: 90, AckedPubSeq: 77, MaxFrame: 65536, MaxTopic: 512, Instance: []byte("tandem-a")}), wire.TypeLogonReply,
+			wire.LogonReply{Version: 2, HeartbeatMillis: 1000, LastPubSeq: 90, AckedPubSeq: 77, MaxFrame: 65536, MaxTopic: 512, Instance: []byte("tandem-a")}},
 		{"logon-reply empty", wire.AppendLogonReply(nil, &wire.LogonReply{}), wire.TypeLogonReply, wire.LogonReply{}},
 		{"publish", wire.AppendPublish(nil, 42, wire.AckPersisted, []byte("px.EURUSD"), []byte("1.0842")), wire.TypePublish,
 			wire.Publish{PubSeq: 42, Ack: wire.AckPersisted, Topic: []byte("px.EURUSD"), Payload: []byte("1.0842")}},
@@ -508,7 +511,7 @@ func TestNames(t *testing.T) {
 			t.Errorf("Type(%d).String() = %q, want %q", uint8(typ), typ.String(), name)
 		}
 	}
-	for c, name := range map[wire.Code]string{wire.CodeOK: "ok", wire.CodeBadTopic: "bad topic", 17: "code(17)", 65535: "code(65535)"} {
+	for c, name := range map[wire.Code]string{wire.CodeOK: "ok", wire.CodeBadTopic: "bad topic", wire.CodeSequenceReused: "sequence-reused", wire.CodeStandby: "standby", 20: "code(20)", 65535: "code(65535)"} {
 		if c.String() != name {
 			t.Errorf("Code(%d).String() = %q, want %q", uint16(c), c.String(), name)
 		}
@@ -531,7 +534,7 @@ func TestFormatConstants(t *testing.T) {
 		}
 	}
 	if wire.HeaderSize != 8 || wire.PublishOverhead != 20 || wire.DeliverOverhead != 16 ||
-		wire.DefaultMaxFrame != 4259840 || wire.MinVersion != 1 || wire.MaxVersion != 1 {
+		wire.DefaultMaxFrame != 4259840 || wire.MinVersion != 1 || wire.MaxVersion != 2 {
 		t.Error("format constants changed")
 	}
 	if wire.AckNone != 0 || wire.AckReceived != 1 || wire.AckPersisted != 2 ||
