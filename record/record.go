@@ -95,6 +95,32 @@ func ID(name string) uint64 {
 	return h
 }
 
+// JournalID identifies one journal: a random 128-bit id given when the
+// journal is created. A wiped or restored data directory gets a new one.
+type JournalID [16]byte
+
+// IsZero reports whether id is unset.
+func (id JournalID) IsZero() bool { return id == JournalID{} }
+
+// String returns id in hex.
+func (id JournalID) String() string { return fmt.Sprintf("%x", id[:]) }
+
+// OriginID is the origin id records carry for the stream of instance name
+// writing into journal j: FNV-1a over the name, a zero byte and the
+// journal id. A new journal under the same name is a new origin stream, so
+// origin sequences restarting at 1 never collide with the old stream's.
+// A zero journal id gives ID(name) (journals from before journal ids).
+func OriginID(name string, j JournalID) uint64 {
+	if j.IsZero() {
+		return ID(name)
+	}
+	b := make([]byte, 0, len(name)+17)
+	b = append(b, name...)
+	b = append(b, 0)
+	b = append(b, j[:]...)
+	return ID(string(b))
+}
+
 // Header holds the fixed fields of a record, for encoding.
 type Header struct {
 	Seq       uint64

@@ -499,3 +499,14 @@ func TestOriginSeq(t *testing.T) {
 		t.Fatalf("origin record: originSeq %d, want seq %d (err %v)", v.OriginSeq(), h.Seq, err)
 	}
 }
+
+func Testrecord.OriginID(t *testing.T) {
+	var zero record.JournalID
+	if record.OriginID("A", zero) != record.ID("A") {
+		t.Error("zero journal id must give the name's id")
+	}
+	a, b := record.JournalID{1}, record.JournalID{2}
+	if record.OriginID("A", a) == record.OriginID("A", b) || record.OriginID("A", a) == record.ID("A") || record.OriginID("A", a) != record.OriginID("A", a) {
+		t.Error("origin ids must differ per journal and be stable")
+	}
+}
