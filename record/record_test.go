@@ -500,7 +500,7 @@ func TestOriginSeq(t *testing.T) {
 	}
 }
 
-func Testrecord.OriginID(t *testing.T) {
+func TestOriginID(t *testing.T) {
 	var zero record.JournalID
 	if record.OriginID("A", zero) != record.ID("A") {
 		t.Error("zero journal id must give the name's id")
