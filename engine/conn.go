@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"time"
 	"unicode/utf8"
@@ -81,6 +82,8 @@ type conn struct {
 	closed        bool
 	watchingWrite bool
 	readPaused    bool
+	// skip: bytes of an oversized Publish still to drop (oversizedPublish)
+	skip int
 
 	// the publish batch being parsed from one read (journal lock held while
 	// locked is true)
@@ -153,7 +156,22 @@ func (c *conn) process() {
 	maxFrame := c.lp.srv.cfg.MaxFrame
 	off := 0
 	for !c.closed {
+		if c.skip > 0 { // the rest of an oversized Publish: drop it unread
+			n := min(c.skip, c.rn-off)
+			c.skip -= n
+			off += n
+			if c.skip > 0 {
+				break
+			}
+			continue
+		}
 		f, n, err := wire.Split(c.rbuf[off:c.rn], maxFrame)
+		if err != nil && c.oversizedPublish(c.rbuf[off:c.rn]) {
+			if c.rn-off < wire.HeaderSize+8 {
+				break // wait for its publisher sequence
+			}
+			continue
+		}
 		if err != nil {
 			c.endBatch()
 			code := wire.CodeMalformed
@@ -176,7 +194,7 @@ func (c *conn) process() {
 	if off > 0 {
 		c.rn = copy(c.rbuf, c.rbuf[off:c.rn])
 	}
-	if need := wire.Need(c.rbuf[:c.rn]); need > len(c.rbuf) {
+	if need := wire.Need(c.rbuf[:c.rn]); need > len(c.rbuf) && need <= maxFrame {
 		nb := make([]byte, need)
 		copy(nb, c.rbuf[:c.rn])
 		c.rbuf = nb
@@ -186,6 +204,47 @@ func (c *conn) process() {
 	if c.pending() > c.lp.srv.cfg.WriteHighWater {
 		c.pauseReading(true) // the client is not reading its acks: stop reading it
 	}
+}
+
+// oversizedPublish handles a Publish frame longer than max-frame from a
+// logged-on client: such a message can never be stored, so it is refused
+// (too-large, with the limit) and its bytes are skipped without being
+// buffered, and the connection stays up. It reports whether buf starts
+// with one; with fewer than its first 16 bytes, it consumes nothing yet.
+func (c *conn) oversizedPublish(buf []byte) bool {
+	if c.client == nil || len(buf) < wire.HeaderSize || wire.Type(buf[4]) != wire.TypePublish {
+		return false
+	}
+	size := wire.Need(buf)
+	if size <= c.lp.srv.cfg.MaxFrame || size < wire.HeaderSize+8 {
+		return false
+	}
+	if len(buf) < wire.HeaderSize+8 {
+		return true
+	}
+	pubSeq := uint64(buf[8]) | uint64(buf[9])<<8 | uint64(buf[10])<<16 | uint64(buf[11])<<24 |
+		uint64(buf[12])<<32 | uint64(buf[13])<<40 | uint64(buf[14])<<48 | uint64(buf[15])<<56
+	c.refusePublish(pubSeq, wire.CodeTooLarge,
+		fmt.Sprintf("publish %d: frame of %d bytes > max-frame %d", pubSeq, size, c.lp.srv.cfg.MaxFrame))
+	c.skip = size
+	return true
+}
+
+// refusePublish answers one publish with a permanent refusal, in order
+// with the acks queued before it; the connection stays up. A refusal is
+// sent whatever ack level the publish asked for.
+func (c *conn) refusePublish(pubSeq uint64, code wire.Code, text string) {
+	if c.wantPersisted {
+		c.wantPersisted = false
+		c.queueAck(wire.AckKindPersisted, c.persistedSeq)
+	}
+	c.acks.push(pendingAck{local: c.maxLocal, seq: pubSeq, kind: wire.AckKindPersisted, code: code, text: text})
+	if !c.inAcking {
+		c.inAcking = true
+		c.lp.acking = append(c.lp.acking, c)
+		c.lp.interested.Store(true)
+	}
+	c.lp.srv.refusals.Add(1)
 }
 
 func (c *conn) handle(f wire.Frame) {
@@ -223,7 +282,7 @@ func (c *conn) onPublish(body []byte) {
 		return
 	}
 	if len(m.Topic) == 0 || len(m.Topic) > c.lp.srv.cfg.MaxTopic {
-		c.fail(wire.CodeBadTopic, fmt.Sprintf("publish %d: topic of %d bytes (1..%d allowed)", m.PubSeq, len(m.Topic), c.lp.srv.cfg.MaxTopic))
+		c.refusePublish(m.PubSeq, wire.CodeBadTopic, fmt.Sprintf("publish %d: topic of %d bytes (1..%d allowed)", m.PubSeq, len(m.Topic), c.lp.srv.cfg.MaxTopic))
 		return
 	}
 	if m.PubSeq == 0 {
@@ -237,7 +296,17 @@ func (c *conn) onPublish(body []byte) {
 	}
 	p := c.pub
 	var local uint64
+	digest := messageDigest(m.Topic, m.Payload)
 	if p.has(m.PubSeq) {
+		if p.conflicts(m.PubSeq, digest) {
+			// The sequence names another message here: storing neither
+			// and acking it as the other would lose one of them.
+			s.idx.conflicts.Add(1)
+			c.refusePublish(m.PubSeq, wire.CodeSequenceReused, fmt.Sprintf(
+				"publish %d: publisher sequence %d is already stored with a different topic or payload (a publisher restarted without its store? use a file store or a new name)",
+				m.PubSeq, m.PubSeq))
+			return
+		}
 		// Already stored: acknowledge, do not store again. The original may
 		// not be synced yet; the publisher's newest record covers it.
 		s.idx.duplicates.Add(1)
@@ -249,6 +318,10 @@ func (c *conn) onPublish(body []byte) {
 		h.Publisher = p.id
 		h.PubSeq = m.PubSeq
 		seq, err := s.j.AppendLocked(h, m.Topic, m.Payload)
+		if errors.Is(err, journal.ErrTooLarge) {
+			c.refusePublish(m.PubSeq, wire.CodeTooLarge, fmt.Sprintf("publish %d: %v (%d bytes of topic and payload)", m.PubSeq, err, len(m.Topic)+len(m.Payload)))
+			return
+		}
 		if err != nil {
 			c.endBatch()
 			c.wbuf = wire.AppendAck(c.wbuf, wire.AckKindPersisted, wire.CodeStorage, m.PubSeq, err.Error())
@@ -257,6 +330,7 @@ func (c *conn) onPublish(body []byte) {
 		}
 		local = seq
 		p.add(m.PubSeq, seq)
+		p.remember(m.PubSeq, seq, digest)
 		s.idx.selfLast = seq
 		if c.lastTopicCnt == nil || !bytes.Equal(m.Topic, c.lastTopic) {
 			c.lastTopicCnt = s.idx.topicLocked(m.Topic)
@@ -326,7 +400,7 @@ func (c *conn) releaseAcks(synced uint64) {
 	have := false
 	for c.acks.len() > 0 && c.acks.front().local <= synced {
 		a := c.acks.pop()
-		if a.kind == wire.AckKindPersisted {
+		if a.kind == wire.AckKindPersisted && a.code == 0 {
 			persisted, have = a.seq, true
 			continue
 		}
@@ -334,7 +408,7 @@ func (c *conn) releaseAcks(synced uint64) {
 			c.wbuf = wire.AppendAck(c.wbuf, wire.AckKindPersisted, 0, persisted, "")
 			have = false
 		}
-		c.wbuf = wire.AppendAck(c.wbuf, a.kind, 0, a.seq, "")
+		c.wbuf = wire.AppendAck(c.wbuf, a.kind, a.code, a.seq, a.text)
 		c.lp.markDirty(c)
 	}
 	if have {
@@ -383,10 +457,14 @@ func (c *conn) onLogon(body []byte) {
 		hb = min(max(hb, s.cfg.MinHeartbeat), s.cfg.MaxHeartbeat)
 		c.hb = int64(hb)
 	}
+	last, acked := s.pubSeqs(ci.pub)
 	c.wbuf = wire.AppendLogonReply(c.wbuf, &wire.LogonReply{
 		Version:         hi,
 		HeartbeatMillis: uint32(c.hb / int64(time.Millisecond)),
-		LastPubSeq:      s.lastPubSeq(ci.pub),
+		LastPubSeq:      last,
+		AckedPubSeq:     acked,
+		MaxFrame:        uint32(s.cfg.MaxFrame),
+		MaxTopic:        uint16(min(s.cfg.MaxTopic, wire.MaxField)),
 		Instance:        []byte(s.cfg.Name),
 	})
 	c.lp.markDirty(c)
@@ -678,6 +756,8 @@ type pendingAck struct {
 	local uint64 // journal seq that must be synced first
 	seq   uint64 // publisher sequence, flush token
 	kind  wire.AckKind
+	code  wire.Code // non-zero: a refusal of publish seq, with text
+	text  string
 }
 
 func (q *ackQueue) len() int { return len(q.q) - q.head }

@@ -74,8 +74,15 @@ type Config struct {
 	// zcEvenIfCopied keeps zero-copy on although the kernel reports it
 	// copied (loopback): tests use it to exercise the zero-copy path.
 	zcEvenIfCopied bool
+	// allowMaxFrameAboveSegment lets tests configure a max-frame a segment
+	// cannot hold, to exercise the journal's own refusal.
+	allowMaxFrameAboveSegment bool
 
-	MaxFrame       int // largest frame accepted; default wire.DefaultMaxFrame
+	// MaxFrame is the largest frame accepted. Default: the smaller of
+	// wire.DefaultMaxFrame and the largest Publish frame whose record a
+	// journal segment holds (MaxFrameForSegment); an explicit value above
+	// the latter is a configuration error.
+	MaxFrame       int
 	MaxTopic       int // longest topic accepted; default 1024
 	ReadBuffer     int // initial read buffer per connection; default 64 KiB
 	WriteHighWater int // pending output per connection above which the loop stops reading from it and pauses deliveries; default 1 MiB
@@ -112,7 +119,7 @@ func (c *Config) setDefaults() {
 		c.DataDir = "data"
 	}
 	if c.MaxFrame == 0 {
-		c.MaxFrame = wire.DefaultMaxFrame
+		c.MaxFrame = min(wire.DefaultMaxFrame, MaxFrameForSegment(c.Journal.SegmentSize))
 	}
 	if c.MaxTopic == 0 {
 		c.MaxTopic = 1024
@@ -166,6 +173,9 @@ type Server struct {
 	// replHold is repl, published for the journal's retention goroutine.
 	replHold atomic.Pointer[replicate.Replicator]
 	err      atomic.Pointer[error]
+	// refusals counts publishes refused permanently (too-large, bad topic,
+	// sequence-reused).
+	refusals atomic.Uint64
 }
 
 // clientInfo is what stat reports about a logged-on client.
@@ -207,6 +217,12 @@ func chooseEngine(want string) (bool, string, error) {
 	return false, "", fmt.Errorf("unknown engine %q (want auto, uring or epoll)", want)
 }
 
+// MaxFrameForSegment is the largest Publish frame whose record fits a
+// journal segment of segmentSize bytes (0: the journal's default).
+func MaxFrameForSegment(segmentSize int64) int {
+	return journal.MaxRecord(segmentSize) - (record.HeaderSize - wire.PublishOverhead)
+}
+
 // ErrClosed is returned by a Server used after Close.
 var ErrClosed = errors.New("engine: server closed")
 
@@ -214,6 +230,10 @@ var ErrClosed = errors.New("engine: server closed")
 // begins serving.
 func New(cfg Config) (*Server, error) {
 	cfg.setDefaults()
+	if limit := MaxFrameForSegment(cfg.Journal.SegmentSize); cfg.MaxFrame > limit && !cfg.allowMaxFrameAboveSegment {
+		return nil, fmt.Errorf("engine: max-frame %d is larger than a journal segment can hold (%d with segments of %d bytes): lower max-frame or raise the segment size",
+			cfg.MaxFrame, limit, journal.MaxRecord(cfg.Journal.SegmentSize)+64)
+	}
 	if cfg.Loops <= 0 {
 		cfg.Loops = runtime.NumCPU()
 	}
@@ -471,8 +491,20 @@ func (s *Server) StoreReplicated(recs []record.View, via uint64) (uint64, error)
 	var wait uint64
 	for _, v := range recs {
 		p := s.idx.publisherLocked(v.Publisher())
+		digest := messageDigest(v.Topic(), v.Payload())
 		if p.has(v.PubSeq()) {
-			s.idx.duplicates.Add(1)
+			if p.conflicts(v.PubSeq(), digest) {
+				// Another message under the same (publisher, pubSeq): keep
+				// ours, never store or count theirs as a copy of it.
+				s.idx.conflicts.Add(1)
+				if !p.conflictLogged {
+					p.conflictLogged = true
+					s.log.Warn("replicated record conflicts with a stored one: same publisher sequence, different topic or payload; not stored (logged once per publisher, counted in stat's conflicts)",
+						"publisher", fmt.Sprintf("%016x", v.Publisher()), "pub_seq", v.PubSeq(), "origin", fmt.Sprintf("%016x", v.Origin()))
+				}
+			} else {
+				s.idx.duplicates.Add(1)
+			}
 			wait = max(wait, p.lastLocal)
 			continue
 		}
@@ -481,6 +513,7 @@ func (s *Server) StoreReplicated(recs []record.View, via uint64) (uint64, error)
 			return 0, err
 		}
 		p.add(v.PubSeq(), seq)
+		p.remember(v.PubSeq(), seq, digest)
 		s.idx.originLocked(v.Origin(), v.OriginSeq(), seq)
 		s.idx.topicLocked(v.Topic()).n.Add(1)
 		s.idx.stored.Add(1)
@@ -517,11 +550,14 @@ func (s *Server) logoff(ci *clientInfo) {
 	s.namesMu.Unlock()
 }
 
-// lastPubSeq returns the highest publisher sequence stored for p.
-func (s *Server) lastPubSeq(p *publisher) uint64 {
+// pubSeqs returns what a logon reply tells publisher p: the highest
+// publisher sequence stored (where a storeless publisher continues) and the
+// top of its first run of stored sequences the ack point covers (what an HA
+// client may drop from its publish store).
+func (s *Server) pubSeqs(p *publisher) (last, acked uint64) {
 	s.j.Lock()
 	defer s.j.Unlock()
-	return p.last
+	return p.last, p.ackedThrough(s.ackPoint())
 }
 
 // Stats returns the document `tandem stat` prints.
@@ -535,6 +571,8 @@ func (s *Server) Stats() *wire.Stats {
 		UptimeSeconds: time.Since(s.started).Seconds(),
 		Stored:        s.idx.stored.Load(),
 		Duplicates:    s.idx.duplicates.Load(),
+		Conflicts:     s.idx.conflicts.Load(),
+		Refused:       s.refusals.Load(),
 		Journal: wire.JournalStats{
 			FirstSeq: js.FirstSeq, LastSeq: js.LastSeq, SyncedSeq: js.SyncedSeq,
 			Bytes: js.Bytes, Segments: js.Segments, Syncs: js.Syncs, SyncVia: js.SyncVia,

@@ -89,7 +89,7 @@ func TestDeduplicationAndRestart(t *testing.T) {
 	pub := dialRaw(t, s)
 	pub.logon("dup", 0)
 	pub.publishN("t", "a", 1, 10, wire.AckPersisted)
-	pub.publishN("t", "again", 5, 6, wire.AckPersisted) // 5..10 again: acked, not stored
+	pub.publishN("t", "a", 5, 6, wire.AckPersisted) // 5..10 again: acked, not stored
 	pub.waitAck(wire.AckKindPersisted, 10)
 	pub.publishN("t", "late", 20, 1, wire.AckPersisted) // a gap: 11..19 never sent
 	pub.waitAck(wire.AckKindPersisted, 20)
@@ -113,7 +113,12 @@ func TestDeduplicationAndRestart(t *testing.T) {
 	if r := pub.logon("dup", 0); r.LastPubSeq != 20 {
 		t.Fatalf("after restart LastPubSeq = %d, want 20", r.LastPubSeq)
 	}
-	pub.publishN("t", "b", 1, 21, wire.AckPersisted) // 1..21: only 11..14, 16..19, 21 are new
+	pub.publishN("t", "a", 1, 10, wire.AckPersisted)    // 1..10 again, the same messages: duplicates
+	pub.publishN("t", "b", 11, 4, wire.AckPersisted)    // 11..14 new
+	pub.publishN("t", "late", 15, 1, wire.AckPersisted) // stored
+	pub.publishN("t", "b", 16, 4, wire.AckPersisted)    // 16..19 new
+	pub.publishN("t", "late", 20, 1, wire.AckPersisted) // stored
+	pub.publishN("t", "b", 21, 1, wire.AckPersisted)    // new
 	pub.waitAck(wire.AckKindPersisted, 21)
 	if got := s.Journal().LastSeq(); got != 12+9 {
 		t.Fatalf("after restart journal holds %d, want 21", got)
@@ -207,11 +212,11 @@ func TestBadInputClosesOnlyThatConnection(t *testing.T) {
 	}{
 		{"publish before logon", false, wire.AppendPublish(nil, 1, wire.AckPersisted, []byte("t"), []byte("x")), wire.CodeNotLoggedOn},
 		{"length below header", false, []byte{3, 0, 0, 0, 1, 0, 0, 0}, wire.CodeMalformed},
-		{"oversized", true, append([]byte{0, 0, 0, 1, byte(wire.TypePublish), 0, 0, 0}, make([]byte, 64)...), wire.CodeTooLarge},
+		{"oversized non-publish", true, append([]byte{0, 0, 0, 1, byte(wire.TypeSubscribe), 0, 0, 0}, make([]byte, 64)...), wire.CodeTooLarge},
+		{"oversized before logon", false, append([]byte{0, 0, 0, 1, byte(wire.TypePublish), 0, 0, 0}, make([]byte, 64)...), wire.CodeTooLarge},
 		{"unknown type", true, []byte{8, 0, 0, 0, 200, 0, 0, 0}, wire.CodeUnknownFrame},
 		{"server frame from client", true, wire.AppendAck(nil, wire.AckKindPersisted, 0, 1, ""), wire.CodeUnknownFrame},
 		{"truncated publish body", true, []byte{12, 0, 0, 0, byte(wire.TypePublish), 0, 0, 0, 1, 2, 3, 4}, wire.CodeMalformed},
-		{"empty topic", true, wire.AppendPublish(nil, 1, wire.AckPersisted, nil, []byte("x")), wire.CodeBadTopic},
 		{"second logon", true, wire.AppendLogon(nil, &wire.Logon{MinVersion: 1, MaxVersion: 1, Name: []byte("again")}), wire.CodeAlreadyLoggedOn},
 		{"bad version", false, wire.AppendLogon(nil, &wire.Logon{MinVersion: 7, MaxVersion: 9, Name: []byte("v")}), wire.CodeVersion},
 		{"empty name", false, wire.AppendLogon(nil, &wire.Logon{MinVersion: 1, MaxVersion: 1}), wire.CodeMalformed},

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"hash/maphash"
 	"sort"
 	"sync/atomic"
 
@@ -25,6 +26,119 @@ type publisher struct {
 	// publisher: a duplicate is acknowledged as persisted once the journal
 	// has synced this far (the original may not be synced yet).
 	lastLocal uint64
+	// recent remembers, for the publisher sequences stored most recently,
+	// a digest of topic and payload and the local seq: slot pubSeq % len.
+	// It tells a true duplicate (same message re-sent) from a conflicting
+	// one (the sequence reused for another message), and which stored
+	// sequences the ack point already covers (the logon reply).
+	recent []recentSlot
+	// oooLocal is the highest local seq of a record stored out of order
+	// (its pubSeq below the highest stored then).
+	oooLocal uint64
+	// conflictLogged makes the log report conflicting replicated copies
+	// once per publisher.
+	conflictLogged bool
+}
+
+// recentSlot is one entry of publisher.recent; pubSeq 0 is empty.
+type recentSlot struct {
+	pubSeq, local, digest uint64
+}
+
+// digestWindow is how many of a publisher's most recent sequences keep a
+// digest (24 bytes each: at most 24 KiB per publisher, grown on demand
+// from 16 slots). A duplicate older than that cannot be checked and is
+// treated as a true duplicate, as before digests existed.
+const digestWindow = 1024
+
+// digestSeed is per process: digests live only in memory and are rebuilt
+// from the journal at start-up.
+var digestSeed = maphash.MakeSeed()
+
+// messageDigest is the 64-bit digest of what makes two copies of a message
+// the same message: its topic and payload (not the record CRC, which also
+// covers the instance-local fields).
+func messageDigest(topic, payload []byte) uint64 {
+	var h maphash.Hash
+	h.SetSeed(digestSeed)
+	h.Write(topic)
+	h.WriteByte(0)
+	h.Write(payload)
+	return h.Sum64() | 1 // never 0
+}
+
+// remember records the digest and local seq of pubSeq.
+func (p *publisher) remember(pubSeq, local, digest uint64) {
+	if n := len(p.recent); n < digestWindow && pubSeq >= uint64(n) {
+		// Grow (doubling) while the publisher's sequences outrun the window.
+		nn := max(16, n)
+		for nn < digestWindow && uint64(nn) <= pubSeq {
+			nn *= 2
+		}
+		nn = min(nn, digestWindow)
+		if nn != n {
+			old := p.recent
+			p.recent = make([]recentSlot, nn)
+			for _, e := range old {
+				if e.pubSeq != 0 {
+					p.recent[e.pubSeq%uint64(nn)] = e
+				}
+			}
+		}
+	}
+	slot := &p.recent[pubSeq%uint64(len(p.recent))]
+	if slot.pubSeq > pubSeq {
+		return // a late copy: the slot keeps the higher sequence
+	}
+	*slot = recentSlot{pubSeq, local, digest}
+}
+
+// digestOf returns the digest stored for pubSeq, if it is still in the
+// window.
+func (p *publisher) digestOf(pubSeq uint64) (uint64, bool) {
+	if len(p.recent) == 0 {
+		return 0, false
+	}
+	e := p.recent[pubSeq%uint64(len(p.recent))]
+	return e.digest, e.pubSeq == pubSeq
+}
+
+// conflicts reports whether a copy of pubSeq with this digest is a
+// different message than the one stored (pubSeq must be stored).
+func (p *publisher) conflicts(pubSeq, digest uint64) bool {
+	d, ok := p.digestOf(pubSeq)
+	return ok && d != digest
+}
+
+// ackedThrough returns the top of the publisher's first run of stored
+// sequences that the ack point covers: every stored sequence at or below
+// it is durable here and on every sync destination in sync. What an HA
+// client may drop from its publish store at logon. Conservative: lower is
+// always safe (the client re-sends, the server answers duplicates).
+//
+// Why it is right: a record stored in order (pubSeq above every stored
+// one) gets a higher local seq than every record of lower pubSeq stored
+// before it, so if in-order record q is covered, so is every in-order
+// record below q; records stored out of order (gap fills) are all covered
+// when the highest local seq among them (oooLocal) is.
+func (p *publisher) ackedThrough(ackPoint uint64) uint64 {
+	if len(p.ranges) == 0 {
+		return 0
+	}
+	top := p.ranges[0].hi
+	if p.lastLocal <= ackPoint {
+		return top // everything stored is covered
+	}
+	if p.oooLocal > ackPoint {
+		return 0
+	}
+	covered := uint64(0)
+	for _, e := range p.recent {
+		if e.pubSeq != 0 && e.local <= ackPoint {
+			covered = max(covered, e.pubSeq)
+		}
+	}
+	return min(top, covered)
 }
 
 type seqRange struct{ lo, hi uint64 }
@@ -42,6 +156,9 @@ func (p *publisher) has(pubSeq uint64) bool {
 // add records pubSeq as stored at local sequence local. pubSeq must not be
 // present already.
 func (p *publisher) add(pubSeq, local uint64) {
+	if pubSeq < p.last && local > p.oooLocal {
+		p.oooLocal = local
+	}
 	if local > p.lastLocal {
 		p.lastLocal = local
 	}
@@ -134,6 +251,10 @@ type index struct {
 	topics     map[string]*topicCount
 	stored     atomic.Uint64
 	duplicates atomic.Uint64
+	// conflicts counts copies of a (publisher, pubSeq) already stored with
+	// another topic or payload: client publishes refused sequence-reused and
+	// replicated records not stored.
+	conflicts atomic.Uint64
 }
 
 func newIndex(self uint64) *index {
@@ -178,7 +299,9 @@ func (x *index) topicLocked(topic []byte) *topicCount {
 
 // observeLocked accounts for a stored record (at recovery or replication).
 func (x *index) observeLocked(v record.View) {
-	x.publisherLocked(v.Publisher()).add(v.PubSeq(), v.Seq())
+	p := x.publisherLocked(v.Publisher())
+	p.add(v.PubSeq(), v.Seq())
+	p.remember(v.PubSeq(), v.Seq(), messageDigest(v.Topic(), v.Payload()))
 	x.originLocked(v.Origin(), v.OriginSeq(), v.Seq())
 	x.topicLocked(v.Topic()).n.Add(1)
 	x.stored.Add(1)

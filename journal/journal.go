@@ -611,3 +611,13 @@ func (j *Journal) fail(err error) {
 	j.log.Error("journal: failed; no further writes", "err", err)
 	j.wakeWaiters(0, true)
 }
+
+// MaxRecord returns the largest record (package record's encoding, header
+// included) a journal with segments of segmentSize bytes can hold: anything
+// larger fails with ErrTooLarge. 0 means DefaultSegmentSize.
+func MaxRecord(segmentSize int64) int {
+	if segmentSize == 0 {
+		segmentSize = DefaultSegmentSize
+	}
+	return int(segmentSize - segHeaderSize)
+}

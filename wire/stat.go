@@ -14,9 +14,16 @@ type Stats struct {
 	Subscriptions int            `json:"subscriptions"` // active subscriptions
 	Stored        uint64         `json:"messages_stored"`
 	Duplicates    uint64         `json:"duplicates_dropped"`
-	Journal       JournalStats   `json:"journal"`
-	Topics        []TopicStats   `json:"topics"`
-	Clients       []ClientStats  `json:"clients,omitempty"`
+	// Conflicts counts copies of a stored (publisher, pubSeq) with another
+	// topic or payload: client publishes refused sequence-reused, and
+	// replicated records not stored.
+	Conflicts uint64 `json:"conflicts"`
+	// Refused counts publishes refused permanently (too-large, bad topic,
+	// sequence-reused).
+	Refused uint64        `json:"publishes_refused"`
+	Journal JournalStats  `json:"journal"`
+	Topics  []TopicStats  `json:"topics"`
+	Clients []ClientStats `json:"clients,omitempty"`
 	// Replication lists this instance's destinations (absent without
 	// replication).
 	Replication []DestinationStats `json:"replication,omitempty"`

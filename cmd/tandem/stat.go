@@ -72,6 +72,8 @@ func printStats(w io.Writer, st *wire.Stats) {
 	fmt.Fprintf(tw, "subscriptions\t%d\n", st.Subscriptions)
 	fmt.Fprintf(tw, "messages stored\t%d\n", st.Stored)
 	fmt.Fprintf(tw, "duplicates dropped\t%d\n", st.Duplicates)
+	fmt.Fprintf(tw, "conflicts\t%d\n", st.Conflicts)
+	fmt.Fprintf(tw, "publishes refused\t%d\n", st.Refused)
 	j := st.Journal
 	fmt.Fprintf(tw, "journal\tfirst %d, last %d, synced %d\n", j.FirstSeq, j.LastSeq, j.SyncedSeq)
 	fmt.Fprintf(tw, "journal size\t%s in %d segments, %d syncs\n", bytesText(j.Bytes), j.Segments, j.Syncs)
