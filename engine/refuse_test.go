@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tandemhq/tandem/journal"
+	"github.com/tandemhq/tandem/record"
 	"github.com/tandemhq/tandem/wire"
 )
 
@@ -270,5 +271,34 @@ func TestMaxFrameAboveSegmentIsAConfigError(t *testing.T) {
 	defer s.Close()
 	if want := MaxFrameForSegment(1 << 20); s.cfg.MaxFrame != want {
 		t.Fatalf("default max-frame with 1 MiB segments: %d, want %d", s.cfg.MaxFrame, want)
+	}
+}
+
+// Issue 10 §3, replication side: a replicated copy of a stored (publisher,
+// pubSeq) with another payload is not stored, not counted as a duplicate,
+// but counted as a conflict; a true copy is a duplicate.
+func TestConflictingReplicatedRecordNotStored(t *testing.T) {
+	s := testServer(t, t.TempDir())
+	defer s.Close()
+	c := dialRaw(t, s)
+	c.logon("pubA", 0)
+	c.publishN("t", "a", 1, 2, wire.AckPersisted)
+	c.waitAck(wire.AckKindPersisted, 2)
+
+	mk := func(pubSeq uint64, payload string) record.View {
+		h := record.Header{Seq: 7, Time: 1, Origin: record.ID("B"), Publisher: record.ID("pubA"), PubSeq: pubSeq, OriginSeq: 7}
+		b := record.Append(nil, &h, []byte("t"), []byte(payload))
+		v, _, err := record.Parse(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if _, err := s.StoreReplicated([]record.View{mk(1, "a1"), mk(2, "diverged"), mk(3, "new")}, record.ID("B")); err != nil {
+		t.Fatal(err)
+	}
+	st := s.Stats()
+	if st.Conflicts != 1 || st.Duplicates != 1 || st.Stored != 3 {
+		t.Fatalf("conflicts %d duplicates %d stored %d, want 1 1 3", st.Conflicts, st.Duplicates, st.Stored)
 	}
 }
