@@ -302,3 +302,22 @@ func TestConflictingReplicatedRecordNotStored(t *testing.T) {
 		t.Fatalf("conflicts %d duplicates %d stored %d, want 1 1 3", st.Conflicts, st.Duplicates, st.Stored)
 	}
 }
+
+// BenchmarkMessageDigest is the per-publish cost of the conflict check's
+// digest (128-byte payload).
+func BenchmarkMessageDigest(b *testing.B) {
+	topic, payload := []byte("orders.EURUSD"), make([]byte, 128)
+	b.SetBytes(int64(len(topic) + len(payload)))
+	var sink uint64
+	for i := 0; i < b.N; i++ {
+		sink ^= messageDigest(topic, payload)
+	}
+	_ = sink
+}
+
+func TestMessageDigestDoesNotAllocate(t *testing.T) {
+	topic, payload := []byte("t"), make([]byte, 128)
+	if n := testing.AllocsPerRun(100, func() { messageDigest(topic, payload) }); n != 0 {
+		t.Fatalf("messageDigest allocates %v times", n)
+	}
+}

