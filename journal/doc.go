@@ -16,17 +16,42 @@
 //
 //	 0                8       12      16              24              32
 //	+----------------+-------+-------+---------------+---------------+
-//	| magic TNDMSEG1 | vers 1| hdr 64| first seq u64 | seg size u64  |
+//	| magic TNDMSEG1 | vers 2| hdr 64| first seq u64 | seg size u64  |
 //	+----------------+-------+-------+---------------+---------------+
-//	32              40                                60      64
-//	+---------------+---------------------------------+-------+
-//	| created ns i64| reserved, zero                  | crc32c|  CRC-32C of [0,60)
-//	+---------------+---------------------------------+-------+
+//	32              40                      56        60      64
+//	+---------------+-----------------------+---------+-------+
+//	| created ns i64| journal id, 16 bytes  | rsvd, 0 | crc32c|  CRC-32C of [0,60)
+//	+---------------+-----------------------+---------+-------+
 //	64
 //	+--------------+--------------+-----+--------------+----------------+
 //	| record seq F | record F+1   | ... | record F+n-1 | 0 0 0 0 ... 0  |
 //	+--------------+--------------+-----+--------------+----------------+
 //	  (record.Append layout: length, crc, seq, time, ..., topic, payload)
+//
+// # Journal identity
+//
+// Every journal has a random 128-bit id (record.JournalID, from
+// crypto/rand, never zero), given when Open finds no segment and written
+// into the header of every segment it creates, so it is durable with the
+// first segment (header synced, renamed, directory synced) and survives
+// restarts; a wiped or replaced directory gets a new id. ID returns it;
+// the engine derives its origin id from it (record.OriginID), so a new
+// journal under the same instance name is a new origin stream. Open checks
+// that every segment carries the same id: a segment with another id (a
+// file copied in from another journal) is corruption (ErrCorrupt naming
+// both files), and so is a version 2 header with a zero id.
+//
+// Version 1 headers (the release before ids: bytes [40,60) zero) are
+// upgraded at Open, not refused: the journal adopts the id of the segments
+// that already carry one, or a new id if none does, then rewrites each
+// version 1 header (one 64-byte write in the first sector, with its CRC,
+// then fdatasync), oldest segment first. The upgrade is crash-safe: a crash
+// half-way leaves some headers with the id and some without, which the
+// next Open completes with the same id. Like the rest of the format it
+// relies on a 512-byte sector write being atomic. There is no downgrade: a
+// release that knows only version 1 refuses a version 2 header. Check
+// reports the id without upgrading anything (Report.ID is zero for an
+// unupgraded version 1 journal).
 //
 // # Write path
 //

@@ -132,6 +132,8 @@ type Journal struct {
 	log  *slog.Logger
 	now  func() time.Time
 
+	id record.JournalID // immutable after recovery
+
 	maxRecord int    // largest record a segment can hold
 	zeros     []byte // for zero-filling files
 
@@ -273,6 +275,12 @@ func Open(opts Options) (*Journal, error) {
 	}
 	return j, nil
 }
+
+// ID returns the journal's identity: a random 128-bit id given when the
+// journal was created (or when a journal from before ids was first opened
+// by this release), stored in every segment header. It stays the same
+// across restarts; a wiped or replaced directory gets a new one.
+func (j *Journal) ID() record.JournalID { return j.id }
 
 // Lock locks the journal for AppendLocked and AppendRecordLocked.
 func (j *Journal) Lock() { j.mu.Lock() }

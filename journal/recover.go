@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -15,6 +16,10 @@ import (
 type Report struct {
 	Segments          int
 	FirstSeq, LastSeq uint64 // FirstSeq == LastSeq+1 when no record is held
+	// ID is the journal id the segment headers carry; zero if none does
+	// (an empty directory, or a journal from before ids that Open has not
+	// upgraded yet).
+	ID record.JournalID
 	// TornTail is set when the final segment ended in unsynced data: the
 	// bytes [TornOffset, TornOffset+TornBytes) of TornSegment. Open zeroes
 	// them (and logs it); Check only reports them.
@@ -52,6 +57,18 @@ func (j *Journal) recover() error {
 		return err
 	}
 	j.truncatedBytes = rep.TornBytes
+	j.id = rep.ID
+	if j.id.IsZero() {
+		if j.id, err = newJournalID(); err != nil {
+			return err
+		}
+		if len(segs) == 0 {
+			j.log.Info("journal: created", "dir", j.opts.Dir, "id", j.id)
+		}
+	}
+	if err := j.upgradeHeaders(); err != nil {
+		return err
+	}
 	next := rep.LastSeq + 1
 	if len(segs) == 0 || segs[len(segs)-1].size != j.opts.SegmentSize && segs[len(segs)-1].count == 0 {
 		// An empty journal, or an empty tail of another size: start a
@@ -93,6 +110,46 @@ func (j *Journal) recover() error {
 	return nil
 }
 
+// newJournalID returns a random, non-zero journal id.
+func newJournalID() (record.JournalID, error) {
+	var id record.JournalID
+	for id.IsZero() {
+		if _, err := rand.Read(id[:]); err != nil {
+			return id, fmt.Errorf("journal: generating the journal id: %w", err)
+		}
+	}
+	return id, nil
+}
+
+// upgradeHeaders gives every segment still carrying a version 1 header
+// (no journal id) a version 2 header with j.id: one 64-byte write of the
+// first sector, then fdatasync, segment by segment, oldest first. A crash
+// half-way leaves some headers with the id and some without; the next Open
+// adopts the id from those that have it (recoverDir checks that they
+// agree) and upgrades the rest.
+func (j *Journal) upgradeHeaders() error {
+	n := 0
+	for _, s := range j.segs {
+		if !s.hdr.id.IsZero() {
+			continue
+		}
+		h := s.hdr
+		h.id = j.id
+		if _, err := s.f.WriteAt(h.encode(), 0); err != nil {
+			return fmt.Errorf("journal: upgrading the header of %s: %w", s.name, err)
+		}
+		if err := s.f.SyncData(); err != nil {
+			return fmt.Errorf("journal: upgrading the header of %s: %w", s.name, err)
+		}
+		s.hdr = h
+		n++
+	}
+	if n > 0 {
+		j.log.Info("journal: upgraded segment headers to version 2 (journal id)", "dir", j.opts.Dir, "segments", n, "id", j.id)
+	}
+	return nil
+}
+
 // recoverDir scans every segment in dir, verifying headers, record CRCs and
 // seq continuity, and builds the segments' sparse indexes. With repair it
 // removes leftover temporary files and an empty final segment with a bad
@@ -116,6 +173,7 @@ func recoverDir(fs FS, dir string, interval int, log *slog.Logger, repair bool) 
 	sort.Slice(firsts, func(a, b int) bool { return firsts[a] < firsts[b] })
 
 	var expect uint64 // seq the next segment must start with; 0 before the first
+	var idFrom string // the first segment carrying rep.ID
 	for i, first := range firsts {
 		final := i == len(firsts)-1
 		name := segmentName(first)
@@ -129,6 +187,13 @@ func recoverDir(fs FS, dir string, interval int, log *slog.Logger, repair bool) 
 			continue
 		}
 		segs = append(segs, seg)
+		if id := seg.hdr.id; !id.IsZero() {
+			if rep.ID.IsZero() {
+				rep.ID, idFrom = id, name
+			} else if id != rep.ID {
+				return segs, rep, fmt.Errorf("%w: %s: journal id %s, but %s has %s (a segment of another journal)", ErrCorrupt, name, id, idFrom, rep.ID)
+			}
+		}
 		if expect != 0 && seg.first != expect {
 			return segs, rep, fmt.Errorf("%w: %s: starts at seq %d, previous segment ends at %d", ErrCorrupt, name, seg.first, expect-1)
 		}
@@ -182,7 +247,7 @@ func openSegment(fs FS, dir, name string, first uint64, final bool, interval int
 		return nil, false, fmt.Errorf("%w: %s: invalid segment header: %v", ErrCorrupt, name, herr)
 	}
 	s := &segment{
-		first: first, name: name, path: path, f: f, data: data, size: int64(len(data)),
+		first: first, name: name, path: path, f: f, data: data, size: int64(len(data)), hdr: hdr,
 		index: make([]uint32, indexCap(int64(len(data)), interval)),
 		last:  first - 1,
 		end:   segHeaderSize,
