@@ -94,6 +94,13 @@ type Options struct {
 	// after every rotation (default 10s; only when a limit is set).
 	RetentionInterval time.Duration
 
+	// RecoverTruncate lets Open repair corruption in the final segment
+	// (see Recovery in the package documentation) by truncating it at the
+	// first bad record, logging what it drops. Without it Open refuses to
+	// start on such a journal (ErrCorrupt). Torn tails are truncated either
+	// way.
+	RecoverTruncate bool
+
 	// OnSync is called by the flusher after each successful sync with the
 	// new SyncedSeq. It must not block.
 	OnSync func(synced uint64)
