@@ -539,7 +539,7 @@ type Stats struct {
 	WrittenBytes                 uint64 // record bytes written since Open
 	Rotations                    uint64
 	RemovedSegments              uint64 // deleted by retention since Open
-	TruncatedBytes               int64  // torn tail zeroed by recovery at Open
+	TruncatedBytes               int64  // zeroed by recovery at Open: a torn tail, or corruption cut by RecoverTruncate
 	// SyncVia is how group commits are written and synced: SyncUring
 	// while they go through the flusher's io_uring ring, else SyncSyscall
 	// (the option's default, a fallback, or files without a descriptor).

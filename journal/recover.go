@@ -348,7 +348,7 @@ func scanSegment(s *segment, interval int, final, repair, truncCorrupt bool, log
 	}
 	if evidence != "" && !(repair && truncCorrupt) {
 		return fmt.Errorf("%w: %s offset %d seq %d: %s; %s: refusing to truncate "+
-			"(Options.RecoverTruncate, tandem serve --recover truncate, cuts here, dropping seq %d..%d, %d bytes)",
+			"(a repair, Options.RecoverTruncate or tandem serve --recover truncate, would cut here, dropping seq %d..%d, %d bytes)",
 			ErrCorrupt, s.name, off, seq, cause, evidence, rep.DroppedFirst, rep.DroppedLast, rep.TornBytes)
 	}
 	if evidence == "" {
