@@ -16,17 +16,42 @@
 //
 //	 0                8       12      16              24              32
 //	+----------------+-------+-------+---------------+---------------+
-//	| magic TNDMSEG1 | vers 1| hdr 64| first seq u64 | seg size u64  |
+//	| magic TNDMSEG1 | vers 2| hdr 64| first seq u64 | seg size u64  |
 //	+----------------+-------+-------+---------------+---------------+
-//	32              40                                60      64
-//	+---------------+---------------------------------+-------+
-//	| created ns i64| reserved, zero                  | crc32c|  CRC-32C of [0,60)
-//	+---------------+---------------------------------+-------+
+//	32              40                      56        60      64
+//	+---------------+-----------------------+---------+-------+
+//	| created ns i64| journal id, 16 bytes  | rsvd, 0 | crc32c|  CRC-32C of [0,60)
+//	+---------------+-----------------------+---------+-------+
 //	64
 //	+--------------+--------------+-----+--------------+----------------+
 //	| record seq F | record F+1   | ... | record F+n-1 | 0 0 0 0 ... 0  |
 //	+--------------+--------------+-----+--------------+----------------+
 //	  (record.Append layout: length, crc, seq, time, ..., topic, payload)
+//
+// # Journal identity
+//
+// Every journal has a random 128-bit id (record.JournalID, from
+// crypto/rand, never zero), given when Open finds no segment and written
+// into the header of every segment it creates, so it is durable with the
+// first segment (header synced, renamed, directory synced) and survives
+// restarts; a wiped or replaced directory gets a new id. ID returns it;
+// the engine derives its origin id from it (record.OriginID), so a new
+// journal under the same instance name is a new origin stream. Open checks
+// that every segment carries the same id: a segment with another id (a
+// file copied in from another journal) is corruption (ErrCorrupt naming
+// both files), and so is a version 2 header with a zero id.
+//
+// Version 1 headers (the release before ids: bytes [40,60) zero) are
+// upgraded at Open, not refused: the journal adopts the id of the segments
+// that already carry one, or a new id if none does, then rewrites each
+// version 1 header (one 64-byte write in the first sector, with its CRC,
+// then fdatasync), oldest segment first. The upgrade is crash-safe: a crash
+// half-way leaves some headers with the id and some without, which the
+// next Open completes with the same id. Like the rest of the format it
+// relies on a 512-byte sector write being atomic. There is no downgrade: a
+// release that knows only version 1 refuses a version 2 header. Check
+// reports the id without upgrading anything (Report.ID is zero for an
+// unupgraded version 1 journal).
 //
 // # Write path
 //
@@ -70,28 +95,91 @@
 //
 // # Recovery
 //
-// Open scans every segment: header, CRC of each record and seq continuity
-// (within and across segments), building the sparse index (one offset every
-// IndexInterval records, so Seek is a binary search over segments plus at
-// most IndexInterval-1 record hops).
+// Open scans every segment: header and journal id, CRC of each record and
+// seq continuity (within and across segments), building the sparse index
+// (one offset every IndexInterval records, so Seek is a binary search over
+// segments plus at most IndexInterval-1 record hops).
 //
 //   - Any invalid record in a non-final segment is corruption: Open fails
 //     with an error wrapping ErrCorrupt that names the file, offset and seq.
 //     Segments are synced before the next one is created, so nothing in them
-//     can be torn.
-//   - In the final segment, the first invalid record (bad length, CRC
-//     mismatch, seq discontinuity, or a zero length followed by non-zero
-//     bytes) at offset X is a torn tail: the last batch was being written
-//     when the machine stopped. Recovery zeroes the bytes from X to the last
-//     non-zero byte, syncs, logs it, and appends continue at X.
-//   - Unless a record that verifies, carries FlagBatchStart and has a higher
-//     seq is found after X: a later batch was written, so the bad batch had
-//     been synced. That is corruption (ErrCorrupt), never silently cut.
+//     can be torn. RecoverTruncate does not repair it (that would drop every
+//     later segment): restore the journal, e.g. from a replication peer.
 //   - A final segment whose header is invalid and which holds no data (a
 //     crash while creating it) is removed. Leftover *.tmp files are removed.
 //
+// In the final segment, the first invalid record (bad length, CRC mismatch,
+// seq discontinuity, or a zero length followed by non-zero bytes) at offset
+// X, seq S, is either a torn tail (the machine stopped while the last batch
+// was being written; its fdatasync never returned, so nothing from S on was
+// acknowledged) or damage to records that may have been acknowledged. The
+// damage alone does not say which, and neither do records of the same
+// batch after X that verify: one pwrite wrote them all, and the page cache
+// writes pages back in any order, so a batch's last page can be on disk
+// while its first is not. Recovery decides on evidence:
+//
+//   - A later batch start: a record after X that verifies, carries
+//     FlagBatchStart and has a seq above S. The flusher issues a batch's
+//     write only after the previous batch's fdatasync returned, so S's batch
+//     was synced, and acknowledged: corruption. Every byte offset after X is
+//     tried, so this also works when X's length field is what was damaged.
+//   - Damage no lost write explains. Segments are pre-zeroed and records
+//     are never rewritten, so a write that did not reach the disk, or
+//     reached it in part, leaves whole 512-byte sectors of zeros (a disk
+//     writes a sector atomically; Linux writes back whole pages). A sector
+//     counts as written if any of its bytes at or after X is non-zero
+//     (bytes before X belong to records that verified). If every sector the
+//     bad record occupies is written (its extent: its length when its header
+//     is consistent, else its 72-byte header), its bytes reached the disk
+//     and still fail, so something damaged them afterwards (media,
+//     firmware, a stray writer), whether or not their batch had been
+//     acknowledged: corruption.
+//   - Otherwise (some sector of the bad record holds only zeros, and no
+//     later batch starts) a lost write explains the damage: a torn tail.
+//     Recovery zeroes the bytes from X to the last non-zero byte, syncs,
+//     logs a warning saying so (file, offset, first and last seq dropped,
+//     bytes), and appends continue at X.
+//
+// On corruption in the final segment Open fails with an error wrapping
+// ErrCorrupt that names the file, offset and seq, the evidence, and what a
+// repair would drop. It never starts without an explicit repair:
+// Options.RecoverTruncate (tandem serve --recover truncate, TOML recover =
+// "truncate") cuts at X as for a torn tail and logs at error level exactly
+// what it drops: seqs S to the highest seq of a record after X that still
+// verifies (S if none does; Report.DroppedFirst/DroppedLast), and the
+// bytes. It is meant for one start, once the operator knows the records
+// are lost anyway or held by a replication peer; left on, it would cut the
+// next corruption too.
+//
+// The rule errs towards refusing to start, never towards dropping
+// acknowledged records silently, with one exception it cannot avoid: a
+// damaged record whose payload holds a whole sector of zeros counts as torn
+// (that sector could be a lost write). Conversely a device that tears
+// inside a sector, or a page changed while it was being written back (file
+// systems without stable pages allow it), can leave a written-looking but
+// failing record in a batch that was never synced: Open then refuses, and
+// RecoverTruncate, after a power loss during a write, loses nothing that
+// was acknowledged.
+//
+// Before trusting what it recovered Open fdatasyncs the final segment: its
+// records may be only in the page cache, written by a process killed before
+// its fdatasync, and acknowledging new records on top of them (or serving
+// them) must not rest on data a power loss would still take away. When
+// recovery removed files it syncs the directory too.
+//
 // Check runs the same scan without changing anything; IsTornTail tells a
-// torn tail from corruption in its result.
+// torn tail from corruption in its result, and its Report says where the
+// cut is or would be.
+//
+// Segment recycling (issue 15; not implemented) would break the
+// pre-zeroed assumption: a reused file holds old records with valid CRCs,
+// and an old batch start could pass for evidence. The header's journal id
+// is the start of the answer: a recycled segment would get a generation
+// number in its header (the reserved bytes [56,60)), and every batch start
+// would carry a stamp of the journal id and that generation (a record
+// format change, or a small batch-header record). Recovery would accept a
+// record, and a batch start as evidence, only with the stamp of the file's
+// header, treating anything else as unwritten (zero) space.
 //
 // # Readers and the View lifetime contract
 //

@@ -94,6 +94,13 @@ type Options struct {
 	// after every rotation (default 10s; only when a limit is set).
 	RetentionInterval time.Duration
 
+	// RecoverTruncate lets Open repair corruption in the final segment
+	// (see Recovery in the package documentation) by truncating it at the
+	// first bad record, logging what it drops. Without it Open refuses to
+	// start on such a journal (ErrCorrupt). Torn tails are truncated either
+	// way.
+	RecoverTruncate bool
+
 	// OnSync is called by the flusher after each successful sync with the
 	// new SyncedSeq. It must not block.
 	OnSync func(synced uint64)
@@ -131,6 +138,8 @@ type Journal struct {
 	fs   FS
 	log  *slog.Logger
 	now  func() time.Time
+
+	id record.JournalID // immutable after recovery
 
 	maxRecord int    // largest record a segment can hold
 	zeros     []byte // for zero-filling files
@@ -273,6 +282,12 @@ func Open(opts Options) (*Journal, error) {
 	}
 	return j, nil
 }
+
+// ID returns the journal's identity: a random 128-bit id given when the
+// journal was created (or when a journal from before ids was first opened
+// by this release), stored in every segment header. It stays the same
+// across restarts; a wiped or replaced directory gets a new one.
+func (j *Journal) ID() record.JournalID { return j.id }
 
 // Lock locks the journal for AppendLocked and AppendRecordLocked.
 func (j *Journal) Lock() { j.mu.Lock() }
@@ -524,7 +539,7 @@ type Stats struct {
 	WrittenBytes                 uint64 // record bytes written since Open
 	Rotations                    uint64
 	RemovedSegments              uint64 // deleted by retention since Open
-	TruncatedBytes               int64  // torn tail zeroed by recovery at Open
+	TruncatedBytes               int64  // zeroed by recovery at Open: a torn tail, or corruption cut by RecoverTruncate
 	// SyncVia is how group commits are written and synced: SyncUring
 	// while they go through the flusher's io_uring ring, else SyncSyscall
 	// (the option's default, a fallback, or files without a descriptor).

@@ -1,8 +1,8 @@
 package journal
 
 import (
+	"crypto/rand"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -11,20 +11,40 @@ import (
 	"github.com/tandemhq/tandem/record"
 )
 
+// sectorSize is the unit a lost write leaves zero (see Recovery).
+const sectorSize = 512
+
 // Report describes what recovery (Open) or Check found.
 type Report struct {
 	Segments          int
 	FirstSeq, LastSeq uint64 // FirstSeq == LastSeq+1 when no record is held
-	// TornTail is set when the final segment ended in unsynced data: the
-	// bytes [TornOffset, TornOffset+TornBytes) of TornSegment. Open zeroes
-	// them (and logs it); Check only reports them.
-	TornTail    bool
-	TornSegment string
-	TornOffset  int64
-	TornBytes   int64
+	// ID is the journal id the segment headers carry; zero if none does
+	// (an empty directory, or a journal from before ids that Open has not
+	// upgraded yet).
+	ID record.JournalID
+	// TornTail is set when the final segment ended in unsynced data (see
+	// Recovery in the package documentation for how that is told from
+	// corruption). Repaired is set when Open, with Options.RecoverTruncate,
+	// cut corrupt records off the final segment instead of refusing.
+	TornTail bool
+	Repaired bool
+	// The cut, for a torn tail or for corruption in the final segment
+	// (cut by Open only with RecoverTruncate; Check reports where it would
+	// be): the bytes [TornOffset, TornOffset+TornBytes) of TornSegment,
+	// from the first bad record to the last non-zero byte. They held seqs
+	// DroppedFirst (the first bad record) to DroppedLast: the highest seq
+	// of a record found there that still verifies, or DroppedFirst if none
+	// does. Open zeroes them (and logs it).
+	TornSegment  string
+	TornOffset   int64
+	TornBytes    int64
+	DroppedFirst uint64
+	DroppedLast  uint64
 	// RemovedSegment names a final segment with an invalid header and no
 	// data (a crash while creating it), which Open removes.
 	RemovedSegment string
+
+	removed int // files Open removed (its directory needs a sync)
 }
 
 // Check verifies the journal in dir without changing it (fs nil = OSFS): the
@@ -34,7 +54,7 @@ func Check(dir string, fs FS) (Report, error) {
 	if fs == nil {
 		fs = OSFS{}
 	}
-	segs, rep, err := recoverDir(fs, dir, DefaultIndexInterval, slog.Default(), false)
+	segs, rep, err := recoverDir(fs, dir, DefaultIndexInterval, slog.Default(), false, false)
 	for _, s := range segs {
 		s.f.Close()
 	}
@@ -46,12 +66,24 @@ func Check(dir string, fs FS) (Report, error) {
 
 // recover rebuilds the journal's state from its directory.
 func (j *Journal) recover() error {
-	segs, rep, err := recoverDir(j.fs, j.opts.Dir, j.opts.IndexInterval, j.log, true)
+	segs, rep, err := recoverDir(j.fs, j.opts.Dir, j.opts.IndexInterval, j.log, true, j.opts.RecoverTruncate)
 	j.segs = segs
 	if err != nil {
 		return err
 	}
 	j.truncatedBytes = rep.TornBytes
+	j.id = rep.ID
+	if j.id.IsZero() {
+		if j.id, err = newJournalID(); err != nil {
+			return err
+		}
+		if len(segs) == 0 {
+			j.log.Info("journal: created", "dir", j.opts.Dir, "id", j.id)
+		}
+	}
+	if err := j.upgradeHeaders(); err != nil {
+		return err
+	}
 	next := rep.LastSeq + 1
 	if len(segs) == 0 || segs[len(segs)-1].size != j.opts.SegmentSize && segs[len(segs)-1].count == 0 {
 		// An empty journal, or an empty tail of another size: start a
@@ -82,6 +114,18 @@ func (j *Journal) recover() error {
 		s.seal(s.first+s.count-1, j.opts.IndexInterval)
 	}
 	j.tail = j.segs[len(j.segs)-1]
+	// What recovery found may be only in the page cache (written by a
+	// process that died before its fdatasync, or zeroed just now): make it
+	// durable before anything is acknowledged on top of it, and the
+	// removals too.
+	if err := j.tail.f.SyncData(); err != nil {
+		return fmt.Errorf("journal: syncing recovered segment %s: %w", j.tail.name, err)
+	}
+	if rep.removed > 0 {
+		if err := j.fs.SyncDir(j.opts.Dir); err != nil {
+			return fmt.Errorf("journal: syncing %s after recovery removed files: %w", j.opts.Dir, err)
+		}
+	}
 	j.tailOff = j.tail.end
 	j.tailSize = j.tail.size
 	iv := uint64(j.opts.IndexInterval)
@@ -93,12 +137,53 @@ func (j *Journal) recover() error {
 	return nil
 }
 
+// newJournalID returns a random, non-zero journal id.
+func newJournalID() (record.JournalID, error) {
+	var id record.JournalID
+	for id.IsZero() {
+		if _, err := rand.Read(id[:]); err != nil {
+			return id, fmt.Errorf("journal: generating the journal id: %w", err)
+		}
+	}
+	return id, nil
+}
+
+// upgradeHeaders gives every segment still carrying a version 1 header
+// (no journal id) a version 2 header with j.id: one 64-byte write of the
+// first sector, then fdatasync, segment by segment, oldest first. A crash
+// half-way leaves some headers with the id and some without; the next Open
+// adopts the id from those that have it (recoverDir checks that they
+// agree) and upgrades the rest.
+func (j *Journal) upgradeHeaders() error {
+	n := 0
+	for _, s := range j.segs {
+		if !s.hdr.id.IsZero() {
+			continue
+		}
+		h := s.hdr
+		h.id = j.id
+		if _, err := s.f.WriteAt(h.encode(), 0); err != nil {
+			return fmt.Errorf("journal: upgrading the header of %s: %w", s.name, err)
+		}
+		if err := s.f.SyncData(); err != nil {
+			return fmt.Errorf("journal: upgrading the header of %s: %w", s.name, err)
+		}
+		s.hdr = h
+		n++
+	}
+	if n > 0 {
+		j.log.Info("journal: upgraded segment headers to version 2 (journal id)", "dir", j.opts.Dir, "segments", n, "id", j.id)
+	}
+	return nil
+}
+
 // recoverDir scans every segment in dir, verifying headers, record CRCs and
 // seq continuity, and builds the segments' sparse indexes. With repair it
 // removes leftover temporary files and an empty final segment with a bad
-// header, and zeroes (and syncs) a torn tail. See the package documentation
-// for the torn-tail rules.
-func recoverDir(fs FS, dir string, interval int, log *slog.Logger, repair bool) (segs []*segment, rep Report, err error) {
+// header, and zeroes (and syncs) a torn tail, and with truncCorrupt also
+// corruption in the final segment. See the package documentation for the
+// torn-tail rules.
+func recoverDir(fs FS, dir string, interval int, log *slog.Logger, repair, truncCorrupt bool) (segs []*segment, rep Report, err error) {
 	names, err := fs.List(dir)
 	if err != nil {
 		return nil, rep, fmt.Errorf("journal: %w", err)
@@ -111,11 +196,13 @@ func recoverDir(fs FS, dir string, interval int, log *slog.Logger, repair bool) 
 			if err := fs.Remove(join(dir, name)); err != nil {
 				return nil, rep, fmt.Errorf("journal: removing %s: %w", name, err)
 			}
+			rep.removed++
 		}
 	}
 	sort.Slice(firsts, func(a, b int) bool { return firsts[a] < firsts[b] })
 
 	var expect uint64 // seq the next segment must start with; 0 before the first
+	var idFrom string // the first segment carrying rep.ID
 	for i, first := range firsts {
 		final := i == len(firsts)-1
 		name := segmentName(first)
@@ -126,13 +213,23 @@ func recoverDir(fs FS, dir string, interval int, log *slog.Logger, repair bool) 
 		if removed {
 			log.Warn("journal: removed empty final segment with an invalid header (crash while creating it)", "file", name)
 			rep.RemovedSegment = name
+			if repair {
+				rep.removed++
+			}
 			continue
 		}
 		segs = append(segs, seg)
+		if id := seg.hdr.id; !id.IsZero() {
+			if rep.ID.IsZero() {
+				rep.ID, idFrom = id, name
+			} else if id != rep.ID {
+				return segs, rep, fmt.Errorf("%w: %s: journal id %s, but %s has %s (a segment of another journal)", ErrCorrupt, name, id, idFrom, rep.ID)
+			}
+		}
 		if expect != 0 && seg.first != expect {
 			return segs, rep, fmt.Errorf("%w: %s: starts at seq %d, previous segment ends at %d", ErrCorrupt, name, seg.first, expect-1)
 		}
-		if err := scanSegment(fs, seg, interval, final, repair, log, &rep); err != nil {
+		if err := scanSegment(seg, interval, final, repair, truncCorrupt, log, &rep); err != nil {
 			return segs, rep, err
 		}
 		expect = seg.first + seg.count
@@ -182,7 +279,7 @@ func openSegment(fs FS, dir, name string, first uint64, final bool, interval int
 		return nil, false, fmt.Errorf("%w: %s: invalid segment header: %v", ErrCorrupt, name, herr)
 	}
 	s := &segment{
-		first: first, name: name, path: path, f: f, data: data, size: int64(len(data)),
+		first: first, name: name, path: path, f: f, data: data, size: int64(len(data)), hdr: hdr,
 		index: make([]uint32, indexCap(int64(len(data)), interval)),
 		last:  first - 1,
 		end:   segHeaderSize,
@@ -192,7 +289,10 @@ func openSegment(fs FS, dir, name string, first uint64, final bool, interval int
 }
 
 // scanSegment walks a segment's records, verifying each and indexing it.
-func scanSegment(fs FS, s *segment, interval int, final, repair bool, log *slog.Logger, rep *Report) error {
+// In the final segment it tells a torn tail from corruption (see Recovery
+// in the package documentation) and, with repair, cuts a torn tail (and,
+// with truncCorrupt, corruption).
+func scanSegment(s *segment, interval int, final, repair, truncCorrupt bool, log *slog.Logger, rep *Report) error {
 	data := s.data
 	off := int64(segHeaderSize)
 	seq := s.first
@@ -229,27 +329,49 @@ func scanSegment(fs FS, s *segment, interval int, final, repair bool, log *slog.
 	if int64(end) == off {
 		return nil // clean end
 	}
-	if boff, bseq, ok := findBatchStart(data[:end], int(off), seq); ok {
-		cause := "unwritten gap"
-		if bad != nil {
-			cause = bad.Error()
-		}
-		return fmt.Errorf("%w: %s offset %d seq %d: %s, but a synced batch starts after it at offset %d seq %d",
-			ErrCorrupt, s.name, off, seq, cause, boff, bseq)
+	cause := "zero length followed by written bytes"
+	if bad != nil {
+		cause = bad.Error()
 	}
-	rep.TornTail = true
 	rep.TornSegment = s.name
 	rep.TornOffset = off
 	rep.TornBytes = int64(end) - off
+	rep.DroppedFirst = seq
+	rep.DroppedLast = max(seq, lastVerifying(data[:end], int(off), seq))
+
+	// Evidence that the batch holding seq had been synced (acknowledged).
+	var evidence string
+	if boff, bseq, ok := findBatchStart(data[:end], int(off), seq); ok {
+		evidence = fmt.Sprintf("a batch written after this one's fdatasync returned starts at offset %d seq %d, so this batch was synced and acknowledged", boff, bseq)
+	} else if !lostWriteExplains(data, off) {
+		evidence = fmt.Sprintf("every %d-byte sector of the bad record holds written bytes, which no lost write explains, so it was damaged after being written and may have been acknowledged", sectorSize)
+	}
+	if evidence != "" && !(repair && truncCorrupt) {
+		return fmt.Errorf("%w: %s offset %d seq %d: %s; %s: refusing to truncate "+
+			"(a repair, Options.RecoverTruncate or tandem serve --recover truncate, would cut here, dropping seq %d..%d, %d bytes)",
+			ErrCorrupt, s.name, off, seq, cause, evidence, rep.DroppedFirst, rep.DroppedLast, rep.TornBytes)
+	}
+	if evidence == "" {
+		rep.TornTail = true
+	}
 	if !repair {
 		return nil
 	}
-	log.Warn("journal: truncating torn tail (unsynced records)", "file", s.name, "offset", off, "bytes", rep.TornBytes, "seq", seq, "cause", errors.Join(bad))
+	if evidence != "" {
+		rep.Repaired = true
+		log.Error("journal: corrupt final segment: truncating at the first bad record as RecoverTruncate asks, dropping acknowledged records",
+			"file", s.name, "offset", off, "first_seq", rep.DroppedFirst, "last_seq", rep.DroppedLast, "bytes", rep.TornBytes,
+			"cause", cause, "evidence", evidence)
+	} else {
+		log.Warn("journal: truncating torn tail (records whose batch was never synced, so never acknowledged)",
+			"file", s.name, "offset", off, "first_seq", rep.DroppedFirst, "last_seq", rep.DroppedLast, "bytes", rep.TornBytes,
+			"cause", cause)
+	}
 	zeros := make([]byte, min(int64(end)-off, 1<<20))
 	for o := off; o < int64(end); {
 		k := min(int64(len(zeros)), int64(end)-o)
 		if _, err := s.f.WriteAt(zeros[:k], o); err != nil {
-			return fmt.Errorf("journal: zeroing torn tail of %s: %w", s.name, err)
+			return fmt.Errorf("journal: zeroing the tail of %s: %w", s.name, err)
 		}
 		o += k
 	}
@@ -257,6 +379,49 @@ func scanSegment(fs FS, s *segment, interval int, final, repair bool, log *slog.
 		return fmt.Errorf("journal: syncing %s: %w", s.name, err)
 	}
 	return nil
+}
+
+// lostWriteExplains reports whether the first bad record of the final
+// segment, at off, can be what a write that never reached the disk leaves
+// behind: segments are pre-zeroed and a lost (or torn) write leaves whole
+// sectors of zeros, so it can only if some sector the record occupies holds
+// nothing but zeros from off on. A sector counts as written if any of its
+// bytes at or after off is non-zero (bytes before off belong to records
+// that verified). The record's extent is its length if its header is
+// consistent (length = header + topic + payload, within the file), else
+// just its header.
+func lostWriteExplains(data []byte, off int64) bool {
+	ext := off + record.HeaderSize
+	if _, n, err := record.Parse(data[off:]); err == nil {
+		ext = off + int64(n)
+	}
+	ext = min(ext, int64(len(data)))
+	for sec := off / sectorSize * sectorSize; sec < ext; sec += sectorSize {
+		lo, hi := max(sec, off), min(sec+sectorSize, int64(len(data)))
+		if nonZeroEnd(data[:hi], int(lo)) == int(lo) {
+			return true
+		}
+	}
+	return false
+}
+
+// lastVerifying returns the highest seq at or above expect of a record
+// that verifies anywhere in b[from:] (any byte offset), or 0.
+func lastVerifying(b []byte, from int, expect uint64) uint64 {
+	var last uint64
+	maxSeq := expect + uint64((len(b)-from)/record.HeaderSize) + 1
+	for p := from; p+record.HeaderSize <= len(b); p++ {
+		n := record.Length(b[p:])
+		if n < record.HeaderSize || n > len(b)-p {
+			continue
+		}
+		v, _, err := record.Parse(b[p:])
+		if err != nil || v.Seq() < expect || v.Seq() > maxSeq || v.Seq() <= last || v.Verify() != nil {
+			continue
+		}
+		last = v.Seq()
+	}
+	return last
 }
 
 // nonZeroEnd returns the end of the last non-zero byte in b[from:], or from

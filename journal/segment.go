@@ -2,6 +2,7 @@ package journal
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -14,7 +15,8 @@ import (
 // Segment file header; part of the on-disk format (see doc.go).
 const (
 	segMagic      = "TNDMSEG1"
-	segVersion    = 1
+	segVersion    = 2 // 2: journal id at 40; 1: no id (upgraded at Open)
+	segVersionV1  = 1
 	segHeaderSize = 64
 
 	hdrOffMagic   = 0
@@ -23,6 +25,7 @@ const (
 	hdrOffFirst   = 16
 	hdrOffSegSize = 24
 	hdrOffCreated = 32
+	hdrOffID      = 40 // 16 bytes, version 2; [56,60) reserved zero
 	hdrOffCRC     = 60
 
 	segSuffix     = ".seg"
@@ -50,8 +53,12 @@ type segHeader struct {
 	first   uint64
 	size    int64
 	created int64
+	// id is the journal's id; zero only in a version 1 header (decoded,
+	// never encoded).
+	id record.JournalID
 }
 
+// encode returns the version 2 header.
 func (h segHeader) encode() []byte {
 	b := make([]byte, segHeaderSize)
 	copy(b[hdrOffMagic:], segMagic)
@@ -60,6 +67,7 @@ func (h segHeader) encode() []byte {
 	binary.LittleEndian.PutUint64(b[hdrOffFirst:], h.first)
 	binary.LittleEndian.PutUint64(b[hdrOffSegSize:], uint64(h.size))
 	binary.LittleEndian.PutUint64(b[hdrOffCreated:], uint64(h.created))
+	copy(b[hdrOffID:], h.id[:])
 	binary.LittleEndian.PutUint32(b[hdrOffCRC:], record.Checksum(b[:hdrOffCRC]))
 	return b
 }
@@ -74,17 +82,25 @@ func decodeSegHeader(b []byte) (segHeader, error) {
 	if got, want := binary.LittleEndian.Uint32(b[hdrOffCRC:]), record.Checksum(b[:hdrOffCRC]); got != want {
 		return segHeader{}, fmt.Errorf("header checksum %08x, want %08x", got, want)
 	}
-	if v := binary.LittleEndian.Uint32(b[hdrOffVersion:]); v != segVersion {
+	v := binary.LittleEndian.Uint32(b[hdrOffVersion:])
+	if v != segVersion && v != segVersionV1 {
 		return segHeader{}, fmt.Errorf("unsupported format version %d", v)
 	}
 	if hs := binary.LittleEndian.Uint32(b[hdrOffHdrSize:]); hs != segHeaderSize {
 		return segHeader{}, fmt.Errorf("header size %d, want %d", hs, segHeaderSize)
 	}
-	return segHeader{
+	h := segHeader{
 		first:   binary.LittleEndian.Uint64(b[hdrOffFirst:]),
 		size:    int64(binary.LittleEndian.Uint64(b[hdrOffSegSize:])),
 		created: int64(binary.LittleEndian.Uint64(b[hdrOffCreated:])),
-	}, nil
+	}
+	if v == segVersion {
+		copy(h.id[:], b[hdrOffID:])
+		if h.id.IsZero() {
+			return segHeader{}, errors.New("version 2 header with a zero journal id")
+		}
+	}
+	return h, nil
 }
 
 // A segment is one mapped segment file.
@@ -100,6 +116,7 @@ type segment struct {
 	f     File
 	data  []byte // read-only mapping of the whole file
 	size  int64
+	hdr   segHeader // as read or written; hdr.id zero: a version 1 header
 
 	// index[k] is the file offset of record first+k*interval.
 	index []uint32
@@ -248,7 +265,7 @@ func (j *Journal) zeroFile(name string, size int64, paced bool) (File, error) {
 func (j *Journal) installSegment(f File, tmpPath string, first uint64, size int64) (*segment, error) {
 	name := segmentName(first)
 	path := join(j.opts.Dir, name)
-	hdr := segHeader{first: first, size: size, created: j.now().UnixNano()}
+	hdr := segHeader{first: first, size: size, created: j.now().UnixNano(), id: j.id}
 	fail := func(err error) (*segment, error) {
 		f.Close()
 		return nil, fmt.Errorf("journal: creating segment %s: %w", name, err)
@@ -273,7 +290,7 @@ func (j *Journal) installSegment(f File, tmpPath string, first uint64, size int6
 		return fail(fmt.Errorf("mapped %d bytes, want %d", len(data), size))
 	}
 	s := &segment{
-		first: first, name: name, path: path, f: f, data: data, size: size,
+		first: first, name: name, path: path, f: f, data: data, size: size, hdr: hdr,
 		index: make([]uint32, indexCap(size, j.opts.IndexInterval)),
 		last:  first - 1,
 		end:   segHeaderSize,

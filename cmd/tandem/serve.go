@@ -43,6 +43,9 @@ type serveConfig struct {
 	// JournalDirs is accepted with one entry (the same as data), for
 	// configs written before one instance per NUMA node; there is no flag.
 	JournalDirs []string `toml:"journal-dirs"`
+	// Recover: "" (refuse to start on a corrupt journal) or "truncate"
+	// (journal.Options.RecoverTruncate: cut at the first bad record).
+	Recover string `toml:"recover"`
 
 	SegmentSize    int64    `toml:"segment-size"`
 	SyncDelay      duration `toml:"sync-delay"`
@@ -71,6 +74,10 @@ const (
 	memoryFirstTouch = "first-touch"
 	memoryOff        = "off"
 )
+
+// recoverModeTruncate is the value of recover that selects
+// journal.Options.RecoverTruncate.
+const recoverModeTruncate = "truncate"
 
 // peerList collects repeated --peer flags (a TOML array of strings).
 type peerList []string
@@ -166,6 +173,7 @@ func serveFlags(cfg *serveConfig) (*flag.FlagSet, *string) {
 	fs.StringVar(&cfg.JournalSync, "journal-sync", "auto", "group commit path: auto (the engine's choice, see docs/architecture.md), uring (write + fdatasync as one linked io_uring chain) or syscall (pwrite + fdatasync)")
 	fs.IntVar(&cfg.ZeroCopyMin, "zero-copy-min", 0, "with io_uring, deliver records of at least this many `bytes` zero-copy from the journal mapping (0: the default, 16 KiB; -1: never)")
 	fs.Int64Var(&cfg.SegmentSize, "segment-size", 64<<20, "journal segment `bytes`")
+	fs.StringVar(&cfg.Recover, "recover", "", "repair at startup: truncate (cut a corrupt final journal segment at its first bad record, dropping and logging the records from there; acknowledged data is lost, use once); unset: refuse to start on corruption")
 	fs.Var(&cfg.SyncDelay, "sync-delay", "longest wait to batch more data into one fdatasync (0: sync as soon as the last one returned)")
 	fs.IntVar(&cfg.SyncBytes, "sync-bytes", 4<<20, "most `bytes` written and synced per group commit")
 	fs.Var(&cfg.RetentionAge, "retention-age", "delete journal segments older than this (0: keep)")
@@ -263,6 +271,14 @@ func (c *serveConfig) engineConfig() (engine.Config, error) {
 	default:
 		return engine.Config{}, fmt.Errorf("journal-sync: %q is not a path (want auto, %s or %s)", c.JournalSync, journal.SyncUring, journal.SyncSyscall)
 	}
+	var recoverTruncate bool
+	switch c.Recover {
+	case "":
+	case recoverModeTruncate:
+		recoverTruncate = true
+	default:
+		return engine.Config{}, fmt.Errorf("recover: %q is not a repair (want %s, or leave it unset to refuse a corrupt journal)", c.Recover, recoverModeTruncate)
+	}
 	flusherCPU, replCPU := -1, -1
 	if len(flusherCPUs) > 0 {
 		flusherCPU = flusherCPUs[0]
@@ -300,6 +316,8 @@ func (c *serveConfig) engineConfig() (engine.Config, error) {
 			MaxBatchBytes:  c.SyncBytes,
 			RetentionAge:   c.RetentionAge.Duration,
 			RetentionBytes: c.RetentionBytes,
+
+			RecoverTruncate: recoverTruncate,
 		},
 		Logger: logger,
 	}, nil
