@@ -178,8 +178,8 @@ type HAClient struct {
 	nextSeq uint64 // guarded by pubMu (with a PublishStore)
 
 	stableAfter time.Duration
-	upAt        time.Time // when the current connection logged on (manager goroutine)
-	upPersisted uint64    // its PersistedSeq then
+	upAt        time.Time                                          // when the current connection logged on (manager goroutine)
+	upPersisted uint64                                             // its PersistedSeq then
 	failedWrite func(pubSeq uint64, code wire.Code, reason string) // the application's
 	subIDs      atomic.Uint64                                      // generated sub ids
 
