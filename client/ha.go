@@ -324,11 +324,11 @@ func (h *HAClient) connectLoop(ctx context.Context, standbyURI string) error {
 			if h.isClosed() {
 				return ErrClosed
 			}
-			return fmt.Errorf("%w: %w (last error: %w)", ErrNoServer, context.Cause(ctx), lastErr)
+			return fmt.Errorf("%w: %w (last error: %w)", ErrNoServer, context.Cause(ctx), orNone(lastErr))
 		}
 		uri := h.chooser.CurrentURI()
 		if uri == "" {
-			return fmt.Errorf("%w: %s (last error: %w)", ErrNoServer, h.chooser.Error(), lastErr)
+			return fmt.Errorf("%w: %s (last error: %w)", ErrNoServer, h.chooser.Error(), orNone(lastErr))
 		}
 		auth := h.chooser.CurrentAuthenticator()
 		var d time.Duration
@@ -336,7 +336,7 @@ func (h *HAClient) connectLoop(ctx context.Context, standbyURI string) error {
 			clear(standby)
 			var err error
 			if d, err = h.delay.NextDelay(uri); err != nil {
-				return fmt.Errorf("%w: %w; %s (last error: %w)", ErrNoServer, err, h.chooser.Error(), lastErr)
+				return fmt.Errorf("%w: %w; %s (last error: %w)", ErrNoServer, err, h.chooser.Error(), orNone(lastErr))
 			}
 		}
 		h.ev.state(Event{State: StateReconnecting, URI: uri})
@@ -374,6 +374,16 @@ func (h *HAClient) connectLoop(ctx context.Context, standbyURI string) error {
 		h.resubscribe(ctx, c)
 		return nil
 	}
+}
+
+// errNoAttempt stands for the last attempt's error before any attempt.
+var errNoAttempt = errors.New("none")
+
+func orNone(err error) error {
+	if err == nil {
+		return errNoAttempt
+	}
+	return err
 }
 
 func (h *HAClient) dialOne(ctx context.Context, uri string, auth Authenticator) (*Client, error) {
@@ -480,10 +490,14 @@ func (h *HAClient) setState(s State) {
 func (h *HAClient) resubscribe(ctx context.Context, c *Client) {
 	for _, s := range h.subs.All() {
 		if err := s.enter(ctx, c); err != nil && c.Err() == nil {
-			// Refused by the server: the subscription ends with the error
-			// (Done, Err, C closed) rather than stay open and dead.
-			h.subs.Remove(s)
-			s.end(err)
+			var se *ServerError
+			if errors.As(err, &se) {
+				// Refused by the server: the subscription ends with the
+				// error (Done, Err, C closed) rather than stay open and
+				// dead.
+				h.subs.Remove(s)
+				s.end(err)
+			}
 			h.ev.error(fmt.Errorf("client: re-subscribe %q: %w", s.Topic, err))
 		}
 	}
