@@ -82,7 +82,8 @@ type HAConfig struct {
 	Delay DelayStrategy
 	// PublishStore keeps messages until persisted; nil: none (a message
 	// published on a connection that dies before it is persisted may be
-	// lost, and Publish waits while disconnected).
+	// lost, nothing is re-published, and Publish blocks while
+	// disconnected). NewMemoryBackedHA fills in a MemoryPublishStore.
 	PublishStore PublishStore
 	// BookmarkStore keeps the progress of WithSubID subscriptions;
 	// default a MemoryBookmarkStore.
@@ -102,7 +103,9 @@ type HAConfig struct {
 	// does not restart the DelayStrategy's MaxTotal budget each time.
 	StableAfter time.Duration
 	// OnState receives connection state changes, OnError errors (failed
-	// attempts, resubscriptions refused, store failures, the final error).
+	// attempts, connections' ends, resubscriptions refused, messages
+	// refused for good when no WithFailedWriteHandler is given, store
+	// failures, the final error).
 	// Both run on one goroutine of their own, in order; they never block the
 	// client's I/O (events queue up while they run).
 	OnState func(Event)

@@ -478,3 +478,128 @@ func TestDefaultServerChooserMaxFailures(t *testing.T) {
 		t.Fatalf("Error() = %q", e)
 	}
 }
+
+// TestHALocalRefusalMaxTopic: a topic longer than the server's announced
+// MaxTopic is refused before sending, with the same handler.
+func TestHALocalRefusalMaxTopic(t *testing.T) {
+	s := newFakeServer(t)
+	s.set(func(s *fakeServer) { s.maxTopic = 4 })
+	var fw failedWrites
+	cfg := haConfig("max-topic", s.addr())
+	cfg.PublishStore = NewMemoryPublishStore(StoreLimits{})
+	cfg.Options = []Option{WithFailedWriteHandler(fw.handle)}
+	h := haConnect(t, cfg)
+	for _, topic := range []string{"d.t", "too.long", "d.t"} {
+		if _, err := h.Publish(ctxT(t), topic, []byte("p")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.Flush(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the failed-write handler", func() bool { return len(fw.get()) > 0 })
+	if calls := fw.get(); len(calls) != 1 || calls[0] != "2 too-large topic of 8 bytes > max-topic 4" {
+		t.Fatalf("failed writes %q", calls)
+	}
+	if got := s.seqsSent(); !slices.Equal(got, []uint64{1, 3}) {
+		t.Fatalf("sent %v, want [1 3]", got)
+	}
+}
+
+// TestHAReplayRefusesBeyondNewLimits: a message stored while connected to
+// a server without limits is refused, when re-published, by the next
+// server's smaller MaxFrame: reported once and dropped; the rest go out.
+func TestHAReplayRefusesBeyondNewLimits(t *testing.T) {
+	s := newFakeServer(t)
+	ev := newEvents()
+	var fw failedWrites
+	cfg := haConfig("replay-limits", s.addr())
+	cfg.OnState = ev.on
+	cfg.PublishStore = NewMemoryPublishStore(StoreLimits{})
+	cfg.Options = []Option{WithFailedWriteHandler(fw.handle)}
+	h := haConnect(t, cfg)
+	ev.wait(t, StateConnected, 5*time.Second)
+	s.set(func(s *fakeServer) { s.refuse[1], s.refuse[2], s.refuse[3] = wire.CodeStorageFailed, wire.CodeStorageFailed, wire.CodeStorageFailed })
+	s.setHold(true)
+	for _, p := range []string{"a", strings.Repeat("x", 8000), "c"} {
+		if _, err := h.Publish(ctxT(t), "d.t", []byte(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "3 sent", func() bool { return len(s.seqsSent()) == 3 })
+	if n := h.UnpersistedCount(); n != 3 {
+		t.Fatalf("%d kept after transient refusals, want 3", n)
+	}
+	s.set(func(s *fakeServer) { s.maxFrame = 4096; clear(s.refuse); s.lastPub["replay-limits"] = 0 })
+	s.dropConns()
+	ev.wait(t, StateConnected, 5*time.Second)
+	s.setHold(false)
+	if err := h.Flush(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the failed-write handler", func() bool { return len(fw.get()) > 0 })
+	if calls := fw.get(); len(calls) != 1 || !strings.HasPrefix(calls[0], "2 too-large ") {
+		t.Fatalf("failed writes %q", calls)
+	}
+	if got := s.seqsSent()[3:]; !slices.Equal(got, []uint64{1, 3}) {
+		t.Fatalf("re-published %v, want [1 3]", got)
+	}
+	if r := h.Reconnects(); r != 1 {
+		t.Fatalf("%d reconnects, want 1", r)
+	}
+}
+
+// TestHAStandbyErrorFrame: an active demoted to standby says so in an
+// Error frame: the client goes to the next server at once, and the
+// answer is not counted as a failure.
+func TestHAStandbyErrorFrame(t *testing.T) {
+	a, b := newFakeServer(t), newFakeServer(t)
+	b.set(func(s *fakeServer) { s.name = "fake-2" })
+	ch := NewDefaultServerChooser(a.addr(), b.addr())
+	ch.MaxFailures = 1
+	ev := newEvents()
+	cfg := haConfig("standby-3", a.addr(), b.addr())
+	cfg.Chooser, cfg.OnState = ch, ev.on
+	haConnect(t, cfg)
+	ev.wait(t, StateConnected, 5*time.Second)
+	a.kill(wire.CodeStandby, "demoted")
+	if e := ev.wait(t, StateFailedOver, 2*time.Second); e.URI != b.addr() {
+		t.Fatalf("failed over to %s", e.URI)
+	}
+	b.kill(wire.CodeStandby, "demoted too") // back to a (a is up): still not a failure
+	if e := ev.wait(t, StateFailedOver, 2*time.Second); e.URI != a.addr() {
+		t.Fatalf("failed over to %s", e.URI)
+	}
+}
+
+// TestClientFailedWriteAndAckInfo: the single-connection Client calls both
+// handlers too.
+func TestClientFailedWriteAndAckInfo(t *testing.T) {
+	s := newFakeServer(t)
+	s.set(func(s *fakeServer) { s.refuse[2] = wire.CodeSequenceReused; s.syncPeers = 1 })
+	var fw failedWrites
+	var mu sync.Mutex
+	var infos []string
+	c := connect(t, s.addr(), WithName("plain-fw"), WithFailedWriteHandler(fw.handle),
+		WithAckInfoHandler(func(seq uint64, peers int, err error) {
+			mu.Lock()
+			infos = append(infos, fmt.Sprintf("%d %d %v", seq, peers, errors.Is(err, ErrSequenceReused)))
+			mu.Unlock()
+		}))
+	for range 3 {
+		if _, err := c.Publish(ctxT(t), "d.t", []byte("p")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Flush(ctxT(t)); !errors.Is(err, ErrNotPersisted) {
+		t.Fatalf("flush after a refusal: %v", err)
+	}
+	if calls := fw.get(); len(calls) != 1 || calls[0] != "2 sequence-reused refused by test" {
+		t.Fatalf("failed writes %q", calls)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Contains(infos, "2 0 true") || !slices.Contains(infos, "3 1 false") {
+		t.Fatalf("ack infos %q", infos)
+	}
+}
