@@ -519,7 +519,9 @@ func TestHAReplayRefusesBeyondNewLimits(t *testing.T) {
 	cfg.Options = []Option{WithFailedWriteHandler(fw.handle)}
 	h := haConnect(t, cfg)
 	ev.wait(t, StateConnected, 5*time.Second)
-	s.set(func(s *fakeServer) { s.refuse[1], s.refuse[2], s.refuse[3] = wire.CodeStorageFailed, wire.CodeStorageFailed, wire.CodeStorageFailed })
+	s.set(func(s *fakeServer) {
+		s.refuse[1], s.refuse[2], s.refuse[3] = wire.CodeStorageFailed, wire.CodeStorageFailed, wire.CodeStorageFailed
+	})
 	s.setHold(true)
 	for _, p := range []string{"a", strings.Repeat("x", 8000), "c"} {
 		if _, err := h.Publish(ctxT(t), "d.t", []byte(p)); err != nil {
