@@ -808,7 +808,8 @@ func (h *HAClient) Flush(ctx context.Context) error {
 
 // HASubscription is a subscription of an HAClient: it survives reconnects.
 type HASubscription struct {
-	// Name is the WithSubID id ("" for a plain subscription).
+	// Name is the WithSubID id, or the one generated without it
+	// ("auto-<client name>-<random>-<n>"; see docs/client.md).
 	Name  string
 	Topic string
 	// C delivers messages unless WithHandler was given. It is closed when
@@ -846,7 +847,10 @@ type HASubscription struct {
 // reconnect. With WithSubID the subscription is resumable: its progress
 // (what the application passed to Discard) is kept in the BookmarkStore;
 // From(MostRecent) (or no From) resumes from there; From(Now) and
-// From(Epoch) start afresh. Without WithSubID it is re-entered from Now.
+// From(Epoch) start afresh. Without WithSubID an id is generated (Name),
+// so the subscription resumes the same way for the life of this HAClient;
+// From defaults to Now then, and MostRecent needs WithSubID. A
+// re-subscription the server refuses after a reconnect ends it (Err).
 // Options as for Client.Subscribe (From, Prefix, Regex, WithHandler,
 // WithBuffer). If the client is connected Subscribe waits for the server
 // to accept it; if not, the subscription is entered once connected.
