@@ -256,6 +256,28 @@ func TestPubRefusedLines(t *testing.T) {
 	}
 }
 
+// TestRefusalLines: refusals reported by publisher sequence map back to
+// input lines across skipped lines and sequence jumps, in line order.
+func TestRefusalLines(t *testing.T) {
+	var r refusals
+	r.published(1, 1)
+	r.skip(2, wire.CodeTooLarge, "big")
+	r.published(2, 3)
+	r.published(3, 4)
+	r.published(10, 5) // the sequence jumped (a reconnect)
+	r.published(11, 6)
+	r.failed(11, wire.CodeNotPermitted, "no")
+	r.failed(3, wire.CodeBadTopic, "bad")
+	var b strings.Builder
+	if n := r.print(&b); n != 3 {
+		t.Fatalf("%d refusals", n)
+	}
+	want := "line 2: too-large: big\nline 4: bad topic: bad\nline 6: not-permitted: no\n"
+	if b.String() != want {
+		t.Fatalf("got:\n%swant:\n%s", b.String(), want)
+	}
+}
+
 // TestPubErrorsCounted: a retry loop's errors are printed once, with a
 // count at exit.
 func TestPubErrorsCounted(t *testing.T) {

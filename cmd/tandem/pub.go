@@ -198,7 +198,7 @@ func publishLines(ctx context.Context, c *client.HAClient, topic []byte, r io.Re
 			seq, perr := c.PublishBytes(ctx, topic, line)
 			switch {
 			case perr == nil:
-				ref.published(seq)
+				ref.published(seq, lineNo)
 				n++
 			case errors.Is(perr, client.ErrTooLarge):
 				ref.skip(lineNo, wire.CodeTooLarge, strings.TrimPrefix(perr.Error(), client.ErrTooLarge.Error()+": "))
@@ -217,15 +217,23 @@ func publishLines(ctx context.Context, c *client.HAClient, topic []byte, r io.Re
 	}
 }
 
-// refusals maps the messages refused for good back to input lines. Every
-// line Publish accepts gets the next publisher sequence, so a sequence's
-// line is found from the first sequence and the lines skipped before
-// publishing (kept in order).
+// refusals maps the messages refused for good back to input lines. Lines
+// Publish accepts usually get consecutive publisher sequences, so the map
+// is a short list of runs (first sequence, its line), a new run starting
+// only where a line was skipped or the sequence jumped: no allocation per
+// line.
 type refusals struct {
 	mu       sync.Mutex
-	firstSeq uint64
-	skipped  []refusal // lines never published, in line order
+	runs     []seqRun
+	nextSeq  uint64
+	nextLine int
+	skipped  []refusal // lines never published
 	server   []refusal // by sequence, from the failed-write handler
+}
+
+type seqRun struct {
+	seq  uint64
+	line int
 }
 
 type refusal struct {
@@ -235,11 +243,13 @@ type refusal struct {
 	reason string
 }
 
-func (r *refusals) published(seq uint64) {
+// published records that line went out with sequence seq.
+func (r *refusals) published(seq uint64, line int) {
 	r.mu.Lock()
-	if r.firstSeq == 0 {
-		r.firstSeq = seq
+	if len(r.runs) == 0 || seq != r.nextSeq || line != r.nextLine {
+		r.runs = append(r.runs, seqRun{seq: seq, line: line})
 	}
+	r.nextSeq, r.nextLine = seq+1, line+1
 	r.mu.Unlock()
 }
 
@@ -268,6 +278,17 @@ func (r *refusals) remote() int {
 	return len(r.server)
 }
 
+// lineOf returns the input line of sequence seq (0: unknown); the latest
+// run that covers it wins.
+func (r *refusals) lineOf(seq uint64) int {
+	for i := len(r.runs) - 1; i >= 0; i-- {
+		if run := r.runs[i]; run.seq <= seq {
+			return run.line + int(seq-run.seq)
+		}
+	}
+	return 0
+}
+
 // print writes one line per refused input line, in line order, and returns
 // how many.
 func (r *refusals) print(w io.Writer) int {
@@ -275,17 +296,15 @@ func (r *refusals) print(w io.Writer) int {
 	defer r.mu.Unlock()
 	all := append([]refusal(nil), r.skipped...)
 	for _, f := range r.server {
-		// The index among published lines, then past the skipped ones.
-		f.line = int(f.seq-r.firstSeq) + 1
-		for _, s := range r.skipped {
-			if s.line <= f.line {
-				f.line++
-			}
-		}
+		f.line = r.lineOf(f.seq)
 		all = append(all, f)
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i].line < all[j].line })
+	sort.SliceStable(all, func(i, j int) bool { return all[i].line < all[j].line })
 	for _, f := range all {
+		if f.line == 0 {
+			fmt.Fprintf(w, "pubseq %d: %s: %s\n", f.seq, f.code, f.reason)
+			continue
+		}
 		fmt.Fprintf(w, "line %d: %s: %s\n", f.line, f.code, f.reason)
 	}
 	return len(all)
