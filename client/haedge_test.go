@@ -1,6 +1,7 @@
 package client
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -603,5 +604,40 @@ func TestClientFailedWriteAndAckInfo(t *testing.T) {
 	defer mu.Unlock()
 	if !slices.Contains(infos, "2 0 true") || !slices.Contains(infos, "3 1 false") {
 		t.Fatalf("ack infos %q", infos)
+	}
+}
+
+// TestHANoStorePublishBlocksWhileDisconnected: NewHA without a
+// PublishStore keeps the plain client's contract: while disconnected
+// Publish blocks (here until its context ends) rather than queueing, and
+// works again once a connection is up.
+func TestHANoStorePublishBlocksWhileDisconnected(t *testing.T) {
+	s := newFakeServer(t)
+	ev := newEvents()
+	cfg := haConfig("no-store", s.addr())
+	cfg.OnState = ev.on
+	h := haConnect(t, cfg)
+	ev.wait(t, StateConnected, 5*time.Second)
+	s.set(func(s *fakeServer) { s.logonError = wire.CodeNameInUse })
+	s.dropConns()
+	ev.wait(t, StateDisconnected, 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := h.Publish(ctx, "d.t", []byte("x")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("publish while disconnected without a store: %v, want it blocked until the deadline", err)
+	}
+	if n := s.stored(); n != 0 {
+		t.Fatalf("server stores %d", n)
+	}
+	s.set(func(s *fakeServer) { s.logonError = 0 })
+	ev.wait(t, StateConnected, 5*time.Second)
+	if _, err := h.Publish(ctxT(t), "d.t", []byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Flush(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.stored(); n != 1 {
+		t.Fatalf("server stores %d, want 1", n)
 	}
 }

@@ -179,7 +179,7 @@ func runSub(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *subID == "" {
-		fmt.Fprintf(stderr, "tandem sub: subscription id %s (generated; resumes across failovers while this process runs)\n", sub.Name)
+		fmt.Fprintf(stderr, "tandem sub: subscription id %s (generated: resumes across failovers while this process runs; to resume in a later run, use --sub-id ID --bookmark-store FILE)\n", sub.Name)
 	}
 
 	// Flush the output when a tick passes without a message; stop on
