@@ -37,10 +37,16 @@ func (f *failedWrites) get() []string {
 	return append([]string(nil), f.calls...)
 }
 
-// countingDelay wraps a DelayStrategy and counts NextDelay calls.
+// countingDelay wraps a DelayStrategy and counts NextDelay and Reset calls.
 type countingDelay struct {
 	DelayStrategy
-	n atomic.Int32
+	n      atomic.Int32
+	resets atomic.Int32
+}
+
+func (c *countingDelay) Reset() {
+	c.resets.Add(1)
+	c.DelayStrategy.Reset()
 }
 
 func (c *countingDelay) NextDelay(uri string) (time.Duration, error) {
@@ -216,29 +222,53 @@ func TestHAConnectThenDropBoundedByMaxTotal(t *testing.T) {
 	t.Logf("gave up after %v and %d logons: %v", time.Since(start).Round(time.Millisecond), s.logons.Load(), h.Err())
 }
 
-// TestHAStableConnectionResetsBudget: a connection that persisted a
-// message resets the budget, so a later loss gets the full MaxTotal again.
+// TestHAStableConnectionResetsBudget: the DelayStrategy is Reset when a
+// connection ends only if a message was persisted through it or it stayed
+// up for StableAfter; a short connection that persisted nothing is not.
 func TestHAStableConnectionResetsBudget(t *testing.T) {
 	s := newFakeServer(t)
 	ev := newEvents()
+	delay := &countingDelay{DelayStrategy: &FixedDelayStrategy{Delay: 5 * time.Millisecond}}
 	cfg := haConfig("stable", s.addr())
 	cfg.OnState = ev.on
+	cfg.Delay = delay
+	cfg.StableAfter = time.Hour
 	cfg.PublishStore = NewMemoryPublishStore(StoreLimits{})
-	cfg.Delay = &FixedDelayStrategy{Delay: 20 * time.Millisecond, MaxTotal: 400 * time.Millisecond}
 	h := haConnect(t, cfg)
 	ev.wait(t, StateConnected, 5*time.Second)
-	for i := range 3 {
-		// Each connection outlives the budget and persists a message.
-		time.Sleep(500 * time.Millisecond) // let MaxTotal's clock run past its budget
-		publishHA(t, h, i+1, i+1)
-		if err := h.Flush(ctxT(t)); err != nil {
-			t.Fatal(err)
-		}
-		s.dropConns()
-		ev.wait(t, StateConnected, 5*time.Second)
+	publishHA(t, h, 1, 1)
+	if err := h.Flush(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	s.dropConns() // persisted a message: reset
+	ev.wait(t, StateConnected, 5*time.Second)
+	if n := delay.resets.Load(); n != 1 {
+		t.Fatalf("%d resets after a connection that persisted a message, want 1", n)
+	}
+	s.dropConns() // short, nothing persisted: no reset
+	ev.wait(t, StateConnected, 5*time.Second)
+	if n := delay.resets.Load(); n != 1 {
+		t.Fatalf("%d resets after a short idle connection, want still 1", n)
 	}
 	if err := h.Err(); err != nil {
 		t.Fatalf("stopped: %v", err)
+	}
+
+	// Up for StableAfter: reset.
+	s2 := newFakeServer(t)
+	ev2 := newEvents()
+	delay2 := &countingDelay{DelayStrategy: &FixedDelayStrategy{Delay: 5 * time.Millisecond}}
+	cfg = haConfig("stable-2", s2.addr())
+	cfg.OnState = ev2.on
+	cfg.Delay = delay2
+	cfg.StableAfter = 20 * time.Millisecond
+	haConnect(t, cfg)
+	up := ev2.wait(t, StateConnected, 5*time.Second)
+	eventually(t, "StableAfter to pass", func() bool { return time.Since(up.Time) > 2*cfg.StableAfter })
+	s2.dropConns()
+	ev2.wait(t, StateConnected, 5*time.Second)
+	if n := delay2.resets.Load(); n != 1 {
+		t.Fatalf("%d resets after a connection up for StableAfter, want 1", n)
 	}
 }
 
