@@ -671,3 +671,55 @@ func TestHANoStorePublishBlocksWhileDisconnected(t *testing.T) {
 		t.Fatalf("server stores %d, want 1", n)
 	}
 }
+
+// TestMemoryPublishStoreRemove: Remove takes one message out of the
+// middle, the head or the tail (a no-op for one not kept), the rest replay
+// intact, and a publisher waiting for space is woken.
+func TestMemoryPublishStoreRemove(t *testing.T) {
+	st := NewMemoryPublishStore(StoreLimits{MaxMessages: 5})
+	for seq := uint64(1); seq <= 5; seq++ {
+		if err := st.Store(seq, []byte("t"), []byte(strings.Repeat("p", int(seq)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, seq := range []uint64{3, 1, 5, 9, 3} {
+		if err := st.Remove(seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	replay := func() []string {
+		var got []string
+		st.Replay(func(seq uint64, topic, payload []byte) error {
+			got = append(got, fmt.Sprintf("%d:%s:%s", seq, topic, payload))
+			return nil
+		})
+		return got
+	}
+	if got := replay(); !slices.Equal(got, []string{"2:t:pp", "4:t:pppp"}) || st.UnpersistedCount() != 2 {
+		t.Fatalf("after removes: %v (count %d)", got, st.UnpersistedCount())
+	}
+	for seq := uint64(6); seq <= 8; seq++ {
+		if err := st.Store(seq, []byte("t"), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Store(9, []byte("t"), []byte("x")); !errors.Is(err, ErrStoreFull) {
+		t.Fatalf("store into a full store: %v", err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- st.WaitSpace(ctxT(t)) }()
+	eventually(t, "the waiter", func() bool { return st.changed.waiters.Load() > 0 })
+	st.Remove(7)
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("WaitSpace not woken by Remove")
+	}
+	st.Discard(6)
+	if got := replay(); !slices.Equal(got, []string{"8:t:x"}) {
+		t.Fatalf("after discard: %v", got)
+	}
+}
