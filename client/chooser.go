@@ -142,6 +142,21 @@ func (d *DefaultServerChooser) ReportFailure(uri string, err error) {
 	}
 }
 
+// ReportStandby implements StandbyReporter: the next attempt goes to the
+// next server, and the standby's answer counts neither as a failure (for
+// MaxFailures) nor as a logon refusal.
+func (d *DefaultServerChooser) ReportStandby(uri string, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err != nil {
+		d.last[uri] = err.Error()
+	}
+	delete(d.refused, uri)
+	if len(d.uris) > 0 && d.uris[d.cur%len(d.uris)] == uri {
+		d.cur = (d.cur + 1) % len(d.uris)
+	}
+}
+
 // Error implements ServerChooser: why CurrentURI returned "".
 func (d *DefaultServerChooser) Error() string {
 	d.mu.Lock()
@@ -163,6 +178,18 @@ func (d *DefaultServerChooser) Error() string {
 		return fmt.Sprintf("%d consecutive connection failures: %s", d.failures, detail)
 	}
 	return detail
+}
+
+// StandbyReporter is implemented by a ServerChooser that tells a server
+// answering "standby" (a passive instance: wire.CodeStandby, ErrStandby),
+// at logon or by an Error frame, from a failed one. The HA client calls
+// ReportStandby instead of ReportFailure for it, then tries the chooser's
+// next server at once without asking the DelayStrategy; only when the
+// round comes back to a server that already answered standby does it ask
+// the DelayStrategy again, so a set of standbys alone is retried at its
+// pace and ends with its MaxTotal. A chooser without it gets ReportFailure.
+type StandbyReporter interface {
+	ReportStandby(uri string, err error)
 }
 
 // DelayStrategy says how long to wait before each connection attempt.

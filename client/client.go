@@ -79,8 +79,11 @@ func connectWith(ctx context.Context, addr string, cfg config) (*Client, error) 
 		return nil, err
 	}
 	c.nextSeq = cn.lastPubSeq + 1
+	// The window counts from what the server holds; persisted from what
+	// its ack point covers, so that the acks for messages stored but not
+	// yet acknowledged (re-published by the HA client) still advance it.
 	c.acked.Store(cn.lastPubSeq)
-	c.persisted.Store(cn.lastPubSeq)
+	c.persisted.Store(cn.ackedPubSeq)
 	c.conn = cn
 	cn.start()
 	return c, nil
@@ -104,7 +107,8 @@ func (c *Client) LastPublished() uint64 {
 }
 
 // PersistedSeq returns the highest publisher sequence up to which every
-// message is persisted (cumulative; with AckPersisted).
+// message is persisted (cumulative; with AckPersisted). At logon it is the
+// server's AckedPubSeq (LastPubSeq from a version 1 server).
 func (c *Client) PersistedSeq() uint64 { return c.persisted.Load() }
 
 // AckedSeq returns the cumulative acknowledgement at the level the client
@@ -151,8 +155,8 @@ func (c *Client) publish(ctx context.Context, at uint64, topic, payload []byte) 
 		return 0, ErrBadTopic
 	}
 	size := wire.PublishOverhead + len(topic) + len(payload)
-	if size > c.cfg.maxFrame {
-		return 0, ErrTooLarge
+	if why := c.misfit(len(topic), size); why != "" {
+		return 0, fmt.Errorf("%w: %s", ErrTooLarge, why)
 	}
 	cn := c.conn
 	for {
@@ -181,11 +185,30 @@ func (c *Client) publish(ctx context.Context, at uint64, topic, payload []byte) 
 	}
 }
 
+// misfit says why a publish with a topic of topicLen bytes in a frame of
+// size bytes exceeds the client's limits or those the server announced at
+// logon ("N bytes > max-frame M", "topic of N bytes > max-topic M"), or
+// returns "" when it fits (without allocating). The server refuses such a
+// message with CodeTooLarge.
+func (c *Client) misfit(topicLen, size int) string {
+	if m := c.conn.srvMaxTopic; m > 0 && topicLen > m {
+		return fmt.Sprintf("topic of %d bytes > max-topic %d", topicLen, m)
+	}
+	maxFrame := c.cfg.maxFrame
+	if m := c.conn.srvMaxFrame; m > 0 {
+		maxFrame = min(maxFrame, m)
+	}
+	if size > maxFrame {
+		return fmt.Sprintf("%d bytes > max-frame %d", size, maxFrame)
+	}
+	return ""
+}
+
 // fullLocked reports whether a publish of size bytes must wait: the window
 // of unacknowledged messages is full, or the write buffer is (a frame larger
 // than the buffer is taken when the buffer is empty).
 func (c *Client) fullLocked(cn *conn, size int) bool {
-	if c.cfg.ack != wire.AckNone && c.nextSeq-c.acked.Load() > uint64(c.cfg.window) {
+	if acked := c.acked.Load(); c.cfg.ack != wire.AckNone && c.nextSeq > acked && c.nextSeq-acked > uint64(c.cfg.window) {
 		return true
 	}
 	return len(cn.wbuf) > 0 && len(cn.wbuf)+size > c.cfg.writeBuffer
@@ -328,9 +351,19 @@ func (c *Client) handleAck(cn *conn, a wire.Ack) error {
 	switch a.Kind {
 	case wire.AckKindReceived, wire.AckKindPersisted:
 		if a.Code != wire.CodeOK {
-			c.refuse(a.Seq, fmt.Errorf("%w: pubSeq %d: %w", ErrNotPersisted, a.Seq, serverError(a.Code, a.Text)))
+			err := fmt.Errorf("%w: pubSeq %d: %w", ErrNotPersisted, a.Seq, serverError(a.Code, a.Text))
+			if f := c.cfg.ackInfo; f != nil && a.Kind == wire.AckKindPersisted {
+				f(a.Seq, 0, err)
+			}
+			if f := c.cfg.failedWrite; f != nil && a.Code.Permanent() {
+				f(a.Seq, a.Code, string(a.Text))
+			}
+			c.refuse(a.Seq, err)
 			cn.progress.notify()
 			return nil
+		}
+		if f := c.cfg.ackInfo; f != nil && a.Kind == wire.AckKindPersisted {
+			f(a.Seq, int(a.SyncPeers), nil)
 		}
 		if a.Kind == wire.AckKindPersisted && a.Seq > c.persisted.Load() {
 			c.persisted.Store(a.Seq)

@@ -44,10 +44,13 @@ type conn struct {
 	onWriteErr  func(error)
 
 	// From the logon reply.
-	version    uint16
-	heartbeat  time.Duration // granted interval; 0: none
-	lastPubSeq uint64
-	instance   string
+	version     uint16
+	heartbeat   time.Duration // granted interval; 0: none
+	lastPubSeq  uint64
+	ackedPubSeq uint64 // top of the run the ack point covers (<= lastPubSeq)
+	srvMaxFrame int    // the server's limits; 0: not announced (version 1)
+	srvMaxTopic int
+	instance    string
 
 	wmu    sync.Mutex
 	wbuf   []byte // encoded frames waiting for the writer; guarded by wmu
@@ -175,6 +178,8 @@ func (cn *conn) logon(ctx context.Context, cfg *config) error {
 			cn.version = r.Version
 			cn.heartbeat = time.Duration(r.HeartbeatMillis) * time.Millisecond
 			cn.lastPubSeq = r.LastPubSeq
+			cn.ackedPubSeq = min(r.AckedPubSeq, r.LastPubSeq)
+			cn.srvMaxFrame, cn.srvMaxTopic = int(r.MaxFrame), int(r.MaxTopic)
 			cn.instance = string(r.Instance)
 			if !stop() {
 				return cn.logonErr(ctx, context.Cause(ctx))

@@ -63,5 +63,15 @@
 // logon, so a client that restarts under the same name appends rather than
 // being de-duplicated away.
 //
+// # Refusals and limits
+//
+// A version 2 server announces its MaxFrame and MaxTopic at logon; Publish
+// refuses, without sending it, a message beyond them or beyond WithMaxFrame
+// (an error matching ErrTooLarge that says which limit). A publish the
+// server refuses comes back in an Ack with a code: wire.Code.Permanent ones
+// (too-large, bad topic, sequence-reused, not-permitted) also go to the
+// WithFailedWriteHandler function, and the connection stays up. Every
+// persisted ack, with its sync-peer count, goes to WithAckInfoHandler.
+//
 // Lock order: conn.wmu before Client.smu; signal.mu is a leaf.
 package client

@@ -40,6 +40,16 @@ var (
 	ErrTooLarge = errors.New("client: message too large")
 	// ErrProtocol: the server sent something this client cannot decode.
 	ErrProtocol = errors.New("client: protocol error")
+	// ErrNotPermitted: the server refuses this user the operation (a
+	// publish to, or subscription on, a topic; a stat).
+	ErrNotPermitted = errors.New("client: not permitted")
+	// ErrSequenceReused: the server holds this (name, pubSeq) with a
+	// different topic or payload: two publishers share a name, or a store
+	// was lost while the server kept the name's history.
+	ErrSequenceReused = errors.New("client: publisher sequence reused")
+	// ErrStandby: the server is a passive instance and sends clients
+	// elsewhere (the HA client tries the next server at once).
+	ErrStandby = errors.New("client: server is a standby")
 )
 
 // ServerError is an error code and text sent by the server, either in an
@@ -73,7 +83,13 @@ func (e *ServerError) Is(target error) bool {
 	case ErrHeartbeatTimeout:
 		return e.Code == wire.CodeHeartbeat
 	case ErrNotPersisted:
-		return e.Code == wire.CodeStorage || e.Code == wire.CodeShutdown
+		return e.Code == wire.CodeStorageFailed || e.Code == wire.CodeShutdown
+	case ErrNotPermitted:
+		return e.Code == wire.CodeNotPermitted
+	case ErrSequenceReused:
+		return e.Code == wire.CodeSequenceReused
+	case ErrStandby:
+		return e.Code == wire.CodeStandby
 	case ErrBadTopic:
 		return e.Code == wire.CodeBadTopic
 	case ErrTooLarge:

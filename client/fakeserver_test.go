@@ -33,6 +33,26 @@ type fakeServer struct {
 	late       int // deliveries to send between Unsubscribe and its ack
 	logonError wire.Code
 
+	// Version 2 logon reply and limits (0: not announced; DefaultMaxFrame
+	// enforced). A Publish frame longer than maxFrame ends the connection
+	// with a CodeTooLarge Error, as a server whose journal cannot take it.
+	maxFrame int
+	maxTopic int
+	// acked, per client name, is the AckedPubSeq the logon reply announces
+	// (default: LastPubSeq): messages stored but not yet covered by the ack
+	// point. A re-published duplicate at or below LastPubSeq is acked.
+	acked map[string]uint64
+	// syncPeers is sent in every persisted ack.
+	syncPeers uint8
+	// dropAfterLogon closes each connection right after its logon reply.
+	dropAfterLogon bool
+	// refuseSub, when non-zero, refuses every Subscribe with this code.
+	refuseSub wire.Code
+	// pubSeqs records every Publish's pubSeq, in arrival order.
+	pubSeqs []uint64
+	// logons counts logon replies sent.
+	logons atomic.Int64
+
 	silent     atomic.Bool // write nothing at all (a partitioned server)
 	heartbeats atomic.Int64
 	publishes  atomic.Int64
@@ -67,7 +87,7 @@ func newFakeServer(t testing.TB) *fakeServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &fakeServer{t: t, ln: ln, name: "fake-1", lastPub: map[string]uint64{}, conns: map[*fakeConn]bool{}, refuse: map[uint64]wire.Code{}}
+	s := &fakeServer{t: t, ln: ln, name: "fake-1", lastPub: map[string]uint64{}, acked: map[string]uint64{}, conns: map[*fakeConn]bool{}, refuse: map[uint64]wire.Code{}}
 	s.wg.Add(1)
 	go s.accept()
 	t.Cleanup(s.close)
@@ -155,9 +175,13 @@ func (fc *fakeConn) serve() {
 	defer close(stopHB)
 	for {
 		for {
-			f, n, err := wire.Split(buf[start:end], wire.DefaultMaxFrame)
+			f, n, err := wire.Split(buf[start:end], s.frameLimit())
 			if err != nil {
-				fc.fail(wire.CodeMalformed, err.Error())
+				if errors.Is(err, wire.ErrTooLarge) {
+					fc.fail(wire.CodeTooLarge, err.Error())
+				} else {
+					fc.fail(wire.CodeMalformed, err.Error())
+				}
 				return
 			}
 			if n == 0 {
@@ -170,6 +194,12 @@ func (fc *fakeConn) serve() {
 					return
 				}
 				if !fc.logon(f.Body) {
+					return
+				}
+				s.mu.Lock()
+				drop := s.dropAfterLogon
+				s.mu.Unlock()
+				if drop {
 					return
 				}
 				logged = true
@@ -239,8 +269,8 @@ func (fc *fakeConn) logon(body []byte) bool {
 		fc.fail(s.logonError, "refused by test")
 		return false
 	}
-	if l.MaxVersion < wire.Version1 || l.MinVersion > wire.Version1 {
-		fc.fail(wire.CodeVersion, "speaks version 1 only")
+	if l.MaxVersion < wire.Version1 || l.MinVersion > wire.Version2 {
+		fc.fail(wire.CodeVersion, "speaks versions 1 and 2 only")
 		return false
 	}
 	fc.name = string(l.Name)
@@ -253,8 +283,15 @@ func (fc *fakeConn) logon(body []byte) bool {
 	s.conns[fc] = true
 	fc.hb = time.Duration(l.HeartbeatMillis) * time.Millisecond
 	last := s.lastPub[fc.name]
-	fc.received, fc.persisted, fc.highest = last, last, last
-	fc.send(wire.AppendLogonReply(nil, &wire.LogonReply{Version: wire.Version1, HeartbeatMillis: l.HeartbeatMillis, LastPubSeq: last, Instance: []byte(s.name)}))
+	acked := last
+	if a, ok := s.acked[fc.name]; ok && a < last {
+		acked = a
+	}
+	fc.received, fc.persisted, fc.highest = acked, acked, acked
+	r := &wire.LogonReply{Version: min(l.MaxVersion, wire.Version2), HeartbeatMillis: l.HeartbeatMillis, LastPubSeq: last, AckedPubSeq: acked,
+		MaxFrame: uint32(s.maxFrame), MaxTopic: uint16(s.maxTopic), Instance: []byte(s.name)}
+	fc.send(wire.AppendLogonReply(nil, r))
+	s.logons.Add(1)
 	return true
 }
 
@@ -270,7 +307,7 @@ func (fc *fakeConn) ackLocked() {
 	if fc.highest > fc.persisted || fc.unsentPers {
 		fc.persisted = fc.highest
 		fc.unsentPers = false
-		fc.send(wire.AppendAck(nil, wire.AckKindPersisted, 0, fc.persisted, ""))
+		fc.send(wire.AppendAckPeers(nil, wire.AckKindPersisted, fc.s.syncPeers, 0, fc.persisted, ""))
 	}
 	for _, tok := range fc.heldFlush {
 		fc.send(wire.AppendAck(nil, wire.AckKindFlushed, 0, tok, ""))
@@ -290,6 +327,7 @@ func (fc *fakeConn) handle(f wire.Frame) bool {
 			return false
 		}
 		s.publishes.Add(1)
+		s.pubSeqs = append(s.pubSeqs, p.PubSeq)
 		if p.Ack == wire.AckReceived {
 			fc.wantRecv = true
 		}
@@ -374,6 +412,10 @@ func (fc *fakeConn) subscribeLocked(m *wire.Subscribe) {
 		refuse(wire.CodeSubIDInUse, "in use")
 		return
 	}
+	if s.refuseSub != 0 {
+		refuse(s.refuseSub, "refused by test")
+		return
+	}
 	topic := string(m.Topic)
 	sub := &fakeSub{id: m.SubID}
 	switch m.Match {
@@ -415,4 +457,47 @@ func (fc *fakeConn) subscribeLocked(m *wire.Subscribe) {
 		}
 	}
 	fc.subs[m.SubID] = sub
+}
+
+// frameLimit is the largest frame the server reads.
+func (s *fakeServer) frameLimit() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.maxFrame > 0 {
+		return s.maxFrame
+	}
+	return wire.DefaultMaxFrame
+}
+
+// inject stores a message from publisher name while nobody is connected
+// (as if another client had published it), delivering it to no one.
+func (s *fakeServer) inject(name, topic string, pubSeq uint64, payload []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := record.Header{Seq: uint64(len(s.records) + 1), Time: time.Now().UnixNano(), Origin: record.ID(s.name), Publisher: record.ID(name), PubSeq: pubSeq}
+	s.records = append(s.records, record.Append(nil, &h, []byte(topic), payload))
+	s.lastPub[name] = pubSeq
+}
+
+// dropConns closes every connection without an Error frame.
+func (s *fakeServer) dropConns() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for fc := range s.conns {
+		fc.nc.Close()
+	}
+}
+
+// seqsSent returns a copy of every pubSeq received so far.
+func (s *fakeServer) seqsSent() []uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]uint64(nil), s.pubSeqs...)
+}
+
+// set changes knobs under the server's lock.
+func (s *fakeServer) set(f func(s *fakeServer)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f(s)
 }

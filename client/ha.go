@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,7 +82,8 @@ type HAConfig struct {
 	Delay DelayStrategy
 	// PublishStore keeps messages until persisted; nil: none (a message
 	// published on a connection that dies before it is persisted may be
-	// lost, and Publish waits while disconnected).
+	// lost, nothing is re-published, and Publish blocks while
+	// disconnected). NewMemoryBackedHA fills in a MemoryPublishStore.
 	PublishStore PublishStore
 	// BookmarkStore keeps the progress of WithSubID subscriptions;
 	// default a MemoryBookmarkStore.
@@ -95,8 +97,15 @@ type HAConfig struct {
 	IdleTimeout time.Duration
 	// ConnectTimeout bounds one attempt's dial and logon (default 5s).
 	ConnectTimeout time.Duration
+	// StableAfter is how long a connection must stay up, unless a message
+	// was persisted through it, before the DelayStrategy is Reset (default
+	// 1s): a server that accepts the logon and then drops the connection
+	// does not restart the DelayStrategy's MaxTotal budget each time.
+	StableAfter time.Duration
 	// OnState receives connection state changes, OnError errors (failed
-	// attempts, resubscriptions refused, store failures, the final error).
+	// attempts, connections' ends, resubscriptions refused, messages
+	// refused for good when no WithFailedWriteHandler is given, store
+	// failures, the final error).
 	// Both run on one goroutine of their own, in order; they never block the
 	// client's I/O (events queue up while they run).
 	OnState func(Event)
@@ -171,6 +180,12 @@ type HAClient struct {
 	pubMu   sync.Mutex
 	nextSeq uint64 // guarded by pubMu (with a PublishStore)
 
+	stableAfter time.Duration
+	upAt        time.Time                                          // when the current connection logged on (manager goroutine)
+	upPersisted uint64                                             // its PersistedSeq then
+	failedWrite func(pubSeq uint64, code wire.Code, reason string) // the application's
+	subIDs      atomic.Uint64                                      // generated sub ids
+
 	ctx       context.Context
 	cancel    context.CancelFunc
 	started   bool
@@ -208,6 +223,12 @@ func NewHA(cfg HAConfig) (*HAClient, error) {
 	}
 	h.base.errorHandler = nil
 	h.base.ackHandler = nil
+	h.stableAfter = time.Second
+	if cfg.StableAfter > 0 {
+		h.stableAfter = cfg.StableAfter
+	}
+	h.failedWrite = h.base.failedWrite
+	h.base.failedWrite = h.failed
 	h.chooser = cfg.Chooser
 	if h.chooser == nil {
 		h.chooser = NewDefaultServerChooser(cfg.Servers...)
@@ -240,6 +261,21 @@ func NewHA(cfg HAConfig) (*HAClient, error) {
 	return h, nil
 }
 
+// NewMemoryBackedHA is NewHA with a MemoryPublishStore (default limits)
+// and a MemoryBookmarkStore where cfg has none, as the AMPS clients'
+// memory-backed constructors: publishing continues into the store while
+// disconnected and everything unpersisted is re-published after a
+// reconnect, but nothing survives the process.
+func NewMemoryBackedHA(cfg HAConfig) (*HAClient, error) {
+	if cfg.PublishStore == nil {
+		cfg.PublishStore = NewMemoryPublishStore(StoreLimits{})
+	}
+	if cfg.BookmarkStore == nil {
+		cfg.BookmarkStore = NewMemoryBookmarkStore()
+	}
+	return NewHA(cfg)
+}
+
 // Connect makes the first connection, following the reconnect sequence
 // (see docs/client.md), and returns once logged on, or with an error
 // matching ErrNoServer when the ServerChooser or DelayStrategy gives up, or
@@ -259,7 +295,7 @@ func (h *HAClient) Connect(ctx context.Context) error {
 	h.mu.Unlock()
 	cctx, cancel := context.WithCancel(h.ctx)
 	stop := context.AfterFunc(ctx, cancel)
-	err := h.connectLoop(cctx)
+	err := h.connectLoop(cctx, "")
 	stop()
 	cancel()
 	if err != nil {
@@ -274,24 +310,37 @@ func (h *HAClient) Connect(ctx context.Context) error {
 	return nil
 }
 
-// connectLoop runs the reconnect sequence until logged on.
-func (h *HAClient) connectLoop(ctx context.Context) error {
+// connectLoop runs the reconnect sequence until logged on. standbyURI,
+// if set, is a server that just said it is a standby.
+func (h *HAClient) connectLoop(ctx context.Context, standbyURI string) error {
 	var lastErr error
+	// standby holds the servers that answered "standby" since the last
+	// other outcome: the next server is tried at once, without asking the
+	// DelayStrategy (neither a failure nor a delayed attempt), until the
+	// round comes back to one of them.
+	standby := map[string]bool{}
+	if standbyURI != "" {
+		standby[standbyURI] = true
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			if h.isClosed() {
 				return ErrClosed
 			}
-			return fmt.Errorf("%w: %w (last error: %v)", ErrNoServer, context.Cause(ctx), lastErr)
+			return fmt.Errorf("%w: %w (last error: %w)", ErrNoServer, context.Cause(ctx), orNone(lastErr))
 		}
 		uri := h.chooser.CurrentURI()
 		if uri == "" {
-			return fmt.Errorf("%w: %s (last error: %v)", ErrNoServer, h.chooser.Error(), lastErr)
+			return fmt.Errorf("%w: %s (last error: %w)", ErrNoServer, h.chooser.Error(), orNone(lastErr))
 		}
 		auth := h.chooser.CurrentAuthenticator()
-		d, err := h.delay.NextDelay(uri)
-		if err != nil {
-			return fmt.Errorf("%w: %w; %s (last error: %v)", ErrNoServer, err, h.chooser.Error(), lastErr)
+		var d time.Duration
+		if len(standby) == 0 || standby[uri] {
+			clear(standby)
+			var err error
+			if d, err = h.delay.NextDelay(uri); err != nil {
+				return fmt.Errorf("%w: %w; %s (last error: %w)", ErrNoServer, err, h.chooser.Error(), orNone(lastErr))
+			}
 		}
 		h.ev.state(Event{State: StateReconnecting, URI: uri})
 		if d > 0 {
@@ -306,12 +355,20 @@ func (h *HAClient) connectLoop(ctx context.Context) error {
 		c, err := h.dialOne(ctx, uri, auth)
 		if err != nil {
 			lastErr = err
-			h.chooser.ReportFailure(uri, err)
+			if errors.Is(err, ErrStandby) {
+				standby[uri] = true
+				h.reportStandby(uri, err)
+			} else {
+				clear(standby)
+				h.chooser.ReportFailure(uri, err)
+			}
 			h.ev.error(fmt.Errorf("client: connect to %s: %w", uri, err))
 			continue
 		}
 		h.chooser.ReportSuccess(uri)
-		h.delay.Reset()
+		// The DelayStrategy is Reset only once this connection proves
+		// stable (see manage), so a server that accepts the logon and
+		// drops the connection cannot keep MaxTotal from running out.
 		if err := h.attach(c, uri); err != nil {
 			lastErr = err
 			c.Close()
@@ -320,6 +377,16 @@ func (h *HAClient) connectLoop(ctx context.Context) error {
 		h.resubscribe(ctx, c)
 		return nil
 	}
+}
+
+// errNoAttempt stands for the last attempt's error before any attempt.
+var errNoAttempt = errors.New("none")
+
+func orNone(err error) error {
+	if err == nil {
+		return errNoAttempt
+	}
+	return err
 }
 
 func (h *HAClient) dialOne(ctx context.Context, uri string, auth Authenticator) (*Client, error) {
@@ -339,12 +406,20 @@ func (h *HAClient) dialOne(ctx context.Context, uri string, auth Authenticator) 
 func (h *HAClient) attach(c *Client, uri string) error {
 	h.pubMu.Lock()
 	defer h.pubMu.Unlock()
-	last := c.conn.lastPubSeq
+	last, acked := c.conn.lastPubSeq, c.conn.ackedPubSeq
 	if h.store != nil {
-		h.store.Discard(last)
+		// Only what the server's ack point covers may leave the store:
+		// (acked, last] is stored there but may not be on its sync peers
+		// yet, so it is re-published (the server acks a duplicate once it
+		// is durable) rather than trusted.
+		h.store.Discard(acked)
 		h.nextSeq = max(h.nextSeq, h.store.LastSeq()+1, last+1)
 		err := h.store.Replay(func(seq uint64, topic, payload []byte) error {
-			if seq <= last {
+			if seq <= acked {
+				return nil
+			}
+			if why := c.misfit(len(topic), wire.PublishOverhead+len(topic)+len(payload)); why != "" {
+				h.failed(seq, wire.CodeTooLarge, why)
 				return nil
 			}
 			_, err := c.publish(context.Background(), seq, topic, payload)
@@ -364,6 +439,7 @@ func (h *HAClient) attach(c *Client, uri string) error {
 	}
 	prev := h.lastURI
 	h.cur, h.curURI, h.lastURI = c, uri, uri
+	h.upAt, h.upPersisted = time.Now(), c.PersistedSeq()
 	close(h.up)
 	h.mu.Unlock()
 	ev := Event{State: StateConnected, URI: uri, Instance: c.Instance()}
@@ -376,6 +452,37 @@ func (h *HAClient) attach(c *Client, uri string) error {
 	return nil
 }
 
+// failed handles a message refused permanently (by the server, or locally
+// because it cannot fit the server's limits): it leaves the store, and the
+// application hears of it once, on the event goroutine.
+func (h *HAClient) failed(seq uint64, code wire.Code, reason string) {
+	if h.store != nil {
+		if err := h.store.Remove(seq); err != nil {
+			h.ev.error(fmt.Errorf("client: publish store: remove %d: %w", seq, err))
+		}
+	}
+	if f := h.failedWrite; f != nil {
+		h.ev.push(func() { f(seq, code, reason) })
+		return
+	}
+	h.ev.push(func() {
+		if h.ev.onError != nil {
+			h.ev.onError(fmt.Errorf("client: pubSeq %d refused: %w", seq, &ServerError{Code: code, Text: reason}))
+		}
+	})
+}
+
+// reportStandby tells the chooser that uri is a standby: a
+// StandbyReporter moves on without counting a failure; another chooser
+// gets a failure report (its only way to move on).
+func (h *HAClient) reportStandby(uri string, err error) {
+	if sr, ok := h.chooser.(StandbyReporter); ok {
+		sr.ReportStandby(uri, err)
+		return
+	}
+	h.chooser.ReportFailure(uri, err)
+}
+
 func (h *HAClient) setState(s State) {
 	h.mu.Lock()
 	h.state = s
@@ -386,6 +493,14 @@ func (h *HAClient) setState(s State) {
 func (h *HAClient) resubscribe(ctx context.Context, c *Client) {
 	for _, s := range h.subs.All() {
 		if err := s.enter(ctx, c); err != nil && c.Err() == nil {
+			var se *ServerError
+			if errors.As(err, &se) {
+				// Refused by the server: the subscription ends with the
+				// error (Done, Err, C closed) rather than stay open and
+				// dead.
+				h.subs.Remove(s)
+				s.end(err)
+			}
 			h.ev.error(fmt.Errorf("client: re-subscribe %q: %w", s.Topic, err))
 		}
 	}
@@ -405,6 +520,7 @@ func (h *HAClient) manage() {
 		}
 		err := c.Err()
 		h.mu.Lock()
+		upAt, upPersisted := h.upAt, h.upPersisted
 		h.cur = nil
 		h.up = make(chan struct{})
 		closed := h.closed
@@ -414,13 +530,24 @@ func (h *HAClient) manage() {
 		}
 		h.setState(StateDisconnected)
 		h.ev.state(Event{State: StateDisconnected, URI: uri, Err: err})
-		if errors.Is(err, ErrHeartbeatTimeout) {
-			// The server is unresponsive, not merely gone: do not wait for
-			// it again first.
+		if time.Since(upAt) >= h.stableAfter || c.PersistedSeq() > upPersisted {
+			h.delay.Reset() // a connection that worked: a fresh budget
+		}
+		standbyURI := ""
+		var se *ServerError
+		switch {
+		case errors.As(err, &se) && se.Code == wire.CodeStandby:
+			// Demoted to passive: the next server now, not counted.
+			standbyURI = uri
+			h.reportStandby(uri, err)
+		case errors.As(err, &se) && (se.Code == wire.CodeStorageFailed || se.Code == wire.CodeShutdown),
+			errors.Is(err, ErrHeartbeatTimeout):
+			// The server is going away or unresponsive, not merely
+			// disconnected: fail over rather than wait for it again first.
 			h.chooser.ReportFailure(uri, err)
 		}
 		h.reconnects.Add(1)
-		if err := h.connectLoop(h.ctx); err != nil {
+		if err := h.connectLoop(h.ctx, standbyURI); err != nil {
 			if !errors.Is(err, ErrClosed) {
 				h.stop(err)
 			}
@@ -592,8 +719,9 @@ func (h *HAClient) PublishBytes(ctx context.Context, topic, payload []byte) (uin
 	if len(topic) == 0 || len(topic) > record.MaxTopic {
 		return 0, ErrBadTopic
 	}
-	if wire.PublishOverhead+len(topic)+len(payload) > h.base.maxFrame {
-		return 0, ErrTooLarge
+	size := wire.PublishOverhead + len(topic) + len(payload)
+	if size > h.base.maxFrame {
+		return 0, fmt.Errorf("%w: %d bytes > max-frame %d", ErrTooLarge, size, h.base.maxFrame)
 	}
 	for {
 		if err := h.Err(); err != nil {
@@ -626,10 +754,17 @@ func (h *HAClient) PublishBytes(ctx context.Context, topic, payload []byte) (uin
 		}
 		h.nextSeq++
 		if c != nil {
-			// An error means the connection is gone: the store re-publishes
-			// the message on the next one. The send is not abandoned on ctx:
-			// a message stored must go out in order.
-			c.publish(context.Background(), seq, topic, payload)
+			if why := c.misfit(len(topic), size); why != "" {
+				// Beyond this server's limits: it would refuse it (or end
+				// the connection), so it is not sent but reported.
+				h.failed(seq, wire.CodeTooLarge, why)
+			} else {
+				// An error means the connection is gone: the store
+				// re-publishes the message on the next one. The send is
+				// not abandoned on ctx: a message stored must go out in
+				// order.
+				c.publish(context.Background(), seq, topic, payload)
+			}
 		}
 		h.pubMu.Unlock()
 		return seq, nil
@@ -673,7 +808,8 @@ func (h *HAClient) Flush(ctx context.Context) error {
 
 // HASubscription is a subscription of an HAClient: it survives reconnects.
 type HASubscription struct {
-	// Name is the WithSubID id ("" for a plain subscription).
+	// Name is the WithSubID id, or the one generated without it
+	// ("auto-<client name>-<random>-<n>"; see docs/client.md).
 	Name  string
 	Topic string
 	// C delivers messages unless WithHandler was given. It is closed when
@@ -711,7 +847,10 @@ type HASubscription struct {
 // reconnect. With WithSubID the subscription is resumable: its progress
 // (what the application passed to Discard) is kept in the BookmarkStore;
 // From(MostRecent) (or no From) resumes from there; From(Now) and
-// From(Epoch) start afresh. Without WithSubID it is re-entered from Now.
+// From(Epoch) start afresh. Without WithSubID an id is generated (Name),
+// so the subscription resumes the same way for the life of this HAClient;
+// From defaults to Now then, and MostRecent needs WithSubID. A
+// re-subscription the server refuses after a reconnect ends it (Err).
 // Options as for Client.Subscribe (From, Prefix, Regex, WithHandler,
 // WithBuffer). If the client is connected Subscribe waits for the server
 // to accept it; if not, the subscription is entered once connected.
@@ -724,7 +863,14 @@ func (h *HAClient) Subscribe(ctx context.Context, topic string, opts ...SubOptio
 	if topic == "" || len(topic) > record.MaxTopic {
 		return nil, ErrBadTopic
 	}
-	s := &HASubscription{Name: sc.subName, Topic: topic, h: h, sc: sc, resumable: sc.subName != "",
+	if sc.subName == "" {
+		if sc.start.kind == startMostRecent {
+			return nil, errors.New("client: From(MostRecent) needs WithSubID")
+		}
+		sc.subName = h.generateSubID()
+		hasFrom = true // a generated id starts where asked (default Now)
+	}
+	s := &HASubscription{Name: sc.subName, Topic: topic, h: h, sc: sc, resumable: true,
 		stop: make(chan struct{}), done: make(chan struct{}), started: make(chan struct{})}
 	if s.resumable {
 		if !hasFrom {
@@ -740,8 +886,6 @@ func (h *HAClient) Subscribe(ctx context.Context, topic string, opts ...SubOptio
 				}
 			}
 		}
-	} else if sc.start.kind == startMostRecent {
-		return nil, errors.New("client: From(MostRecent) needs WithSubID")
 	}
 	if sc.handler == nil {
 		s.ch = make(chan *Message, sc.buffer)
@@ -764,6 +908,13 @@ func (h *HAClient) Subscribe(ctx context.Context, topic string, opts ...SubOptio
 		return nil, err
 	}
 	return s, nil
+}
+
+// generateSubID returns a sub id for a subscription made without
+// WithSubID: "auto-" + the client name + a random part + a counter, unique
+// in the bookmark store for the life of this HAClient.
+func (h *HAClient) generateSubID() string {
+	return fmt.Sprintf("auto-%s-%08x-%d", h.base.name, rand.Uint32(), h.subIDs.Add(1))
 }
 
 // enter subscribes s on c (once per connection).

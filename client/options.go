@@ -30,6 +30,8 @@ type config struct {
 	readBuffer   int
 	writeBuffer  int
 	idleTimeout  time.Duration
+	ackInfo      func(pubSeq uint64, syncPeers int, err error)
+	failedWrite  func(pubSeq uint64, code wire.Code, reason string)
 
 	// Set by the HA client.
 	persistHook func(pubSeq uint64) // the persisted ack advanced to pubSeq (reader goroutine)
@@ -99,6 +101,36 @@ func WithAck(level wire.AckWanted) Option { return func(c *config) { c.ack = lev
 // must not block, and must not call Publish with a full window.
 func WithAckHandler(f func(pubSeq uint64, err error)) Option {
 	return func(c *config) { c.ackHandler = f }
+}
+
+// WithAckInfoHandler registers a function called for every persisted Ack
+// frame the server sends (with WithAck(wire.AckPersisted), the default):
+// pubSeq is the ack's cumulative sequence (everything up to it is
+// persisted) and syncPeers how many sync replication destinations held all
+// of it when the server sent the ack (0: this server's disk only; always 0
+// from a version 1 server), err nil; for a refused publish, pubSeq is the
+// refused message, syncPeers 0 and err the refusal (matching
+// ErrNotPersisted). A publisher that needs "on two disks" waits for an ack
+// at or past its message with syncPeers >= 1. Calls come in order from the
+// connection's reader goroutine and must not block. With the HA client,
+// pass it in HAConfig.Options; it then sees the acks of every connection.
+func WithAckInfoHandler(f func(pubSeq uint64, syncPeers int, err error)) Option {
+	return func(c *config) { c.ackInfo = f }
+}
+
+// WithFailedWriteHandler registers a function called once for each message
+// refused permanently: by the server with a code for which
+// wire.Code.Permanent is true (too-large, bad topic, sequence-reused,
+// not-permitted), or, by the HA client, before sending, when the message
+// cannot fit the limits the server announced at logon (code
+// wire.CodeTooLarge or wire.CodeBadTopic, reason "N bytes > max-frame M").
+// Retrying such a message cannot succeed: the HA client removes it from
+// its PublishStore and goes on with the rest on the same connection. The
+// single-connection Client calls it from its reader goroutine (it must not
+// block); the HA client from its event goroutine (see HAConfig.OnState).
+// Without a handler, the HA client reports each one to HAConfig.OnError.
+func WithFailedWriteHandler(f func(pubSeq uint64, code wire.Code, reason string)) Option {
+	return func(c *config) { c.failedWrite = f }
 }
 
 // WithErrorHandler registers a function called once, from the reader

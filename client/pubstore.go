@@ -26,6 +26,8 @@ type PublishStore interface {
 	Store(seq uint64, topic, payload []byte) error
 	// Discard drops every message with sequence <= upTo: persisted.
 	Discard(upTo uint64) error
+	// Remove drops the one message with sequence seq (refused permanently by the server); a no-op if it is not kept.
+	Remove(seq uint64) error
 	// Replay calls f for every message kept, in sequence order.
 	Replay(f func(seq uint64, topic, payload []byte) error) error
 	// UnpersistedCount is the number of messages kept.
@@ -136,6 +138,28 @@ func (q *msgQueue) discard(upTo uint64) int {
 		q.head, q.tail = 0, 0
 	}
 	return n
+}
+
+// remove drops the message with sequence seq, if kept, closing the gap.
+func (q *msgQueue) remove(seq uint64) bool {
+	for off := q.head; off < q.tail; {
+		s, t, p, end := q.at(off)
+		if s > seq {
+			return false
+		}
+		if s == seq {
+			copy(q.buf[off:], q.buf[end:q.tail])
+			q.tail -= end - off
+			q.count--
+			q.bytes -= int64(len(t) + len(p))
+			if q.head == q.tail {
+				q.head, q.tail = 0, 0
+			}
+			return true
+		}
+		off = end
+	}
+	return false
 }
 
 // memCore is the in-memory part shared by both stores.
@@ -252,6 +276,21 @@ func (m *MemoryPublishStore) Discard(upTo uint64) error {
 
 // Sync implements PublishStore (nothing to do).
 func (m *MemoryPublishStore) Sync() error { return nil }
+
+// Remove implements PublishStore for the memory store: the message leaves
+// the slab (the messages after it move up), and waiters on space or Flush
+// are woken. memCore carries it, so the file store has it too, in memory
+// only, until its own Remove (which also records the removal in the file)
+// replaces it.
+func (m *memCore) Remove(seq uint64) error {
+	m.mu.Lock()
+	ok := m.q.remove(seq)
+	m.mu.Unlock()
+	if ok {
+		m.changed.notify()
+	}
+	return nil
+}
 
 // Close implements PublishStore.
 func (m *MemoryPublishStore) Close() error { return nil }

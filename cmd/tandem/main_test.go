@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -225,12 +226,71 @@ func TestPubFailures(t *testing.T) {
 	}
 	addr := startServer(t, "cli-3")
 	r = tandem(t, strings.Repeat("x", 5<<20)+"\n", "pub", "--servers", addr, "--topic", "t")
-	if r.code == 0 || !strings.Contains(r.stderr, "longer than the largest message") {
+	if r.code != 1 || !strings.Contains(r.stderr, fmt.Sprintf("line 1: too-large: %d bytes > max-frame %d", wire.PublishOverhead+1+5<<20, wire.DefaultMaxFrame)) {
 		t.Fatalf("oversized line: %+v", r)
 	}
 	r = tandem(t, "", "sub", "--servers", addr, "--topic", "(", "--regex")
 	if r.code != 1 || !strings.Contains(r.stderr, "bad pattern") {
 		t.Fatalf("bad regex: %+v", r)
+	}
+}
+
+// TestPubRefusedLines (issue 10 item 7): lines that can never be stored
+// are reported one by one, the others are published, and pub exits 1
+// without retrying.
+func TestPubRefusedLines(t *testing.T) {
+	addr := startServer(t, "cli-4")
+	in := "a\n" + strings.Repeat("x", 5000) + "\nc\n" + strings.Repeat("y", 100000) + "\ne"
+	r := tandem(t, in, "pub", "--servers", addr, "--name", "pr", "--topic", "t.r", "--max-frame", "4096")
+	want2 := fmt.Sprintf("line 2: too-large: %d bytes > max-frame 4096\n", wire.PublishOverhead+len("t.r")+5000)
+	want4 := fmt.Sprintf("line 4: too-large: %d bytes > max-frame 4096\n", wire.PublishOverhead+len("t.r")+100000)
+	if r.code != 1 || !strings.Contains(r.stderr, want2+want4) || !strings.Contains(r.stderr, "3 persisted, 2 refused") {
+		t.Fatalf("pub: code %d, stderr:\n%s", r.code, r.stderr)
+	}
+	r = tandem(t, "", "sub", "--servers", addr, "--topic", "t.r", "--from", "epoch", "--count", "3")
+	if r.code != 0 || r.stdout != "a\nc\ne\n" {
+		t.Fatalf("sub: %+v", r)
+	}
+	if !strings.Contains(r.stderr, "subscription id auto-") {
+		t.Fatalf("sub did not print its generated id: %s", r.stderr)
+	}
+}
+
+// TestRefusalLines: refusals reported by publisher sequence map back to
+// input lines across skipped lines and sequence jumps, in line order.
+func TestRefusalLines(t *testing.T) {
+	var r refusals
+	r.published(1, 1)
+	r.skip(2, wire.CodeTooLarge, "big")
+	r.published(2, 3)
+	r.published(3, 4)
+	r.published(10, 5) // the sequence jumped (a reconnect)
+	r.published(11, 6)
+	r.failed(11, wire.CodeNotPermitted, "no")
+	r.failed(3, wire.CodeBadTopic, "bad")
+	var b strings.Builder
+	if n := r.print(&b); n != 3 {
+		t.Fatalf("%d refusals", n)
+	}
+	want := "line 2: too-large: big\nline 4: bad topic: bad\nline 6: not-permitted: no\n"
+	if b.String() != want {
+		t.Fatalf("got:\n%swant:\n%s", b.String(), want)
+	}
+}
+
+// TestPubErrorsCounted: a retry loop's errors are printed once, with a
+// count at exit.
+func TestPubErrorsCounted(t *testing.T) {
+	r := tandem(t, "x\n", "pub", "--servers", "127.0.0.1:1", "--topic", "t", "--connect-for", "300ms")
+	if r.code != 1 {
+		t.Fatalf("pub: %+v", r)
+	}
+	const attempt = "tandem pub: client: connect to 127.0.0.1:1:"
+	if n := strings.Count(r.stderr, attempt); n != 1 {
+		t.Fatalf("the failed attempt printed %d times, want once:\n%s", n, r.stderr)
+	}
+	if !regexp.MustCompile(`tandem pub: \d+ times in all: client: connect to 127\.0\.0\.1:1:`).MatchString(r.stderr) {
+		t.Fatalf("no count:\n%s", r.stderr)
 	}
 }
 

@@ -8,6 +8,10 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -34,6 +38,14 @@ servers drop anything sent twice.
 
 Publisher sequences continue after the last one the server (or the store)
 holds for --name, so running pub again under the same name appends.
+
+A line that can never be stored (longer than --max-frame or the server's
+limit, or refused by the server as too large, a bad topic, not permitted,
+or a reused sequence) is not retried: pub publishes the other lines, prints
+one line per refused one ("line 2: too-large: 100000 bytes > max-frame
+65536") and exits 1. Each distinct error the client reports (a failed
+connection attempt, say) is printed the first time, and with its count at
+exit if it happened again.
 `
 
 func runPub(args []string, stdin io.Reader, _, stderr io.Writer) int {
@@ -83,12 +95,17 @@ func runPub(args []string, stdin io.Reader, _, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	errs := newErrorCounter("tandem pub", stderr)
+	defer errs.summary()
+	ref := &refusals{}
 	cfg := client.HAConfig{
 		Name:      *name,
 		Servers:   addrs,
 		Heartbeat: *heartbeat,
 		Delay:     &client.ExponentialDelayStrategy{Initial: 10 * time.Millisecond, Multiplier: 2, Max: time.Second, MaxTotal: *retryFor, Jitter: 0.2},
-		Options:   []client.Option{client.WithWindow(*window), client.WithAck(level), client.WithMaxFrame(*maxFrame)},
+		Options: []client.Option{client.WithWindow(*window), client.WithAck(level), client.WithMaxFrame(*maxFrame),
+			client.WithFailedWriteHandler(ref.failed)},
+		OnError: errs.report,
 		OnState: func(e client.Event) {
 			switch e.State {
 			case client.StateDisconnected:
@@ -125,12 +142,20 @@ func runPub(args []string, stdin io.Reader, _, stderr io.Writer) int {
 	defer c.Close()
 
 	start := time.Now()
-	n, err := publishLines(ctx, c, []byte(*topic), stdin, *maxFrame-wire.PublishOverhead-len(*topic))
+	n, err := publishLines(ctx, c, []byte(*topic), stdin, *maxFrame, ref)
 	if err == nil && level != wire.AckNone {
 		err = c.Flush(ctx)
 	}
 	elapsed := time.Since(start)
+	// Refusals by the server arrive through the client's event goroutine;
+	// Close runs what is queued, so the list is complete after it.
+	c.Close()
+	nref := ref.print(stderr)
 	rate := float64(n) / max(elapsed.Seconds(), 1e-9)
+	if err == nil && nref > 0 {
+		fmt.Fprintf(stderr, "tandem pub: %d lines in %v (%.0f msgs/s): %d persisted, %d refused\n", n+ref.local(), elapsed.Round(time.Millisecond), rate, n-ref.remote(), nref)
+		return 1
+	}
 	if err == nil {
 		fmt.Fprintf(stderr, "tandem pub: %d messages in %v (%.0f msgs/s), all persisted\n", n, elapsed.Round(time.Millisecond), rate)
 		return 0
@@ -140,33 +165,190 @@ func runPub(args []string, stdin io.Reader, _, stderr io.Writer) int {
 	return 1
 }
 
-// publishLines publishes every line of r. Lines are views into one large
-// buffered reader (no allocation per line); a line longer than maxLine is an
-// error.
-func publishLines(ctx context.Context, c *client.HAClient, topic []byte, r io.Reader, maxLine int) (int, error) {
+// publishLines publishes every line of r and returns how many the client
+// accepted. Lines are views into one large buffered reader (no allocation
+// per line). A line that cannot be a message (too large for maxFrame, or
+// refused by Publish as too large or a bad topic) is recorded in ref and
+// skipped.
+func publishLines(ctx context.Context, c *client.HAClient, topic []byte, r io.Reader, maxFrame int, ref *refusals) (int, error) {
+	maxLine := maxFrame - wire.PublishOverhead - len(topic)
 	br := bufio.NewReaderSize(r, max(maxLine+1, 64<<10))
-	n := 0
+	n, lineNo := 0, 0
 	for {
 		line, err := br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) || len(line) > maxLine+1 {
-			return n, fmt.Errorf("line %d is longer than the largest message (%d bytes; see --max-frame)", n+1, maxLine)
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// Longer than any message: skip to its end, counting.
+			size := len(line)
+			for errors.Is(err, bufio.ErrBufferFull) {
+				line, err = br.ReadSlice('\n')
+				size += len(line)
+			}
+			if len(line) > 0 && line[len(line)-1] == '\n' {
+				size--
+			}
+			lineNo++
+			ref.skip(lineNo, wire.CodeTooLarge, fmt.Sprintf("%d bytes > max-frame %d", wire.PublishOverhead+len(topic)+size, maxFrame))
+			line = nil
 		}
 		if len(line) > 0 {
+			lineNo++
 			if line[len(line)-1] == '\n' {
 				line = line[:len(line)-1]
-			} else if len(line) > maxLine {
-				return n, fmt.Errorf("line %d is longer than the largest message (%d bytes; see --max-frame)", n+1, maxLine)
 			}
-			if _, perr := c.PublishBytes(ctx, topic, line); perr != nil {
+			seq, perr := c.PublishBytes(ctx, topic, line)
+			switch {
+			case perr == nil:
+				ref.published(seq, lineNo)
+				n++
+			case errors.Is(perr, client.ErrTooLarge):
+				ref.skip(lineNo, wire.CodeTooLarge, strings.TrimPrefix(perr.Error(), client.ErrTooLarge.Error()+": "))
+			case errors.Is(perr, client.ErrBadTopic):
+				ref.skip(lineNo, wire.CodeBadTopic, "topic "+strconv.Quote(string(topic)))
+			default:
 				return n, perr
 			}
-			n++
 		}
 		if err == io.EOF {
 			return n, nil
 		}
 		if err != nil {
 			return n, fmt.Errorf("reading standard input: %w", err)
+		}
+	}
+}
+
+// refusals maps the messages refused for good back to input lines. Lines
+// Publish accepts usually get consecutive publisher sequences, so the map
+// is a short list of runs (first sequence, its line), a new run starting
+// only where a line was skipped or the sequence jumped: no allocation per
+// line.
+type refusals struct {
+	mu       sync.Mutex
+	runs     []seqRun
+	nextSeq  uint64
+	nextLine int
+	skipped  []refusal // lines never published
+	server   []refusal // by sequence, from the failed-write handler
+}
+
+type seqRun struct {
+	seq  uint64
+	line int
+}
+
+type refusal struct {
+	line   int
+	seq    uint64
+	code   wire.Code
+	reason string
+}
+
+// published records that line went out with sequence seq.
+func (r *refusals) published(seq uint64, line int) {
+	r.mu.Lock()
+	if len(r.runs) == 0 || seq != r.nextSeq || line != r.nextLine {
+		r.runs = append(r.runs, seqRun{seq: seq, line: line})
+	}
+	r.nextSeq, r.nextLine = seq+1, line+1
+	r.mu.Unlock()
+}
+
+func (r *refusals) skip(line int, code wire.Code, reason string) {
+	r.mu.Lock()
+	r.skipped = append(r.skipped, refusal{line: line, code: code, reason: reason})
+	r.mu.Unlock()
+}
+
+// failed is the HA client's failed-write handler.
+func (r *refusals) failed(seq uint64, code wire.Code, reason string) {
+	r.mu.Lock()
+	r.server = append(r.server, refusal{seq: seq, code: code, reason: reason})
+	r.mu.Unlock()
+}
+
+func (r *refusals) local() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.skipped)
+}
+
+func (r *refusals) remote() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.server)
+}
+
+// lineOf returns the input line of sequence seq (0: unknown); the latest
+// run that covers it wins.
+func (r *refusals) lineOf(seq uint64) int {
+	for i := len(r.runs) - 1; i >= 0; i-- {
+		if run := r.runs[i]; run.seq <= seq {
+			return run.line + int(seq-run.seq)
+		}
+	}
+	return 0
+}
+
+// print writes one line per refused input line, in line order, and returns
+// how many.
+func (r *refusals) print(w io.Writer) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	all := append([]refusal(nil), r.skipped...)
+	for _, f := range r.server {
+		f.line = r.lineOf(f.seq)
+		all = append(all, f)
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].line < all[j].line })
+	for _, f := range all {
+		if f.line == 0 {
+			fmt.Fprintf(w, "pubseq %d: %s: %s\n", f.seq, f.code, f.reason)
+			continue
+		}
+		fmt.Fprintf(w, "line %d: %s: %s\n", f.line, f.code, f.reason)
+	}
+	return len(all)
+}
+
+// errorCounter prints each distinct error the HA client reports the first
+// time it comes, and at the end how often those that came again came in
+// all, so a retry loop is one line, not thousands.
+type errorCounter struct {
+	prefix string
+	w      io.Writer
+	mu     sync.Mutex
+	counts map[string]int
+	order  []string
+}
+
+func newErrorCounter(prefix string, w io.Writer) *errorCounter {
+	return &errorCounter{prefix: prefix, w: w, counts: map[string]int{}}
+}
+
+// report is the HAConfig.OnError handler. The error that stops the client
+// (ErrNoServer) is left to the caller, which gets it from Connect, Publish
+// or Flush.
+func (e *errorCounter) report(err error) {
+	if errors.Is(err, client.ErrNoServer) {
+		return
+	}
+	msg := err.Error()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.counts[msg]++
+	if e.counts[msg] == 1 {
+		e.order = append(e.order, msg)
+		fmt.Fprintf(e.w, "%s: %s\n", e.prefix, msg)
+	}
+}
+
+// summary prints the count of every error reported more than once.
+func (e *errorCounter) summary() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, msg := range e.order {
+		if n := e.counts[msg]; n > 1 {
+			fmt.Fprintf(e.w, "%s: %d times in all: %s\n", e.prefix, n, msg)
 		}
 	}
 }

@@ -42,7 +42,14 @@ processed (discarded) once printed, the progress is written to FILE after
 the output it covers has been written, and after a failover, or when sub is
 run again with the same --sub-id and FILE (even after kill -9), it resumes
 right after the last message processed, on either instance of a sync pair.
-Without --sub-id it is re-entered from now after a failover.
+Without --sub-id the client generates an id (printed on standard error)
+and keeps its progress in memory: after a failover it resumes right after
+the last message printed, as with --sub-id, but only for the life of this
+process; to resume in a later run, pass an id with --sub-id and
+--bookmark-store. Each distinct error the client reports is printed the
+first time, and with its count at exit if it happened again. A subscription
+the server refuses when it is re-entered after a failover ends sub with the
+error (exit 1).
 `
 
 func runSub(args []string, _ io.Reader, stdout, stderr io.Writer) int {
@@ -134,7 +141,10 @@ func runSub(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		defer fb.Close()
 		bms = fb
 	}
+	errs := newErrorCounter("tandem sub", stderr)
+	defer errs.summary()
 	cfg := client.HAConfig{
+		OnError:       errs.report,
 		Name:          *name,
 		Servers:       addrs,
 		Heartbeat:     *heartbeat,
@@ -159,14 +169,17 @@ func runSub(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	}
 	defer c.Close()
 
-	p := &printer{w: bufio.NewWriterSize(stdout, 256<<10), json: *format == "json", limit: *count, full: make(chan struct{})}
-	if *subID != "" {
-		p.bms = c.BookmarkStore()
-	}
+	// Every HA subscription is resumable (an id is generated without
+	// --sub-id): discarding what was printed makes a failover resume right
+	// after it.
+	p := &printer{w: bufio.NewWriterSize(stdout, 256<<10), json: *format == "json", limit: *count, full: make(chan struct{}), bms: c.BookmarkStore()}
 	sub, err := c.Subscribe(ctx, t, append(subOpts, client.WithHandler(p.print))...)
 	if err != nil {
 		fmt.Fprintf(stderr, "tandem sub: %v\n", err)
 		return 1
+	}
+	if *subID == "" {
+		fmt.Fprintf(stderr, "tandem sub: subscription id %s (generated: resumes across failovers while this process runs; to resume in a later run, use --sub-id ID --bookmark-store FILE)\n", sub.Name)
 	}
 
 	// Flush the output when a tick passes without a message; stop on
@@ -242,7 +255,7 @@ type printer struct {
 	scratch  []byte
 	full     chan struct{}
 	fullOnce sync.Once
-	// bms, with --sub-id: each printed message is discarded, and the store
+	// bms: each printed message is discarded, and the store
 	// is flushed right after the output it covers, never before.
 	bms client.BookmarkStore
 }
