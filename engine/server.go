@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/tandemhq/tandem/engine/poll"
+	"github.com/tandemhq/tandem/internal/dirlock"
 	"github.com/tandemhq/tandem/journal"
 	"github.com/tandemhq/tandem/record"
 	"github.com/tandemhq/tandem/replicate"
@@ -142,6 +143,7 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	j      *journal.Journal
+	lock   *dirlock.Lock // the data directory's lock, held from New to Close
 	idx    *index
 	origin uint64
 
@@ -210,8 +212,11 @@ func chooseEngine(want string) (bool, string, error) {
 // ErrClosed is returned by a Server used after Close.
 var ErrClosed = errors.New("engine: server closed")
 
-// New opens the journal (recovering it) and rebuilds the index; Start
-// begins serving.
+// New locks the data directory (creating it 0700 if missing; see package
+// internal/dirlock: a directory held by another process is an error naming
+// the holder, wrapping dirlock.ErrLocked), opens the journal (recovering
+// it) and rebuilds the index; Start begins serving. Nothing in the
+// directory is read before the lock is held.
 func New(cfg Config) (*Server, error) {
 	cfg.setDefaults()
 	if cfg.Loops <= 0 {
@@ -262,6 +267,11 @@ func New(cfg Config) (*Server, error) {
 		origin:   record.ID(cfg.Name),
 		names:    make(map[string]*clientInfo),
 	}
+	lock, err := dirlock.Acquire(cfg.DataDir, cfg.Name)
+	if err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
+	s.lock = lock
 	jo := cfg.Journal
 	if jo.SyncVia == "" && useUring {
 		jo.SyncVia = journal.SyncUring // group commits through the flusher's own ring
@@ -281,11 +291,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	j, err := journal.Open(jo)
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("engine: open journal: %w", err)
 	}
 	s.j = j
 	if err := s.rebuild(); err != nil {
 		j.Close()
+		lock.Close()
 		return nil, err
 	}
 	if cfg.Replication != nil {
@@ -300,6 +312,7 @@ func New(cfg Config) (*Server, error) {
 		r, err := replicate.New(rc, j, s, s.wakeForAcks, s.log)
 		if err != nil {
 			j.Close()
+			lock.Close()
 			return nil, fmt.Errorf("engine: %w", err)
 		}
 		s.repl = r
@@ -447,7 +460,9 @@ func (s *Server) Close() error {
 	if s.repl != nil {
 		s.repl.Close()
 	}
-	return errors.Join(err, s.j.Close())
+	jerr := s.j.Close()
+	// Last: the directory is ours until everything in it is closed.
+	return errors.Join(err, jerr, s.lock.Close())
 }
 
 // ackPoint is the highest local seq a persisted ack may cover: durable
