@@ -52,8 +52,13 @@ type conn struct {
 	soff         int
 	recvInFlight bool
 	sendInFlight bool
-	// closeAfterSend: fail() queued an Error frame; close once it is sent.
+	// closeAfterSend: fail() queued an Error frame; close once it is sent
+	// (epoll too during the fail-stop drain, failDrain).
 	closeAfterSend bool
+	// statOnly: logged on after a storage failure; only stat requests and
+	// heartbeats are served (failstop.go). storageHeld: a publish found the
+	// journal failed; nothing more is read until the fail-stop pass.
+	statOnly, storageHeld bool
 
 	// Zero-copy output (zerocopy.go): journal slices that go out between
 	// the bytes of wbuf (wz) and of the send in flight (sz), the slot sbuf
@@ -152,7 +157,7 @@ func (c *conn) onReadable() {
 func (c *conn) process() {
 	maxFrame := c.lp.srv.cfg.MaxFrame
 	off := 0
-	for !c.closed {
+	for !c.closed && !c.closeAfterSend && !c.storageHeld { // nothing after an Error frame, or once held
 		f, n, err := wire.Split(c.rbuf[off:c.rn], maxFrame)
 		if err != nil {
 			c.endBatch()
@@ -170,7 +175,7 @@ func (c *conn) process() {
 		c.handle(f)
 	}
 	c.endBatch()
-	if c.closed {
+	if c.closed || c.closeAfterSend || c.storageHeld {
 		return
 	}
 	if off > 0 {
@@ -194,6 +199,10 @@ func (c *conn) handle(f wire.Frame) {
 	}
 	if c.client == nil && f.Type != wire.TypeLogon {
 		c.fail(wire.CodeNotLoggedOn, fmt.Sprintf("%s before logon", f.Type))
+		return
+	}
+	if c.statOnly && f.Type != wire.TypeStatRequest && f.Type != wire.TypeHeartbeat {
+		c.fail(wire.CodeStorageFailed, c.lp.srv.failText()+"; this instance serves only stat")
 		return
 	}
 	switch f.Type {
@@ -249,6 +258,15 @@ func (c *conn) onPublish(body []byte) {
 		h.Publisher = p.id
 		h.PubSeq = m.PubSeq
 		seq, err := s.j.AppendLocked(h, m.Topic, m.Payload)
+		if err != nil && s.j.Err() != nil {
+			// The journal failed: hold the connection (read nothing more)
+			// for the fail-stop sequence, which sends the acks the ack
+			// point covers, then storage-failed (failstop.go).
+			c.endBatch()
+			c.storageHeld = true
+			c.pauseReading(true)
+			return
+		}
 		if err != nil {
 			c.endBatch()
 			c.wbuf = wire.AppendAck(c.wbuf, wire.AckKindPersisted, wire.CodeStorage, m.PubSeq, err.Error())
@@ -322,6 +340,9 @@ func (c *conn) queueAck(kind wire.AckKind, seq uint64) {
 // releaseAcks sends the queued acks that synced now covers, coalescing
 // consecutive persisted acks into one.
 func (c *conn) releaseAcks(synced uint64) {
+	if c.closeAfterSend {
+		return // the Error frame is queued: nothing may follow it
+	}
 	var persisted uint64
 	have := false
 	for c.acks.len() > 0 && c.acks.front().local <= synced {
@@ -371,6 +392,9 @@ func (c *conn) onLogon(body []byte) {
 			c.fail(wire.CodeAuth, "authentication failed: "+err.Error())
 			return
 		}
+	}
+	if c.refuseAfterFailure(name) {
+		return
 	}
 	ci, err := s.logon(name, c.remote, c.lp.id)
 	if err != nil {
@@ -490,7 +514,7 @@ func (c *conn) onUnsubscribe(body []byte) {
 // output buffer until the buffer reaches the high water mark, every cursor
 // is caught up, or the scan budget is spent.
 func (c *conn) pump() {
-	if c.closed {
+	if c.closed || c.closeAfterSend {
 		return
 	}
 	highWater := c.lp.srv.cfg.WriteHighWater
@@ -549,8 +573,12 @@ func (c *conn) flush() {
 		return
 	}
 	c.wbuf, c.woff = c.wbuf[:0], 0
+	if c.closeAfterSend { // fail-stop drain: the Error frame is written
+		c.close()
+		return
+	}
 	c.watchWrite(false)
-	if c.readPaused && !c.lp.srv.stopping.Load() {
+	if c.readPaused && !c.lp.srv.stopping.Load() && !c.storageHeld {
 		c.pauseReading(false)
 	}
 }
@@ -598,16 +626,15 @@ func (c *conn) pauseReading(on bool) {
 	c.lp.poller.Mod(c.fd, c.events())
 }
 
-// checkTimers enforces the logon deadline and heartbeats.
-func (c *conn) checkTimers(now int64, journalErr error) {
+// checkTimers enforces the logon deadline and heartbeats. (A failed
+// journal is the fail-stop sequence's business, failstop.go.)
+func (c *conn) checkTimers(now int64) {
 	s := c.lp.srv
 	switch {
 	case c.client == nil && now-c.created > int64(s.cfg.LogonTimeout):
 		c.fail(wire.CodeNotLoggedOn, fmt.Sprintf("no logon within %v", s.cfg.LogonTimeout))
-	case c.hb > 0 && now-c.lastRecv > 2*c.hb:
+	case c.hb > 0 && now-c.lastRecv > 2*c.hb && !c.storageHeld: // held: not read
 		c.fail(wire.CodeHeartbeat, fmt.Sprintf("silent for more than two heartbeat intervals (%v)", time.Duration(2*c.hb)))
-	case journalErr != nil && c.acks.len() > 0:
-		c.fail(wire.CodeStorage, "journal failed; unacknowledged messages are not persisted: "+journalErr.Error())
 	case c.hb > 0 && now-c.lastSend >= c.hb && c.pending() == 0:
 		c.wbuf = wire.AppendHeartbeat(c.wbuf)
 		c.lp.markDirty(c)

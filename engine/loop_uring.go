@@ -203,6 +203,9 @@ func (lp *loop) runUring() {
 			lp.timers()
 		}
 		lp.flushWrites()
+		if s.failing.Load() {
+			lp.failCheck()
+		}
 		if s.stopping.Load() && lp.stop() {
 			lp.drainRing()
 			return
@@ -296,7 +299,7 @@ func (lp *loop) complete(cqe uring.CQE) {
 		case c.closeAfterSend:
 			c.close()
 		}
-		if c.readPaused && !c.closed && !c.closeAfterSend && !lp.srv.stopping.Load() &&
+		if c.readPaused && !c.closed && !c.closeAfterSend && !c.storageHeld && !lp.srv.stopping.Load() &&
 			c.pending() <= lp.srv.cfg.WriteHighWater {
 			c.pauseReading(false) // output drained below the mark: read again
 		}

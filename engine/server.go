@@ -96,6 +96,18 @@ type Config struct {
 	// peers (package replicate). Self and StateDir are filled in.
 	Replication *replicate.Config
 
+	// OnStorageFailure is what the server does once its journal failed
+	// (full disk, EIO; see failstop.go): StorageFailureExit ("exit", the
+	// default) drains, tells every client storage-failed, closes its
+	// listeners and closes Failed() for the process to exit;
+	// StorageFailureStay ("stay") does the same but keeps the client
+	// listener open, serving only stat.
+	OnStorageFailure string
+	// DrainTimeout bounds the fail-stop drain (sync peers confirming what
+	// is durable here; clients reading their last acks and the Error
+	// frame); default DefaultDrainTimeout.
+	DrainTimeout time.Duration
+
 	Logger *slog.Logger
 }
 
@@ -133,6 +145,12 @@ func (c *Config) setDefaults() {
 	if c.LogonTimeout == 0 {
 		c.LogonTimeout = 10 * time.Second
 	}
+	if c.OnStorageFailure == "" {
+		c.OnStorageFailure = StorageFailureExit
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -168,6 +186,15 @@ type Server struct {
 	// replHold is repl, published for the journal's retention goroutine.
 	replHold atomic.Pointer[replicate.Replicator]
 	err      atomic.Pointer[error]
+
+	// Fail-stop (failstop.go): failing once the journal failed, failFinal
+	// once the drain is over (loops send Error frames), failedCh closed at
+	// the end; running is the started loops.
+	failing, failFinal atomic.Bool
+	failCause          atomic.Pointer[error]
+	failOnce, replOnce sync.Once
+	failedCh           chan struct{}
+	running            atomic.Pointer[[]*loop]
 }
 
 // clientInfo is what stat reports about a logged-on client.
@@ -254,6 +281,11 @@ func New(cfg Config) (*Server, error) {
 	default:
 		return nil, fmt.Errorf("engine: memory placement %q: want first-touch or off", cfg.MemoryPlacement)
 	}
+	switch cfg.OnStorageFailure {
+	case StorageFailureExit, StorageFailureStay:
+	default:
+		return nil, fmt.Errorf("engine: on-storage-failure %q: want %s or %s", cfg.OnStorageFailure, StorageFailureExit, StorageFailureStay)
+	}
 	useUring, engineDesc, err := chooseEngine(cfg.Engine)
 	if err != nil {
 		return nil, fmt.Errorf("engine: %w", err)
@@ -266,12 +298,23 @@ func New(cfg Config) (*Server, error) {
 		idx:      newIndex(record.ID(cfg.Name)),
 		origin:   record.ID(cfg.Name),
 		names:    make(map[string]*clientInfo),
+		failedCh: make(chan struct{}),
 	}
 	lock, err := dirlock.Acquire(cfg.DataDir, cfg.Name)
 	if err != nil {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
 	s.lock = lock
+	if cfg.Journal.FS == nil { // the OS file system: check it can hold the journal
+		seg := cfg.Journal.SegmentSize
+		if seg == 0 {
+			seg = journal.DefaultSegmentSize
+		}
+		if err := checkFreeSpace(cfg.DataDir, seg); err != nil {
+			lock.Close()
+			return nil, err
+		}
+	}
 	jo := cfg.Journal
 	if jo.SyncVia == "" && useUring {
 		jo.SyncVia = journal.SyncUring // group commits through the flusher's own ring
@@ -279,6 +322,7 @@ func New(cfg Config) (*Server, error) {
 	jo.Dir = cfg.DataDir
 	jo.Logger = s.log
 	jo.OnSync = s.onSync
+	jo.OnFail = s.onJournalFail
 	if cfg.Replication != nil {
 		// Retention never deletes what a destination has not persisted. The
 		// replicator exists only after Open; until then, hold everything.
@@ -395,6 +439,8 @@ func (s *Server) Start() error {
 		s.Close()
 		return err
 	}
+	running := s.loops
+	s.running.Store(&running)
 	if s.repl != nil {
 		if err := s.repl.Start(); err != nil {
 			s.Close()
@@ -454,12 +500,13 @@ func (s *Server) Close() error {
 		lp.wake()
 	}
 	s.done.Wait()
+	if s.failing.Load() {
+		<-s.failedCh // the fail-stop sequence ends once the loops did
+	}
 	for _, lp := range s.loops {
 		lp.closeBackend()
 	}
-	if s.repl != nil {
-		s.repl.Close()
-	}
+	s.closeRepl()
 	jerr := s.j.Close()
 	// Last: the directory is ours until everything in it is closed.
 	return errors.Join(err, jerr, s.lock.Close())
@@ -553,7 +600,12 @@ func (s *Server) Stats() *wire.Stats {
 		Journal: wire.JournalStats{
 			FirstSeq: js.FirstSeq, LastSeq: js.LastSeq, SyncedSeq: js.SyncedSeq,
 			Bytes: js.Bytes, Segments: js.Segments, Syncs: js.Syncs, SyncVia: js.SyncVia,
+			PreallocFailures: js.PreallocFailures,
 		},
+		Storage: "ok",
+	}
+	if js.Err != nil {
+		st.Storage = "failed: " + js.Err.Error()
 	}
 	for _, lp := range s.loops {
 		st.Connections += int(lp.nconns.Load())
