@@ -59,6 +59,11 @@ type conn struct {
 	// heartbeats are served (failstop.go). storageHeld: a publish found the
 	// journal failed; nothing more is read until the fail-stop pass.
 	statOnly, storageHeld bool
+	// linger: once the Error frame is written, half-close (FIN) and discard
+	// input until the client closes (lingering), rather than close at once:
+	// closing with unread input sends a reset, which can make the client
+	// lose the Error frame (fail-stop; failCheck bounds the wait).
+	linger, lingering bool
 
 	// Zero-copy output (zerocopy.go): journal slices that go out between
 	// the bytes of wbuf (wz) and of the send in flight (sz), the slot sbuf
@@ -131,6 +136,10 @@ func (c *conn) buffered() int { return len(c.wbuf) - c.woff + c.wz.bytes }
 
 // onReadable reads what the socket has and handles every whole frame.
 func (c *conn) onReadable() {
+	if c.lingering {
+		c.discardInput()
+		return
+	}
 	for i := 0; i < maxReadsPerEvent && !c.closed && !c.readPaused; i++ {
 		if c.rn == len(c.rbuf) {
 			c.fail(wire.CodeMalformed, "read buffer full") // cannot happen: process grows it
@@ -574,7 +583,7 @@ func (c *conn) flush() {
 	}
 	c.wbuf, c.woff = c.wbuf[:0], 0
 	if c.closeAfterSend { // fail-stop drain: the Error frame is written
-		c.close()
+		c.finishAfterSend()
 		return
 	}
 	c.watchWrite(false)

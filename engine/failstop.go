@@ -190,20 +190,66 @@ func (lp *loop) failExit() {
 
 // failDrain queues an Error frame after the pending output and closes the
 // connection once everything is written (failCheck enforces the drain
-// deadline). It stops reading the connection meanwhile.
+// deadline). It stops reading the connection meanwhile. Unlike fail it
+// logs nothing: the fail-stop is logged once, not per connection.
 func (c *conn) failDrain(code wire.Code, text string) {
 	if c.closed || c.closeAfterSend {
 		return
 	}
-	if c.lp.ur != nil {
-		c.fail(code, text) // the ring path already closes after the send
-		return
-	}
 	c.endBatch()
 	c.wbuf = wire.AppendError(c.wbuf, code, text)
-	c.closeAfterSend = true
+	c.closeAfterSend, c.linger = true, true
+	if c.lp.ur != nil {
+		c.readPaused = true
+		c.flush()
+		if !c.sendInFlight {
+			c.finishAfterSend()
+		}
+		return
+	}
 	c.pauseReading(true)
-	c.flush() // closes the connection once written
+	c.flush() // half-closes the connection once written
+}
+
+// finishAfterSend ends a connection whose Error frame (closeAfterSend) is
+// written: closes it, or with linger half-closes it (FIN after the
+// output) and reads on, discarding, until the client closes.
+func (c *conn) finishAfterSend() {
+	if c.closed || c.lingering {
+		return
+	}
+	if !c.linger {
+		c.close()
+		return
+	}
+	if err := unix.Shutdown(c.fd, unix.SHUT_WR); err != nil {
+		c.close()
+		return
+	}
+	c.lingering = true
+	c.rn = 0
+	c.readPaused = false
+	if c.lp.ur != nil {
+		c.lp.ur.armRecv(c)
+		return
+	}
+	c.lp.poller.Mod(c.fd, c.events())
+}
+
+// discardInput reads and drops what a lingering connection's client sent,
+// closing the connection at its EOF (epoll).
+func (c *conn) discardInput() {
+	for i := 0; i < maxReadsPerEvent && !c.closed; i++ {
+		n, err := unix.Read(c.fd, c.rbuf)
+		if n > 0 {
+			continue
+		}
+		if err == unix.EAGAIN || err == unix.EINTR {
+			return
+		}
+		c.close()
+		return
+	}
 }
 
 // refuseAfterFailure answers a logon after a storage failure: only stat

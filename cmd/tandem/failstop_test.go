@@ -104,8 +104,9 @@ func TestServeExitsThreeWhenItsDiskFills(t *testing.T) {
 
 // TestHAPublisherSurvivesFullDisk: a sync pair where A's data directory is
 // on a tiny tmpfs. An HA publisher (`tandem pub --servers A,B --store`)
-// publishes until A's disk fills; A exits 3 with the cause in its log; the
-// publisher finishes through B; B holds every message exactly once.
+// publishes until A's disk fills; it is told storage-failed; A exits 3
+// with the cause in its log; the publisher finishes through B; B holds
+// every message exactly once.
 func TestHAPublisherSurvivesFullDisk(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts server and client processes")
@@ -139,6 +140,11 @@ func TestHAPublisherSurvivesFullDisk(t *testing.T) {
 	}
 	if !strings.Contains(pub.stderr.String(), "failed over from "+a.addr+" to "+b.addr) {
 		t.Fatalf("the publisher did not fail over from A to B:\n%s", pub.stderr.String())
+	}
+	// The publisher learnt why (the Error frame is not lost to a reset
+	// while it was still sending).
+	if !strings.Contains(pub.stderr.String(), "storage-failed") {
+		t.Errorf("the publisher was not told storage-failed:\n%s", pub.stderr.String())
 	}
 	if st := storeState(t, storeFile); st.unpersisted != 0 || st.last != n {
 		t.Fatalf("publish store: %d unpersisted, last %d; want 0 and %d", st.unpersisted, st.last, n)
