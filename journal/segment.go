@@ -322,6 +322,9 @@ func (j *Journal) preallocLoop() {
 			if rerr := j.fs.Remove(path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
 				err = errors.Join(err, fmt.Errorf("removing the partial file: %w", rerr))
 			}
+			if j.Err() != nil {
+				return // the journal failed: nothing will rotate again
+			}
 			if now := time.Now(); now.Sub(lastLog) >= preallocLogEvery {
 				j.log.Warn("journal: preallocating the next segment failed; retrying", "err", err,
 					"failures", unlogged, "retry_in", backoff)

@@ -6,8 +6,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -152,3 +154,75 @@ func TestHAPublisherSurvivesFullDisk(t *testing.T) {
 	checkStored(t, b.addr, n)
 	t.Logf("publisher: %s", strings.TrimSpace(pub.stderr.String()))
 }
+
+// TestOnStorageFailureConfig: the TOML key and the flag set the mode
+// (exit by default); anything else is refused.
+func TestOnStorageFailureConfig(t *testing.T) {
+	ec, err := loadAsServe(t, writeConfig(t, "data = \"d\"\n"))
+	if err != nil || ec.OnStorageFailure != "exit" {
+		t.Fatalf("default: %q, %v", ec.OnStorageFailure, err)
+	}
+	ec, err = loadAsServe(t, writeConfig(t, "on-storage-failure = \"stay\"\n"))
+	if err != nil || ec.OnStorageFailure != "stay" {
+		t.Fatalf("TOML stay: %q, %v", ec.OnStorageFailure, err)
+	}
+	ec, err = loadAsServe(t, writeConfig(t, "on-storage-failure = \"stay\"\n"), "--on-storage-failure", "exit")
+	if err != nil || ec.OnStorageFailure != "exit" {
+		t.Fatalf("flag over TOML: %q, %v", ec.OnStorageFailure, err)
+	}
+	if _, err := loadAsServe(t, writeConfig(t, "on-storage-failure = \"retry\"\n")); err == nil || !strings.Contains(err.Error(), "on-storage-failure") {
+		t.Fatalf("bad value: %v", err)
+	}
+}
+
+// TestServeStayAnswersOnlyStat: with --on-storage-failure stay, a serve
+// whose disk filled stays up: `tandem stat` shows `storage  failed: ...`
+// and other clients are refused with storage-failed; SIGTERM then ends it
+// with status 3.
+func TestServeStayAnswersOnlyStat(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts server processes")
+	}
+	mnt := smallTmpfs(t, 3<<20)
+	addr := freeAddr(t)
+	srv := startServe(t, addr, "serve", "--engine", testEngine, "--listen", addr, "--data", filepath.Join(mnt, "data"),
+		"--name", "stay", "--segment-size", strconv.Itoa(1<<20), "--on-storage-failure", "stay")
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	c, err := client.Connect(ctx, addr, client.WithName("filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	payload := make([]byte, 200)
+	for seq := 1; ; seq++ {
+		if _, err := c.Publish(ctx, "fill", payload); err != nil {
+			break
+		}
+		if seq > 1000000 {
+			t.Fatal("a million publishes on a 3 MiB disk and no error")
+		}
+	}
+	r := tandem(t, "", "stat", "--server", addr)
+	if r.code != 0 || !regexpMatch(`storage\s+failed: .*no space left on device`, r.stdout) {
+		t.Fatalf("stat after the failure: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	_, err = client.Connect(ctx, addr, client.WithName("late"))
+	var se *client.ServerError
+	if !errors.As(err, &se) || se.Code != wire.CodeStorageFailed {
+		t.Fatalf("logon after the failure: %v", err)
+	}
+	select {
+	case <-srv.exited:
+		t.Fatalf("serve exited in stay mode (%v):\n%s", srv.err, srv.log())
+	default:
+	}
+	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := srv.waitExit(t, 15*time.Second); code != 3 {
+		t.Fatalf("serve in stay mode exited %d after SIGTERM, want 3 (storage failed):\n%s", code, srv.log())
+	}
+}
+
+func regexpMatch(re, s string) bool { return regexp.MustCompile(re).MatchString(s) }

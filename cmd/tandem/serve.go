@@ -111,9 +111,10 @@ name), while another instance holds it.
 
 Exit status: 0 after SIGINT or SIGTERM; 1 if it cannot start (or shut
 down cleanly); 2 for a bad command line or config; 3 when its storage
-failed (full disk, I/O error) with --on-storage-failure exit: it sends the
-acknowledgements already durable, tells every client storage-failed,
-closes its listeners and exits, so HA clients fail over.
+failed (full disk, I/O error): with --on-storage-failure exit at once (it
+sends the acknowledgements already durable, tells every client
+storage-failed, closes its listeners and exits, so HA clients fail over),
+with stay at SIGINT or SIGTERM.
 
 `
 
@@ -169,6 +170,11 @@ func runServe(args []string) int {
 	}
 	ec.Logger.Info("shutting down", "signal", sig.String())
 	signal.Stop(sigs)
+	if srv.FailureCause() != nil { // stay mode: the failure was logged
+		srv.Close()
+		ec.Logger.Error("exiting: storage failed", "status", exitStorageFailed)
+		return exitStorageFailed
+	}
 	if err := srv.Close(); err != nil {
 		fmt.Fprintf(os.Stderr, "tandem serve: shutdown: %v\n", err)
 		return 1
