@@ -582,11 +582,11 @@ func (c *conn) flush() {
 		return
 	}
 	c.wbuf, c.woff = c.wbuf[:0], 0
+	c.watchWrite(false)
 	if c.closeAfterSend { // fail-stop drain: the Error frame is written
 		c.finishAfterSend()
 		return
 	}
-	c.watchWrite(false)
 	if c.readPaused && !c.lp.srv.stopping.Load() && !c.storageHeld {
 		c.pauseReading(false)
 	}
@@ -639,6 +639,9 @@ func (c *conn) pauseReading(on bool) {
 // journal is the fail-stop sequence's business, failstop.go.)
 func (c *conn) checkTimers(now int64) {
 	s := c.lp.srv
+	if c.closeAfterSend {
+		return // its Error frame is queued or sent: nothing may follow
+	}
 	switch {
 	case c.client == nil && now-c.created > int64(s.cfg.LogonTimeout):
 		c.fail(wire.CodeNotLoggedOn, fmt.Sprintf("no logon within %v", s.cfg.LogonTimeout))

@@ -225,3 +225,52 @@ func TestNewRefusesFullDisk(t *testing.T) {
 	}
 	s.Close()
 }
+
+// TestStorageFailureDrainIsBounded: a subscriber that does not read (its
+// output far above what the socket holds) cannot hold the fail-stop up:
+// at the drain deadline its connection is closed and Failed() closes.
+func TestStorageFailureDrainIsBounded(t *testing.T) {
+	var armed atomic.Bool
+	const drain = 300 * time.Millisecond
+	s := testServer(t, t.TempDir(), func(c *Config) {
+		c.Journal.FS = failingSyncs(&armed)
+		c.DrainTimeout = drain
+	})
+	defer s.Close()
+	pub := dialRaw(t, s)
+	pub.logon("pub", 0)
+	big := make([]byte, 16<<10)
+	var buf []byte
+	for i := uint64(1); i <= 2000; i++ { // 32 MiB for a subscriber that never reads
+		buf = wire.AppendPublish(buf[:0], i, wire.AckNone, []byte("t"), big)
+		pub.send(buf)
+	}
+	pub.send(wire.AppendFlush(nil, 1))
+	pub.waitAck(wire.AckKindFlushed, 1)
+	slow := dialRaw(t, s)
+	slow.logon("slow", 0)
+	slow.subscribe(wire.AppendSubscribe(nil, 1, wire.StartEpoch, wire.MatchExact, []byte("t")))
+
+	armed.Store(true)
+	pub.send(wire.AppendPublish(nil, 2001, wire.AckPersisted, []byte("t"), []byte("x")))
+	start := time.Now()
+	select {
+	case <-s.Failed():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Failed() not closed 10s after the journal failed, with a subscriber that does not read")
+	}
+	took := time.Since(start)
+	t.Logf("fail-stop took %v with a %v drain timeout", took.Round(time.Millisecond), drain)
+	if took < drain {
+		t.Errorf("fail-stop took %v: it did not wait the drain timeout (%v) for the unread output", took, drain)
+	}
+	// The slow subscriber's connection is closed: reading reaches its end.
+	for {
+		if _, err := slow.next(10 * time.Second); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatal("the slow subscriber's connection is still open")
+			}
+			break
+		}
+	}
+}

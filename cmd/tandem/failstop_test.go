@@ -204,7 +204,8 @@ func TestServeStayAnswersOnlyStat(t *testing.T) {
 		}
 	}
 	r := tandem(t, "", "stat", "--server", addr)
-	if r.code != 0 || !regexpMatch(`storage\s+failed: .*no space left on device`, r.stdout) {
+	if r.code != 0 || !regexpMatch(`storage\s+failed: .*no space left on device`, r.stdout) ||
+		!regexpMatch(`segment preallocation failures\s+[1-9]`, r.stdout) {
 		t.Fatalf("stat after the failure: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 	_, err = client.Connect(ctx, addr, client.WithName("late"))
