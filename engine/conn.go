@@ -53,8 +53,18 @@ type conn struct {
 	soff         int
 	recvInFlight bool
 	sendInFlight bool
-	// closeAfterSend: fail() queued an Error frame; close once it is sent.
+	// closeAfterSend: fail() queued an Error frame; close once it is sent
+	// (epoll too during the fail-stop drain, failDrain).
 	closeAfterSend bool
+	// statOnly: logged on after a storage failure; only stat requests and
+	// heartbeats are served (failstop.go). storageHeld: a publish found the
+	// journal failed; nothing more is read until the fail-stop pass.
+	statOnly, storageHeld bool
+	// linger: once the Error frame is written, half-close (FIN) and discard
+	// input until the client closes (lingering), rather than close at once:
+	// closing with unread input sends a reset, which can make the client
+	// lose the Error frame (fail-stop; failCheck bounds the wait).
+	linger, lingering bool
 
 	// Zero-copy output (zerocopy.go): journal slices that go out between
 	// the bytes of wbuf (wz) and of the send in flight (sz), the slot sbuf
@@ -129,6 +139,10 @@ func (c *conn) buffered() int { return len(c.wbuf) - c.woff + c.wz.bytes }
 
 // onReadable reads what the socket has and handles every whole frame.
 func (c *conn) onReadable() {
+	if c.lingering {
+		c.discardInput()
+		return
+	}
 	for i := 0; i < maxReadsPerEvent && !c.closed && !c.readPaused; i++ {
 		if c.rn == len(c.rbuf) {
 			c.fail(wire.CodeMalformed, "read buffer full") // cannot happen: process grows it
@@ -155,7 +169,7 @@ func (c *conn) onReadable() {
 func (c *conn) process() {
 	maxFrame := c.lp.srv.cfg.MaxFrame
 	off := 0
-	for !c.closed {
+	for !c.closed && !c.closeAfterSend && !c.storageHeld { // nothing after an Error frame, or once held
 		if c.skip > 0 { // the rest of an oversized Publish: drop it unread
 			n := min(c.skip, c.rn-off)
 			c.skip -= n
@@ -188,7 +202,7 @@ func (c *conn) process() {
 		c.handle(f)
 	}
 	c.endBatch()
-	if c.closed {
+	if c.closed || c.closeAfterSend || c.storageHeld {
 		return
 	}
 	if off > 0 {
@@ -253,6 +267,10 @@ func (c *conn) handle(f wire.Frame) {
 	}
 	if c.client == nil && f.Type != wire.TypeLogon {
 		c.fail(wire.CodeNotLoggedOn, fmt.Sprintf("%s before logon", f.Type))
+		return
+	}
+	if c.statOnly && f.Type != wire.TypeStatRequest && f.Type != wire.TypeHeartbeat {
+		c.fail(wire.CodeStorageFailed, c.lp.srv.failText()+"; this instance serves only stat")
 		return
 	}
 	switch f.Type {
@@ -320,6 +338,15 @@ func (c *conn) onPublish(body []byte) {
 		seq, err := s.j.AppendLocked(h, m.Topic, m.Payload)
 		if errors.Is(err, journal.ErrTooLarge) {
 			c.refusePublish(m.PubSeq, wire.CodeTooLarge, fmt.Sprintf("publish %d: %v (%d bytes of topic and payload)", m.PubSeq, err, len(m.Topic)+len(m.Payload)))
+			return
+		}
+		if err != nil && s.j.Err() != nil {
+			// The journal failed: hold the connection (read nothing more)
+			// for the fail-stop sequence, which sends the acks the ack
+			// point covers, then storage-failed (failstop.go).
+			c.endBatch()
+			c.storageHeld = true
+			c.pauseReading(true)
 			return
 		}
 		if err != nil {
@@ -396,6 +423,9 @@ func (c *conn) queueAck(kind wire.AckKind, seq uint64) {
 // releaseAcks sends the queued acks that synced now covers, coalescing
 // consecutive persisted acks into one.
 func (c *conn) releaseAcks(synced uint64) {
+	if c.closeAfterSend {
+		return // the Error frame is queued: nothing may follow it
+	}
 	var persisted uint64
 	have := false
 	for c.acks.len() > 0 && c.acks.front().local <= synced {
@@ -445,6 +475,9 @@ func (c *conn) onLogon(body []byte) {
 			c.fail(wire.CodeAuth, "authentication failed: "+err.Error())
 			return
 		}
+	}
+	if c.refuseAfterFailure(name) {
+		return
 	}
 	ci, err := s.logon(name, c.remote, c.lp.id)
 	if err != nil {
@@ -568,7 +601,7 @@ func (c *conn) onUnsubscribe(body []byte) {
 // output buffer until the buffer reaches the high water mark, every cursor
 // is caught up, or the scan budget is spent.
 func (c *conn) pump() {
-	if c.closed {
+	if c.closed || c.closeAfterSend {
 		return
 	}
 	highWater := c.lp.srv.cfg.WriteHighWater
@@ -628,7 +661,11 @@ func (c *conn) flush() {
 	}
 	c.wbuf, c.woff = c.wbuf[:0], 0
 	c.watchWrite(false)
-	if c.readPaused && !c.lp.srv.stopping.Load() {
+	if c.closeAfterSend { // fail-stop drain: the Error frame is written
+		c.finishAfterSend()
+		return
+	}
+	if c.readPaused && !c.lp.srv.stopping.Load() && !c.storageHeld {
 		c.pauseReading(false)
 	}
 }
@@ -676,16 +713,18 @@ func (c *conn) pauseReading(on bool) {
 	c.lp.poller.Mod(c.fd, c.events())
 }
 
-// checkTimers enforces the logon deadline and heartbeats.
-func (c *conn) checkTimers(now int64, journalErr error) {
+// checkTimers enforces the logon deadline and heartbeats. (A failed
+// journal is the fail-stop sequence's business, failstop.go.)
+func (c *conn) checkTimers(now int64) {
 	s := c.lp.srv
+	if c.closeAfterSend {
+		return // its Error frame is queued or sent: nothing may follow
+	}
 	switch {
 	case c.client == nil && now-c.created > int64(s.cfg.LogonTimeout):
 		c.fail(wire.CodeNotLoggedOn, fmt.Sprintf("no logon within %v", s.cfg.LogonTimeout))
-	case c.hb > 0 && now-c.lastRecv > 2*c.hb:
+	case c.hb > 0 && now-c.lastRecv > 2*c.hb && !c.storageHeld: // held: not read
 		c.fail(wire.CodeHeartbeat, fmt.Sprintf("silent for more than two heartbeat intervals (%v)", time.Duration(2*c.hb)))
-	case journalErr != nil && c.acks.len() > 0:
-		c.fail(wire.CodeStorage, "journal failed; unacknowledged messages are not persisted: "+journalErr.Error())
 	case c.hb > 0 && now-c.lastSend >= c.hb && c.pending() == 0:
 		c.wbuf = wire.AppendHeartbeat(c.wbuf)
 		c.lp.markDirty(c)

@@ -69,10 +69,16 @@ type loop struct {
 
 	// scratch for the publish path (reused, never escapes)
 	batch publishBatch
+
+	// fail-stop (failstop.go): the loop's pass ran, its drain deadline,
+	// and failDone, closed (failClosed) once its connections are drained.
+	failHandled, failClosed bool
+	failDeadline            int64
+	failDone                chan struct{}
 }
 
 func newLoop(s *Server, id, cpu int, useUring bool) (*loop, error) {
-	lp := &loop{id: id, cpu: cpu, srv: s, lfd: -1, conns: make(map[int32]*conn), ringCPU: -1}
+	lp := &loop{id: id, cpu: cpu, srv: s, lfd: -1, conns: make(map[int32]*conn), ringCPU: -1, failDone: make(chan struct{})}
 	if useUring {
 		lp.ur = newUringIO(s.cfg.RingEntries) // the ring itself is created in run
 		return lp, nil
@@ -207,6 +213,7 @@ func (lp *loop) closeListener() {
 // run is the loop's goroutine.
 func (lp *loop) run(started chan<- error) {
 	defer lp.srv.done.Done()
+	defer lp.failExit()
 	// Locked for good: the goroutine exits locked, so the runtime ends the
 	// thread with it rather than handing a thread pinned to one core (and
 	// with its memory policy) to other goroutines.
@@ -291,6 +298,9 @@ func (lp *loop) runEpoll() {
 			lp.timers()
 		}
 		lp.flushWrites()
+		if s.failing.Load() {
+			lp.failCheck()
+		}
 		if s.stopping.Load() {
 			if lp.stop() {
 				return
@@ -415,12 +425,11 @@ func (lp *loop) flushWrites() {
 	lp.dirty = lp.dirty[:0]
 }
 
-// timers sends heartbeats, closes silent connections and those that never
-// logged on, and fails connections whose acks a failed journal can never give.
+// timers sends heartbeats and closes silent connections and those that
+// never logged on.
 func (lp *loop) timers() {
-	jerr := lp.srv.j.Err()
 	for _, c := range lp.conns {
-		c.checkTimers(lp.now, jerr)
+		c.checkTimers(lp.now)
 	}
 }
 

@@ -203,6 +203,9 @@ func (lp *loop) runUring() {
 			lp.timers()
 		}
 		lp.flushWrites()
+		if s.failing.Load() {
+			lp.failCheck()
+		}
 		if s.stopping.Load() && lp.stop() {
 			lp.drainRing()
 			return
@@ -254,6 +257,10 @@ func (lp *loop) complete(cqe uring.CQE) {
 		c.recvInFlight = false
 		switch {
 		case c.closed:
+		case c.lingering && cqe.Res > 0:
+			u.armRecv(c) // discarded (rn stays 0) until the client closes
+		case c.lingering && cqe.Res != -int32(unix.EAGAIN) && cqe.Res != -int32(unix.EINTR):
+			c.close()
 		case cqe.Res > 0 && !c.closeAfterSend:
 			c.rn += int(cqe.Res)
 			c.lastRecv = lp.now
@@ -294,9 +301,9 @@ func (lp *loop) complete(cqe uring.CQE) {
 		case c.pending() > 0:
 			u.flush(c) // the rest of a partial send, or what was buffered meanwhile
 		case c.closeAfterSend:
-			c.close()
+			c.finishAfterSend()
 		}
-		if c.readPaused && !c.closed && !c.closeAfterSend && !lp.srv.stopping.Load() &&
+		if c.readPaused && !c.closed && !c.closeAfterSend && !c.storageHeld && !lp.srv.stopping.Load() &&
 			c.pending() <= lp.srv.cfg.WriteHighWater {
 			c.pauseReading(false) // output drained below the mark: read again
 		}

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/tandemhq/tandem/engine/poll"
+	"github.com/tandemhq/tandem/internal/dirlock"
 	"github.com/tandemhq/tandem/journal"
 	"github.com/tandemhq/tandem/record"
 	"github.com/tandemhq/tandem/replicate"
@@ -102,6 +103,18 @@ type Config struct {
 	// peers (package replicate). Self and StateDir are filled in.
 	Replication *replicate.Config
 
+	// OnStorageFailure is what the server does once its journal failed
+	// (full disk, EIO; see failstop.go): StorageFailureExit ("exit", the
+	// default) drains, tells every client storage-failed, closes its
+	// listeners and closes Failed() for the process to exit;
+	// StorageFailureStay ("stay") does the same but keeps the client
+	// listener open, serving only stat.
+	OnStorageFailure string
+	// DrainTimeout bounds the fail-stop drain (sync peers confirming what
+	// is durable here; clients reading their last acks and the Error
+	// frame); default DefaultDrainTimeout.
+	DrainTimeout time.Duration
+
 	Logger *slog.Logger
 }
 
@@ -139,6 +152,12 @@ func (c *Config) setDefaults() {
 	if c.LogonTimeout == 0 {
 		c.LogonTimeout = 10 * time.Second
 	}
+	if c.OnStorageFailure == "" {
+		c.OnStorageFailure = StorageFailureExit
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -149,6 +168,7 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	j      *journal.Journal
+	lock   *dirlock.Lock // the data directory's lock, held from New to Close
 	idx    *index
 	origin uint64
 
@@ -176,6 +196,15 @@ type Server struct {
 	// refusals counts publishes refused permanently (too-large, bad topic,
 	// sequence-reused).
 	refusals atomic.Uint64
+
+	// Fail-stop (failstop.go): failing once the journal failed, failFinal
+	// once the drain is over (loops send Error frames), failedCh closed at
+	// the end; running is the started loops.
+	failing, failFinal atomic.Bool
+	failCause          atomic.Pointer[error]
+	failOnce, replOnce sync.Once
+	failedCh           chan struct{}
+	running            atomic.Pointer[[]*loop]
 }
 
 // clientInfo is what stat reports about a logged-on client.
@@ -226,8 +255,11 @@ func MaxFrameForSegment(segmentSize int64) int {
 // ErrClosed is returned by a Server used after Close.
 var ErrClosed = errors.New("engine: server closed")
 
-// New opens the journal (recovering it) and rebuilds the index; Start
-// begins serving.
+// New locks the data directory (creating it 0700 if missing; see package
+// internal/dirlock: a directory held by another process is an error naming
+// the holder, wrapping dirlock.ErrLocked), opens the journal (recovering
+// it) and rebuilds the index; Start begins serving. Nothing in the
+// directory is read before the lock is held.
 func New(cfg Config) (*Server, error) {
 	cfg.setDefaults()
 	if limit := MaxFrameForSegment(cfg.Journal.SegmentSize); cfg.MaxFrame > limit && !cfg.allowMaxFrameAboveSegment {
@@ -269,6 +301,11 @@ func New(cfg Config) (*Server, error) {
 	default:
 		return nil, fmt.Errorf("engine: memory placement %q: want first-touch or off", cfg.MemoryPlacement)
 	}
+	switch cfg.OnStorageFailure {
+	case StorageFailureExit, StorageFailureStay:
+	default:
+		return nil, fmt.Errorf("engine: on-storage-failure %q: want %s or %s", cfg.OnStorageFailure, StorageFailureExit, StorageFailureStay)
+	}
 	useUring, engineDesc, err := chooseEngine(cfg.Engine)
 	if err != nil {
 		return nil, fmt.Errorf("engine: %w", err)
@@ -281,6 +318,22 @@ func New(cfg Config) (*Server, error) {
 		idx:      newIndex(record.ID(cfg.Name)),
 		origin:   record.ID(cfg.Name),
 		names:    make(map[string]*clientInfo),
+		failedCh: make(chan struct{}),
+	}
+	lock, err := dirlock.Acquire(cfg.DataDir, cfg.Name)
+	if err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
+	s.lock = lock
+	if cfg.Journal.FS == nil { // the OS file system: check it can hold the journal
+		seg := cfg.Journal.SegmentSize
+		if seg == 0 {
+			seg = journal.DefaultSegmentSize
+		}
+		if err := checkFreeSpace(cfg.DataDir, seg); err != nil {
+			lock.Close()
+			return nil, err
+		}
 	}
 	jo := cfg.Journal
 	if jo.SyncVia == "" && useUring {
@@ -289,6 +342,7 @@ func New(cfg Config) (*Server, error) {
 	jo.Dir = cfg.DataDir
 	jo.Logger = s.log
 	jo.OnSync = s.onSync
+	jo.OnFail = s.onJournalFail
 	if cfg.Replication != nil {
 		// Retention never deletes what a destination has not persisted. The
 		// replicator exists only after Open; until then, hold everything.
@@ -301,11 +355,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	j, err := journal.Open(jo)
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("engine: open journal: %w", err)
 	}
 	s.j = j
 	if err := s.rebuild(); err != nil {
 		j.Close()
+		lock.Close()
 		return nil, err
 	}
 	if cfg.Replication != nil {
@@ -320,6 +376,7 @@ func New(cfg Config) (*Server, error) {
 		r, err := replicate.New(rc, j, s, s.wakeForAcks, s.log)
 		if err != nil {
 			j.Close()
+			lock.Close()
 			return nil, fmt.Errorf("engine: %w", err)
 		}
 		s.repl = r
@@ -402,6 +459,8 @@ func (s *Server) Start() error {
 		s.Close()
 		return err
 	}
+	running := s.loops
+	s.running.Store(&running)
 	if s.repl != nil {
 		if err := s.repl.Start(); err != nil {
 			s.Close()
@@ -461,13 +520,16 @@ func (s *Server) Close() error {
 		lp.wake()
 	}
 	s.done.Wait()
+	if s.failing.Load() {
+		<-s.failedCh // the fail-stop sequence ends once the loops did
+	}
 	for _, lp := range s.loops {
 		lp.closeBackend()
 	}
-	if s.repl != nil {
-		s.repl.Close()
-	}
-	return errors.Join(err, s.j.Close())
+	s.closeRepl()
+	jerr := s.j.Close()
+	// Last: the directory is ours until everything in it is closed.
+	return errors.Join(err, jerr, s.lock.Close())
 }
 
 // ackPoint is the highest local seq a persisted ack may cover: durable
@@ -576,7 +638,12 @@ func (s *Server) Stats() *wire.Stats {
 		Journal: wire.JournalStats{
 			FirstSeq: js.FirstSeq, LastSeq: js.LastSeq, SyncedSeq: js.SyncedSeq,
 			Bytes: js.Bytes, Segments: js.Segments, Syncs: js.Syncs, SyncVia: js.SyncVia,
+			PreallocFailures: js.PreallocFailures,
 		},
+		Storage: "ok",
+	}
+	if js.Err != nil {
+		st.Storage = "failed: " + js.Err.Error()
 	}
 	for _, lp := range s.loops {
 		st.Connections += int(lp.nconns.Load())

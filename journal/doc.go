@@ -70,6 +70,11 @@
 // preallocator goroutine keeps ready (zero-filled and synced under a
 // temporary name): header written and synced, file renamed, directory
 // synced. The first record of every segment also carries FlagBatchStart.
+// A failed preallocation (full disk, EIO) is counted
+// (Stats.PreallocFailures), logged at most every 10s, its partial file
+// removed, and retried with back-off (50ms doubling to 2s) while the tail
+// still has room; when the flusher needs the segment and none is ready it
+// asks for an immediate attempt, and if that one fails the journal fails.
 // Appenders block (releasing the lock) while MaxStagedBytes are pending.
 //
 // On the OS file system the zeros are written with O_DIRECT (they would
@@ -91,7 +96,8 @@
 //     before it was durable.
 //   - A failed write or fdatasync is never retried: the journal becomes
 //     failed (Err), appends return that error and SyncedSeq stops, so no
-//     acknowledgement ever covers data whose sync failed.
+//     acknowledgement ever covers data whose sync failed. Options.OnFail
+//     is called once when that happens (the server's fail-stop).
 //
 // # Recovery
 //

@@ -104,6 +104,11 @@ type Options struct {
 	// OnSync is called by the flusher after each successful sync with the
 	// new SyncedSeq. It must not block.
 	OnSync func(synced uint64)
+	// OnFail is called once, when the journal fails (a write, sync or
+	// segment installation failed; Err returns the same error from then
+	// on), by the goroutine that failed it, after waiters were woken. It
+	// must not block. The server's fail-stop sequence starts here.
+	OnFail func(err error)
 	Logger *slog.Logger
 	// Now is the clock for record timestamps and retention (default time.Now).
 	Now func() time.Time
@@ -196,9 +201,17 @@ type Journal struct {
 	flushWG sync.WaitGroup
 	bg      sync.WaitGroup
 
+	// preallocFailed carries a failed preallocation to a flusher waiting
+	// for the segment (unbuffered: only when it waits); needSegment tells
+	// a backing-off preallocator the segment is needed now.
+	preallocFailed chan error
+	needSegment    chan struct{}
+
 	retMu sync.Mutex
 
 	syncs, rotations, writtenBytes, removedSegs atomic.Uint64
+
+	preallocFailures atomic.Uint64
 
 	truncatedBytes int64
 }
@@ -258,6 +271,8 @@ func Open(opts Options) (*Journal, error) {
 		retKick:   make(chan struct{}, 1),
 		timer:     opts.NewTimer(),
 	}
+	j.preallocFailed = make(chan error)
+	j.needSegment = make(chan struct{}, 1)
 	j.notFull.L = &j.mu
 	if err := j.fs.MkdirAll(opts.Dir); err != nil {
 		return nil, fmt.Errorf("journal: %w", err)
@@ -540,6 +555,9 @@ type Stats struct {
 	Rotations                    uint64
 	RemovedSegments              uint64 // deleted by retention since Open
 	TruncatedBytes               int64  // zeroed by recovery at Open: a torn tail, or corruption cut by RecoverTruncate
+	// PreallocFailures counts failed attempts to preallocate the next
+	// segment since Open (each is retried; see preallocLoop).
+	PreallocFailures uint64
 	// SyncVia is how group commits are written and synced: SyncUring
 	// while they go through the flusher's io_uring ring, else SyncSyscall
 	// (the option's default, a fallback, or files without a descriptor).
@@ -565,6 +583,7 @@ func (j *Journal) Stats() Stats {
 		SyncVia:         SyncSyscall,
 		Err:             j.Err(),
 	}
+	s.PreallocFailures = j.preallocFailures.Load()
 	if j.viaRing.Load() {
 		s.SyncVia = SyncUring
 	}
@@ -617,7 +636,8 @@ func (j *Journal) releaseSegments() {
 // fail makes err the journal's sticky error and wakes everyone waiting.
 func (j *Journal) fail(err error) {
 	j.mu.Lock()
-	if j.failed == nil {
+	first := j.failed == nil
+	if first {
 		j.failed = err
 		j.errp.Store(&err)
 	}
@@ -625,6 +645,9 @@ func (j *Journal) fail(err error) {
 	j.mu.Unlock()
 	j.log.Error("journal: failed; no further writes", "err", err)
 	j.wakeWaiters(0, true)
+	if first && j.opts.OnFail != nil {
+		j.opts.OnFail(err)
+	}
 }
 
 // MaxRecord returns the largest record (package record's encoding, header

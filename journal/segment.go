@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -302,26 +303,68 @@ func (j *Journal) installSegment(f File, tmpPath string, first uint64, size int6
 type preallocated struct {
 	f    File
 	path string
-	err  error
 }
 
+// Preallocation retry back-off: the first retry after a failure comes
+// after preallocRetryMin, doubling up to preallocRetryMax; a flusher that
+// needs the segment now cuts the wait short (one immediate retry).
+// Failures are logged at most once per preallocLogEvery (with the count
+// since the last line).
+const (
+	preallocRetryMin = 50 * time.Millisecond
+	preallocRetryMax = 2 * time.Second
+	preallocLogEvery = 10 * time.Second
+)
+
 // preallocLoop keeps one zeroed, synced segment file ready for rotation.
+// A failed attempt (full disk, EIO) is counted (Stats.PreallocFailures),
+// logged (rate-limited), its partial file removed, and retried with
+// back-off while the tail still has room: the journal fails only if the
+// flusher needs the segment and the attempt it waits for fails too.
 func (j *Journal) preallocLoop() {
 	defer j.bg.Done()
+	backoff := preallocRetryMin
+	var lastLog time.Time
+	var unlogged uint64
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
 	for n := 1; ; n++ {
 		path := join(j.opts.Dir, fmt.Sprintf(preallocName, n))
 		f, err := j.zeroFile(path, j.opts.SegmentSize, true) // ahead of need: paced
-		select {
-		case j.ready <- preallocated{f: f, path: path, err: err}:
-			if err != nil {
+		if err != nil {
+			j.preallocFailures.Add(1)
+			unlogged++
+			if rerr := j.fs.Remove(path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+				err = errors.Join(err, fmt.Errorf("removing the partial file: %w", rerr))
+			}
+			if j.Err() != nil {
+				return // the journal failed: nothing will rotate again
+			}
+			if now := time.Now(); now.Sub(lastLog) >= preallocLogEvery {
+				j.log.Warn("journal: preallocating the next segment failed; retrying", "err", err,
+					"failures", unlogged, "retry_in", backoff)
+				lastLog, unlogged = now, 0
+			}
+			retry.Reset(backoff)
+			select {
+			case j.preallocFailed <- err: // the flusher needs it now and cannot have it
+			case <-j.needSegment: // needed now: one more attempt at once
+			case <-retry.C:
+			case <-j.stop:
 				return
 			}
+			retry.Stop()
+			backoff = min(2*backoff, preallocRetryMax)
+			continue
+		}
+		backoff = preallocRetryMin
+		select {
+		case j.ready <- preallocated{f: f, path: path}:
 		case <-j.stop:
-			if f != nil {
-				f.Close()
-				if err := j.fs.Remove(path); err != nil {
-					j.log.Warn("journal: removing preallocated segment", "err", err)
-				}
+			f.Close()
+			if err := j.fs.Remove(path); err != nil {
+				j.log.Warn("journal: removing preallocated segment", "err", err)
 			}
 			return
 		}
@@ -329,16 +372,25 @@ func (j *Journal) preallocLoop() {
 }
 
 // nextSegment installs the preallocated file as the segment starting at
-// first. Called by the flusher; waits for the preallocator if needed.
+// first. Called by the flusher; waits for the preallocator if needed. If
+// the preallocator's attempts are failing, it asks for one at once and
+// fails with that attempt's error.
 func (j *Journal) nextSegment(first uint64) (*segment, error) {
 	var p preallocated
 	select {
 	case p = <-j.ready:
-	case <-j.stop:
-		return nil, ErrClosed
-	}
-	if p.err != nil {
-		return nil, fmt.Errorf("journal: preallocating segment: %w", p.err)
+	default:
+		select {
+		case j.needSegment <- struct{}{}:
+		default:
+		}
+		select {
+		case p = <-j.ready:
+		case err := <-j.preallocFailed:
+			return nil, fmt.Errorf("journal: preallocating segment: %w", err)
+		case <-j.stop:
+			return nil, ErrClosed
+		}
 	}
 	return j.installSegment(p.f, p.path, first, j.opts.SegmentSize)
 }

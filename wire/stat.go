@@ -29,6 +29,9 @@ type Stats struct {
 	Replication []DestinationStats `json:"replication,omitempty"`
 	// ReplicationListen is where peers connect ("" when not listening).
 	ReplicationListen string `json:"replication_listen,omitempty"`
+	// Storage is "ok", or "failed: <cause>" once the journal failed (the
+	// instance then accepts no clients; see docs/architecture.md).
+	Storage string `json:"storage,omitempty"`
 }
 
 // ZeroCopyStats counts deliveries sent from the journal mapping.
@@ -64,6 +67,10 @@ type JournalStats struct {
 	Segments  int    `json:"segments"`
 	Syncs     uint64 `json:"syncs"`
 	SyncVia   string `json:"sync_via,omitempty"` // "uring": group commits through io_uring; "syscall": pwrite + fdatasync
+	// PreallocFailures counts failed attempts to preallocate the next
+	// segment (each retried; a failure when the segment is needed fails
+	// the journal).
+	PreallocFailures uint64 `json:"prealloc_failures"`
 }
 
 // TopicStats counts messages stored per topic since the journal began

@@ -59,6 +59,9 @@ type serveConfig struct {
 	LogonTimeout   duration `toml:"logon-timeout"`
 	LogLevel       string   `toml:"log-level"`
 
+	// OnStorageFailure: exit (default) or stay (engine.Config.OnStorageFailure).
+	OnStorageFailure string `toml:"on-storage-failure"`
+
 	// Replication (docs/replication.md).
 	ReplListen         string   `toml:"repl-listen"`
 	Peers              peerList `toml:"peer"`
@@ -68,6 +71,10 @@ type serveConfig struct {
 	ReplUpgradeBelow   duration `toml:"repl-upgrade-below"`
 	ReplHeartbeat      duration `toml:"repl-heartbeat"`
 }
+
+// exitStorageFailed is serve's exit status once its journal failed (with
+// on-storage-failure exit).
+const exitStorageFailed = 3
 
 // Values of memory-placement (engine.Config.MemoryPlacement).
 const (
@@ -104,6 +111,17 @@ const serveUsage = `usage: tandem serve [flags]
 Runs one Tandem instance. With no flags it serves 127.0.0.1:7400 with its
 journal in ./data. Every flag is also a key of the --config TOML file
 (same name); flags given on the command line win.
+
+The data directory (created 0700 if missing) belongs to one process: serve
+locks its LOCK file and refuses to start, naming the holder (host, pid,
+name), while another instance holds it.
+
+Exit status: 0 after SIGINT or SIGTERM; 1 if it cannot start (or shut
+down cleanly); 2 for a bad command line or config; 3 when its storage
+failed (full disk, I/O error): with --on-storage-failure exit at once (it
+sends the acknowledgements already durable, tells every client
+storage-failed, closes its listeners and exits, so HA clients fail over),
+with stay at SIGINT or SIGTERM.
 
 `
 
@@ -142,9 +160,28 @@ func runServe(args []string) int {
 		fmt.Fprintf(os.Stderr, "tandem serve: %v\n", err)
 		return 1
 	}
-	sig := <-sigs
+	failed := srv.Failed()
+	if ec.OnStorageFailure == engine.StorageFailureStay {
+		failed = nil // keep serving stat; the engine logged the failure
+	}
+	var sig os.Signal
+	select {
+	case sig = <-sigs:
+	case <-failed:
+		// The engine logged the cause and ran the fail-stop sequence;
+		// Close returns that same journal error, already reported.
+		signal.Stop(sigs)
+		srv.Close()
+		ec.Logger.Error("exiting: storage failed", "status", exitStorageFailed)
+		return exitStorageFailed
+	}
 	ec.Logger.Info("shutting down", "signal", sig.String())
 	signal.Stop(sigs)
+	if srv.FailureCause() != nil { // stay mode: the failure was logged
+		srv.Close()
+		ec.Logger.Error("exiting: storage failed", "status", exitStorageFailed)
+		return exitStorageFailed
+	}
 	if err := srv.Close(); err != nil {
 		fmt.Fprintf(os.Stderr, "tandem serve: shutdown: %v\n", err)
 		return 1
@@ -183,6 +220,7 @@ func serveFlags(cfg *serveConfig) (*flag.FlagSet, *string) {
 	fs.IntVar(&cfg.WriteHighWater, "write-high-water", 1<<20, "pending output per connection before reading and deliveries pause")
 	fs.Var(&cfg.LogonTimeout, "logon-timeout", "close connections that do not log on within this (default 10s)")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&cfg.OnStorageFailure, "on-storage-failure", engine.StorageFailureExit, "once the journal failed (full disk, I/O error): exit (send the acks already durable, tell every client storage-failed, close the listeners, exit with status 3) or stay (keep running, refusing clients, serving only tandem stat)")
 	fs.StringVar(&cfg.ReplListen, "repl-listen", "", "replication `address` where peers connect (empty: do not accept)")
 	fs.Var(&cfg.Peers, "peer", "replication destination `NAME=HOST:PORT[,sync|async][,topics=REGEX][,passthrough]`, or NAME alone (accept-only); repeat per peer")
 	fs.StringVar(&cfg.ReplSecretFile, "repl-secret-file", "", "`file` holding the shared secret that authenticates replication links")
@@ -292,6 +330,14 @@ func (c *serveConfig) engineConfig() (engine.Config, error) {
 	if c.SegmentSize < 1<<20 {
 		return engine.Config{}, fmt.Errorf("segment-size: %d is below 1 MiB", c.SegmentSize)
 	}
+	onStorageFailure := c.OnStorageFailure
+	switch onStorageFailure {
+	case "":
+		onStorageFailure = engine.StorageFailureExit
+	case engine.StorageFailureExit, engine.StorageFailureStay:
+	default:
+		return engine.Config{}, fmt.Errorf("on-storage-failure: %q is not an action (want %s or %s)", c.OnStorageFailure, engine.StorageFailureExit, engine.StorageFailureStay)
+	}
 	repl, err := c.replicationConfig()
 	if err != nil {
 		return engine.Config{}, err
@@ -306,7 +352,8 @@ func (c *serveConfig) engineConfig() (engine.Config, error) {
 		Loops: c.Loops, Pin: c.Pin, CPUs: cpus, MemoryPlacement: memoryPlacement,
 		ZeroCopyMin: c.ZeroCopyMin,
 		MaxFrame:    c.MaxFrame, MaxTopic: c.MaxTopic, WriteHighWater: c.WriteHighWater,
-		LogonTimeout: c.LogonTimeout.Duration,
+		LogonTimeout:     c.LogonTimeout.Duration,
+		OnStorageFailure: onStorageFailure,
 		Journal: journal.Options{
 			SyncVia:        journalSync,
 			PinFlusher:     flusherCPU >= 0,

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tandemhq/tandem/client"
+	"github.com/tandemhq/tandem/engine"
 	"github.com/tandemhq/tandem/wire"
 )
 
@@ -31,7 +32,7 @@ func runStat(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	host, _ := os.Hostname()
-	c, err := client.Connect(ctx, *server, client.WithName(fmt.Sprintf("tandem-stat-%s-%d", host, os.Getpid())))
+	c, err := client.Connect(ctx, *server, client.WithName(fmt.Sprintf("%s%s-%d", engine.StatClientPrefix, host, os.Getpid())))
 	if err != nil {
 		fmt.Fprintf(stderr, "tandem stat: %v\n", err)
 		return 1
@@ -77,6 +78,10 @@ func printStats(w io.Writer, st *wire.Stats) {
 	j := st.Journal
 	fmt.Fprintf(tw, "journal\tfirst %d, last %d, synced %d\n", j.FirstSeq, j.LastSeq, j.SyncedSeq)
 	fmt.Fprintf(tw, "journal size\t%s in %d segments, %d syncs\n", bytesText(j.Bytes), j.Segments, j.Syncs)
+	fmt.Fprintf(tw, "segment preallocation failures\t%d\n", j.PreallocFailures)
+	if st.Storage != "" {
+		fmt.Fprintf(tw, "storage\t%s\n", st.Storage)
+	}
 	if j.SyncVia != "" {
 		fmt.Fprintf(tw, "group commit\tvia %s\n", j.SyncVia)
 	}
