@@ -235,6 +235,9 @@ func NewHA(cfg HAConfig) (*HAClient, error) {
 		h.subs = &MemorySubscriptionManager{}
 	}
 	h.ev = newEventQueue(cfg.OnState, cfg.OnError)
+	for _, err := range storeRecoveryErrors(cfg.PublishStore, cfg.BookmarkStore) {
+		h.ev.error(err) // torn tails the file stores dropped on open
+	}
 	h.base.errorHandler = h.ev.error // store write errors reported by the writer
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	return h, nil
