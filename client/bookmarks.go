@@ -55,8 +55,8 @@ type originSet struct {
 type subProgress struct {
 	origins   []originSet // few: one per instance
 	pubs      map[uint64]*rangeSet
-	nRanges   int    // ranges above the floors, all sets
-	forgotten uint64 // ranges forgotten to stay within MaxProgressRanges
+	nRanges   int             // ranges above the floors, all sets
+	forgotten uint64          // ranges forgotten to stay within MaxProgressRanges
 	dirtyO    map[uint64]bool // file store: entries changed since the last flush
 	dirtyP    map[uint64]bool
 	dirty     bool

@@ -1,6 +1,14 @@
 package client
 
-import "sort"
+import (
+	"errors"
+	"sort"
+)
+
+// ErrProgressBound matches the OnError report that a subscription's
+// progress or delivered filter passed MaxProgressRanges and forgot its
+// oldest ranges (at-least-once for them, never loss).
+var ErrProgressBound = errors.New("progress bound reached")
 
 // MaxProgressRanges bounds the ranges a resumable subscription keeps (its
 // discarded progress over all origins and publishers, and, separately, its
