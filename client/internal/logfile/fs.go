@@ -91,7 +91,8 @@ func (OSFS) SyncDir(dir string) error {
 // MemFS is a small in-memory FS for tests: every write is durable at once
 // (it does not simulate crashes). Fail, when set, is asked before every
 // write, sync and truncate ("write", "sync", "truncate" with the file's
-// name) and a non-nil error is returned instead of doing it.
+// name) and a non-nil error is returned instead of doing it (a failing
+// write writes the first half of its bytes first: a short write).
 type MemFS struct {
 	mu    sync.Mutex
 	files map[string]*memData
@@ -217,8 +218,13 @@ func (f *memFile) ReadAt(p []byte, off int64) (int, error) {
 
 func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
 	if err := f.fs.fail("write", f.name); err != nil {
-		return 0, err
+		n, _ := f.write(p[:len(p)/2], off) // a short write, then the error
+		return n, err
 	}
+	return f.write(p, off)
+}
+
+func (f *memFile) write(p []byte, off int64) (int, error) {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
 	if end := off + int64(len(p)); end > int64(len(f.d.b)) {

@@ -100,7 +100,7 @@ func Scan(f io.ReaderAt, size int64, path string, maxBody int, repair bool, fn f
 	var res Result
 	var body []byte
 	off := int64(0)
-	r := bufio.NewReaderSize(io.NewSectionReader(f, 0, size), 1<<20)
+	r := bufio.NewReaderSize(io.NewSectionReader(f, 0, size), int(min(max(size, 4096), 1<<20)))
 	var hdr [HeaderSize]byte
 	for off < size {
 		reason := ""
@@ -157,10 +157,10 @@ func Scan(f io.ReaderAt, size int64, path string, maxBody int, repair bool, fn f
 // findValid returns the first offset at or after from where a valid record
 // starts, or -1.
 func findValid(f io.ReaderAt, size, from int64, maxBody int) (int64, error) {
-	const win = 64 << 10
+	win := int(min(64<<10, max(size-from, 0)))
 	buf := make([]byte, win+HeaderSize)
 	var body []byte
-	for base := from; base+HeaderSize <= size; base += win {
+	for base := from; base+HeaderSize <= size; base += int64(win) {
 		n, err := f.ReadAt(buf[:min(int64(len(buf)), size-base)], base)
 		if err != nil && !errors.Is(err, io.EOF) {
 			return -1, err
@@ -252,7 +252,7 @@ func Replace(fsys FS, path string, write func(w io.Writer) error) (*Log, error) 
 		return nil, err
 	}
 	sw := &seqWriter{f: f}
-	w := bufio.NewWriterSize(sw, 1<<20)
+	w := bufio.NewWriterSize(sw, 64<<10)
 	err = write(w)
 	if err == nil {
 		err = w.Flush()
