@@ -91,24 +91,24 @@ func TestLogAppendFailureCutOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	long, _ := build("a record much longer than the next one")
 	rec, _ := build("next")
 	fsys.Fail = func(op, _ string) error {
 		if op == "write" {
-			// A partial write, then the failure.
 			return errors.New("disk full")
 		}
 		return nil
 	}
-	if err := l.Append(rec); err == nil {
+	if err := l.Append(long); err == nil {
 		t.Fatal("append did not fail")
 	}
 	fsys.Fail = nil
 	if err := l.Append(rec); err != nil {
 		t.Fatal(err)
 	}
-	got, _, err := scan(t, fsys.Bytes("/d/f"), false)
-	if err != nil || !slices.Equal(got, []string{"head", "next"}) {
-		t.Fatalf("after a failed append: %v %v", got, err)
+	got, res, err := scan(t, fsys.Bytes("/d/f"), false)
+	if err != nil || !slices.Equal(got, []string{"head", "next"}) || res.Torn.Bytes != 0 {
+		t.Fatalf("after a failed append: %v %+v %v", got, res, err)
 	}
 	if n := fsys.Names(); !slices.Equal(n, []string{"/d/f"}) {
 		t.Fatalf("files %v", n)
