@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -42,7 +43,16 @@ processed (discarded) once printed, the progress is written to FILE after
 the output it covers has been written, and after a failover, or when sub is
 run again with the same --sub-id and FILE (even after kill -9), it resumes
 right after the last message processed, on either instance of a sync pair.
-Without --sub-id it is re-entered from now after a failover.
+Without --sub-id it is re-entered from now after a failover. Progress is
+the set of messages processed (late ones below a processed message are
+still delivered, once), see docs/client.md.
+
+A bookmark store file with a damaged record followed by good ones is
+corrupt: sub exits 1 naming the file and offset, and changes nothing.
+--repair-store drops the damaged records first (their progress is lost:
+messages may be printed again, not lost), reports exactly what it dropped
+on standard error, keeps the original as FILE.corrupt, then runs as usual.
+A record cut off by a crash (a torn tail) is dropped and reported.
 `
 
 func runSub(args []string, _ io.Reader, stdout, stderr io.Writer) int {
@@ -55,6 +65,7 @@ func runSub(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	from := fs.String("from", "", "where to start: `epoch|now|recent|BOOKMARK` (default now; recent with --sub-id)")
 	subID := fs.String("sub-id", "", "resumable subscription `ID` (with --bookmark-store)")
 	bmFile := fs.String("bookmark-store", "", "`FILE` keeping the progress of --sub-id (default: in memory)")
+	repair := fs.Bool("repair-store", false, "repair --bookmark-store first: drop damaged records, report what was dropped, keep the original as FILE.corrupt")
 	retryFor := fs.Duration("retry-for", time.Minute, "after a lost connection, give up when no server could be reached for this long")
 	connectFor := fs.Duration("connect-for", 5*time.Second, "give up the first connection after this long")
 	count := fs.Int("count", 0, "stop after `N` messages (0: no limit)")
@@ -80,6 +91,10 @@ func runSub(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	}
 	if *bmFile != "" && *subID == "" {
 		fmt.Fprintln(stderr, "tandem sub: --bookmark-store needs --sub-id")
+		return 2
+	}
+	if *repair && *bmFile == "" {
+		fmt.Fprintln(stderr, "tandem sub: --repair-store needs --bookmark-store")
 		return 2
 	}
 	var subOpts []client.SubOption
@@ -126,12 +141,26 @@ func runSub(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	defer stop()
 	var bms client.BookmarkStore
 	if *bmFile != "" {
+		if *repair {
+			rep, err := client.RepairFileBookmarkStore(*bmFile)
+			if err != nil {
+				fmt.Fprintf(stderr, "tandem sub: --repair-store: %v\n", err)
+				return 1
+			}
+			fmt.Fprintf(stderr, "tandem sub: %v\n", rep)
+		}
 		fb, err := client.OpenFileBookmarkStore(*bmFile, client.SyncBatch)
 		if err != nil {
 			fmt.Fprintf(stderr, "tandem sub: %v\n", err)
+			if errors.Is(err, client.ErrStoreCorrupt) {
+				fmt.Fprintln(stderr, "tandem sub: --repair-store drops the damaged records (and reports them)")
+			}
 			return 1
 		}
 		defer fb.Close()
+		if err := fb.Recovery().Err(); err != nil {
+			fmt.Fprintf(stderr, "tandem sub: %v\n", err)
+		}
 		bms = fb
 	}
 	cfg := client.HAConfig{
