@@ -2,13 +2,16 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tandemhq/tandem/client"
 	"github.com/tandemhq/tandem/record"
@@ -121,5 +124,104 @@ func TestSubBookmarkStoreCorruptExitsAndRepairs(t *testing.T) {
 	r = tandem(t, "", append(args, "--repair-store")...)
 	if r.code != 0 || r.stdout != "one\n" || !strings.Contains(r.stderr, fmt.Sprintf("corrupt bytes at offset %d", bad)) {
 		t.Fatalf("sub --repair-store: %+v", r)
+	}
+}
+
+// TestSubLateMessagesAfterSplitBrain is issue 11 item 1's reproduction with
+// processes: A acknowledges 1..100 alone while B is down, B acknowledges
+// 101..150 alone while A is down, the pair converges (B now holds 101..150
+// before 1..100); `sub --sub-id fresh --bookmark-store F --from epoch` on
+// B must print all 150, and a second run with the same id nothing more.
+func TestSubLateMessagesAfterSplitBrain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts and kills server processes")
+	}
+	dir := t.TempDir()
+	replA, replB := freePort(t), freePort(t)
+	addrA, addrB := freePort(t), freePort(t)
+	serveArgs := func(name, repl, peer string) []string {
+		return []string{"serve", "--engine", testEngine, "--listen", map[string]string{"A": addrA, "B": addrB}[name],
+			"--data", filepath.Join(dir, name), "--name", name, "--segment-size", strconv.Itoa(8 << 20),
+			"--loops", "1", "--repl-listen", repl, "--repl-secret", "s3cret", "--repl-heartbeat", "50ms",
+			"--repl-downgrade-after", "10s", "--repl-upgrade-below", "50ms", "--peer", peer}
+	}
+	startB := func() *serverProc { return startServe(t, addrB, serveArgs("B", replB, "A")...) }
+	startA := func() *serverProc { return startServe(t, addrA, serveArgs("A", replA, "B="+replB+",sync")...) }
+	b := startB()
+	a := startA()
+	t.Cleanup(func() { a.kill(t); b.kill(t) })
+	waitPairSync(t, addrA, addrB)
+
+	store := filepath.Join(dir, "pub.store") // carries the publisher sequence across runs
+	pub := func(addr string, from, to int) {
+		t.Helper()
+		var in strings.Builder
+		for i := from; i <= to; i++ {
+			fmt.Fprintf(&in, "%d\n", i)
+		}
+		r := tandem(t, in.String(), "pub", "--servers", addr, "--name", "late-pub", "--topic", "late.t", "--store", store, "--retry-for", "10s")
+		if r.code != 0 {
+			t.Fatalf("pub %d..%d on %s: %+v", from, to, addr, r)
+		}
+	}
+	b.kill(t)
+	pub(addrA, 1, 100)
+	b = startB()
+	waitLogon(t, addrB)
+	a.kill(t)
+	pub(addrB, 101, 150)
+	a = startA()
+	waitLogon(t, addrA)
+	waitLogon(t, addrB)
+	waitPairSync(t, addrA, addrB)
+	deadline := time.Now().Add(15 * time.Second)
+	for storedOn(t, addrA) != 150 || storedOn(t, addrB) != 150 {
+		if time.Now().After(deadline) {
+			t.Fatalf("not converged: A holds %d, B %d", storedOn(t, addrA), storedOn(t, addrB))
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition with a deadline
+	}
+
+	bm := filepath.Join(dir, "sub.bookmarks")
+	args := []string{"sub", "--servers", addrB, "--topic", "late.t", "--sub-id", "fresh", "--bookmark-store", bm}
+	r := tandem(t, "", append(args, "--from", "epoch", "--count", "150", "--idle", "3s")...)
+	got := strings.Fields(r.stdout)
+	nums := make([]int, 0, len(got))
+	for _, g := range got {
+		n, _ := strconv.Atoi(g)
+		nums = append(nums, n)
+	}
+	slices.Sort(nums)
+	want := make([]int, 150)
+	for i := range want {
+		want[i] = i + 1
+	}
+	if r.code != 0 || !slices.Equal(nums, want) {
+		t.Fatalf("sub --sub-id fresh --from epoch on B printed %d lines, want 1..150 once each: %+v", len(got), r)
+	}
+	pub(addrB, 151, 151)
+	r = tandem(t, "", append(args, "--count", "1", "--idle", "3s")...)
+	if r.code != 0 || r.stdout != "151\n" {
+		t.Fatalf("resumed sub: %+v, want only 151", r)
+	}
+}
+
+// waitLogon waits until a (re)started server accepts a logon: one that has
+// just started may still refuse connections.
+func waitLogon(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c, err := client.Connect(ctx, addr, client.WithName(fmt.Sprintf("logon-check-%d", time.Now().UnixNano())))
+		cancel()
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s refuses logons: %v", addr, err)
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition with a deadline
 	}
 }
