@@ -334,3 +334,42 @@ func TestHALateMessagesAfterSplitBrain(t *testing.T) {
 var _ = context.Background
 var _ = errors.Is
 var _ = fmt.Sprint
+
+// In-order progress (the usual case) does not allocate: Discard in both
+// stores, IsDiscarded, and the delivered filter.
+func TestProgressDoesNotAllocate(t *testing.T) {
+	fb, err := OpenFileBookmarkStore(filepath.Join(t.TempDir(), "b"), SyncNone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fb.Close()
+	for _, b := range []BookmarkStore{NewMemoryBookmarkStore(), fb} {
+		b.SetPosition("s", nil)
+		m := &Message{SubName: "s", Origin: 9, OriginSeq: 1, Bookmark: record.Bookmark{Publisher: 5, PubSeq: 1}}
+		b.Discard(m)
+		allocs := testing.AllocsPerRun(10000, func() {
+			m.OriginSeq++
+			m.Bookmark.PubSeq++
+			b.Discard(m)
+			if !b.IsDiscarded(m) {
+				t.Fatal("not discarded")
+			}
+		})
+		if allocs != 0 {
+			t.Fatalf("%T: Discard allocates %v times per call", b, allocs)
+		}
+	}
+	f := newSeqFilter()
+	f.add(5, 1)
+	q := uint64(1)
+	allocs := testing.AllocsPerRun(10000, func() {
+		q++
+		if f.contains(5, q) {
+			t.Fatal("not delivered yet")
+		}
+		f.add(5, q)
+	})
+	if allocs != 0 {
+		t.Fatalf("delivered filter allocates %v times per message", allocs)
+	}
+}
