@@ -481,3 +481,32 @@ func TestFileBookmarkStoreFlushFailureRetried(t *testing.T) {
 		t.Fatalf("files left: %v", names)
 	}
 }
+
+// A torn tail dropped on open reaches OnError through the HA client.
+func TestHAReportsTornTail(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pub.store")
+	b := writePubStore(t, path, 3)
+	os.WriteFile(path, b[:len(b)-4], 0o600)
+	ps, err := OpenFilePublishStore(path, SyncBatch, StoreLimits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ps.Close()
+	errs := make(chan error, 16)
+	cfg := haConfig("torn", "127.0.0.1:1")
+	cfg.PublishStore = ps
+	cfg.OnError = func(err error) { errs <- err }
+	h, err := NewHA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	select {
+	case err := <-errs:
+		if !errors.Is(err, ErrTornTail) || !strings.Contains(err.Error(), path) {
+			t.Fatalf("OnError got %v, want the torn tail of %s", err, path)
+		}
+	case <-ctxT(t).Done():
+		t.Fatal("no torn-tail report")
+	}
+}
