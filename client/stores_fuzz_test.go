@@ -13,6 +13,7 @@ import (
 // ErrStoreCorrupt, or opens (a torn tail reaching the end of the file at
 // most), and the file Open rewrote holds the same messages.
 func FuzzFilePublishStoreOpen(f *testing.F) {
+	skipOtherBackends(f)
 	dir := f.TempDir()
 	clean := writePubStore(f, filepath.Join(dir, "p"), 4)
 	f.Add(clean)
@@ -63,6 +64,7 @@ func FuzzFilePublishStoreOpen(f *testing.F) {
 
 // FuzzFileBookmarkStoreOpen: as FuzzFilePublishStoreOpen, for progress.
 func FuzzFileBookmarkStoreOpen(f *testing.F) {
+	skipOtherBackends(f)
 	dir := f.TempDir()
 	clean := writeBookmarkStore(f, filepath.Join(dir, "b"), 5)
 	f.Add(clean)
@@ -100,4 +102,12 @@ func FuzzFileBookmarkStoreOpen(f *testing.F) {
 			t.Fatalf("rewritten store differs:\n%s\nthen\n%s", got, again)
 		}
 	})
+}
+
+// skipOtherBackends: TestMain runs the package once per engine backend; the
+// stores do not use one, so their fuzz targets run on the first pass only.
+func skipOtherBackends(f *testing.F) {
+	if testEngine != "epoll" {
+		f.Skip("store loaders do not depend on the engine backend: fuzzed on the epoll pass")
+	}
 }
