@@ -318,6 +318,9 @@ func OpenFileBookmarkStore(path string, durability Durability, opts ...StoreOpti
 	o := storeOpts(opts)
 	b := &FileBookmarkStore{memBookmarks: memBookmarks{subs: map[string]*subProgress{}}, path: path, durability: durability, fsys: o.fs}
 	res, err := b.load(false)
+	if err == nil {
+		err = checkFirst(path, res)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("client: bookmark store: %w", err)
 	}

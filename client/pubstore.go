@@ -409,6 +409,9 @@ func OpenFilePublishStore(path string, durability Durability, limits StoreLimits
 	o := storeOpts(opts)
 	s := &FilePublishStore{memCore: memCore{limits: limits}, path: path, durability: durability, fsys: o.fs}
 	res, err := s.load(false)
+	if err == nil {
+		err = checkFirst(path, res)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("client: publish store: %w", err)
 	}

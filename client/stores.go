@@ -136,3 +136,14 @@ func storeRecoveryErrors(stores ...any) []error {
 	}
 	return out
 }
+
+// checkFirst refuses a file whose very first record is bad: store files are
+// created whole (written, synced, renamed into place), so their first
+// record cannot be torn; it is another kind of file, an earlier format, or
+// damage.
+func checkFirst(path string, res logfile.Result) error {
+	if res.Torn.Bytes > 0 && res.Torn.Offset == 0 {
+		return fmt.Errorf("%s: %w: bad record at offset 0 and nothing valid after it (not a store file of this version, or damaged)", path, ErrStoreCorrupt)
+	}
+	return nil
+}

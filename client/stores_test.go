@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -510,3 +511,44 @@ func TestHAReportsTornTail(t *testing.T) {
 		t.Fatal("no torn-tail report")
 	}
 }
+
+// Files that are not stores of this version are refused, never read as
+// empty: the earlier high-water bookmark format, and one store's file
+// opened as the other.
+func TestFileStoresRefuseForeignFiles(t *testing.T) {
+	dir := t.TempDir()
+	// The earlier format: [len u16][crc32c u32][kind][subLen u16][sub][id u64][seq u64].
+	var old []byte
+	for _, r := range []struct {
+		kind    byte
+		id, seq uint64
+	}{{'R', 0, 0}, {'O', 7, 11}, {'P', 3, 6}} {
+		body := []byte{r.kind}
+		body = binary.LittleEndian.AppendUint16(body, 1)
+		body = append(body, 'x')
+		body = binary.LittleEndian.AppendUint64(body, r.id)
+		body = binary.LittleEndian.AppendUint64(body, r.seq)
+		old = binary.LittleEndian.AppendUint16(old, uint16(6+len(body)))
+		old = binary.LittleEndian.AppendUint32(old, crc32c(body))
+		old = append(old, body...)
+	}
+	oldPath := filepath.Join(dir, "old.bookmarks")
+	os.WriteFile(oldPath, old, 0o600)
+	if _, err := OpenFileBookmarkStore(oldPath, SyncNone); !errors.Is(err, ErrStoreCorrupt) || !strings.Contains(err.Error(), oldPath) {
+		t.Fatalf("old-format bookmark file: %v", err)
+	}
+	if b, _ := os.ReadFile(oldPath); !bytes.Equal(b, old) {
+		t.Fatal("old-format file changed")
+	}
+	pubPath, bmPath := filepath.Join(dir, "p"), filepath.Join(dir, "b")
+	writePubStore(t, pubPath, 2)
+	writeBookmarkStore(t, bmPath, 2)
+	if _, err := OpenFileBookmarkStore(pubPath, SyncNone); !errors.Is(err, ErrStoreCorrupt) {
+		t.Fatalf("publish store opened as a bookmark store: %v", err)
+	}
+	if _, err := OpenFilePublishStore(bmPath, SyncNone, StoreLimits{}); !errors.Is(err, ErrStoreCorrupt) {
+		t.Fatalf("bookmark store opened as a publish store: %v", err)
+	}
+}
+
+func crc32c(b []byte) uint32 { return crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)) }
