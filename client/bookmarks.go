@@ -286,7 +286,8 @@ func (b *MemoryBookmarkStore) Close() error { return nil }
 // On open: a torn tail is dropped and reported (Recovery; the HA client
 // passes it to OnError); a bad record followed by a valid one fails Open
 // with an error matching ErrStoreCorrupt naming the file and offset (see
-// RepairFileBookmarkStore). After a successful open the file is rewritten
+// RepairFileBookmarkStore); so is a bad first record (files are created
+// whole). After a successful open the file is rewritten
 // with the current progress (temporary file, fsync, rename, fsync of the
 // directory), and again when it passes 16 MiB. Files are mode 0600.
 type FileBookmarkStore struct {

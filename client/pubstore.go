@@ -365,7 +365,8 @@ func ParseDurability(s string) (Durability, error) {
 // (Recovery; the HA client passes it to OnError). A bad record followed by
 // a valid one is corruption: Open fails with an error matching
 // ErrStoreCorrupt that names the file and the offset, and leaves the file
-// alone; RepairFilePublishStore drops the bad bytes and reports them. After
+// alone; RepairFilePublishStore drops the bad bytes and reports them. A bad
+// first record is corruption too (files are created whole). After
 // a successful open the file is rewritten (temporary file, fsync, rename,
 // fsync of the directory) with only the live messages, and again when it
 // grows past 64 MiB. Files are created with mode 0600.
