@@ -1,12 +1,11 @@
 package client
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -331,10 +330,6 @@ func TestHALateMessagesAfterSplitBrain(t *testing.T) {
 	}
 }
 
-var _ = context.Background
-var _ = errors.Is
-var _ = fmt.Sprint
-
 // In-order progress (the usual case) does not allocate: Discard in both
 // stores, IsDiscarded, and the delivered filter.
 func TestProgressDoesNotAllocate(t *testing.T) {
@@ -371,5 +366,39 @@ func TestProgressDoesNotAllocate(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("delivered filter allocates %v times per message", allocs)
+	}
+}
+
+// Past the bound, the HA subscription reports (OnError, ErrProgressBound)
+// that the store forgot ranges.
+func TestHAReportsProgressBound(t *testing.T) {
+	errs := make(chan error, 64)
+	cfg := haConfig("bound", "127.0.0.1:1")
+	cfg.OnError = func(err error) {
+		if errors.Is(err, ErrProgressBound) {
+			errs <- err
+		}
+	}
+	h, err := NewHA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	s, err := h.Subscribe(ctxT(t), "bound.t", WithSubID("b"), From(Epoch), WithHandler(func(*Message) {}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &Message{SubName: "b", Origin: 9}
+	for i := uint64(1); i <= MaxProgressRanges/2+1; i++ { // 2 sets: one range each per message
+		m.OriginSeq, m.Bookmark = 2*i, record.Bookmark{Publisher: 5, PubSeq: 2 * i}
+		s.Discard(m)
+	}
+	select {
+	case err := <-errs:
+		if !strings.Contains(err.Error(), `subscription "b"`) {
+			t.Fatalf("report %v does not name the subscription", err)
+		}
+	case <-ctxT(t).Done():
+		t.Fatal("no ErrProgressBound report")
 	}
 }
