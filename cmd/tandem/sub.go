@@ -168,11 +168,6 @@ func runSub(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		Servers:       addrs,
 		Heartbeat:     *heartbeat,
 		BookmarkStore: bms,
-		OnError: func(err error) {
-			if errors.Is(err, client.ErrProgressBound) { // the rest ends in OnState or the exit status
-				fmt.Fprintf(stderr, "tandem sub: %v\n", err)
-			}
-		},
 		Delay:         &client.ExponentialDelayStrategy{Initial: 10 * time.Millisecond, Multiplier: 2, Max: time.Second, MaxTotal: *retryFor, Jitter: 0.2},
 		OnState: func(e client.Event) {
 			switch e.State {
@@ -180,6 +175,11 @@ func runSub(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 				fmt.Fprintf(stderr, "tandem sub: lost %s: %v\n", e.URI, e.Err)
 			case client.StateFailedOver:
 				fmt.Fprintf(stderr, "tandem sub: failed over from %s to %s (%s)\n", e.From, e.URI, e.Instance)
+			}
+		},
+		OnError: func(err error) {
+			if errors.Is(err, client.ErrProgressBound) { // the rest ends in OnState or the exit status
+				fmt.Fprintf(stderr, "tandem sub: %v\n", err)
 			}
 		},
 	}
