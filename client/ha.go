@@ -256,6 +256,9 @@ func NewHA(cfg HAConfig) (*HAClient, error) {
 		h.subs = &MemorySubscriptionManager{}
 	}
 	h.ev = newEventQueue(cfg.OnState, cfg.OnError)
+	for _, err := range storeRecoveryErrors(cfg.PublishStore, cfg.BookmarkStore) {
+		h.ev.error(err) // torn tails the file stores dropped on open
+	}
 	h.base.errorHandler = h.ev.error // store write errors reported by the writer
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	return h, nil
@@ -828,12 +831,17 @@ type HASubscription struct {
 	entered bool          // entered at least once (later entries resume)
 	ended   bool
 
-	// delivered is the highest publisher sequence handed to the
-	// application per publisher (resumable subscriptions): a message at or
-	// below it, sent again after a resume, is dropped. Touched only by the
+	// delivered is the set of publisher sequences handed to the
+	// application, per publisher (resumable subscriptions): a message in
+	// it, or discarded in the BookmarkStore, sent again after a resume, is
+	// dropped; a late one below a sequence delivered but not itself
+	// delivered is delivered. Bounded to MaxProgressRanges ranges (past
+	// it the oldest are forgotten: at-least-once). Touched only by the
 	// reader goroutine of the connection the subscription is on.
-	delivered map[uint64]uint64
-	dups      atomic.Uint64
+	delivered    *seqFilter
+	dups         atomic.Uint64
+	forgotten    atomic.Uint64 // bookmark store ranges forgotten, last seen by Discard
+	filterForgot atomic.Uint64 // delivered filter ranges forgotten
 
 	stop    chan struct{}
 	stopMu  sync.Once
@@ -876,16 +884,7 @@ func (h *HAClient) Subscribe(ctx context.Context, topic string, opts ...SubOptio
 		if !hasFrom {
 			s.sc.start = MostRecent
 		}
-		s.delivered = map[uint64]uint64{}
-		if s.sc.start.kind == startMostRecent {
-			if entries, ok := h.bms.MostRecent(s.Name); ok {
-				for _, e := range entries {
-					if e.Kind == wire.ResumePublisher {
-						s.delivered[e.ID] = e.Seq
-					}
-				}
-			}
-		}
+		s.delivered = newSeqFilter()
 	}
 	if sc.handler == nil {
 		s.ch = make(chan *Message, sc.buffer)
@@ -974,16 +973,14 @@ func (s *HASubscription) enter(ctx context.Context, c *Client) error {
 func (s *HASubscription) deliverFunc(connDone <-chan struct{}) func(*Message) {
 	return func(m *Message) {
 		pub, pubSeq := m.Bookmark.Publisher, m.Bookmark.PubSeq
-		if s.resumable {
-			if last, ok := s.delivered[pub]; ok && pubSeq <= last {
-				s.dups.Add(1)
-				return
-			}
-		}
 		m.SubName = s.Name
+		if s.resumable && (s.delivered.contains(pub, pubSeq) || s.h.bms.IsDiscarded(m)) {
+			s.dups.Add(1)
+			return
+		}
 		if s.sc.handler != nil {
 			if s.resumable {
-				s.delivered[pub] = pubSeq
+				s.markDelivered(pub, pubSeq)
 			}
 			s.sc.handler(m)
 			return
@@ -992,7 +989,7 @@ func (s *HASubscription) deliverFunc(connDone <-chan struct{}) func(*Message) {
 		select {
 		case s.ch <- cp:
 			if s.resumable {
-				s.delivered[pub] = pubSeq
+				s.markDelivered(pub, pubSeq)
 			}
 		case <-s.stop:
 		case <-connDone:
@@ -1000,9 +997,40 @@ func (s *HASubscription) deliverFunc(connDone <-chan struct{}) func(*Message) {
 	}
 }
 
+// markDelivered adds a delivered message to the filter; forgetting a range
+// to stay within the bound is reported (OnError) and counted.
+func (s *HASubscription) markDelivered(pub, pubSeq uint64) {
+	if s.delivered.add(pub, pubSeq) {
+		n := s.delivered.forgotten
+		s.filterForgot.Store(n)
+		if n&(n-1) == 0 { // the 1st, 2nd, 4th, ... time
+			s.h.ev.error(fmt.Errorf("client: subscription %q: %w: delivered filter past %d ranges, %d forgotten (messages in them may be delivered twice)",
+				s.Name, ErrProgressBound, MaxProgressRanges, n))
+		}
+	}
+}
+
 // Discard marks m processed in the client's BookmarkStore (m must come
-// from this subscription).
-func (s *HASubscription) Discard(m *Message) error { return s.h.bms.Discard(m) }
+// from this subscription). If the store had to forget progress ranges to
+// stay within MaxProgressRanges (see BookmarkStore), it is reported
+// through OnError (the 1st, 2nd, 4th, ... time).
+func (s *HASubscription) Discard(m *Message) error {
+	err := s.h.bms.Discard(m)
+	if f, ok := s.h.bms.(interface{ Forgotten() uint64 }); ok {
+		if n := f.Forgotten(); n != s.forgotten.Load() {
+			s.forgotten.Store(n)
+			if n&(n-1) == 0 {
+				s.h.ev.error(fmt.Errorf("client: subscription %q: %w: bookmark store past %d ranges, %d forgotten (messages in them may be delivered again after a resume)",
+					s.Name, ErrProgressBound, MaxProgressRanges, n))
+			}
+		}
+	}
+	return err
+}
+
+// ForgottenRanges counts the ranges the delivered filter forgot to stay
+// within MaxProgressRanges.
+func (s *HASubscription) ForgottenRanges() uint64 { return s.filterForgot.Load() }
 
 // Duplicates counts messages dropped because they had been delivered
 // already (sent again by a server after a resume).

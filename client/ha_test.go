@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tandemhq/tandem/record"
+	"github.com/tandemhq/tandem/wire"
 )
 
 // events records state changes.
@@ -499,7 +500,7 @@ func TestFilePublishStoreReopen(t *testing.T) {
 			t.Fatal(err)
 		}
 		s.Discard(600) // not yet written: reopening still has 401..600
-		s.f.Close()    // as a killed process would leave it (no Close)
+		s.log.Close()  // as a killed process would leave it (no Close)
 		r, err := OpenFilePublishStore(path+d.String(), d, StoreLimits{})
 		if err != nil {
 			t.Fatal(err)
@@ -534,17 +535,20 @@ func TestFileBookmarkStoreReopen(t *testing.T) {
 	if _, ok := s.MostRecent("x"); ok {
 		t.Fatal("unknown sub has progress")
 	}
-	s.SetPosition("x", nil)
-	m := &Message{SubName: "x", Origin: 7, OriginSeq: 10, Bookmark: record.Bookmark{Publisher: 3, PubSeq: 5}}
-	s.Discard(m)
-	m.OriginSeq, m.Bookmark.PubSeq = 11, 6
-	s.Discard(m)
+	s.SetPosition("x", []wire.PositionEntry{{Origin: 7, OriginSeq: 9}})
+	m := &Message{SubName: "x", Origin: 7}
+	// Origin 10, 11 (contiguous after the position); publisher 1, 2 and 4
+	// (3 not processed yet: out of order).
+	for _, d := range [][2]uint64{{10, 1}, {11, 2}, {13, 4}} {
+		m.OriginSeq, m.Bookmark = d[0], record.Bookmark{Publisher: 3, PubSeq: d[1]}
+		s.Discard(m)
+	}
 	if err := s.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	m.OriginSeq, m.Bookmark.PubSeq = 12, 7
-	s.Discard(m) // not flushed: lost with the process
-	s.f.Close()
+	m.OriginSeq, m.Bookmark.PubSeq = 12, 3
+	s.Discard(m)  // not flushed: lost with the process
+	s.log.Close() // as a killed process would leave it (no Close)
 	r, err := OpenFileBookmarkStore(path, SyncNone)
 	if err != nil {
 		t.Fatal(err)
@@ -552,11 +556,17 @@ func TestFileBookmarkStoreReopen(t *testing.T) {
 	defer r.Close()
 	e, ok := r.MostRecent("x")
 	sort.Slice(e, func(i, j int) bool { return e[i].Kind < e[j].Kind })
-	if !ok || len(e) != 2 || e[0].ID != 7 || e[0].Seq != 11 || e[1].ID != 3 || e[1].Seq != 6 {
-		t.Fatalf("reopened progress %+v", e)
+	if !ok || len(e) != 2 || e[0].ID != 7 || e[0].Seq != 11 || e[1].ID != 3 || e[1].Seq != 2 {
+		t.Fatalf("reopened progress %+v, want origin 7 at 11, publisher 3 at 2", e)
 	}
-	if !r.IsDiscarded(&Message{SubName: "x", Bookmark: record.Bookmark{Publisher: 3, PubSeq: 6}}) {
-		t.Fatal("discarded message not recognised")
+	for _, c := range []struct {
+		originSeq, pubSeq uint64
+		want              bool
+	}{{10, 1, true}, {11, 2, true}, {13, 4, true}, {12, 3, false}, {14, 5, false}} {
+		got := r.IsDiscarded(&Message{SubName: "x", Origin: 7, OriginSeq: c.originSeq, Bookmark: record.Bookmark{Publisher: 3, PubSeq: c.pubSeq}})
+		if got != c.want {
+			t.Errorf("IsDiscarded(origin seq %d, pubseq %d) = %v, want %v", c.originSeq, c.pubSeq, got, c.want)
+		}
 	}
 }
 

@@ -1,15 +1,15 @@
 package client
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
-	"os"
 	"sync"
+
+	"github.com/tandemhq/tandem/client/internal/logfile"
+	"github.com/tandemhq/tandem/record"
 )
 
 // PublishStore keeps every published message until the server has
@@ -26,7 +26,10 @@ type PublishStore interface {
 	Store(seq uint64, topic, payload []byte) error
 	// Discard drops every message with sequence <= upTo: persisted.
 	Discard(upTo uint64) error
-	// Remove drops the one message with sequence seq (refused permanently by the server); a no-op if it is not kept.
+	// Remove drops the one message with sequence seq, wherever it is in
+	// the store (a message the server refused permanently: it must not be
+	// re-published). Removing a sequence the store does not hold (already
+	// persisted, removed, or never stored) is not an error.
 	Remove(seq uint64) error
 	// Replay calls f for every message kept, in sequence order.
 	Replay(f func(seq uint64, topic, payload []byte) error) error
@@ -74,17 +77,18 @@ func (l *StoreLimits) defaults() {
 }
 
 // msgQueue holds messages in one byte slab: [seq u64][topicLen u16]
-// [payloadLen u32][topic][payload] per message, live between head and
-// tail. Appending reuses the slab (compacting or growing it when the tail
+// [payloadLen u32][removed u8][topic][payload] per message, live between
+// head and tail (a removed message stays in the slab, skipped, until the
+// head passes it). Appending reuses the slab (compacting or growing it when the tail
 // reaches the end), so a steady state does not allocate.
 type msgQueue struct {
 	buf        []byte
 	head, tail int
-	count      int
+	count      int   // messages live (not removed)
 	bytes      int64 // topic+payload bytes live
 }
 
-const msgHdr = 14
+const msgHdr = 15
 
 func (q *msgQueue) push(seq uint64, topic, payload []byte) {
 	n := msgHdr + len(topic) + len(payload)
@@ -103,6 +107,7 @@ func (q *msgQueue) push(seq uint64, topic, payload []byte) {
 	binary.LittleEndian.PutUint64(b, seq)
 	binary.LittleEndian.PutUint16(b[8:], uint16(len(topic)))
 	binary.LittleEndian.PutUint32(b[10:], uint32(len(payload)))
+	b[14] = 0
 	copy(b[msgHdr:], topic)
 	copy(b[msgHdr+len(topic):], payload)
 	q.tail += n
@@ -121,6 +126,9 @@ func (q *msgQueue) at(off int) (seq uint64, topic, payload []byte, end int) {
 	return seq, topic, payload, off + msgHdr + tl + pl
 }
 
+// removed reports whether the message at off was removed.
+func (q *msgQueue) removed(off int) bool { return q.buf[off+14] != 0 }
+
 // discard drops messages with seq <= upTo from the head.
 func (q *msgQueue) discard(upTo uint64) int {
 	n := 0
@@ -129,30 +137,32 @@ func (q *msgQueue) discard(upTo uint64) int {
 		if seq > upTo {
 			break
 		}
+		if !q.removed(q.head) {
+			q.count--
+			q.bytes -= int64(len(t) + len(p))
+			n++
+		}
 		q.head = end
-		q.count--
-		q.bytes -= int64(len(t) + len(p))
-		n++
 	}
-	if q.head == q.tail {
+	if q.head == q.tail || q.count == 0 {
 		q.head, q.tail = 0, 0
 	}
 	return n
 }
 
-// remove drops the message with sequence seq, if kept, closing the gap.
+// remove marks the message with sequence seq removed; false if it is not
+// held.
 func (q *msgQueue) remove(seq uint64) bool {
 	for off := q.head; off < q.tail; {
 		s, t, p, end := q.at(off)
 		if s > seq {
 			return false
 		}
-		if s == seq {
-			copy(q.buf[off:], q.buf[end:q.tail])
-			q.tail -= end - off
+		if s == seq && !q.removed(off) {
+			q.buf[off+14] = 1
 			q.count--
 			q.bytes -= int64(len(t) + len(p))
-			if q.head == q.tail {
+			if q.count == 0 {
 				q.head, q.tail = 0, 0
 			}
 			return true
@@ -226,8 +236,10 @@ func (m *memCore) Replay(f func(seq uint64, topic, payload []byte) error) error 
 	m.mu.Unlock()
 	for off := 0; off < snap.tail; {
 		seq, t, p, end := snap.at(off)
-		if err := f(seq, t, p); err != nil {
-			return err
+		if !snap.removed(off) {
+			if err := f(seq, t, p); err != nil {
+				return err
+			}
 		}
 		off = end
 	}
@@ -269,6 +281,17 @@ func (m *MemoryPublishStore) Discard(upTo uint64) error {
 	n := m.q.discard(upTo)
 	m.mu.Unlock()
 	if n > 0 {
+		m.changed.notify()
+	}
+	return nil
+}
+
+// Remove implements PublishStore.
+func (m *MemoryPublishStore) Remove(seq uint64) error {
+	m.mu.Lock()
+	ok := m.q.remove(seq)
+	m.mu.Unlock()
+	if ok {
 		m.changed.notify()
 	}
 	return nil
@@ -340,16 +363,35 @@ func ParseDurability(s string) (Durability, error) {
 // unpersisted messages survive the client process (and, per Durability,
 // the machine). The messages are also kept in memory for re-publishing.
 //
-// File format: records [len u32][crc32c u32][kind u8][seq u64][topicLen
-// u16][topic][payload]; kind 'M' is a message, 'D' says every message up
-// to seq is persisted (topic and payload empty). A torn or corrupt tail
-// (the process died mid-write) ends the file on open. The file is rewritten
-// with only the live messages on open and when it grows past 64 MiB.
+// File format: logfile records (client/internal/logfile: [len u32][crc32c
+// u32][body]) whose bodies are [kind u8][seq u64][topicLen u16][topic]
+// [payload]:
+//
+//	'H'  header, first record: seq 1 (the format version), topic "tandem-pub"
+//	'M'  a message: seq, topic, payload
+//	'D'  every message up to seq is persisted (topic and payload empty)
+//	'X'  the message seq is removed (refused by the server; empty)
+//
+// A file without the 'H' record (written before it existed) is read the
+// same way. A body is at most 64 MiB + 64 KiB.
+//
+// On open: a bad record with nothing valid after it is a torn tail (the
+// process or machine died mid-append): it is dropped and reported
+// (Recovery; the HA client passes it to OnError). A bad record followed by
+// a valid one is corruption: Open fails with an error matching
+// ErrStoreCorrupt that names the file and the offset, and leaves the file
+// alone; RepairFilePublishStore drops the bad bytes and reports them. A bad
+// first record is corruption too (files are created whole). After
+// a successful open the file is rewritten (temporary file, fsync, rename,
+// fsync of the directory) with only the live messages, and again when it
+// grows past 64 MiB. Files are created with mode 0600.
 type FilePublishStore struct {
 	memCore
 	path       string
 	durability Durability
-	f          *os.File
+	fsys       StoreFS
+	log        *logfile.Log
+	recovery   StoreRecovery
 
 	// guarded by memCore.mu
 	pending   []byte // records not yet written
@@ -358,144 +400,141 @@ type FilePublishStore struct {
 	size      int64  // file size
 	werr      error  // first write error
 
-	wmu   sync.Mutex // serialises writes to f
+	wmu   sync.Mutex // serialises writes to the file
 	spare []byte
 }
 
 const (
-	pubRecHdr       = 4 + 4 + 1 + 8 + 2
 	pubStoreCompact = 64 << 20
+	pubBodyHdr      = 1 + 8 + 2
+	// pubMaxPayload bounds a stored message's payload (and so a record's
+	// length on open).
+	pubMaxPayload = 64 << 20
+	pubMaxBody    = pubBodyHdr + record.MaxTopic + pubMaxPayload
+	pubMagic      = "tandem-pub"
+	pubVersion    = 1
 )
 
-var crcTable = crc32.MakeTable(crc32.Castagnoli)
-
 // OpenFilePublishStore opens (creating it if needed) the store at path and
-// loads the messages it holds that were not persisted.
-func OpenFilePublishStore(path string, durability Durability, limits StoreLimits) (*FilePublishStore, error) {
+// loads the messages it holds that were not persisted. A corrupt file is an
+// error matching ErrStoreCorrupt naming the file and offset (see
+// RepairFilePublishStore); a torn tail is dropped and reported by
+// Recovery.
+func OpenFilePublishStore(path string, durability Durability, limits StoreLimits, opts ...StoreOption) (*FilePublishStore, error) {
 	limits.defaults()
-	s := &FilePublishStore{memCore: memCore{limits: limits}, path: path, durability: durability}
-	if err := s.load(); err != nil {
-		return nil, err
+	o := storeOpts(opts)
+	s := &FilePublishStore{memCore: memCore{limits: limits}, path: path, durability: durability, fsys: o.fs}
+	res, err := s.load(false)
+	if err == nil {
+		err = checkFirst(path, res)
 	}
+	if err != nil {
+		return nil, fmt.Errorf("client: publish store: %w", err)
+	}
+	s.recovery = StoreRecovery{Path: path, Torn: res.Torn}
 	if err := s.rewrite(); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-func (s *FilePublishStore) load() error {
-	f, err := os.Open(s.path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("client: publish store: %w", err)
+// Recovery reports what Open found: a torn tail it dropped, if any.
+func (s *FilePublishStore) Recovery() StoreRecovery { return s.recovery }
+
+// load reads the file into memory; repair skips corrupt regions (listed in
+// the result) instead of failing.
+func (s *FilePublishStore) load(repair bool) (logfile.Result, error) {
+	f, size, err := logfile.OpenExisting(s.fsys, s.path)
+	if err != nil || f == nil {
+		return logfile.Result{}, err
 	}
 	defer f.Close()
-	r := bufio.NewReaderSize(f, 1<<20)
-	var hdr [pubRecHdr]byte
-	var body []byte
-	type msg struct {
-		seq            uint64
-		topic, payload []byte
-	}
-	for {
-		if _, err := io.ReadFull(r, hdr[:]); err != nil {
-			break // end, or a torn header
-		}
-		n := int(binary.LittleEndian.Uint32(hdr[0:]))
-		if n < pubRecHdr || n > 1<<30 {
-			break
-		}
-		body = append(body[:0], hdr[8:]...)
-		body = append(body, make([]byte, n-pubRecHdr)...)
-		if _, err := io.ReadFull(r, body[pubRecHdr-8:]); err != nil {
-			break
-		}
-		if crc32.Checksum(body, crcTable) != binary.LittleEndian.Uint32(hdr[4:]) {
-			break
+	return logfile.Scan(f, size, s.path, pubMaxBody, repair, func(off int64, body []byte) error {
+		if len(body) < pubBodyHdr {
+			return fmt.Errorf("%w: %d-byte body", ErrStoreCorrupt, len(body))
 		}
 		kind := body[0]
 		seq := binary.LittleEndian.Uint64(body[1:])
 		tl := int(binary.LittleEndian.Uint16(body[9:]))
-		if 11+tl > len(body) {
-			break
+		if pubBodyHdr+tl > len(body) {
+			return fmt.Errorf("%w: topic length %d past the record", ErrStoreCorrupt, tl)
 		}
+		topic, payload := body[pubBodyHdr:pubBodyHdr+tl], body[pubBodyHdr+tl:]
 		switch kind {
+		case 'H':
+			if off != 0 || string(topic) != pubMagic {
+				return fmt.Errorf("%w: not a publish store (header %q at offset %d)", ErrStoreCorrupt, topic, off)
+			}
+			if seq != pubVersion {
+				return fmt.Errorf("%w: publish store format version %d, want %d", ErrStoreCorrupt, seq, pubVersion)
+			}
 		case 'M':
 			if seq > s.discarded {
-				s.q.push(seq, body[11:11+tl], body[11+tl:])
+				s.q.push(seq, topic, payload)
 			}
 			s.last = max(s.last, seq)
 		case 'D':
 			s.discarded = max(s.discarded, seq)
 			s.last = max(s.last, seq)
 			s.q.discard(seq)
+		case 'X':
+			s.q.remove(seq)
+		default:
+			return fmt.Errorf("%w: unknown record kind %q", ErrStoreCorrupt, kind)
 		}
-	}
-	s.written = s.discarded
-	return nil
+		return nil
+	})
 }
 
-// appendRec encodes one record onto dst.
+// appendPubRec encodes one record onto dst.
 func appendPubRec(dst []byte, kind byte, seq uint64, topic, payload []byte) []byte {
-	n := pubRecHdr + len(topic) + len(payload)
-	start := len(dst)
-	dst = binary.LittleEndian.AppendUint32(dst, uint32(n))
-	dst = append(dst, 0, 0, 0, 0, kind)
+	dst, start := logfile.Begin(dst)
+	dst = append(dst, kind)
 	dst = binary.LittleEndian.AppendUint64(dst, seq)
 	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(topic)))
 	dst = append(dst, topic...)
 	dst = append(dst, payload...)
-	binary.LittleEndian.PutUint32(dst[start+4:], crc32.Checksum(dst[start+8:], crcTable))
-	return dst
+	return logfile.Finish(dst, start)
 }
 
 // rewrite replaces the file with the live messages (and the persisted
 // point); called with nothing pending.
 func (s *FilePublishStore) rewrite() error {
-	tmp := s.path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	log, err := logfile.Replace(s.fsys, s.path, func(w io.Writer) error {
+		rec := appendPubRec(nil, 'H', pubVersion, []byte(pubMagic), nil)
+		rec = appendPubRec(rec, 'D', s.discarded, nil, nil)
+		if _, err := w.Write(rec); err != nil {
+			return err
+		}
+		for off := s.q.head; off < s.q.tail; {
+			seq, t, p, end := s.q.at(off)
+			if !s.q.removed(off) {
+				rec = appendPubRec(rec[:0], 'M', seq, t, p)
+				if _, err := w.Write(rec); err != nil {
+					return err
+				}
+			}
+			off = end
+		}
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("client: publish store: %w", err)
 	}
-	w := bufio.NewWriterSize(f, 1<<20)
-	var rec []byte
-	rec = appendPubRec(rec[:0], 'D', s.discarded, nil, nil)
-	w.Write(rec)
-	size := int64(len(rec))
-	for off := s.q.head; off < s.q.tail; {
-		seq, t, p, end := s.q.at(off)
-		rec = appendPubRec(rec[:0], 'M', seq, t, p)
-		w.Write(rec)
-		size += int64(len(rec))
-		off = end
+	if s.log != nil {
+		s.log.Close()
 	}
-	err = w.Flush()
-	if err == nil {
-		err = f.Sync()
-	}
-	if err == nil {
-		err = os.Rename(tmp, s.path)
-	}
-	if err != nil {
-		f.Close()
-		return fmt.Errorf("client: publish store: %w", err)
-	}
-	if s.f != nil {
-		s.f.Close()
-	}
-	f.Close()
-	s.f, err = os.OpenFile(s.path, os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("client: publish store: %w", err)
-	}
-	s.size = size
+	s.log = log
+	s.size = log.Size()
+	s.written = s.discarded
 	return nil
 }
 
 // Store implements PublishStore.
 func (s *FilePublishStore) Store(seq uint64, topic, payload []byte) error {
+	if len(payload) > pubMaxPayload {
+		return fmt.Errorf("client: publish store: %d-byte payload: the file store keeps at most %d", len(payload), pubMaxPayload)
+	}
 	s.mu.Lock()
 	if s.werr != nil {
 		s.mu.Unlock()
@@ -529,15 +568,35 @@ func (s *FilePublishStore) Discard(upTo uint64) error {
 	return nil
 }
 
+// Remove implements PublishStore. The removal reaches the file with the
+// next write (a crash before it re-publishes the message once more, and
+// the server refuses it again).
+func (s *FilePublishStore) Remove(seq uint64) error {
+	s.mu.Lock()
+	ok := s.q.remove(seq)
+	if ok {
+		s.pending = appendPubRec(s.pending, 'X', seq, nil, nil)
+	}
+	s.mu.Unlock()
+	if ok {
+		s.changed.notify()
+	}
+	return nil
+}
+
 // Sync implements PublishStore: pending records (and the persisted point)
 // are written, and synced unless the durability is SyncNone.
 func (s *FilePublishStore) Sync() error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
-	if s.f == nil {
+	if s.log == nil {
 		s.mu.Unlock()
 		return ErrClosed
+	}
+	if s.werr != nil {
+		s.mu.Unlock()
+		return s.werr
 	}
 	if s.discarded > s.written {
 		s.pending = appendPubRec(s.pending, 'D', s.discarded, nil, nil)
@@ -546,19 +605,23 @@ func (s *FilePublishStore) Sync() error {
 	buf := s.pending
 	s.pending = s.spare[:0]
 	compact := s.size+int64(len(buf)) > pubStoreCompact && s.q.bytes < pubStoreCompact/4
+	log := s.log
 	s.mu.Unlock()
 	if len(buf) == 0 {
 		s.spare = buf
 		return nil
 	}
-	_, err := s.f.Write(buf)
+	err := log.Append(buf)
 	if err == nil && s.durability != SyncNone {
-		err = s.f.Sync()
+		err = log.Sync()
 	}
 	s.mu.Lock()
-	s.size += int64(len(buf))
+	s.size = log.Size()
 	if err != nil && s.werr == nil {
-		s.werr = fmt.Errorf("client: publish store %s: %w", s.path, err)
+		s.werr = fmt.Errorf("client: publish store: %w", err)
+	}
+	if err != nil {
+		err = s.werr
 	}
 	if compact && err == nil && len(s.pending) == 0 {
 		err = s.rewrite()
@@ -571,19 +634,90 @@ func (s *FilePublishStore) Sync() error {
 // Close implements PublishStore: pending records are written and synced.
 func (s *FilePublishStore) Close() error {
 	err := s.Sync()
+	if errors.Is(err, ErrClosed) {
+		return nil
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.f == nil {
+	if s.log == nil {
 		return nil
 	}
-	if e := s.f.Sync(); err == nil {
+	if e := s.log.Sync(); err == nil {
 		err = e
 	}
-	if e := s.f.Close(); err == nil {
+	if e := s.log.Close(); err == nil {
 		err = e
 	}
-	s.f = nil
+	s.log = nil
 	return err
+}
+
+// RepairFilePublishStore rewrites the publish store at path without its bad
+// records and reports exactly what it dropped: each corrupt region (offset,
+// bytes, and the sequences of the valid messages around it: what was in
+// between may be lost) and a torn tail. The original file is kept as
+// path+".corrupt" when anything was dropped. A clean file is left as it is.
+func RepairFilePublishStore(path string, opts ...StoreOption) (StoreRepair, error) {
+	o := storeOpts(opts)
+	var limits StoreLimits
+	limits.defaults()
+	limits.MaxMessages, limits.MaxBytes = 1<<62, 1<<62
+	s := &FilePublishStore{memCore: memCore{limits: limits}, path: path, fsys: o.fs}
+	rep := StoreRepair{Path: path}
+	// Sequences of the valid records around each region, found by a
+	// second look at the scan's record offsets.
+	type at struct {
+		off int64
+		seq uint64
+	}
+	var recs []at
+	f, size, err := logfile.OpenExisting(o.fs, path)
+	if err != nil {
+		return rep, fmt.Errorf("client: publish store: %w", err)
+	}
+	if f == nil {
+		return rep, nil
+	}
+	orig := make([]byte, size)
+	_, err = f.ReadAt(orig, 0)
+	f.Close()
+	if err != nil && !errors.Is(err, io.EOF) {
+		return rep, fmt.Errorf("client: publish store: %s: %w", path, err)
+	}
+	_, _ = logfile.Scan(bytesReaderAt(orig), size, path, pubMaxBody, true, func(off int64, body []byte) error {
+		if len(body) >= pubBodyHdr && body[0] != 'H' {
+			recs = append(recs, at{off, binary.LittleEndian.Uint64(body[1:])})
+		}
+		return nil
+	})
+	res, err := s.load(true)
+	if err != nil {
+		return rep, fmt.Errorf("client: publish store: %w", err)
+	}
+	for _, r := range res.Skipped {
+		d := DroppedRegion{Offset: r.Offset, Bytes: r.Bytes}
+		for _, x := range recs {
+			if x.off < r.Offset {
+				d.After = x.seq
+			} else if d.Before == 0 {
+				d.Before = x.seq
+			}
+		}
+		rep.Dropped = append(rep.Dropped, d)
+	}
+	rep.Torn = res.Torn
+	if len(rep.Dropped) == 0 && rep.Torn.Bytes == 0 {
+		return rep, nil
+	}
+	if err := keepCorrupt(o.fs, path, orig); err != nil {
+		return rep, fmt.Errorf("client: publish store: %w", err)
+	}
+	rep.Backup = path + ".corrupt"
+	if err := s.rewrite(); err != nil {
+		return rep, err
+	}
+	rep.Messages = s.q.count
+	return rep, s.log.Close()
 }

@@ -46,6 +46,14 @@ one line per refused one ("line 2: too-large: 100000 bytes > max-frame
 65536") and exits 1. Each distinct error the client reports (a failed
 connection attempt, say) is printed the first time, and with its count at
 exit if it happened again.
+
+A store file whose last record was cut off by a crash (a torn tail) is
+opened without it, and pub says so. A store file with a damaged record
+followed by good ones is corrupt: pub exits 1 naming the file and offset,
+and changes nothing. --repair-store drops the damaged records first,
+reports on standard error exactly what it dropped (offsets, sizes, and the
+publisher sequences around each gap), keeps the original as FILE.corrupt,
+then runs as usual.
 `
 
 func runPub(args []string, stdin io.Reader, _, stderr io.Writer) int {
@@ -59,6 +67,7 @@ func runPub(args []string, stdin io.Reader, _, stderr io.Writer) int {
 	maxFrame := fs.Int("max-frame", wire.DefaultMaxFrame, "largest frame, bytes; bounds the line length")
 	storeFile := fs.String("store", "", "file-backed publish store `FILE` (default: in memory)")
 	storeSync := fs.String("store-sync", "batch", "file store durability: batch|none|message")
+	repair := fs.Bool("repair-store", false, "repair --store first: drop damaged records, report what was dropped, keep the original as FILE.corrupt")
 	storeMax := fs.Int("store-max", 1<<20, "most unpersisted messages kept; publishing waits when the store is full")
 	retryFor := fs.Duration("retry-for", time.Minute, "after a lost connection, give up when no server could be reached for this long")
 	connectFor := fs.Duration("connect-for", 5*time.Second, "give up the first connection after this long")
@@ -92,6 +101,10 @@ func runPub(args []string, stdin io.Reader, _, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "tandem pub: --store needs --name (the same on every run) and --ack persisted")
 		return 2
 	}
+	if *repair && *storeFile == "" {
+		fmt.Fprintln(stderr, "tandem pub: --repair-store needs --store")
+		return 2
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -121,12 +134,26 @@ func runPub(args []string, stdin io.Reader, _, stderr io.Writer) int {
 	limits := client.StoreLimits{MaxMessages: *storeMax}
 	switch {
 	case *storeFile != "":
+		if *repair {
+			rep, err := client.RepairFilePublishStore(*storeFile)
+			if err != nil {
+				fmt.Fprintf(stderr, "tandem pub: --repair-store: %v\n", err)
+				return 1
+			}
+			fmt.Fprintf(stderr, "tandem pub: %v\n", rep)
+		}
 		st, err := client.OpenFilePublishStore(*storeFile, durability, limits)
 		if err != nil {
 			fmt.Fprintf(stderr, "tandem pub: %v\n", err)
+			if errors.Is(err, client.ErrStoreCorrupt) {
+				fmt.Fprintln(stderr, "tandem pub: --repair-store drops the damaged records (and reports them)")
+			}
 			return 1
 		}
 		defer st.Close()
+		if err := st.Recovery().Err(); err != nil {
+			fmt.Fprintf(stderr, "tandem pub: %v\n", err)
+		}
 		if n := st.UnpersistedCount(); n > 0 {
 			fmt.Fprintf(stderr, "tandem pub: %d unpersisted messages in %s (up to pubseq %d): re-publishing what the server lacks\n", n, *storeFile, st.LastSeq())
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -49,7 +50,15 @@ process; to resume in a later run, pass an id with --sub-id and
 --bookmark-store. Each distinct error the client reports is printed the
 first time, and with its count at exit if it happened again. A subscription
 the server refuses when it is re-entered after a failover ends sub with the
-error (exit 1).
+error (exit 1). Progress is the set of messages processed (late ones below
+a processed message are still delivered, once), see docs/client.md.
+
+A bookmark store file with a damaged record followed by good ones is
+corrupt: sub exits 1 naming the file and offset, and changes nothing.
+--repair-store drops the damaged records first (their progress is lost:
+messages may be printed again, not lost), reports exactly what it dropped
+on standard error, keeps the original as FILE.corrupt, then runs as usual.
+A record cut off by a crash (a torn tail) is dropped and reported.
 `
 
 func runSub(args []string, _ io.Reader, stdout, stderr io.Writer) int {
@@ -62,6 +71,7 @@ func runSub(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	from := fs.String("from", "", "where to start: `epoch|now|recent|BOOKMARK` (default now; recent with --sub-id)")
 	subID := fs.String("sub-id", "", "resumable subscription `ID` (with --bookmark-store)")
 	bmFile := fs.String("bookmark-store", "", "`FILE` keeping the progress of --sub-id (default: in memory)")
+	repair := fs.Bool("repair-store", false, "repair --bookmark-store first: drop damaged records, report what was dropped, keep the original as FILE.corrupt")
 	retryFor := fs.Duration("retry-for", time.Minute, "after a lost connection, give up when no server could be reached for this long")
 	connectFor := fs.Duration("connect-for", 5*time.Second, "give up the first connection after this long")
 	count := fs.Int("count", 0, "stop after `N` messages (0: no limit)")
@@ -87,6 +97,10 @@ func runSub(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	}
 	if *bmFile != "" && *subID == "" {
 		fmt.Fprintln(stderr, "tandem sub: --bookmark-store needs --sub-id")
+		return 2
+	}
+	if *repair && *bmFile == "" {
+		fmt.Fprintln(stderr, "tandem sub: --repair-store needs --bookmark-store")
 		return 2
 	}
 	var subOpts []client.SubOption
@@ -133,12 +147,26 @@ func runSub(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	defer stop()
 	var bms client.BookmarkStore
 	if *bmFile != "" {
+		if *repair {
+			rep, err := client.RepairFileBookmarkStore(*bmFile)
+			if err != nil {
+				fmt.Fprintf(stderr, "tandem sub: --repair-store: %v\n", err)
+				return 1
+			}
+			fmt.Fprintf(stderr, "tandem sub: %v\n", rep)
+		}
 		fb, err := client.OpenFileBookmarkStore(*bmFile, client.SyncBatch)
 		if err != nil {
 			fmt.Fprintf(stderr, "tandem sub: %v\n", err)
+			if errors.Is(err, client.ErrStoreCorrupt) {
+				fmt.Fprintln(stderr, "tandem sub: --repair-store drops the damaged records (and reports them)")
+			}
 			return 1
 		}
 		defer fb.Close()
+		if err := fb.Recovery().Err(); err != nil {
+			fmt.Fprintf(stderr, "tandem sub: %v\n", err)
+		}
 		bms = fb
 	}
 	errs := newErrorCounter("tandem sub", stderr)
