@@ -35,8 +35,11 @@ type destination struct {
 	// maxRecord: the largest record the destination takes (from its
 	// Hello's frame limit); 0 until known.
 	maxRecord atomic.Int64
-	// skipped: records too large for the destination, not shipped to it.
+	// skipped: records too large for the destination, not shipped to it
+	// (each counted once: skippedMax is the highest seq counted, as a
+	// resend after a reconnection examines them again).
 	skipped    atomic.Uint64
+	skippedMax atomic.Uint64
 	skipLogged atomic.Bool
 	// holdBytes: journal bytes the destination has not acknowledged (an
 	// estimate, see Replicator.checkHolds); holdAlarm: above HoldAlarmBytes.
@@ -363,6 +366,9 @@ func (d *destination) send(run *senderRun, from uint64) {
 // skipTooLarge counts a record the destination cannot take (larger than
 // its frame limit allows) and logs the first one.
 func (d *destination) skipTooLarge(v record.View) {
+	if old := d.skippedMax.Load(); v.Seq() <= old || !d.skippedMax.CompareAndSwap(old, v.Seq()) {
+		return // counted before (only the sender goroutine writes it)
+	}
 	d.skipped.Add(1)
 	if !d.skipLogged.Swap(true) {
 		d.r.log.Error("record too large for the destination's frame limit: not replicated to it (counted in stat as skipped_too_large; logged once)",

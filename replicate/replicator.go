@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,6 +60,9 @@ type Replicator struct {
 	// unchanged position is not rewritten; saveErr: a failure was logged.
 	saved   map[string]position
 	saveErr bool
+	// holdSamples: (synced seq, record bytes written) every hold check,
+	// for estimating the bytes a destination has not acknowledged.
+	holdSamples []holdSample
 
 	// ioMode is the link I/O in effect: cfg.IO, or IONet when io_uring
 	// cannot be used here. zcOK: ring links may use SENDMSG_ZC. keepZC
@@ -97,6 +101,8 @@ func New(cfg Config, j *journal.Journal, store Store, onAdvance func(), log *slo
 		r.byName[d.Name] = ds
 	}
 	r.chooseIO()
+	st := j.Stats()
+	r.holdSamples = append(r.holdSamples, holdSample{seq: st.SyncedSeq, written: st.WrittenBytes})
 	r.loadPositions()
 	r.recomputeSyncPoint()
 	return r, nil
@@ -660,24 +666,61 @@ func (r *Replicator) loadPositions() {
 	}
 }
 
+// holdSample is the journal's synced seq and the record bytes written
+// since Open at one hold check.
+type holdSample struct{ seq, written uint64 }
+
+// heldBytes estimates the bytes of the records after acked, up to now.seq:
+// the bytes written between the samples around acked (interpolated) and
+// now; for records older than the oldest sample (written before this
+// start), avg bytes each.
+func heldBytes(samples []holdSample, acked uint64, now holdSample, avg float64) int64 {
+	if acked >= now.seq {
+		return 0
+	}
+	if len(samples) == 0 || acked < samples[0].seq {
+		var b float64
+		from := acked
+		if len(samples) > 0 {
+			b = float64(now.written - samples[0].written)
+			from, now = acked, samples[0]
+		}
+		return int64(b + avg*float64(now.seq-from))
+	}
+	i := sort.Search(len(samples), func(i int) bool { return samples[i].seq > acked }) // first after acked
+	lo := samples[i-1]
+	at := float64(lo.written)
+	if i < len(samples) {
+		hi := samples[i]
+		at += float64(hi.written-lo.written) * float64(acked-lo.seq) / float64(hi.seq-lo.seq)
+	}
+	return int64(float64(now.written) - at)
+}
+
 // checkHolds estimates, per destination, the journal bytes it has not
-// acknowledged (what retention keeps for it: the journal's bytes in
-// proportion to the records from its acknowledged position to the last)
-// and raises or clears its hold alarm against HoldAlarmBytes: logged when
-// raised and at most once a minute while it stays raised.
+// acknowledged (what retention keeps for it, heldBytes) and raises or
+// clears its hold alarm against HoldAlarmBytes: logged when raised and at
+// most once a minute while it stays raised.
 func (r *Replicator) checkHolds(now time.Time) {
 	st := r.j.Stats()
-	held := uint64(0)
-	if st.LastSeq >= st.FirstSeq && st.LastSeq > 0 {
-		held = st.LastSeq - st.FirstSeq + 1
+	cur := holdSample{seq: st.SyncedSeq, written: st.WrittenBytes}
+	if n := len(r.holdSamples); n == 0 || r.holdSamples[n-1].seq < cur.seq {
+		r.holdSamples = append(r.holdSamples, cur)
+		if len(r.holdSamples) > 4096 {
+			r.holdSamples = append(r.holdSamples[:0], r.holdSamples[len(r.holdSamples)-2048:]...)
+		}
+	}
+	// Records from before the oldest sample (stored before this start):
+	// the average of those written since, else of the journal's segments.
+	avg := 0.0
+	if o := r.holdSamples[0]; cur.seq > o.seq && cur.written > o.written {
+		avg = float64(cur.written-o.written) / float64(cur.seq-o.seq)
+	} else if st.LastSeq >= st.FirstSeq && st.LastSeq > 0 {
+		avg = float64(st.Bytes) / float64(st.LastSeq-st.FirstSeq+1)
 	}
 	for _, d := range r.dests {
-		acked := d.acked.Load()
-		var bytes int64
-		if held > 0 && acked < st.LastSeq {
-			behind := st.LastSeq - max(acked, st.FirstSeq-1)
-			bytes = int64(float64(st.Bytes) * float64(behind) / float64(held))
-		}
+		acked := max(d.acked.Load(), st.FirstSeq-1)
+		bytes := heldBytes(r.holdSamples, acked, cur, avg)
 		d.holdBytes.Store(bytes)
 		alarm := r.cfg.HoldAlarmBytes > 0 && bytes > r.cfg.HoldAlarmBytes
 		was := d.holdAlarm.Swap(alarm)

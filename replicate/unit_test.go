@@ -96,6 +96,8 @@ func TestConfigValidate(t *testing.T) {
 		{Self: "A", Listen: "127.0.0.1:0", Destinations: []Destination{dest("B=h:1"), dest("C,async")}},
 		{Self: "A", DowngradeAfter: time.Second, UpgradeBelow: 999 * time.Millisecond},
 		{Self: "A", UpgradeBelow: 5 * time.Second}, // only one set: the other takes its default later
+		{Self: "A", DowngradeAfter: Never, UpgradeBelow: time.Hour}, // strict
+		{Self: "A", MaxFrame: minMaxFrame, HoldAlarmBytes: -1},
 	}
 	for _, c := range ok {
 		if err := c.Validate(); err != nil {
@@ -114,6 +116,8 @@ func TestConfigValidate(t *testing.T) {
 		{Config{Self: "A", Listen: "nope"}, "repl-listen"},
 		{Config{Self: "A", DowngradeAfter: time.Second, UpgradeBelow: time.Second}, "must be below"},
 		{Config{Self: "A", DowngradeAfter: time.Second, UpgradeBelow: 2 * time.Second}, "must be below"},
+		{Config{Self: "A", DowngradeAfter: -time.Second}, "negative"},
+		{Config{Self: "A", MaxFrame: minMaxFrame - 1}, "max-frame"},
 	}
 	for _, tc := range bad {
 		err := tc.c.Validate()
@@ -564,5 +568,30 @@ func TestSyncedPeersAndMaxRecord(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(1000, func() { r.MaxRecord() }); n != 0 {
 		t.Errorf("MaxRecord allocates %v times a call", n)
+	}
+}
+
+func TestHeldBytes(t *testing.T) {
+	// seq 100 written at 1000 bytes, 200 at 2000, 300 at 5000
+	samples := []holdSample{{100, 1000}, {200, 2000}, {300, 5000}}
+	now := holdSample{400, 6000}
+	for _, tc := range []struct {
+		acked uint64
+		want  int64
+	}{
+		{400, 0}, {500, 0},
+		{300, 1000},       // at a sample
+		{200, 4000},       // at a sample
+		{250, 2500},       // interpolated: 2000 + 3000/2 = 3500 written at 250
+		{350, 1000},       // after the last sample: from it
+		{100, 5000},       // the oldest sample
+		{50, 5000 + 50*7}, // before the oldest: avg bytes each
+	} {
+		if got := heldBytes(samples, tc.acked, now, 7); got != tc.want {
+			t.Errorf("heldBytes(acked %d) = %d, want %d", tc.acked, got, tc.want)
+		}
+	}
+	if got := heldBytes(nil, 10, holdSample{20, 0}, 3); got != 30 {
+		t.Errorf("no samples: %d", got)
 	}
 }
