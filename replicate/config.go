@@ -309,8 +309,8 @@ func (c *Config) Validate() error {
 	if c.DowngradeAfter < 0 || c.UpgradeBelow < 0 {
 		return fmt.Errorf("%w: negative downgrade-after %v or upgrade-below %v", ErrConfig, c.DowngradeAfter, c.UpgradeBelow)
 	}
-	if c.MaxFrame != 0 && c.MaxFrame < minMaxFrame {
-		return fmt.Errorf("%w: link max-frame %d is below %d", ErrConfig, c.MaxFrame, minMaxFrame)
+	if c.MaxFrame != 0 && (c.MaxFrame < minMaxFrame || c.MaxFrame > math.MaxUint32) {
+		return fmt.Errorf("%w: link max-frame %d is not in [%d, %d]", ErrConfig, c.MaxFrame, minMaxFrame, uint32(math.MaxUint32))
 	}
 	if c.UpgradeBelow != 0 && c.DowngradeAfter != 0 && c.UpgradeBelow >= c.DowngradeAfter {
 		return fmt.Errorf("%w: upgrade-below %v must be below downgrade-after %v", ErrConfig, c.UpgradeBelow, c.DowngradeAfter)

@@ -95,7 +95,7 @@ func TestConfigValidate(t *testing.T) {
 		{Self: "A"},
 		{Self: "A", Listen: "127.0.0.1:0", Destinations: []Destination{dest("B=h:1"), dest("C,async")}},
 		{Self: "A", DowngradeAfter: time.Second, UpgradeBelow: 999 * time.Millisecond},
-		{Self: "A", UpgradeBelow: 5 * time.Second}, // only one set: the other takes its default later
+		{Self: "A", UpgradeBelow: 5 * time.Second},                  // only one set: the other takes its default later
 		{Self: "A", DowngradeAfter: Never, UpgradeBelow: time.Hour}, // strict
 		{Self: "A", MaxFrame: minMaxFrame, HoldAlarmBytes: -1},
 	}
