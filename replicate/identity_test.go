@@ -12,6 +12,7 @@ import (
 
 	"github.com/tandemhq/tandem/client"
 	"github.com/tandemhq/tandem/record"
+	"github.com/tandemhq/tandem/replicate"
 )
 
 // holds returns the pubSeqs of publisher name in n's durable journal.
@@ -85,6 +86,7 @@ func TestWipedSourceRestartsItsStream(t *testing.T) {
 	if n := len(holds(t, b, "before")); n != 300 {
 		t.Fatalf("B holds %d of A's 300 old messages", n)
 	}
+	checkNoDuplicates(t, b)
 	if d := a.dest(t, "B"); d.State != "sync" {
 		t.Fatalf("A's destination B: %+v", d)
 	}
@@ -183,8 +185,43 @@ func TestRestoredSourceIsAFork(t *testing.T) {
 	if n := len(holds(t, b, "p3")); n != 0 {
 		t.Fatalf("B holds %d messages of the forked stream", n)
 	}
-	if n := a.logs.count("fork"); n != 1 {
+	if n := a.logs.count("replication fork"); n != 1 {
 		t.Fatalf("A logged the fork %d times:\n%s", n, a.logs)
+	}
+
+	// The operator resolves it on B, stopped: B takes A's restored stream
+	// afresh; what B held stays exactly once, the waiting ack comes.
+	b.srv.Close()
+	if ok, err := replicate.ResetPeer(bdir, "A"); !ok || err != nil {
+		t.Fatalf("ResetPeer: %v, %v", ok, err)
+	}
+	b = startNode(t, "B", nodeOpts{downgrade: time.Minute, dir: bdir, listen: b.repl}, "A,async")
+	if err := c.WaitPersisted(ctx, seq); err != nil {
+		t.Fatalf("ack after the reset: %v (destination %+v)", err, a.dest(t, "B"))
+	}
+	if d := a.dest(t, "B"); d.State != "sync" || d.Reason != "" {
+		t.Fatalf("A's destination B after the reset: %+v", d)
+	}
+	if a.logs.count("fork resolved") != 1 {
+		t.Fatalf("A did not log the resolution:\n%s", a.logs)
+	}
+	for name, want := range map[string]int{"p1": 50, "p2": 50, "p3": 1} {
+		if n := len(holds(t, b, name)); n != want {
+			t.Fatalf("B holds %d messages of %s, want %d", n, name, want)
+		}
+	}
+	checkNoDuplicates(t, b)
+}
+
+// checkNoDuplicates fails if n's journal holds a (publisher, pubSeq) twice.
+func checkNoDuplicates(t *testing.T, n *node) {
+	t.Helper()
+	seen := map[msgKey]uint64{}
+	for _, m := range readJournal(t, n.srv) {
+		if prev, dup := seen[m.key]; dup {
+			t.Fatalf("%s holds %v twice, at seqs %d and %d", n.name, m.key, prev, m.seq)
+		}
+		seen[m.key] = m.seq
 	}
 }
 
