@@ -4,11 +4,16 @@
 // are stored (no re-encoding), and stores what its peers ship to it.
 //
 // Decisions and I/O are kept apart: which records a destination gets
-// (filter.go), when a sync destination is downgraded or upgraded (mode.go)
-// and the link protocol's frames (proto.go) are pure code with their own
-// tests; links, senders and receivers (link.go, sender.go, receiver.go)
-// do the socket work. docs/replication.md explains the topologies and what
-// sync means for a publisher's ack.
+// (filter.go), when a sync destination is downgraded or upgraded (mode.go),
+// where a destination's stream resumes or whether its position is a fork
+// (identity.go, which also holds the positions files) and the link
+// protocol's frames (proto.go) are pure code with their own tests; links,
+// destinations' senders and the replicator (link.go, destination.go,
+// replicator.go, ringio.go) do the socket work. A stream is the records of
+// one journal, named by its id (Config.JournalID): a wiped data directory
+// is a new stream, a restored old copy is detected as a fork.
+// docs/replication.md explains the topologies, identity and forks, and
+// what sync means for a publisher's ack.
 package replicate
 
 import (

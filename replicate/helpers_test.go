@@ -139,6 +139,7 @@ type nodeOpts struct {
 	dir       string // "" = a fresh temporary directory
 	maxFrame  int    // the server's max-frame (0: default)
 	holdAlarm int64  // replicate.Config.HoldAlarmBytes (0: default)
+	linkFrame int    // replicate.Config.MaxFrame (0: from maxFrame)
 }
 
 // replicateNever is replicate.Never: strict sync.
@@ -176,7 +177,8 @@ func tryStartNode(t testing.TB, name string, o nodeOpts, peers ...string) (*node
 		o.dir = t.TempDir()
 	}
 	rc := &replicate.Config{Listen: o.listen, Secret: []byte(o.secret), Heartbeat: o.heartbeat,
-		DowngradeAfter: o.downgrade, UpgradeBelow: o.upgrade, IO: testIO, HoldAlarmBytes: o.holdAlarm}
+		DowngradeAfter: o.downgrade, UpgradeBelow: o.upgrade, IO: testIO, HoldAlarmBytes: o.holdAlarm,
+		MaxFrame: o.linkFrame}
 	for _, p := range peers {
 		d, err := replicate.ParseDestination(p)
 		if err != nil {

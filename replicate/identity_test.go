@@ -368,3 +368,39 @@ func TestHoldAlarm(t *testing.T) {
 		t.Fatalf("alarm cleared %d times:\n%s", n, a.logs)
 	}
 }
+
+// TestBatchesSplitToDestinationLimit: B reads link frames of at most 128
+// KiB, A batches up to 1 MiB: A's batches to B are split to fit, B gets
+// every message, and a record that alone exceeds B's limit is skipped for B.
+func TestBatchesSplitToDestinationLimit(t *testing.T) {
+	ctx := testCtx(t, 60*time.Second)
+	b := startNode(t, "B", nodeOpts{linkFrame: 128 << 10}, "A,async")
+	a := startNode(t, "A", nodeOpts{listen: "-"}, "B="+b.repl+",async")
+	c, err := client.Connect(ctx, a.srv.Addr().String(), client.WithName("split"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := 1; i <= 300; i++ {
+		size := 10 << 10
+		if i == 150 {
+			size = 200 << 10 // alone over B's limit
+		}
+		if _, err := c.Publish(ctx, "split.t", make([]byte, size)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "B to get the 299 messages that fit", func() bool {
+		d := a.dest(t, "B")
+		return b.stats().Stored == 299 && d.AckedThrough == 300 && d.SkippedTooLarge == 1
+	}, func() string { return fmt.Sprintf("\nB stored %d; %+v\nB: %s", b.stats().Stored, a.dest(t, "B"), b.logs) })
+	if n := b.logs.count("frame too large"); n != 0 {
+		t.Fatalf("B refused %d frames as too large:\n%s", n, b.logs)
+	}
+	if d := a.dest(t, "B"); d.MaxRecord != 128<<10-32 {
+		t.Fatalf("B's max record as A sees it: %d", d.MaxRecord)
+	}
+}

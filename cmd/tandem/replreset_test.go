@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tandemhq/tandem/replicate"
+	"github.com/tandemhq/tandem/wire"
 )
 
 // TestReplFlags: repl-downgrade-after takes a duration or never (strict),
@@ -75,5 +76,22 @@ func TestReplReset(t *testing.T) {
 	}
 	if r = tandem(t, "", "help"); !strings.Contains(r.stdout, "repl-reset") {
 		t.Fatalf("help lacks repl-reset: %+v", r)
+	}
+}
+
+// TestStatShowsReplicationAlarms: the text of `tandem stat` names a fork
+// with its reason, skipped too-large records and a hold alarm.
+func TestStatShowsReplicationAlarms(t *testing.T) {
+	var b strings.Builder
+	printStats(&b, &wire.Stats{ReplicationListen: "127.0.0.1:1", Replication: []wire.DestinationStats{
+		{Name: "B", Mode: "sync", State: "fork", Connected: true, Reason: "destination holds journal x up to seq 9"},
+		{Name: "C", Mode: "async", State: "async", SkippedTooLarge: 2, HoldAlarm: true, HoldBytes: 3 << 30},
+	}})
+	out := b.String()
+	for _, want := range []string{"B: link refused (fork): destination holds journal x up to seq 9", "repl-reset",
+		"skipped-too-large=2", "HOLD-ALARM(3.0 GiB)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stat output lacks %q:\n%s", want, out)
+		}
 	}
 }
