@@ -396,7 +396,9 @@ func TestBatchesSplitToDestinationLimit(t *testing.T) {
 	waitFor(t, 20*time.Second, "B to get the 299 messages that fit", func() bool {
 		d := a.dest(t, "B")
 		return b.stats().Stored == 299 && d.AckedThrough == 300 && d.SkippedTooLarge == 1
-	}, func() string { return fmt.Sprintf("\nB stored %d; %+v\nB: %s", b.stats().Stored, a.dest(t, "B"), b.logs) })
+	}, func() string {
+		return fmt.Sprintf("\nB stored %d; %+v\nB: %s", b.stats().Stored, a.dest(t, "B"), b.logs)
+	})
 	if n := b.logs.count("frame too large"); n != 0 {
 		t.Fatalf("B refused %d frames as too large:\n%s", n, b.logs)
 	}
