@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"runtime"
 	"sync"
@@ -450,9 +451,7 @@ type source struct {
 // follow makes journal the stream followed from this peer and returns the
 // position to report in Resume: the one held, even of another journal (the
 // source logs and decides; a stream of another journal starts afresh).
-func (s *source) follow(journal record.JournalID, log interface {
-	Info(msg string, args ...any)
-}) position {
+func (s *source) follow(journal record.JournalID, log *slog.Logger) position {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.posMu.Lock()
