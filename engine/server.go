@@ -315,8 +315,6 @@ func New(cfg Config) (*Server, error) {
 		useUring: useUring,
 		cfg:      cfg,
 		log:      cfg.Logger.With("instance", cfg.Name),
-		idx:      newIndex(record.ID(cfg.Name)),
-		origin:   record.ID(cfg.Name),
 		names:    make(map[string]*clientInfo),
 		failedCh: make(chan struct{}),
 	}
@@ -359,6 +357,10 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("engine: open journal: %w", err)
 	}
 	s.j = j
+	// This instance's origin stream is its journal's: a new journal (a
+	// wiped data directory) is a new origin, whose originSeqs start afresh.
+	s.origin = record.OriginID(cfg.Name, j.ID())
+	s.idx = newIndex(s.origin)
 	if err := s.rebuild(); err != nil {
 		j.Close()
 		lock.Close()
@@ -372,6 +374,11 @@ func New(cfg Config) (*Server, error) {
 		}
 		if rc.StateDir == "" {
 			rc.StateDir = cfg.DataDir
+		}
+		rc.JournalID = j.ID()
+		if rc.MaxFrame == 0 {
+			// Every record this instance accepts fits in a link frame.
+			rc.MaxFrame = replicate.FrameFor(cfg.MaxFrame + record.HeaderSize)
 		}
 		r, err := replicate.New(rc, j, s, s.wakeForAcks, s.log)
 		if err != nil {
@@ -686,6 +693,8 @@ func (s *Server) Stats() *wire.Stats {
 				Name: d.Name, Addr: d.Addr, Mode: d.Mode, State: d.State, Connected: d.Connected,
 				Passthrough: d.Passthrough, Topics: d.Topics, SentThrough: d.SentThrough,
 				AckedThrough: d.AckedThrough, LagMessages: d.LagMessages, LagSeconds: d.LagSeconds,
+				Reason: d.Reason, SkippedTooLarge: d.SkippedTooLarge, MaxRecord: d.MaxRecord,
+				HoldBytes: d.HoldBytes, HoldAlarm: d.HoldAlarm,
 			})
 		}
 	}

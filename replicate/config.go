@@ -4,21 +4,34 @@
 // are stored (no re-encoding), and stores what its peers ship to it.
 //
 // Decisions and I/O are kept apart: which records a destination gets
-// (filter.go), when a sync destination is downgraded or upgraded (mode.go)
-// and the link protocol's frames (proto.go) are pure code with their own
-// tests; links, senders and receivers (link.go, sender.go, receiver.go)
-// do the socket work. docs/replication.md explains the topologies and what
-// sync means for a publisher's ack.
+// (filter.go), when a sync destination is downgraded or upgraded (mode.go),
+// where a destination's stream resumes or whether its position is a fork
+// (identity.go, which also holds the positions files) and the link
+// protocol's frames (proto.go) are pure code with their own tests; links,
+// destinations' senders and the replicator (link.go, destination.go,
+// replicator.go, ringio.go) do the socket work. A stream is the records of
+// one journal, named by its id (Config.JournalID): a wiped data directory
+// is a new stream, a restored old copy is detected as a fork.
+// docs/replication.md explains the topologies, identity and forks, and
+// what sync means for a publisher's ack.
 package replicate
 
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/tandemhq/tandem/record"
+	"github.com/tandemhq/tandem/wire"
 )
+
+// minMaxFrame is the smallest Config.MaxFrame: room for a batch of one
+// record with a short topic and a 64 KiB payload.
+const minMaxFrame = 128 << 10
 
 // Mode is how a destination's acknowledgments count for publishers.
 type Mode uint8
@@ -137,9 +150,16 @@ type Config struct {
 	Secret []byte
 	// Destinations are the instances we replicate to.
 	Destinations []Destination
+	// JournalID is the id of this instance's journal (journal.Journal.ID):
+	// the identity of the stream this instance ships. Its records' origin
+	// is record.OriginID(Self, JournalID). The engine fills it.
+	JournalID record.JournalID
 	// DowngradeAfter: a sync destination whose oldest unacknowledged
-	// message is older than this, or that is disconnected, stops holding
-	// acks. Default 1s.
+	// message is older than this, or that has been disconnected (or its
+	// link refused, a fork) for longer than this, stops holding acks; a
+	// restarted instance holds acks for each sync destination until it has
+	// been reached or this age has passed. Never: strict, acks wait for
+	// the destination however long it is away. Default 1s.
 	DowngradeAfter time.Duration
 	// UpgradeBelow: a downgraded destination that is connected and whose
 	// lag is below this holds acks again. Default 100ms; must be below
@@ -150,6 +170,18 @@ type Config struct {
 	Heartbeat time.Duration
 	// BatchBytes bounds one batch of records. Default 1 MiB.
 	BatchBytes int
+	// MaxFrame is the largest link frame this instance reads, sent to
+	// peers in the Hello: a source never ships a destination a batch
+	// larger than the destination's MaxFrame, and skips (for that
+	// destination) a record that alone does not fit. Default
+	// DefaultMaxFrame; the engine raises it so that every record it can
+	// store itself fits (FrameFor).
+	MaxFrame int
+	// HoldAlarmBytes: when the journal a destination has not acknowledged
+	// (what retention must keep for it) exceeds this, it is logged (at
+	// most once a minute) and flagged in stat (HoldAlarm). Default
+	// DefaultHoldAlarmBytes; negative disables the alarm.
+	HoldAlarmBytes int64
 	// WindowBytes bounds the bytes sent to a destination and not yet
 	// acknowledged. Default 64 MiB.
 	WindowBytes int
@@ -184,6 +216,25 @@ type Config struct {
 	// anyway (loopback, a device without scatter-gather): see
 	// zcCopiedLimit in ringio.go.
 	ZeroCopyMin int
+}
+
+// Never as Config.DowngradeAfter makes sync destinations strict: they are
+// never downgraded, publishers' acks wait for them however long they are
+// away.
+const Never = time.Duration(math.MaxInt64)
+
+// DefaultMaxFrame is Config.MaxFrame's default: a 1 MiB batch plus the
+// largest frame a client may send by default.
+const DefaultMaxFrame = 2*(1<<20) + wire.DefaultMaxFrame
+
+// DefaultHoldAlarmBytes is Config.HoldAlarmBytes's default: 1 GiB.
+const DefaultHoldAlarmBytes = 1 << 30
+
+// FrameFor returns the link frame limit (Config.MaxFrame) an instance
+// needs to take every record of at most maxRecord bytes in a batch of its
+// own: at least DefaultMaxFrame.
+func FrameFor(maxRecord int) int {
+	return max(DefaultMaxFrame, maxRecord+batchHeaderSize)
 }
 
 // Link I/O modes (Config.IO).
@@ -223,6 +274,12 @@ func (c *Config) setDefaults() {
 	if c.ZeroCopyMin == 0 {
 		c.ZeroCopyMin = DefaultZeroCopyMin
 	}
+	if c.MaxFrame == 0 {
+		c.MaxFrame = DefaultMaxFrame
+	}
+	if c.HoldAlarmBytes == 0 {
+		c.HoldAlarmBytes = DefaultHoldAlarmBytes
+	}
 }
 
 // Validate checks the configuration: names, no destination twice, none
@@ -253,6 +310,12 @@ func (c *Config) Validate() error {
 	case "", IONet, IORing:
 	default:
 		return fmt.Errorf("%w: link I/O %q (want %q or %q)", ErrConfig, c.IO, IONet, IORing)
+	}
+	if c.DowngradeAfter < 0 || c.UpgradeBelow < 0 {
+		return fmt.Errorf("%w: negative downgrade-after %v or upgrade-below %v", ErrConfig, c.DowngradeAfter, c.UpgradeBelow)
+	}
+	if c.MaxFrame != 0 && (c.MaxFrame < minMaxFrame || c.MaxFrame > math.MaxUint32) {
+		return fmt.Errorf("%w: link max-frame %d is not in [%d, %d]", ErrConfig, c.MaxFrame, minMaxFrame, uint32(math.MaxUint32))
 	}
 	if c.UpgradeBelow != 0 && c.DowngradeAfter != 0 && c.UpgradeBelow >= c.DowngradeAfter {
 		return fmt.Errorf("%w: upgrade-below %v must be below downgrade-after %v", ErrConfig, c.UpgradeBelow, c.DowngradeAfter)

@@ -28,12 +28,32 @@ type destination struct {
 	// sent: the sender has examined our journal up to here.
 	sent atomic.Uint64
 	wake chan struct{}
+	// forked: the destination's position is not in our journal (a fork,
+	// see checkResume): nothing is shipped and it never counts for acks
+	// until an operator resets it.
+	forked atomic.Bool
+	// maxRecord: the largest record the destination takes (from its
+	// Hello's frame limit); 0 until known.
+	maxRecord atomic.Int64
+	// skipped: records too large for the destination, not shipped to it
+	// (each counted once: skippedMax is the highest seq counted, as a
+	// resend after a reconnection examines them again).
+	skipped    atomic.Uint64
+	skippedMax atomic.Uint64
+	skipLogged atomic.Bool
+	// holdBytes: journal bytes the destination has not acknowledged (an
+	// estimate, see Replicator.checkHolds); holdAlarm: above HoldAlarmBytes.
+	holdBytes atomic.Int64
+	holdAlarm atomic.Bool
 
 	mu          sync.Mutex
 	cond        *sync.Cond
 	state       State
 	link        *link
 	since       time.Time // of the current state
+	awaySince   time.Time // unreachable since (zero while connected)
+	forkReason  string
+	holdLogged  time.Time
 	lag         time.Duration
 	outstanding []inflight
 	outBytes    int
@@ -46,18 +66,23 @@ type inflight struct {
 }
 
 type senderRun struct {
-	l    *link
-	done chan struct{}
+	l        *link
+	done     chan struct{}
+	maxFrame int // the destination's frame limit: no batch is larger
 }
 
 func newDestination(r *Replicator, d Destination) *destination {
-	ds := &destination{r: r, cfg: d, id: record.ID(d.Name), filter: newFilter(r.cfg.Self, d),
-		wake: make(chan struct{}, 1), since: time.Now()}
+	now := time.Now()
+	ds := &destination{r: r, cfg: d, id: record.ID(d.Name), filter: newFilter(r.self, d),
+		wake: make(chan struct{}, 1), since: now, awaySince: now}
 	ds.cond = sync.NewCond(&ds.mu)
 	if d.Mode == Async {
 		ds.state = StateAsync
 	} else {
-		ds.state = StateDowngraded // not connected yet: holds no acks until it is and has caught up
+		// Not reached yet, and maybe short of messages acknowledged before a
+		// restart: it holds acks until it has been reached and caught up, or
+		// until it has been away for the downgrade age.
+		ds.state = StateSync
 	}
 	return ds
 }
@@ -89,15 +114,24 @@ func (d *destination) evaluate(now time.Time, lag time.Duration) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.lag = lag
-	connected := d.link != nil && !d.link.isClosed()
-	next := nextState(d.cfg.Mode, d.state, connected, lag, d.r.cfg.DowngradeAfter, d.r.cfg.UpgradeBelow)
+	connected := d.link != nil && !d.link.isClosed() && !d.forked.Load()
+	var away time.Duration
+	if connected {
+		d.awaySince = time.Time{}
+	} else {
+		if d.awaySince.IsZero() {
+			d.awaySince = now
+		}
+		away = now.Sub(d.awaySince)
+	}
+	next := nextState(d.cfg.Mode, d.state, connected, away, lag, d.r.cfg.DowngradeAfter, d.r.cfg.UpgradeBelow)
 	if next == d.state {
 		return false
 	}
 	switch next {
 	case StateDowngraded:
 		d.r.log.Warn("sync destination downgraded to async: publishers' acks no longer wait for it",
-			"peer", d.cfg.Name, "connected", connected, "lag", lag.String())
+			"peer", d.cfg.Name, "connected", connected, "away", away.String(), "lag", lag.String())
 	case StateSync:
 		d.r.log.Info("destination caught up: upgraded back to sync", "peer", d.cfg.Name, "lag", lag.String())
 	}
@@ -105,13 +139,44 @@ func (d *destination) evaluate(now time.Time, lag time.Duration) bool {
 	return true
 }
 
-// startSender (re)starts shipping our journal over l from just after
-// through, where the peer says our stream is durable on its disk.
-func (d *destination) startSender(l *link, through uint64) {
+// onResume checks the position the destination reports for our stream
+// (checkResume) and (re)starts shipping our journal over l from where it
+// says, or refuses the stream (a fork).
+func (d *destination) onResume(l *link, pos position) {
 	// A Resume read from a link that has been replaced (both instances
 	// dialed) must not stop the sender of the link that replaced it.
 	if l.isClosed() || d.r.activeLink(l.peer) != l {
 		return
+	}
+	r := d.r
+	from, verdict, reason := checkResume(r.cfg.JournalID, pos, r.j.FirstSeq(), r.j.SyncedSeq(), r.crcAt)
+	switch verdict {
+	case resumeFork:
+		d.stopSender()
+		d.mu.Lock()
+		d.forkReason = reason
+		d.mu.Unlock()
+		if !d.forked.Swap(true) {
+			r.log.Error("replication fork: the destination holds records of this journal that this instance does not; "+
+				"its stream is refused until an operator runs `tandem repl-reset` on the destination (docs/replication.md)",
+				"peer", d.cfg.Name, "journal", r.cfg.JournalID.String(), "position_seq", pos.Seq, "reason", reason)
+		}
+		if err := l.write(appendRefuse(nil, refuseFork, "fork: "+reason)); err != nil {
+			l.close(err)
+		}
+		r.recomputeSyncPoint()
+		return
+	case resumeNewStream:
+		if pos.Seq != 0 {
+			r.log.Info("destination holds a position in another journal of this instance: this journal's stream starts at its first retained record",
+				"peer", d.cfg.Name, "journal", r.cfg.JournalID.String(), "their_journal", pos.Journal.String(), "their_seq", pos.Seq, "from", from)
+		}
+	case resumeBehind:
+		r.log.Error("destination is behind the retained journal: messages it never got were deleted",
+			"peer", d.cfg.Name, "resume", pos.Seq+1, "first_held", from)
+	}
+	if d.forked.Swap(false) {
+		r.log.Info("replication fork resolved: the destination's position is in this journal again", "peer", d.cfg.Name)
 	}
 	d.stopSender()
 	d.mu.Lock()
@@ -119,15 +184,17 @@ func (d *destination) startSender(l *link, through uint64) {
 		d.mu.Unlock()
 		return
 	}
-	d.acked.Store(through)
-	d.sent.Store(through)
+	d.forkReason = ""
+	d.acked.Store(from - 1)
+	d.sent.Store(from - 1)
 	d.outstanding, d.outBytes = d.outstanding[:0], 0
-	run := &senderRun{l: l, done: make(chan struct{})}
+	d.filter.setDest(record.OriginID(l.peer, l.peerJournal))
+	run := &senderRun{l: l, done: make(chan struct{}), maxFrame: l.peerMaxFrame}
 	d.run = run
 	d.mu.Unlock()
-	d.r.recomputeSyncPoint()
-	d.r.wg.Add(1)
-	go d.send(run, through+1)
+	r.recomputeSyncPoint()
+	r.wg.Add(1)
+	go d.send(run, from)
 }
 
 func (d *destination) stopSender() {
@@ -171,7 +238,7 @@ func (d *destination) send(run *senderRun, from uint64) {
 	defer cur.Close()
 	var buf []byte
 	if l.rio == nil {
-		buf = make([]byte, 0, r.cfg.BatchBytes+64<<10)
+		buf = make([]byte, 0, min(r.cfg.BatchBytes+64<<10, run.maxFrame))
 	}
 	prev := from - 1
 	// batchFrom is where the next batch's range starts: just after the
@@ -179,6 +246,11 @@ func (d *destination) send(run *senderRun, from uint64) {
 	// the destination) are covered by the next batch, so the destination
 	// sees a continuous stream.
 	batchFrom := from
+	// pending: a record read for the last batch that did not fit in the
+	// destination's frame limit; it starts the next batch. Its view stays
+	// valid because the cursor is not moved until it is taken.
+	var pending record.View
+	havePending := false
 	heartbeat := time.NewTimer(r.cfg.Heartbeat)
 	defer heartbeat.Stop()
 	for !l.isClosed() {
@@ -201,24 +273,39 @@ func (d *destination) send(run *senderRun, from uint64) {
 			buf, start = startBatch(buf[:0])
 		}
 		through, n, size := prev, 0, batchHeaderSize
+		var throughCRC uint32
 		for scanned := 0; size < r.cfg.BatchBytes && scanned < 65536; scanned++ {
 			if ob != nil && ob.full() {
 				break
 			}
-			v, ok := cur.Next()
-			if !ok {
-				break
-			}
-			through = v.Seq()
-			if d.filter.wants(v) {
-				if ob != nil {
-					ob.add(cur, v.Bytes(), &r.io)
-				} else {
-					buf = append(buf, v.Bytes()...)
+			v := pending
+			if havePending {
+				havePending = false
+			} else {
+				var ok bool
+				if v, ok = cur.Next(); !ok {
+					break
 				}
-				size += v.Len()
-				n++
 			}
+			if d.filter.wants(v) {
+				if size+v.Len() > run.maxFrame {
+					if n > 0 { // the next batch's
+						pending, havePending = v, true
+						break
+					}
+					// Alone too large for the destination: skipped for it.
+					d.skipTooLarge(v)
+				} else {
+					if ob != nil {
+						ob.add(cur, v.Bytes(), &r.io)
+					} else {
+						buf = append(buf, v.Bytes()...)
+					}
+					size += v.Len()
+					n++
+				}
+			}
+			through, throughCRC = v.Seq(), v.CRC()
 		}
 		if err := cur.Err(); err != nil && !errors.Is(err, journal.ErrClosed) {
 			if ob != nil {
@@ -254,9 +341,9 @@ func (d *destination) send(run *senderRun, from uint64) {
 			continue
 		}
 		if ob != nil {
-			putBatchHeader(&ob.hdr, batchFrom, through, ob.recBytes)
+			putBatchHeader(&ob.hdr, batchFrom, through, throughCRC, ob.recBytes)
 		} else {
-			buf = finishBatch(buf, start, batchFrom, through)
+			buf = finishBatch(buf, start, batchFrom, through, throughCRC)
 		}
 		batchFrom = through + 1
 		d.outstanding = append(d.outstanding, inflight{through: through, bytes: size})
@@ -273,6 +360,19 @@ func (d *destination) send(run *senderRun, from uint64) {
 			return
 		}
 		prev = through
+	}
+}
+
+// skipTooLarge counts a record the destination cannot take (larger than
+// its frame limit allows) and logs the first one.
+func (d *destination) skipTooLarge(v record.View) {
+	if old := d.skippedMax.Load(); v.Seq() <= old || !d.skippedMax.CompareAndSwap(old, v.Seq()) {
+		return // counted before (only the sender goroutine writes it)
+	}
+	d.skipped.Add(1)
+	if !d.skipLogged.Swap(true) {
+		d.r.log.Error("record too large for the destination's frame limit: not replicated to it (counted in stat as skipped_too_large; logged once)",
+			"peer", d.cfg.Name, "seq", v.Seq(), "bytes", v.Len(), "destination_max_record", d.maxRecord.Load())
 	}
 }
 
@@ -314,7 +414,8 @@ type Stats struct {
 	Name         string
 	Addr         string
 	Mode         string // configured: sync or async
-	State        string // sync, async or downgraded
+	State        string // sync, async, downgraded or fork
+	Reason       string // why the state is fork
 	Connected    bool
 	Passthrough  bool
 	Topics       string
@@ -322,6 +423,15 @@ type Stats struct {
 	AckedThrough uint64
 	LagMessages  uint64
 	LagSeconds   float64
+	// SkippedTooLarge counts records not shipped to the destination because
+	// they exceed its frame limit.
+	SkippedTooLarge uint64
+	// MaxRecord is the largest record the destination takes (0: not known).
+	MaxRecord int
+	// HoldBytes estimates the journal bytes kept for the destination (not
+	// acknowledged); HoldAlarm is set while it exceeds HoldAlarmBytes.
+	HoldBytes int64
+	HoldAlarm bool
 }
 
 // Stats returns one entry per destination.
@@ -334,6 +444,11 @@ func (r *Replicator) Stats() []Stats {
 			Name: d.cfg.Name, Addr: d.cfg.Addr, Mode: d.cfg.Mode.String(), State: d.state.String(),
 			Connected: d.link != nil && !d.link.isClosed(), Passthrough: d.cfg.Passthrough,
 			SentThrough: d.sent.Load(), AckedThrough: d.acked.Load(), LagSeconds: d.lag.Seconds(),
+			SkippedTooLarge: d.skipped.Load(), MaxRecord: int(d.maxRecord.Load()),
+			HoldBytes: d.holdBytes.Load(), HoldAlarm: d.holdAlarm.Load(),
+		}
+		if d.forked.Load() {
+			st.State, st.Reason = "fork", d.forkReason
 		}
 		d.mu.Unlock()
 		if d.cfg.Topics != nil {

@@ -8,17 +8,20 @@ import (
 
 // filter decides which stored records a destination gets.
 //
-//   - A record first published to this instance (origin == self) goes to
+//   - A record first published to this instance (via == 0; its origin is
+//     self, record.OriginID of this instance's name and journal) goes to
 //     every destination whose topic filter matches.
 //   - A record this instance received by replication goes only to
 //     passthrough destinations.
-//   - Never back where it came from: not to its origin, nor to the instance
-//     this copy arrived from (via). Longer cycles (a triangle of passthrough
+//   - Never back where it came from: not to its origin (the destination's
+//     origin in the journal it runs on, learnt from its Hello), nor to the
+//     instance this copy arrived from (via, the destination's name id). Longer cycles (a triangle of passthrough
 //     links) end at the first instance that already holds the message: it
 //     is de-duplicated there, stored once and so forwarded at most once.
 type filter struct {
-	self        uint64
-	dest        uint64
+	self        uint64 // this instance's origin
+	dest        uint64 // the destination's origin (0 until its journal is known)
+	destVia     uint64 // the destination's via id: record.ID(name)
 	passthrough bool
 	topics      *regexp.Regexp
 	// cache of topic verdicts (bounded), so a regex runs once per topic
@@ -27,16 +30,23 @@ type filter struct {
 
 const maxFilterCache = 4096
 
-func newFilter(self string, d Destination) *filter {
-	return &filter{self: record.ID(self), dest: record.ID(d.Name), passthrough: d.Passthrough, topics: d.Topics, cache: map[string]bool{}}
+// newFilter returns d's filter for an instance whose origin is self; the
+// destination's origin is set (setDest) once its journal id is known.
+func newFilter(self uint64, d Destination) *filter {
+	return &filter{self: self, destVia: record.ID(d.Name), passthrough: d.Passthrough, topics: d.Topics, cache: map[string]bool{}}
 }
 
+// setDest sets the destination's origin: record.OriginID(name, journal).
+func (f *filter) setDest(origin uint64) { f.dest = origin }
+
 func (f *filter) wants(v record.View) bool {
-	origin := v.Origin()
-	if origin == f.dest || v.Via() == f.dest {
+	origin, via := v.Origin(), v.Via()
+	if origin == f.dest || via == f.destVia {
 		return false
 	}
-	if origin != f.self && !f.passthrough {
+	// Published here: via 0. (origin == self alone would miss records
+	// stored before this journal had an id, whose origin is ID(name).)
+	if via != 0 && origin != f.self && !f.passthrough {
 		return false
 	}
 	if f.topics == nil {

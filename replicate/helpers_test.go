@@ -137,7 +137,13 @@ type nodeOpts struct {
 	downgrade time.Duration
 	upgrade   time.Duration
 	dir       string // "" = a fresh temporary directory
+	maxFrame  int    // the server's max-frame (0: default)
+	holdAlarm int64  // replicate.Config.HoldAlarmBytes (0: default)
+	linkFrame int    // replicate.Config.MaxFrame (0: from maxFrame)
 }
+
+// replicateNever is replicate.Never: strict sync.
+const replicateNever = replicate.Never
 
 func startNode(t testing.TB, name string, o nodeOpts, peers ...string) *node {
 	t.Helper()
@@ -171,7 +177,8 @@ func tryStartNode(t testing.TB, name string, o nodeOpts, peers ...string) (*node
 		o.dir = t.TempDir()
 	}
 	rc := &replicate.Config{Listen: o.listen, Secret: []byte(o.secret), Heartbeat: o.heartbeat,
-		DowngradeAfter: o.downgrade, UpgradeBelow: o.upgrade, IO: testIO}
+		DowngradeAfter: o.downgrade, UpgradeBelow: o.upgrade, IO: testIO, HoldAlarmBytes: o.holdAlarm,
+		MaxFrame: o.linkFrame}
 	for _, p := range peers {
 		d, err := replicate.ParseDestination(p)
 		if err != nil {
@@ -180,8 +187,8 @@ func tryStartNode(t testing.TB, name string, o nodeOpts, peers ...string) (*node
 		rc.Destinations = append(rc.Destinations, d)
 	}
 	logs := &logBuf{}
-	s, err := engine.New(engine.Config{Name: name, Listen: "127.0.0.1:0", DataDir: o.dir, Loops: 1,
-		Journal: journal.Options{SegmentSize: 4 << 20}, Replication: rc,
+	s, err := engine.New(engine.Config{Name: name, Listen: "127.0.0.1:0", DataDir: o.dir, Loops: 1, MaxFrame: o.maxFrame,
+		Journal: journal.Options{SegmentSize: int64(max(4<<20, 3*o.maxFrame))}, Replication: rc,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})).With("i", name)})
 	if err != nil {
 		return nil, err
@@ -190,11 +197,24 @@ func tryStartNode(t testing.TB, name string, o nodeOpts, peers ...string) (*node
 		return nil, err
 	}
 	n := &node{name: name, dir: o.dir, srv: s, logs: logs}
+	origins.Store(name, record.OriginID(name, s.Journal().ID()))
 	if a := s.Replicator().Addr(); a != nil {
 		n.repl = a.String()
 	}
 	t.Cleanup(func() { n.srv.Close() })
 	return n, nil
+}
+
+// origins maps an instance name to the origin of the journal its latest
+// start runs on (record.OriginID of the name and the journal id).
+var origins sync.Map
+
+// originOf returns the origin of the instance named name.
+func originOf(name string) uint64 {
+	if v, ok := origins.Load(name); ok {
+		return v.(uint64)
+	}
+	return record.ID(name)
 }
 
 // freeAddr returns a loopback address that was free a moment ago.
@@ -315,7 +335,7 @@ func checkStored(t testing.TB, n *node, want map[msgKey]msgBody, origins map[uin
 		}
 		lastPub[m.key.publisher] = m.key.pubSeq
 		if o, ok := origins[m.key.publisher]; ok {
-			if m.origin != record.ID(o) {
+			if m.origin != originOf(o) {
 				fail("message %v at seq %d: origin %x, want %s", m.key, m.seq, m.origin, o)
 			}
 			if (o == n.name) != (m.via == 0) || m.via == self {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"runtime"
 	"sync"
@@ -26,7 +27,7 @@ type frameReader struct {
 }
 
 func newFrameReader(c io.Reader, size int) *frameReader {
-	return &frameReader{c: c, buf: make([]byte, size), maxFrame: 2*(1<<20) + wire.DefaultMaxFrame}
+	return &frameReader{c: c, buf: make([]byte, size), maxFrame: DefaultMaxFrame}
 }
 
 // next returns the next frame; its body is valid until the next call.
@@ -70,7 +71,11 @@ type link struct {
 	fr     *frameReader
 	peer   string
 	peerID uint64
-	dialer string // the instance that dialed this connection
+	// peerJournal: the id of the peer's journal (its Hello): the stream it
+	// ships over this link. peerMaxFrame: the largest frame it reads.
+	peerJournal  record.JournalID
+	peerMaxFrame int
+	dialer       string // the instance that dialed this connection
 	// rio, when set, moves the link's bytes through io_uring (Config.IO
 	// IORing, ringio.go) on its own duplicate of c's socket; c is closed
 	// as the link starts, and kept only for its addresses.
@@ -91,12 +96,19 @@ type link struct {
 type pendingBatchAck struct {
 	waitFor uint64 // local seq that must be durable first
 	through uint64 // source seq to acknowledge
+	crc     uint32 // the source's CRC of its record at through
 }
 
-func newLink(r *Replicator, c net.Conn, fr *frameReader, peer, dialer string) *link {
+func newLink(r *Replicator, c net.Conn, fr *frameReader, theirs *hello, dialer string) *link {
 	ctx, cancel := context.WithCancel(r.ctx)
-	l := &link{r: r, c: c, fr: fr, peer: peer, peerID: record.ID(peer), dialer: dialer,
-		acks: make(chan pendingBatchAck, 4096), closed: make(chan struct{}), ctx: ctx, cancel: cancel}
+	peer := theirs.From
+	maxFrame := int(theirs.MaxFrame)
+	if maxFrame == 0 {
+		maxFrame = DefaultMaxFrame
+	}
+	fr.maxFrame = r.cfg.MaxFrame
+	l := &link{r: r, c: c, fr: fr, peer: peer, peerID: record.ID(peer), peerJournal: theirs.Journal, peerMaxFrame: maxFrame,
+		dialer: dialer, acks: make(chan pendingBatchAck, 4096), closed: make(chan struct{}), ctx: ctx, cancel: cancel}
 	now := time.Now().UnixNano()
 	l.lastSend.Store(now)
 	l.lastRecv.Store(now)
@@ -128,11 +140,16 @@ func (l *link) start() {
 		l.rio.start()
 	}
 	if d := l.r.byName[l.peer]; d != nil {
+		d.maxRecord.Store(int64(l.peerMaxFrame - batchHeaderSize))
 		d.linkUp(l)
 	}
-	// Tell the peer where its stream to us is durable, so it resumes there.
+	// Tell the peer where its stream to us is durable, so it resumes there
+	// (or refuses: a fork). A peer on another journal than the one we hold
+	// a position of ships its new journal from the start: that stream is
+	// followed from here on.
 	src := l.r.source(l.peer)
-	if err := l.write(appendU64Frame(nil, typeResume, src.durable.Load())); err != nil {
+	pos := src.follow(l.peerJournal, l.r.log)
+	if err := l.write(appendResume(nil, pos)); err != nil {
 		l.close(err)
 	}
 	l.r.wg.Add(3)
@@ -262,11 +279,19 @@ func (l *link) readLoop(src *source) {
 				}
 			}
 		case typeResume:
-			var through uint64
-			if through, err = decodeU64(f.Type, f.Body); err == nil {
+			var pos position
+			if pos, err = decodeResume(f.Body); err == nil {
 				if d := l.r.byName[l.peer]; d != nil {
-					d.startSender(l, through)
+					d.onResume(l, pos)
 				}
+			}
+		case typeRefuse:
+			var reason uint16
+			var text string
+			if reason, text, err = decodeRefuse(f.Body); err == nil && !src.refused.Swap(true) {
+				l.r.log.Error("peer refuses to ship its stream to this instance from the position held here; "+
+					"stop this instance and run `tandem repl-reset --peer "+l.peer+"` to take its stream afresh (docs/replication.md)",
+					"peer", l.peer, "reason_code", reason, "reason", text)
 			}
 		case wire.TypeError:
 			err = remoteError(f.Body)
@@ -286,12 +311,16 @@ func (l *link) readLoop(src *source) {
 // stream, structure and CRC of every record), stores the new records and
 // queues the acknowledgment that goes out once they are durable here.
 func (l *link) onBatch(src *source, body []byte, views []record.View) ([]record.View, error) {
-	from, through, recs, err := decodeBatch(body)
+	from, through, throughCRC, recs, err := decodeBatch(body)
 	if err != nil {
 		return views, err
 	}
 	src.mu.Lock()
 	defer src.mu.Unlock()
+	if src.journal != l.peerJournal {
+		return views, fmt.Errorf("batch of %s's journal %s, the stream followed here is journal %s", l.peer, l.peerJournal, src.journal)
+	}
+	src.refused.Store(false)
 	if from > src.received+1 {
 		return views, fmt.Errorf("gap in %s's stream: batch starts at %d, we hold up to %d", l.peer, from, src.received)
 	}
@@ -328,7 +357,7 @@ func (l *link) onBatch(src *source, body []byte, views []record.View) ([]record.
 		src.received = through
 	}
 	select {
-	case l.acks <- pendingBatchAck{waitFor: waitFor, through: through}:
+	case l.acks <- pendingBatchAck{waitFor: waitFor, through: through, crc: throughCRC}:
 	case <-l.closed:
 	}
 	return views, nil
@@ -370,7 +399,7 @@ func (l *link) ackLoop(src *source) {
 			l.close(err)
 			return
 		}
-		src.setDurable(a.through)
+		src.setDurable(position{Journal: l.peerJournal, Seq: a.through, CRC: a.crc})
 	}
 }
 
@@ -401,22 +430,55 @@ func (l *link) heartbeatLoop() {
 type source struct {
 	name string
 	id   uint64
-	mu   sync.Mutex
+	// refused: the peer refused its stream (logged once per episode).
+	refused atomic.Bool
+	mu      sync.Mutex
+	// journal: the peer journal whose stream received and storedLocal are
+	// of (guarded by mu and posMu both: either suffices to read it).
+	journal record.JournalID
 	// received: the highest source seq of that peer's stream we have
 	// examined and stored (durable or not yet).
 	received uint64
 	// storedLocal: the local seq whose durability covers everything stored
 	// from this stream so far (guarded by mu).
 	storedLocal uint64
-	// durable: acknowledged back to the peer; on our disk.
-	durable atomic.Uint64
+	// durable: acknowledged back to the peer; on our disk (guarded by
+	// posMu, never held with anything else).
+	posMu   sync.Mutex
+	durable position
 }
 
-func (s *source) setDurable(v uint64) {
-	for {
-		old := s.durable.Load()
-		if v <= old || s.durable.CompareAndSwap(old, v) {
-			return
+// follow makes journal the stream followed from this peer and returns the
+// position to report in Resume: the one held, even of another journal (the
+// source logs and decides; a stream of another journal starts afresh).
+func (s *source) follow(journal record.JournalID, log *slog.Logger) position {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.posMu.Lock()
+	defer s.posMu.Unlock()
+	held := s.durable
+	if s.journal != journal {
+		if held.Seq != 0 || s.received != 0 {
+			log.Info("peer runs on another journal than the one whose stream is held here: following its new stream from its start",
+				"peer", s.name, "journal", journal.String(), "held_journal", s.journal.String(), "held_seq", held.Seq)
 		}
+		s.journal, s.received = journal, 0
+		s.durable = position{Journal: journal}
+	}
+	return held
+}
+
+// position returns how far the peer's stream is durable here.
+func (s *source) position() position {
+	s.posMu.Lock()
+	defer s.posMu.Unlock()
+	return s.durable
+}
+
+func (s *source) setDurable(p position) {
+	s.posMu.Lock()
+	defer s.posMu.Unlock()
+	if p.Journal == s.durable.Journal && p.Seq > s.durable.Seq {
+		s.durable = p
 	}
 }

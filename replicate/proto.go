@@ -4,8 +4,10 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 
+	"github.com/tandemhq/tandem/record"
 	"github.com/tandemhq/tandem/wire"
 )
 
@@ -13,39 +15,81 @@ import (
 // header (package wire) with types from 32 up; Heartbeat (8) and Error (10)
 // are shared with the client protocol. All integers little-endian. These
 // values and layouts are part of the replication wire format; docs/wire.md
-// shows them with hex examples.
+// (section "Replication link") and docs/replication.md show them, the
+// latter with hex examples.
+//
+// Protocol version 2:
 //
 //	Hello     32  0 version u16 | 2 fromLen u16 | 4 toLen u16 | 6 reserved u16 |
-//	              8 nonce [16] | 24 proof [32] | 56 from | to
+//	              8 nonce [16] | 24 proof [32] | 56 journal [16] |
+//	              72 maxFrame u32 | 76 reserved u32 | 80 from | to
+//	                              journal: the sender's journal id (its
+//	                              stream's identity); maxFrame: the largest
+//	                              frame the sender reads on this link
 //	Proof     33  0 proof [32]
-//	Resume    34  0 through u64   the receiver holds, durably, everything the
-//	                              sender's stream had up to this source seq
-//	Batch     35  0 from u64 | 8 through u64 | 16 records...
+//	Resume    34  0 journal [16] | 16 seq u64 | 24 crc u32 | 28 reserved u32
+//	                              the receiver holds, durably, the stream of
+//	                              the sender's journal `journal` up to source
+//	                              seq `seq`, whose record has CRC `crc` (the
+//	                              CRC the source's journal stamped); all zero:
+//	                              nothing held
+//	Batch     35  0 from u64 | 8 through u64 | 16 throughCRC u32 |
+//	              20 reserved u32 | 24 records...
 //	                              the sender examined source seqs [from, through]
 //	                              and these are the records of that range the
-//	                              destination gets (possibly none)
+//	                              destination gets (possibly none); throughCRC
+//	                              is the CRC of the source's record at through
+//	                              (sent or not): what the next Resume names
 //	BatchAck  36  0 through u64   everything up to this source seq is on the
 //	                              destination's disk
+//	Refuse    37  0 reason u16 | 2 reserved u16 | 4 text
+//	                              the source will not stream to the receiver
+//	                              from the position its Resume named (reason
+//	                              1: fork); the link stays up for the other
+//	                              direction
+//
+// Every field a handshake signature must cover (both nonces, names,
+// journal ids, frame limits, resume positions) is in Hello and Resume.
 const (
 	typeHello    wire.Type = 32
 	typeProof    wire.Type = 33
 	typeResume   wire.Type = 34
 	typeBatch    wire.Type = 35
 	typeBatchAck wire.Type = 36
+	typeRefuse   wire.Type = 37
 
-	protoVersion = 1
+	protoVersion = 2
 	nonceSize    = 16
 	proofSize    = sha256.Size
-	helloFixed   = 56
-	batchFixed   = 16
+	helloFixed   = 80
+	resumeSize   = 32
+	batchFixed   = 24
+	refuseFixed  = 4
+
+	refuseFork = 1
 )
 
+// errVersion: a peer speaks another replication protocol version.
+var errVersion = errors.New("replicate: unsupported replication protocol version")
+
 type hello struct {
-	Version uint16
-	From    string
-	To      string
-	Nonce   [nonceSize]byte
-	Proof   [proofSize]byte
+	Version  uint16
+	From     string
+	To       string
+	Nonce    [nonceSize]byte
+	Proof    [proofSize]byte
+	Journal  record.JournalID
+	MaxFrame uint32
+}
+
+// position is how far a destination holds one source journal's stream:
+// the journal's id, the last source seq held and the CRC of the source's
+// record at that seq. It is what Resume carries and what the positions
+// files keep; the zero position holds nothing.
+type position struct {
+	Journal record.JournalID
+	Seq     uint64
+	CRC     uint32
 }
 
 func appendFrameHeader(dst []byte, t wire.Type) ([]byte, int) {
@@ -66,12 +110,24 @@ func appendHello(dst []byte, h *hello) []byte {
 	dst = append(dst, 0, 0)
 	dst = append(dst, h.Nonce[:]...)
 	dst = append(dst, h.Proof[:]...)
+	dst = append(dst, h.Journal[:]...)
+	dst = binary.LittleEndian.AppendUint32(dst, h.MaxFrame)
+	dst = append(dst, 0, 0, 0, 0)
 	dst = append(dst, h.From...)
 	dst = append(dst, h.To...)
 	return finishFrame(dst, s)
 }
 
+// decodeHello reads a Hello; a version other than protoVersion is
+// errVersion (with h.Version set), before any other check, so the answer
+// can name it.
 func decodeHello(body []byte, h *hello) error {
+	if len(body) >= 2 {
+		if v := binary.LittleEndian.Uint16(body); v != protoVersion {
+			h.Version = v
+			return fmt.Errorf("%w: %d, want %d", errVersion, v, protoVersion)
+		}
+	}
 	if len(body) < helloFixed {
 		return fmt.Errorf("%w: hello of %d bytes", wire.ErrMalformed, len(body))
 	}
@@ -82,9 +138,46 @@ func decodeHello(body []byte, h *hello) error {
 	h.Version = binary.LittleEndian.Uint16(body)
 	copy(h.Nonce[:], body[8:24])
 	copy(h.Proof[:], body[24:56])
+	copy(h.Journal[:], body[56:72])
+	h.MaxFrame = binary.LittleEndian.Uint32(body[72:])
 	h.From = string(body[helloFixed : helloFixed+fl])
 	h.To = string(body[helloFixed+fl:])
 	return nil
+}
+
+func appendResume(dst []byte, p position) []byte {
+	dst, s := appendFrameHeader(dst, typeResume)
+	dst = append(dst, p.Journal[:]...)
+	dst = binary.LittleEndian.AppendUint64(dst, p.Seq)
+	dst = binary.LittleEndian.AppendUint32(dst, p.CRC)
+	dst = append(dst, 0, 0, 0, 0)
+	return finishFrame(dst, s)
+}
+
+func decodeResume(body []byte) (position, error) {
+	if len(body) != resumeSize {
+		return position{}, fmt.Errorf("%w: resume body of %d bytes", wire.ErrMalformed, len(body))
+	}
+	var p position
+	copy(p.Journal[:], body[:16])
+	p.Seq = binary.LittleEndian.Uint64(body[16:])
+	p.CRC = binary.LittleEndian.Uint32(body[24:])
+	return p, nil
+}
+
+func appendRefuse(dst []byte, reason uint16, text string) []byte {
+	dst, s := appendFrameHeader(dst, typeRefuse)
+	dst = binary.LittleEndian.AppendUint16(dst, reason)
+	dst = append(dst, 0, 0)
+	dst = append(dst, text...)
+	return finishFrame(dst, s)
+}
+
+func decodeRefuse(body []byte) (reason uint16, text string, err error) {
+	if len(body) < refuseFixed {
+		return 0, "", fmt.Errorf("%w: refuse body of %d bytes", wire.ErrMalformed, len(body))
+	}
+	return binary.LittleEndian.Uint16(body), string(body[refuseFixed:]), nil
 }
 
 func appendProof(dst []byte, proof [proofSize]byte) []byte {
@@ -113,9 +206,10 @@ func startBatch(dst []byte) ([]byte, int) {
 	return append(dst, make([]byte, batchFixed)...), s
 }
 
-func finishBatch(dst []byte, start int, from, through uint64) []byte {
+func finishBatch(dst []byte, start int, from, through uint64, throughCRC uint32) []byte {
 	binary.LittleEndian.PutUint64(dst[start+wire.HeaderSize:], from)
 	binary.LittleEndian.PutUint64(dst[start+wire.HeaderSize+8:], through)
+	binary.LittleEndian.PutUint32(dst[start+wire.HeaderSize+16:], throughCRC)
 	return finishFrame(dst, start)
 }
 
@@ -126,22 +220,24 @@ const batchHeaderSize = wire.HeaderSize + batchFixed
 // bytes) are sent after it from elsewhere (gathered from the journal
 // mapping): the same bytes startBatch and finishBatch put before records
 // appended in place.
-func putBatchHeader(dst *[batchHeaderSize]byte, from, through uint64, recLen int) {
+func putBatchHeader(dst *[batchHeaderSize]byte, from, through uint64, throughCRC uint32, recLen int) {
 	binary.LittleEndian.PutUint32(dst[0:], uint32(batchHeaderSize+recLen))
 	dst[4], dst[5], dst[6], dst[7] = byte(typeBatch), 0, 0, 0
 	binary.LittleEndian.PutUint64(dst[wire.HeaderSize:], from)
 	binary.LittleEndian.PutUint64(dst[wire.HeaderSize+8:], through)
+	binary.LittleEndian.PutUint32(dst[wire.HeaderSize+16:], throughCRC)
+	binary.LittleEndian.PutUint32(dst[wire.HeaderSize+20:], 0)
 }
 
-func decodeBatch(body []byte) (from, through uint64, records []byte, err error) {
+func decodeBatch(body []byte) (from, through uint64, throughCRC uint32, records []byte, err error) {
 	if len(body) < batchFixed {
-		return 0, 0, nil, fmt.Errorf("%w: batch of %d bytes", wire.ErrMalformed, len(body))
+		return 0, 0, 0, nil, fmt.Errorf("%w: batch of %d bytes", wire.ErrMalformed, len(body))
 	}
 	from, through = binary.LittleEndian.Uint64(body), binary.LittleEndian.Uint64(body[8:])
 	if from == 0 || through+1 < from {
-		return 0, 0, nil, fmt.Errorf("%w: batch range [%d, %d]", wire.ErrMalformed, from, through)
+		return 0, 0, 0, nil, fmt.Errorf("%w: batch range [%d, %d]", wire.ErrMalformed, from, through)
 	}
-	return from, through, body[batchFixed:], nil
+	return from, through, binary.LittleEndian.Uint32(body[16:]), body[batchFixed:], nil
 }
 
 // proofFor is what `from` sends to prove it knows the secret, answering the
@@ -173,6 +269,8 @@ func typeName(t wire.Type) string {
 		return "batch"
 	case typeBatchAck:
 		return "batch-ack"
+	case typeRefuse:
+		return "refuse"
 	}
 	return t.String()
 }

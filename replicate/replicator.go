@@ -10,7 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,6 +56,13 @@ type Replicator struct {
 
 	// evaluator's view of when each synced position appeared (for lag)
 	samples []sample
+	// saved: the positions last written per file (evaluator only), so an
+	// unchanged position is not rewritten; saveErr: a failure was logged.
+	saved   map[string]position
+	saveErr bool
+	// holdSamples: (synced seq, record bytes written) every hold check,
+	// for estimating the bytes a destination has not acknowledged.
+	holdSamples []holdSample
 
 	// ioMode is the link I/O in effect: cfg.IO, or IONet when io_uring
 	// cannot be used here. zcOK: ring links may use SENDMSG_ZC. keepZC
@@ -85,7 +92,8 @@ func New(cfg Config, j *journal.Journal, store Store, onAdvance func(), log *slo
 	}
 	r := &Replicator{
 		cfg: cfg, log: log.With("component", "replication"), j: j, store: store, onAdvance: onAdvance,
-		self: record.ID(cfg.Self), byName: map[string]*destination{}, links: map[string]*link{},
+		self: record.OriginID(cfg.Self, cfg.JournalID), byName: map[string]*destination{}, links: map[string]*link{},
+		saved: map[string]position{},
 	}
 	for _, d := range cfg.Destinations {
 		ds := newDestination(r, d)
@@ -93,6 +101,8 @@ func New(cfg Config, j *journal.Journal, store Store, onAdvance func(), log *slo
 		r.byName[d.Name] = ds
 	}
 	r.chooseIO()
+	st := j.Stats()
+	r.holdSamples = append(r.holdSamples, holdSample{seq: st.SyncedSeq, written: st.WrittenBytes})
 	r.loadPositions()
 	r.recomputeSyncPoint()
 	return r, nil
@@ -222,6 +232,56 @@ func (r *Replicator) recomputeSyncPoint() {
 	}
 }
 
+// SyncedPeers returns how many sync-mode destinations hold durably every
+// record up to local seq seq (their acknowledged position is at or beyond
+// it), whatever their state; a destination whose link is refused (a fork)
+// never counts. Lock-free and allocation-free: the event loops call it on
+// every persisted ack.
+func (r *Replicator) SyncedPeers(seq uint64) int {
+	n := 0
+	for _, d := range r.dests {
+		if d.cfg.Mode == Sync && !d.forked.Load() && d.acked.Load() >= seq {
+			n++
+		}
+	}
+	return n
+}
+
+// MaxRecord returns the largest record every sync destination can take
+// (the smallest of their frame limits, less a batch header), 0 when no sync
+// destination's limit is known yet. The engine refuses publishes larger
+// than this (too-large) before storing them; a record that still exceeds a
+// destination's limit is skipped for it (Stats.SkippedTooLarge).
+func (r *Replicator) MaxRecord() int {
+	m := int64(0)
+	for _, d := range r.dests {
+		if d.cfg.Mode != Sync {
+			continue
+		}
+		if v := d.maxRecord.Load(); v > 0 && (m == 0 || v < m) {
+			m = v
+		}
+	}
+	return int(m)
+}
+
+// crcAt returns the CRC of our journal's record at seq.
+func (r *Replicator) crcAt(seq uint64) (uint32, error) {
+	c, err := r.j.NewCursor(seq)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	v, ok := c.Next()
+	if !ok {
+		if err := c.Err(); err != nil {
+			return 0, err
+		}
+		return 0, fmt.Errorf("replicate: seq %d is not durable", seq)
+	}
+	return v.CRC(), nil
+}
+
 // Hold is the lowest local seq some destination still needs: journal
 // retention keeps every segment holding a seq at or above it.
 func (r *Replicator) Hold() uint64 {
@@ -322,7 +382,7 @@ func newNonce() [nonceSize]byte {
 func (r *Replicator) handshakeDial(c net.Conn, peer string) error {
 	c.SetDeadline(time.Now().Add(r.handshakeTimeout()))
 	fr := newFrameReader(c, 64<<10)
-	mine := hello{Version: protoVersion, From: r.cfg.Self, To: peer, Nonce: newNonce()}
+	mine := r.hello(peer)
 	if _, err := c.Write(appendHello(nil, &mine)); err != nil {
 		return err
 	}
@@ -338,7 +398,10 @@ func (r *Replicator) handshakeDial(c net.Conn, peer string) error {
 		return fmt.Errorf("%s sent %s before hello", peer, typeName(f.Type))
 	}
 	if err := decodeHello(f.Body, &theirs); err != nil {
-		return err
+		if errors.Is(err, errVersion) {
+			c.Write(wire.AppendError(nil, wire.CodeVersion, fmt.Sprintf("replication protocol %d, want %d", theirs.Version, protoVersion)))
+		}
+		return fmt.Errorf("hello from %s: %w", peer, err)
 	}
 	if theirs.From != peer {
 		c.Write(wire.AppendError(nil, wire.CodeAuth, fmt.Sprintf("expected instance %q, reached %q", peer, theirs.From)))
@@ -352,7 +415,13 @@ func (r *Replicator) handshakeDial(c net.Conn, peer string) error {
 		return err
 	}
 	c.SetDeadline(time.Time{})
-	return r.startLink(c, fr, peer, r.cfg.Self)
+	return r.startLink(c, fr, &theirs, r.cfg.Self)
+}
+
+// hello is our Hello to peer, without its proof.
+func (r *Replicator) hello(peer string) hello {
+	return hello{Version: protoVersion, From: r.cfg.Self, To: peer, Nonce: newNonce(),
+		Journal: r.cfg.JournalID, MaxFrame: uint32(r.cfg.MaxFrame)}
 }
 
 // handshakeAccept: a peer dialed us.
@@ -369,12 +438,12 @@ func (r *Replicator) handshakeAccept(c net.Conn) error {
 		return fmt.Errorf("first frame %s, not hello", typeName(f.Type))
 	}
 	if err := decodeHello(f.Body, &theirs); err != nil {
+		if errors.Is(err, errVersion) {
+			c.Write(wire.AppendError(nil, wire.CodeVersion, fmt.Sprintf("replication protocol %d, want %d", theirs.Version, protoVersion)))
+			return fmt.Errorf("peer speaks replication protocol %d: %w", theirs.Version, err)
+		}
 		c.Write(wire.AppendError(nil, wire.CodeMalformed, err.Error()))
 		return err
-	}
-	if theirs.Version != protoVersion {
-		c.Write(wire.AppendError(nil, wire.CodeVersion, fmt.Sprintf("replication protocol %d, want %d", theirs.Version, protoVersion)))
-		return fmt.Errorf("peer %s speaks replication protocol %d", theirs.From, theirs.Version)
 	}
 	if theirs.To != r.cfg.Self {
 		c.Write(wire.AppendError(nil, wire.CodeAuth, fmt.Sprintf("this is instance %q, not %q", r.cfg.Self, theirs.To)))
@@ -384,8 +453,8 @@ func (r *Replicator) handshakeAccept(c net.Conn) error {
 		c.Write(wire.AppendError(nil, wire.CodeAuth, "bad peer name"))
 		return fmt.Errorf("peer calls itself %q", theirs.From)
 	}
-	mine := hello{Version: protoVersion, From: r.cfg.Self, To: theirs.From, Nonce: newNonce(),
-		Proof: proofFor(r.cfg.Secret, r.cfg.Self, theirs.From, theirs.Nonce)}
+	mine := r.hello(theirs.From)
+	mine.Proof = proofFor(r.cfg.Secret, r.cfg.Self, theirs.From, theirs.Nonce)
 	if _, err := c.Write(appendHello(nil, &mine)); err != nil {
 		return err
 	}
@@ -404,7 +473,7 @@ func (r *Replicator) handshakeAccept(c net.Conn) error {
 		return fmt.Errorf("peer %s does not know the replication secret", theirs.From)
 	}
 	c.SetDeadline(time.Time{})
-	return r.startLink(c, fr, theirs.From, theirs.From)
+	return r.startLink(c, fr, &theirs, theirs.From)
 }
 
 func remoteError(body []byte) error {
@@ -419,8 +488,9 @@ func remoteError(body []byte) error {
 // peer exist (both dialed at once), both instances keep the one dialed by
 // the instance whose name sorts first and close the other, so exactly one
 // connection survives and carries both directions.
-func (r *Replicator) startLink(c net.Conn, fr *frameReader, peer, dialer string) error {
-	l := newLink(r, c, fr, peer, dialer)
+func (r *Replicator) startLink(c net.Conn, fr *frameReader, theirs *hello, dialer string) error {
+	peer := theirs.From
+	l := newLink(r, c, fr, theirs, dialer)
 	r.mu.Lock()
 	if r.ctx.Err() != nil {
 		r.mu.Unlock()
@@ -474,6 +544,7 @@ func (r *Replicator) evaluateLoop() {
 			r.evaluate(now)
 			if now.Sub(lastSave) > 200*time.Millisecond {
 				r.savePositions()
+				r.checkHolds(now)
 				lastSave = now
 			}
 		}
@@ -520,37 +591,40 @@ func (r *Replicator) positionFile(kind, peer string) string {
 
 // savePositions records, per peer, how far its stream to us is durable here
 // (so a restart resumes there instead of from the start) and how far each
-// destination has acknowledged (so retention holds back). Written with
-// rename, not synced: a lost or stale file only means resending (which
-// de-duplication absorbs) or holding more journal, never losing a message.
+// destination has acknowledged our journal (so retention and acks hold
+// back across a restart): see identity.go for the files. A file is
+// rewritten (atomically, synced) only when its position changed. A lost or
+// stale file only means resending (which de-duplication absorbs) or
+// holding more journal, never losing a message.
 func (r *Replicator) savePositions() {
 	if r.cfg.StateDir == "" {
 		return
 	}
+	var failed error
+	save := func(path string, p position) {
+		if old, ok := r.saved[path]; ok && old == p {
+			return
+		}
+		if err := writePositionFile(path, p); err != nil {
+			failed = err
+			return
+		}
+		r.saved[path] = p
+	}
 	r.sources.Range(func(_, v any) bool {
 		s := v.(*source)
-		writePosition(r.positionFile("in", s.name), s.durable.Load())
+		save(r.positionFile("in", s.name), s.position())
 		return true
 	})
 	for _, d := range r.dests {
-		writePosition(r.positionFile("out", d.cfg.Name), d.acked.Load())
+		save(r.positionFile("out", d.cfg.Name), position{Journal: r.cfg.JournalID, Seq: d.acked.Load()})
 	}
-}
-
-func writePosition(path string, v uint64) {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strconv.FormatUint(v, 10)+"\n"), 0o644); err == nil {
-		os.Rename(tmp, path)
+	if failed != nil && !r.saveErr {
+		r.log.Error("cannot save replication positions (logged once until it works again)", "err", failed)
+	} else if failed == nil && r.saveErr {
+		r.log.Info("replication positions saved again")
 	}
-}
-
-func readPosition(path string) (uint64, bool) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, false
-	}
-	v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-	return v, err == nil
+	r.saveErr = failed != nil
 }
 
 func (r *Replicator) loadPositions() {
@@ -565,15 +639,104 @@ func (r *Replicator) loadPositions() {
 			continue
 		}
 		peer := strings.TrimSuffix(strings.TrimPrefix(name, "repl-in-"), ".pos")
-		if v, ok := readPosition(filepath.Join(r.cfg.StateDir, name)); ok {
+		path := filepath.Join(r.cfg.StateDir, name)
+		p, ok, err := readPositionFile(path)
+		if err != nil {
+			r.log.Warn("ignoring a replication positions file: that peer's stream is taken from its start", "err", err)
+			continue
+		}
+		if ok {
 			s := r.source(peer)
-			s.durable.Store(v)
-			s.received = v
+			s.journal, s.received, s.durable = p.Journal, p.Seq, p
+			r.saved[path] = p
 		}
 	}
 	for _, d := range r.dests {
-		if v, ok := readPosition(r.positionFile("out", d.cfg.Name)); ok {
-			d.acked.Store(v)
+		path := r.positionFile("out", d.cfg.Name)
+		p, ok, err := readPositionFile(path)
+		switch {
+		case err != nil:
+			r.log.Warn("ignoring a replication positions file", "err", err)
+		case ok && p.Journal == r.cfg.JournalID && p.Seq <= r.j.LastSeq():
+			d.acked.Store(p.Seq)
+		case ok:
+			r.log.Info("ignoring the acknowledged position saved for another journal", "peer", d.cfg.Name,
+				"journal", r.cfg.JournalID.String(), "saved_journal", p.Journal.String(), "saved_seq", p.Seq)
+		}
+	}
+}
+
+// holdSample is the journal's synced seq and the record bytes written
+// since Open at one hold check.
+type holdSample struct{ seq, written uint64 }
+
+// heldBytes estimates the bytes of the records after acked, up to now.seq:
+// the bytes written between the samples around acked (interpolated) and
+// now; for records older than the oldest sample (written before this
+// start), avg bytes each.
+func heldBytes(samples []holdSample, acked uint64, now holdSample, avg float64) int64 {
+	if acked >= now.seq {
+		return 0
+	}
+	if len(samples) == 0 || acked < samples[0].seq {
+		var b float64
+		from := acked
+		if len(samples) > 0 {
+			b = float64(now.written - samples[0].written)
+			from, now = acked, samples[0]
+		}
+		return int64(b + avg*float64(now.seq-from))
+	}
+	i := sort.Search(len(samples), func(i int) bool { return samples[i].seq > acked }) // first after acked
+	lo := samples[i-1]
+	at := float64(lo.written)
+	if i < len(samples) {
+		hi := samples[i]
+		at += float64(hi.written-lo.written) * float64(acked-lo.seq) / float64(hi.seq-lo.seq)
+	}
+	return int64(float64(now.written) - at)
+}
+
+// checkHolds estimates, per destination, the journal bytes it has not
+// acknowledged (what retention keeps for it, heldBytes) and raises or
+// clears its hold alarm against HoldAlarmBytes: logged when raised and at
+// most once a minute while it stays raised.
+func (r *Replicator) checkHolds(now time.Time) {
+	st := r.j.Stats()
+	cur := holdSample{seq: st.SyncedSeq, written: st.WrittenBytes}
+	if n := len(r.holdSamples); n == 0 || r.holdSamples[n-1].seq < cur.seq {
+		r.holdSamples = append(r.holdSamples, cur)
+		if len(r.holdSamples) > 4096 {
+			r.holdSamples = append(r.holdSamples[:0], r.holdSamples[len(r.holdSamples)-2048:]...)
+		}
+	}
+	// Records from before the oldest sample (stored before this start):
+	// the average of those written since, else of the journal's segments.
+	avg := 0.0
+	if o := r.holdSamples[0]; cur.seq > o.seq && cur.written > o.written {
+		avg = float64(cur.written-o.written) / float64(cur.seq-o.seq)
+	} else if st.LastSeq >= st.FirstSeq && st.LastSeq > 0 {
+		avg = float64(st.Bytes) / float64(st.LastSeq-st.FirstSeq+1)
+	}
+	for _, d := range r.dests {
+		acked := max(d.acked.Load(), st.FirstSeq-1)
+		bytes := heldBytes(r.holdSamples, acked, cur, avg)
+		d.holdBytes.Store(bytes)
+		alarm := r.cfg.HoldAlarmBytes > 0 && bytes > r.cfg.HoldAlarmBytes
+		was := d.holdAlarm.Swap(alarm)
+		d.mu.Lock()
+		switch {
+		case alarm && (!was || now.Sub(d.holdLogged) >= time.Minute):
+			d.holdLogged = now
+			d.mu.Unlock()
+			r.log.Warn("retention hold alarm: the journal kept for this destination exceeds repl-hold-alarm-bytes; "+
+				"the disk fills if it stays away (strict sync, or a destination that never returns)",
+				"peer", d.cfg.Name, "held_bytes", bytes, "alarm_bytes", r.cfg.HoldAlarmBytes, "acked", acked, "last", st.LastSeq)
+		case !alarm && was:
+			d.mu.Unlock()
+			r.log.Info("retention hold alarm cleared", "peer", d.cfg.Name, "held_bytes", bytes)
+		default:
+			d.mu.Unlock()
 		}
 	}
 }

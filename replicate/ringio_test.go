@@ -202,9 +202,9 @@ func TestBatchHeaderMatchesFinishBatch(t *testing.T) {
 	recs = record.Append(recs, &record.Header{Seq: 9, Origin: 1, Publisher: 2, PubSeq: 4}, []byte("t"), []byte("more"))
 	for _, body := range [][]byte{nil, recs} {
 		in, start := startBatch(nil)
-		in = finishBatch(append(in, body...), start, 5, 9)
+		in = finishBatch(append(in, body...), start, 5, 9, 0xc0ffee)
 		var hdr [batchHeaderSize]byte
-		putBatchHeader(&hdr, 5, 9, len(body))
+		putBatchHeader(&hdr, 5, 9, 0xc0ffee, len(body))
 		if got := append(hdr[:], body...); !bytes.Equal(got, in) {
 			t.Fatalf("gathered batch\n%x\nin-place batch\n%x", got, in)
 		}
@@ -333,14 +333,14 @@ func (p *fakePeer) accept(name string, secret []byte) {
 		p.t.Fatal(err)
 	}
 	mine := hello{Version: protoVersion, From: name, To: theirs.From, Nonce: newNonce(),
-		Proof: proofFor(secret, name, theirs.From, theirs.Nonce)}
+		Proof: proofFor(secret, name, theirs.From, theirs.Nonce), MaxFrame: DefaultMaxFrame}
 	if _, err := c.Write(appendHello(nil, &mine)); err != nil {
 		p.t.Fatal(err)
 	}
 	if f, err = p.fr.next(); err != nil || f.Type != typeProof {
 		p.t.Fatalf("proof: %v %v", f.Type, err)
 	}
-	if _, err := c.Write(appendU64Frame(nil, typeResume, 0)); err != nil {
+	if _, err := c.Write(appendResume(nil, position{})); err != nil {
 		p.t.Fatal(err)
 	}
 	c.SetDeadline(time.Time{})
@@ -361,7 +361,7 @@ func (p *fakePeer) readRecords(origin string, total uint64) {
 		if f.Type != typeBatch {
 			continue // resume, heartbeats
 		}
-		from, through, recs, err := decodeBatch(f.Body)
+		from, through, _, recs, err := decodeBatch(f.Body)
 		if err != nil {
 			p.t.Fatal(err)
 		}
@@ -643,7 +643,7 @@ func benchBatchSend(b *testing.B, m []byte, size int, how string) {
 			for k := 0; k < size; k += rec {
 				buf = append(buf, chunk[k:min(k+rec, size)]...)
 			}
-			buf = finishBatch(buf, start, 1, 1)
+			buf = finishBatch(buf, start, 1, 1, 0)
 			if _, err := c.Write(buf); err != nil {
 				b.Fatal(err)
 			}
@@ -655,7 +655,7 @@ func benchBatchSend(b *testing.B, m []byte, size int, how string) {
 		iov.SetLen(size)
 		ob.iovs = append(ob.iovs, iov)
 		ob.recBytes, ob.recs = size, size/rec
-		putBatchHeader(&ob.hdr, 1, 1, size)
+		putBatchHeader(&ob.hdr, 1, 1, 0, size)
 		if err := rio.wr.sendBatch(ob, time.Now().Add(10*time.Second), nil); err != nil {
 			b.Fatal(err)
 		}

@@ -46,9 +46,10 @@ type ZeroCopyStats struct {
 // DestinationStats describes one replication destination.
 type DestinationStats struct {
 	Name         string  `json:"name"`
-	Addr         string  `json:"addr,omitempty"` // empty: accept-only
-	Mode         string  `json:"mode"`           // configured: sync or async
-	State        string  `json:"state"`          // sync, async or downgraded
+	Addr         string  `json:"addr,omitempty"`   // empty: accept-only
+	Mode         string  `json:"mode"`             // configured: sync or async
+	State        string  `json:"state"`            // sync, async, downgraded or fork
+	Reason       string  `json:"reason,omitempty"` // why the state is fork
 	Connected    bool    `json:"connected"`
 	Passthrough  bool    `json:"passthrough,omitempty"`
 	Topics       string  `json:"topics,omitempty"`
@@ -56,6 +57,15 @@ type DestinationStats struct {
 	AckedThrough uint64  `json:"acked_through"` // local seq durable on the destination
 	LagMessages  uint64  `json:"lag_messages"`
 	LagSeconds   float64 `json:"lag_seconds"`
+	// SkippedTooLarge: records not shipped to the destination, larger
+	// than its frame limit allows. MaxRecord: the largest record it takes
+	// (0: not known yet).
+	SkippedTooLarge uint64 `json:"skipped_too_large,omitempty"`
+	MaxRecord       int    `json:"max_record,omitempty"`
+	// HoldBytes: journal bytes kept for the destination (not acknowledged
+	// by it; an estimate); HoldAlarm: more than repl-hold-alarm-bytes.
+	HoldBytes int64 `json:"hold_bytes,omitempty"`
+	HoldAlarm bool  `json:"hold_alarm,omitempty"`
 }
 
 // JournalStats describes the journal in a Stats document.

@@ -4,6 +4,7 @@
 //	tandem pub     publish each line of standard input as one message
 //	tandem sub     print the messages of a subscription, one per line
 //	tandem stat    print an instance's statistics
+//	tandem repl-reset  take a peer's replication stream afresh (resolves a fork)
 //	tandem bench   benchmark Tandem against its peers (see bench/)
 //
 // Run `tandem help COMMAND` for a command's flags.
@@ -34,6 +35,7 @@ var commands = []struct {
 	{"pub", "publish each line of standard input as one message", runPub},
 	{"sub", "print the messages of a subscription, one per line", runSub},
 	{"stat", "print an instance's statistics", runStat},
+	{"repl-reset", "take a peer's replication stream afresh (resolves a fork)", runReplReset},
 	{"tune", "write a serve config for this machine's cores and NUMA nodes", runTune},
 	{"bench", "benchmark Tandem against NATS JetStream and Redis Streams", runBench},
 }
@@ -71,7 +73,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 func usage(w io.Writer) {
 	fmt.Fprint(w, "Tandem: a high-availability message broker.\n\nUsage:\n\n\ttandem <command> [flags]\n\nCommands:\n\n")
 	for _, c := range commands {
-		fmt.Fprintf(w, "\t%-6s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "\t%-10s %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, "\nRun `tandem help <command>` for a command's flags.\n")
 }

@@ -63,13 +63,14 @@ type serveConfig struct {
 	OnStorageFailure string `toml:"on-storage-failure"`
 
 	// Replication (docs/replication.md).
-	ReplListen         string   `toml:"repl-listen"`
-	Peers              peerList `toml:"peer"`
-	ReplSecret         string   `toml:"repl-secret"`
-	ReplSecretFile     string   `toml:"repl-secret-file"`
-	ReplDowngradeAfter duration `toml:"repl-downgrade-after"`
-	ReplUpgradeBelow   duration `toml:"repl-upgrade-below"`
-	ReplHeartbeat      duration `toml:"repl-heartbeat"`
+	ReplListen         string       `toml:"repl-listen"`
+	Peers              peerList     `toml:"peer"`
+	ReplSecret         string       `toml:"repl-secret"`
+	ReplSecretFile     string       `toml:"repl-secret-file"`
+	ReplDowngradeAfter downgradeAge `toml:"repl-downgrade-after"`
+	ReplUpgradeBelow   duration     `toml:"repl-upgrade-below"`
+	ReplHeartbeat      duration     `toml:"repl-heartbeat"`
+	ReplHoldAlarmBytes int64        `toml:"repl-hold-alarm-bytes"`
 }
 
 // exitStorageFailed is serve's exit status once its journal failed (with
@@ -105,6 +106,34 @@ func (d *duration) String() string { return d.Duration.String() }
 func (d *duration) Set(s string) error {
 	return d.UnmarshalText([]byte(s))
 }
+
+// downgradeAge is a duration or "never" (replicate.Never: strict sync).
+type downgradeAge struct{ time.Duration }
+
+func (d *downgradeAge) UnmarshalText(b []byte) error {
+	if string(b) == "never" {
+		d.Duration = replicate.Never
+		return nil
+	}
+	v, err := time.ParseDuration(string(b))
+	if err == nil && v < 0 {
+		err = fmt.Errorf("negative duration %s", b)
+	}
+	if err != nil {
+		return fmt.Errorf("repl-downgrade-after %q: want a duration or never: %w", b, err)
+	}
+	d.Duration = v
+	return nil
+}
+
+func (d *downgradeAge) String() string {
+	if d.Duration == replicate.Never {
+		return "never"
+	}
+	return d.Duration.String()
+}
+
+func (d *downgradeAge) Set(s string) error { return d.UnmarshalText([]byte(s)) }
 
 const serveUsage = `usage: tandem serve [flags]
 
@@ -225,9 +254,10 @@ func serveFlags(cfg *serveConfig) (*flag.FlagSet, *string) {
 	fs.Var(&cfg.Peers, "peer", "replication destination `NAME=HOST:PORT[,sync|async][,topics=REGEX][,passthrough]`, or NAME alone (accept-only); repeat per peer")
 	fs.StringVar(&cfg.ReplSecretFile, "repl-secret-file", "", "`file` holding the shared secret that authenticates replication links")
 	fs.StringVar(&cfg.ReplSecret, "repl-secret", "", "the shared replication secret itself (prefer repl-secret-file)")
-	fs.Var(&cfg.ReplDowngradeAfter, "repl-downgrade-after", "a sync peer lagging more than this stops holding acks (default 1s)")
+	fs.Var(&cfg.ReplDowngradeAfter, "repl-downgrade-after", "a sync peer lagging more than this `duration`, or away (disconnected, not reached since start-up, its link refused) longer than it, stops holding acks; never: strict sync, acks wait for it however long it is away (default 1s)")
 	fs.Var(&cfg.ReplUpgradeBelow, "repl-upgrade-below", "a downgraded peer lagging less than this holds acks again (default 100ms)")
 	fs.Var(&cfg.ReplHeartbeat, "repl-heartbeat", "replication link heartbeat; silent for 3 intervals is down (default 250ms)")
+	fs.Int64Var(&cfg.ReplHoldAlarmBytes, "repl-hold-alarm-bytes", 0, "alarm (log, stat hold_alarm) when the journal kept for one destination exceeds this many `bytes` (default 1 GiB; negative: off)")
 	return fs, configFile
 }
 
@@ -381,6 +411,7 @@ func (c *serveConfig) replicationConfig() (*replicate.Config, error) {
 		DowngradeAfter: c.ReplDowngradeAfter.Duration,
 		UpgradeBelow:   c.ReplUpgradeBelow.Duration,
 		Heartbeat:      c.ReplHeartbeat.Duration,
+		HoldAlarmBytes: c.ReplHoldAlarmBytes,
 		Secret:         []byte(c.ReplSecret),
 	}
 	if c.ReplSecretFile != "" {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -119,12 +120,24 @@ func printStats(w io.Writer, st *wire.Stats) {
 				opts = "passthrough "
 			}
 			if d.Topics != "" {
-				opts += "topics=" + d.Topics
+				opts += "topics=" + d.Topics + " "
 			}
+			if d.SkippedTooLarge > 0 {
+				opts += fmt.Sprintf("skipped-too-large=%d ", d.SkippedTooLarge)
+			}
+			if d.HoldAlarm {
+				opts += "HOLD-ALARM(" + bytesText(d.HoldBytes) + ") "
+			}
+			opts = strings.TrimSpace(opts)
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%d\t%d\t%d\t%v\t%s\n", d.Name, orNone(d.Addr), d.Mode, d.State, d.Connected,
 				d.SentThrough, d.AckedThrough, d.LagMessages, time.Duration(d.LagSeconds*float64(time.Second)).Round(time.Millisecond), opts)
 		}
 		tw.Flush()
+		for _, d := range st.Replication {
+			if d.State == "fork" {
+				fmt.Fprintf(w, "%s: link refused (fork): %s; see `tandem help repl-reset`\n", d.Name, d.Reason)
+			}
+		}
 	}
 }
 
