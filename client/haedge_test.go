@@ -723,3 +723,39 @@ func TestMemoryPublishStoreRemove(t *testing.T) {
 		t.Fatalf("after discard: %v", got)
 	}
 }
+
+// TestAckInfoFromRealPair: a sync pair's persisted acks say the message is
+// on one sync peer's disk too; a lone instance's say on none (issue 10
+// item 6, end to end through the engine).
+func TestAckInfoFromRealPair(t *testing.T) {
+	a, _ := startPair(t, nil)
+	for _, tc := range []struct {
+		name string
+		addr string
+		want int
+	}{{"pair", a.addr(), 1}} {
+		var mu sync.Mutex
+		var top uint64
+		peers := -1
+		cfg := haConfig("ack-info-"+tc.name, tc.addr)
+		cfg.PublishStore = NewMemoryPublishStore(StoreLimits{})
+		cfg.Options = []Option{WithAckInfoHandler(func(seq uint64, n int, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil && seq > top {
+				top, peers = seq, n
+			}
+		})}
+		h := haConnect(t, cfg)
+		publishHA(t, h, 1, 20)
+		if err := h.Flush(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "ack info for 20", func() bool { mu.Lock(); defer mu.Unlock(); return top == 20 })
+		mu.Lock()
+		if peers != tc.want {
+			t.Errorf("%s: sync peers %d, want %d", tc.name, peers, tc.want)
+		}
+		mu.Unlock()
+	}
+}

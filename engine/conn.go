@@ -80,8 +80,9 @@ type conn struct {
 	created, lastRecv, lastSend int64
 	hb                          int64 // heartbeat interval in ns; 0: none
 
-	client *clientInfo // nil until logon
-	pub    *publisher
+	client  *clientInfo // nil until logon
+	version uint16      // protocol version of the session
+	pub     *publisher
 
 	subs []*subscription
 
@@ -94,6 +95,9 @@ type conn struct {
 	readPaused    bool
 	// skip: bytes of an oversized Publish still to drop (oversizedPublish)
 	skip int
+	// peerMaxRecord: the largest record every sync destination takes (0:
+	// no limit known), read once per publish batch
+	peerMaxRecord int
 
 	// the publish batch being parsed from one read (journal lock held while
 	// locked is true)
@@ -220,6 +224,14 @@ func (c *conn) process() {
 	}
 }
 
+// syncPeers is the persisted ack's sync-peer count (version 2 sessions).
+func (c *conn) syncPeers(local uint64) uint8 {
+	if c.version < wire.Version2 {
+		return 0
+	}
+	return c.lp.srv.syncPeers(local)
+}
+
 // oversizedPublish handles a Publish frame longer than max-frame from a
 // logged-on client: such a message can never be stored, so it is refused
 // (too-large, with the limit) and its bytes are skipped without being
@@ -311,6 +323,16 @@ func (c *conn) onPublish(body []byte) {
 	if !c.locked {
 		s.j.Lock()
 		c.locked = true
+		if s.repl != nil { // once per read batch: what every sync peer can take
+			c.peerMaxRecord = s.repl.MaxRecord()
+		}
+	}
+	if c.peerMaxRecord > 0 && record.Size(len(m.Topic), len(m.Payload)) > c.peerMaxRecord {
+		// A sync destination could never store it: the ack could never
+		// mean "on every sync peer's disk".
+		c.refusePublish(m.PubSeq, wire.CodeTooLarge, fmt.Sprintf("publish %d: record of %d bytes > %d, the largest a sync replication peer takes (its max-frame)",
+			m.PubSeq, record.Size(len(m.Topic), len(m.Payload)), c.peerMaxRecord))
+		return
 	}
 	p := c.pub
 	var local uint64
@@ -426,23 +448,23 @@ func (c *conn) releaseAcks(synced uint64) {
 	if c.closeAfterSend {
 		return // the Error frame is queued: nothing may follow it
 	}
-	var persisted uint64
+	var persisted, persistedLocal uint64
 	have := false
 	for c.acks.len() > 0 && c.acks.front().local <= synced {
 		a := c.acks.pop()
 		if a.kind == wire.AckKindPersisted && a.code == 0 {
-			persisted, have = a.seq, true
+			persisted, persistedLocal, have = a.seq, a.local, true
 			continue
 		}
 		if have {
-			c.wbuf = wire.AppendAck(c.wbuf, wire.AckKindPersisted, 0, persisted, "")
+			c.wbuf = wire.AppendAckPeers(c.wbuf, wire.AckKindPersisted, c.syncPeers(persistedLocal), 0, persisted, "")
 			have = false
 		}
 		c.wbuf = wire.AppendAck(c.wbuf, a.kind, a.code, a.seq, a.text)
 		c.lp.markDirty(c)
 	}
 	if have {
-		c.wbuf = wire.AppendAck(c.wbuf, wire.AckKindPersisted, 0, persisted, "")
+		c.wbuf = wire.AppendAckPeers(c.wbuf, wire.AckKindPersisted, c.syncPeers(persistedLocal), 0, persisted, "")
 		c.lp.markDirty(c)
 	}
 }
@@ -484,7 +506,7 @@ func (c *conn) onLogon(body []byte) {
 		c.fail(wire.CodeNameInUse, fmt.Sprintf("client name %q is already logged on (one connection per name)", name))
 		return
 	}
-	c.client, c.pub = ci, ci.pub
+	c.client, c.pub, c.version = ci, ci.pub, hi
 	if m.HeartbeatMillis > 0 {
 		hb := time.Duration(m.HeartbeatMillis) * time.Millisecond
 		hb = min(max(hb, s.cfg.MinHeartbeat), s.cfg.MaxHeartbeat)

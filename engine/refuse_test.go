@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -319,5 +320,28 @@ func TestMessageDigestDoesNotAllocate(t *testing.T) {
 	topic, payload := []byte("t"), make([]byte, 128)
 	if n := testing.AllocsPerRun(100, func() { messageDigest(topic, payload) }); n != 0 {
 		t.Fatalf("messageDigest allocates %v times", n)
+	}
+}
+
+// checkAddrFree detects a port another socket listens on and takes port 0
+// and a free port (it binds without listening: see its comment).
+func TestCheckAddrFree(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy := ln.Addr().String()
+	if err := checkAddrFree(busy); err == nil {
+		t.Fatalf("%s is in use, checkAddrFree said free", busy)
+	}
+	ln.Close()
+	if err := checkAddrFree(busy); err != nil {
+		t.Fatalf("%s after close: %v", busy, err)
+	}
+	if err := checkAddrFree("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkAddrFree("[::1]:0"); err != nil && !strings.Contains(err.Error(), "address not available") && !strings.Contains(err.Error(), "not supported") {
+		t.Fatal(err)
 	}
 }

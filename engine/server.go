@@ -31,6 +31,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tandemhq/tandem/engine/poll"
 	"github.com/tandemhq/tandem/internal/dirlock"
 	"github.com/tandemhq/tandem/journal"
@@ -217,13 +219,42 @@ type clientInfo struct {
 }
 
 // checkAddrFree binds addr without SO_REUSEPORT and releases it: it fails
-// when another socket listens there. Port 0 is always free.
+// when another socket is bound there. Port 0 is always free. It binds
+// without listening, so no client can connect to this probe socket and be
+// reset when it closes (a client dialing the instance as it starts would
+// otherwise land in the probe's backlog).
 func checkAddrFree(addr string) error {
-	ln, err := net.Listen("tcp", addr)
+	ta, err := net.ResolveTCPAddr("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", addr, err)
 	}
-	return ln.Close()
+	family, sa := unix.AF_INET, unix.Sockaddr(nil)
+	if ip4 := ta.IP.To4(); ip4 != nil || ta.IP == nil {
+		a := &unix.SockaddrInet4{Port: ta.Port}
+		if ip4 != nil {
+			copy(a.Addr[:], ip4)
+		}
+		sa = a
+	} else {
+		family = unix.AF_INET6
+		a := &unix.SockaddrInet6{Port: ta.Port}
+		copy(a.Addr[:], ta.IP.To16())
+		sa = a
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	defer unix.Close(fd)
+	// As net.Listen does: TIME_WAIT connections of an earlier instance
+	// must not count, a listening socket does.
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return nil
 }
 
 // chooseEngine resolves Config.Engine: whether to use io_uring, and the
@@ -547,6 +578,15 @@ func (s *Server) ackPoint() uint64 {
 		p = min(p, s.repl.SyncPoint())
 	}
 	return p
+}
+
+// syncPeers is the sync-peer count a persisted ack covering local seq
+// carries: the sync destinations that hold, durably, everything up to it.
+func (s *Server) syncPeers(local uint64) uint8 {
+	if s.repl == nil {
+		return 0
+	}
+	return uint8(min(s.repl.SyncedPeers(local), 255))
 }
 
 // StoreReplicated stores records a replication peer shipped (implementing

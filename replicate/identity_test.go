@@ -7,12 +7,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/tandemhq/tandem/client"
 	"github.com/tandemhq/tandem/record"
 	"github.com/tandemhq/tandem/replicate"
+	"github.com/tandemhq/tandem/wire"
 )
 
 // holds returns the pubSeqs of publisher name in n's durable journal.
@@ -404,5 +406,46 @@ func TestBatchesSplitToDestinationLimit(t *testing.T) {
 	}
 	if d := a.dest(t, "B"); d.MaxRecord != 128<<10-32 {
 		t.Fatalf("B's max record as A sees it: %d", d.MaxRecord)
+	}
+}
+
+// TestSyncPeerMaxFrameRefusesPublish: a publish a sync destination could
+// never store (larger than its max-frame) is refused too-large at the
+// source before it is stored, instead of being acked "on every sync peer"
+// and then skipped for that peer (issue 10 item 7).
+func TestSyncPeerMaxFrameRefusesPublish(t *testing.T) {
+	ctx := testCtx(t, 60*time.Second)
+	b := startNode(t, "B", nodeOpts{}, "A,async")
+	a := startNode(t, "A", nodeOpts{listen: "-", maxFrame: 16 << 20}, "B="+b.repl+",sync")
+	waitFor(t, 5*time.Second, "A's sync link to B", func() bool {
+		return a.dest(t, "B").State == "sync" && a.srv.Replicator().MaxRecord() > 0
+	})
+	var mu sync.Mutex
+	refused := map[uint64]wire.Code{}
+	c, err := client.Connect(ctx, a.srv.Addr().String(), client.WithName("big-sync"), client.WithMaxFrame(16<<20),
+		client.WithFailedWriteHandler(func(seq uint64, code wire.Code, _ string) {
+			mu.Lock()
+			refused[seq] = code
+			mu.Unlock()
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i, size := range []int{100, 10 << 20, 200} {
+		if _, err := c.Publish(ctx, "big.t", make([]byte, size)); err != nil {
+			t.Fatalf("publish %d (%d bytes): %v", i, size, err)
+		}
+	}
+	c.Flush(ctx)
+	waitFor(t, 10*time.Second, "the refusal of message 2", func() bool { mu.Lock(); defer mu.Unlock(); return len(refused) == 1 })
+	mu.Lock()
+	if refused[2] != wire.CodeTooLarge {
+		t.Fatalf("refusals %v, want message 2 too-large", refused)
+	}
+	mu.Unlock()
+	waitFor(t, 10*time.Second, "B to hold the two small messages", func() bool { return b.stats().Stored == 2 })
+	if st := a.stats(); st.Stored != 2 || st.Refused != 1 {
+		t.Fatalf("A stored %d refused %d, want 2 and 1", st.Stored, st.Refused)
 	}
 }

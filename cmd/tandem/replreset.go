@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/tandemhq/tandem/internal/dirlock"
 	"github.com/tandemhq/tandem/replicate"
 )
 
@@ -14,7 +15,8 @@ so that on the next link NAME ships its journal from its first retained
 record. De-duplication on (publisher, publisher sequence) keeps every message
 already held exactly once. Run it on the destination (the instance whose
 link from NAME is refused, state "fork" in NAME's stat) while that instance
-is stopped: a running instance rewrites the file.
+is stopped: it takes the data directory's lock, so it refuses (exit 1,
+naming the holder) while the instance runs.
 `
 
 func runReplReset(args []string, _ io.Reader, stdout, stderr io.Writer) int {
@@ -33,6 +35,14 @@ func runReplReset(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tandem repl-reset: data directory %s: not a directory (%v)\n", *data, err)
 		return 1
 	}
+	// The instance must be stopped: hold its data directory's lock while
+	// resetting (a running instance holds it and would rewrite the file).
+	lock, err := dirlock.Acquire(*data, "tandem-repl-reset")
+	if err != nil {
+		fmt.Fprintf(stderr, "tandem repl-reset: stop the instance first: %v\n", err)
+		return 1
+	}
+	defer lock.Close()
 	ok, err := replicate.ResetPeer(*data, *peer)
 	if err != nil {
 		fmt.Fprintf(stderr, "tandem repl-reset: %v\n", err)
