@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tandemhq/tandem/engine"
+	"github.com/tandemhq/tandem/internal/testnet"
 	"github.com/tandemhq/tandem/journal"
 	"github.com/tandemhq/tandem/replicate"
 )
@@ -43,12 +44,8 @@ func envInt(name string, def int) int {
 }
 
 func freeAddr(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Helper()
+	return testnet.FreeAddr(t)
 }
 
 // node is one in-process instance of a hot-hot pair, behind a proxy that

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tandemhq/tandem/client"
 	"github.com/tandemhq/tandem/engine"
+	"github.com/tandemhq/tandem/internal/testnet"
 	"github.com/tandemhq/tandem/journal"
 	"github.com/tandemhq/tandem/record"
 	"github.com/tandemhq/tandem/replicate"
@@ -220,12 +221,7 @@ func originOf(name string) uint64 {
 // freeAddr returns a loopback address that was free a moment ago.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return testnet.FreeAddr(t)
 }
 
 func (n *node) stats() *wire.Stats { return n.srv.Stats() }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tandemhq/tandem/client"
+	"github.com/tandemhq/tandem/internal/testnet"
 	"github.com/tandemhq/tandem/record"
 	"github.com/tandemhq/tandem/wire"
 )
@@ -168,12 +168,8 @@ func TestHAPipelineSurvivesKills(t *testing.T) {
 }
 
 func freePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Helper()
+	return testnet.FreeAddr(t)
 }
 
 // startPairProc starts `tandem serve` as one instance of a pair.

@@ -2,24 +2,19 @@ package main
 
 import (
 	"errors"
-	"net"
 	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tandemhq/tandem/internal/testnet"
 )
 
 // freeAddr returns a loopback address whose port was free a moment ago.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
+	return testnet.FreeAddr(t)
 }
 
 // runServeToExit runs `tandem serve args...`, which must exit within
