@@ -78,6 +78,12 @@ func (e *ServerError) Is(target error) bool {
 		return e.Code == wire.CodeBadTopic
 	case ErrTooLarge:
 		return e.Code == wire.CodeTooLarge
+	case ErrTLSRequired:
+		return e.Code == wire.CodeTLSRequired
+	case ErrNotPermitted:
+		return e.Code == wire.CodeNotPermitted
+	case ErrLimit:
+		return e.Code == wire.CodeLimit
 	}
 	return false
 }

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -30,6 +31,7 @@ type config struct {
 	readBuffer   int
 	writeBuffer  int
 	idleTimeout  time.Duration
+	tls          *tls.Config // nil: plaintext (security.go)
 
 	// Set by the HA client.
 	persistHook func(pubSeq uint64) // the persisted ack advanced to pubSeq (reader goroutine)

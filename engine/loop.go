@@ -69,6 +69,7 @@ type loop struct {
 
 	// scratch for the publish path (reused, never escapes)
 	batch publishBatch
+	sec   loopSec // logon verdicts from the workers, stalled connections (auth.go)
 }
 
 func newLoop(s *Server, id, cpu int, useUring bool) (*loop, error) {
@@ -302,6 +303,9 @@ func (lp *loop) runEpoll() {
 // timeout is how long Wait may block: until the next timer check when some
 // connection has a deadline, else a second (stop and syncs wake us anyway).
 func (lp *loop) timeout() int {
+	if lp.sec.ready.Load() {
+		return 0 // a logon verdict is waiting
+	}
 	if len(lp.conns) > 0 {
 		return int(timerPeriod / time.Millisecond)
 	}
@@ -344,11 +348,13 @@ func (lp *loop) accept() {
 			}
 			return
 		}
-		unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-		c := newConn(lp, nfd, sockaddrString(sa))
-		if err := lp.poller.Add(nfd, poll.Readable|unix.EPOLLRDHUP); err != nil {
+		c := lp.admit(nfd, sockaddrString(sa))
+		if c == nil {
+			continue
+		}
+		if err := lp.poller.Add(c.fd, poll.Readable|unix.EPOLLRDHUP); err != nil {
 			lp.srv.log.Warn("register connection failed", "err", err)
-			unix.Close(nfd)
+			unix.Close(c.fd)
 			continue
 		}
 		lp.addConn(c)
@@ -375,6 +381,8 @@ func (lp *loop) afterSync() {
 	// Every connection with queued acks is examined, not only when the ack
 	// point moved: an ack queued for a record that is already durable (a
 	// Flush after everything synced, a duplicate) must go out now.
+	lp.finishAuths()
+	lp.resumeStalled()
 	synced := lp.srv.ackPoint()
 	lp.synced = synced
 	if len(lp.acking) > 0 {

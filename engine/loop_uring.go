@@ -323,17 +323,17 @@ func (lp *loop) accepted(cqe uring.CQE) {
 		}
 	} else {
 		nfd := int(cqe.Res)
-		unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 		remote := "?"
 		if sa, err := unix.Getpeername(nfd); err == nil {
 			remote = sockaddrString(sa)
 		}
-		c := newConn(lp, nfd, remote)
-		u.nextID++
-		c.id = u.nextID
-		u.byID[c.id] = c
-		lp.addConn(c)
-		u.armRecv(c)
+		if c := lp.admit(nfd, remote); c != nil {
+			u.nextID++
+			c.id = u.nextID
+			u.byID[c.id] = c
+			lp.addConn(c)
+			u.armRecv(c)
+		}
 	}
 	if !cqe.More() && lp.lfd >= 0 && !lp.srv.stopping.Load() {
 		if err := u.armAccept(lp.lfd); err != nil {

@@ -91,8 +91,12 @@ type Config struct {
 	MaxHeartbeat time.Duration
 	LogonTimeout time.Duration // a connection must log on within this; default 10s
 
-	// Authenticate checks a logon's credentials; nil accepts everyone.
+	// Authenticate checks a logon's credentials; nil accepts everyone. It
+	// runs on the logon worker pool, never on an event loop.
 	Authenticate func(name string, credentials []byte) error
+
+	// Security and caps (see auth.go, tls.go and docs/security.md).
+	Security
 
 	// Journal settings; Dir, Logger, OnSync and RetentionHold are filled in
 	// by the server.
@@ -142,6 +146,7 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	c.Security.setDefaults()
 }
 
 // Server is one Tandem instance.
@@ -176,6 +181,8 @@ type Server struct {
 	// refusals counts publishes refused permanently (too-large, bad topic,
 	// sequence-reused).
 	refusals atomic.Uint64
+	sec      secState   // access control, logon workers (auth.go)
+	tls      *tlsServer // nil: plaintext client port (tls.go)
 }
 
 // clientInfo is what stat reports about a logged-on client.
@@ -273,6 +280,12 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
+	var ts *tlsServer
+	if cfg.TLS != nil {
+		if ts, err = newTLSServer(*cfg.TLS, cfg.LogonTimeout); err != nil {
+			return nil, fmt.Errorf("engine: %w", err)
+		}
+	}
 	s := &Server{
 		engine:   engineDesc,
 		useUring: useUring,
@@ -281,6 +294,7 @@ func New(cfg Config) (*Server, error) {
 		idx:      newIndex(record.ID(cfg.Name)),
 		origin:   record.ID(cfg.Name),
 		names:    make(map[string]*clientInfo),
+		tls:      ts,
 	}
 	jo := cfg.Journal
 	if jo.SyncVia == "" && useUring {
@@ -359,6 +373,8 @@ func (s *Server) Start() error {
 	if err := checkAddrFree(s.cfg.Listen); err != nil {
 		return fmt.Errorf("engine: %w", err)
 	}
+	s.startAuthWorkers()
+	s.warnIfOpen()
 	var port int
 	for i := 0; i < s.cfg.Loops; i++ {
 		cpu := -1
@@ -461,6 +477,7 @@ func (s *Server) Close() error {
 		lp.wake()
 	}
 	s.done.Wait()
+	s.stopAuthWorkers()
 	for _, lp := range s.loops {
 		lp.closeBackend()
 	}
