@@ -62,6 +62,24 @@ func TestClientTLSAndUser(t *testing.T) {
 	if m := recv(t, live); string(m.Payload) != "x" {
 		t.Fatalf("got %q", m.Payload)
 	}
+	refused := make(chan error, 1)
+	pub2 := connect(t, addr, WithName("al-pub2"), WithTLS(tc), WithUser("al", []byte("pw")),
+		WithAckHandler(func(_ uint64, err error) {
+			if err != nil {
+				refused <- err
+			}
+		}))
+	if _, err := pub2.Publish(ctxT(t), "secret", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-refused:
+		if !errors.Is(err, ErrNotPermitted) || !strings.Contains(err.Error(), `not-permitted: publish to "secret"`) {
+			t.Fatalf("refusal %v, want ErrNotPermitted", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no refusal of a publish the user may not make")
+	}
 	_, err = Connect(ctxT(t), addr, WithName("al-2"), WithTLS(tc), WithUser("al", []byte("wrong")))
 	if !errors.Is(err, ErrAuth) {
 		t.Fatalf("wrong password: %v, want ErrAuth", err)

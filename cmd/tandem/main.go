@@ -4,6 +4,7 @@
 //	tandem pub     publish each line of standard input as one message
 //	tandem sub     print the messages of a subscription, one per line
 //	tandem stat    print an instance's statistics
+//	tandem passwd  hash a password for the users file
 //	tandem bench   benchmark Tandem against its peers (see bench/)
 //
 // Run `tandem help COMMAND` for a command's flags.
@@ -34,6 +35,7 @@ var commands = []struct {
 	{"pub", "publish each line of standard input as one message", runPub},
 	{"sub", "print the messages of a subscription, one per line", runSub},
 	{"stat", "print an instance's statistics", runStat},
+	{"passwd", "print the argon2id hash of a password read on standard input", runPasswd},
 	{"tune", "write a serve config for this machine's cores and NUMA nodes", runTune},
 	{"bench", "benchmark Tandem against NATS JetStream and Redis Streams", runBench},
 }

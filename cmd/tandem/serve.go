@@ -64,6 +64,8 @@ type serveConfig struct {
 	ReplDowngradeAfter duration `toml:"repl-downgrade-after"`
 	ReplUpgradeBelow   duration `toml:"repl-upgrade-below"`
 	ReplHeartbeat      duration `toml:"repl-heartbeat"`
+
+	serveSecurity // tls-*, users, caps (security.go)
 }
 
 // Values of memory-placement (engine.Config.MemoryPlacement).
@@ -117,6 +119,9 @@ func runServe(args []string) int {
 		}
 	}
 	ec, err := cfg.engineConfig()
+	if err == nil {
+		err = cfg.serveSecurity.apply(&ec)
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "tandem serve: %v\n", err)
 		return 2
@@ -135,7 +140,7 @@ func runServe(args []string) int {
 		fmt.Fprintf(os.Stderr, "tandem serve: %v\n", err)
 		return 1
 	}
-	sig := <-sigs
+	sig := waitReloading(sigs, srv, ec.Logger)
 	ec.Logger.Info("shutting down", "signal", sig.String())
 	signal.Stop(sigs)
 	if err := srv.Close(); err != nil {
@@ -181,6 +186,7 @@ func serveFlags(cfg *serveConfig) (*flag.FlagSet, *string) {
 	fs.StringVar(&cfg.ReplSecret, "repl-secret", "", "the shared replication secret itself (prefer repl-secret-file)")
 	fs.Var(&cfg.ReplDowngradeAfter, "repl-downgrade-after", "a sync peer lagging more than this stops holding acks (default 1s)")
 	fs.Var(&cfg.ReplUpgradeBelow, "repl-upgrade-below", "a downgraded peer lagging less than this holds acks again (default 100ms)")
+	addServeSecurityFlags(fs, &cfg.serveSecurity)
 	fs.Var(&cfg.ReplHeartbeat, "repl-heartbeat", "replication link heartbeat; silent for 3 intervals is down (default 250ms)")
 	return fs, configFile
 }
