@@ -300,10 +300,10 @@ func (b *FileBookmarkStore) rewriteLocked() error {
 	}
 	b.pending = b.pending[:0] // the snapshot covers it
 	tmp := b.path + ".tmp"
-	err := os.WriteFile(tmp, buf, 0o644)
+	err := os.WriteFile(tmp, buf, 0o600)
 	var f *os.File
 	if err == nil {
-		f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_APPEND, 0o644)
+		f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_APPEND, 0o600)
 	}
 	if err == nil {
 		err = f.Sync()

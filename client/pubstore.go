@@ -416,7 +416,7 @@ func appendPubRec(dst []byte, kind byte, seq uint64, topic, payload []byte) []by
 // point); called with nothing pending.
 func (s *FilePublishStore) rewrite() error {
 	tmp := s.path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return fmt.Errorf("client: publish store: %w", err)
 	}
@@ -447,7 +447,7 @@ func (s *FilePublishStore) rewrite() error {
 		s.f.Close()
 	}
 	f.Close()
-	s.f, err = os.OpenFile(s.path, os.O_WRONLY|os.O_APPEND, 0o644)
+	s.f, err = os.OpenFile(s.path, os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("client: publish store: %w", err)
 	}

@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -113,5 +116,32 @@ func TestPlaintextClientOnTLSPortFailsAtOnce(t *testing.T) {
 	err = h.Connect(ctx)
 	if !errors.Is(err, ErrTLSRequired) || ctx.Err() != nil {
 		t.Fatalf("HA connect: %v after %v, want ErrTLSRequired at once", err, time.Since(start))
+	}
+}
+
+// Client stores hold messages and progress: created 0600.
+func TestStoreFileModes(t *testing.T) {
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	dir := t.TempDir()
+	ps, err := OpenFilePublishStore(filepath.Join(dir, "pub.store"), SyncNone, StoreLimits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps.Close()
+	bs, err := OpenFileBookmarkStore(filepath.Join(dir, "bm.store"), SyncNone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs.Close()
+	ents, _ := os.ReadDir(dir)
+	if len(ents) == 0 {
+		t.Fatal("no store files")
+	}
+	for _, e := range ents {
+		info, _ := e.Info()
+		if m := info.Mode().Perm(); m != 0o600 {
+			t.Errorf("%s: mode %o, want 600", e.Name(), m)
+		}
 	}
 }
