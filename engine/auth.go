@@ -55,6 +55,12 @@ type loopSec struct {
 	done    []authResult
 	ready   atomic.Bool
 	stalled []*conn
+
+	// accept back-off after EMFILE and the like (acceptFailed)
+	acceptPaused  bool
+	acceptResume  int64
+	acceptBackoff time.Duration
+	acceptPauses  atomic.Int64 // a test and stat hook
 }
 
 // connSec is a connection's share.
@@ -396,22 +402,19 @@ func (lp *loop) resumeStalled() {
 	if len(lp.sec.stalled) == 0 {
 		return
 	}
-	k := 0
 	hw := lp.srv.cfg.WriteHighWater
-	for _, c := range lp.sec.stalled {
-		if c.closed {
-			continue
+	list := lp.sec.stalled
+	lp.sec.stalled = nil // resumeReading may stall a connection again: it appends anew
+	for _, c := range list {
+		switch {
+		case c.closed:
+		case c.pending() > hw:
+			lp.sec.stalled = append(lp.sec.stalled, c)
+		default:
+			c.sec.stalled = false
+			c.resumeReading()
 		}
-		if c.pending() > hw {
-			lp.sec.stalled[k] = c
-			k++
-			continue
-		}
-		c.sec.stalled = false
-		c.resumeReading()
 	}
-	clear(lp.sec.stalled[k:])
-	lp.sec.stalled = lp.sec.stalled[:k]
 }
 
 // resumeReading handles the frames left in the read buffer, then reads

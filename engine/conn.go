@@ -285,6 +285,9 @@ func (c *conn) handle(f wire.Frame) {
 			return
 		}
 		c.wbuf = wire.AppendStatReply(c.wbuf, c.lp.srv.statsJSON())
+		if p := int64(c.pending()); p > c.lp.maxPending.Load() {
+			c.lp.maxPending.Store(p)
+		}
 		c.lp.markDirty(c)
 	default:
 		c.fail(wire.CodeUnknownFrame, fmt.Sprintf("unexpected frame %s from a client", f.Type))

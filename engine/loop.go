@@ -344,10 +344,11 @@ func (lp *loop) accept() {
 		nfd, sa, err := unix.Accept4(lp.lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		if err != nil {
 			if err != unix.EAGAIN && err != unix.ECONNABORTED && err != unix.EINTR {
-				lp.srv.log.Warn("accept failed", "loop", lp.id, "err", err)
+				lp.acceptFailed(err)
 			}
 			return
 		}
+		lp.sec.acceptBackoff = 0
 		c := lp.admit(nfd, sockaddrString(sa))
 		if c == nil {
 			continue
@@ -426,6 +427,7 @@ func (lp *loop) flushWrites() {
 // timers sends heartbeats, closes silent connections and those that never
 // logged on, and fails connections whose acks a failed journal can never give.
 func (lp *loop) timers() {
+	lp.retryAccept()
 	jerr := lp.srv.j.Err()
 	for _, c := range lp.conns {
 		c.checkTimers(lp.now, jerr)

@@ -319,9 +319,12 @@ func (lp *loop) accepted(cqe uring.CQE) {
 	u := lp.ur
 	if cqe.Res < 0 {
 		if cqe.Res != -int32(unix.ECANCELED) && lp.lfd >= 0 {
-			lp.srv.log.Warn("accept failed", "loop", lp.id, "err", unix.Errno(-cqe.Res))
+			if lp.acceptFailed(unix.Errno(-cqe.Res)) {
+				return // re-armed by retryAccept after the back-off
+			}
 		}
 	} else {
+		lp.sec.acceptBackoff = 0
 		nfd := int(cqe.Res)
 		remote := "?"
 		if sa, err := unix.Getpeername(nfd); err == nil {
@@ -335,7 +338,7 @@ func (lp *loop) accepted(cqe uring.CQE) {
 			u.armRecv(c)
 		}
 	}
-	if !cqe.More() && lp.lfd >= 0 && !lp.srv.stopping.Load() {
+	if !cqe.More() && lp.lfd >= 0 && !lp.srv.stopping.Load() && !lp.sec.acceptPaused {
 		if err := u.armAccept(lp.lfd); err != nil {
 			lp.srv.log.Error("re-arming accept failed", "loop", lp.id, "err", err)
 		}

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tandemhq/tandem/engine/poll"
 	"github.com/tandemhq/tandem/wire"
 )
 
@@ -312,4 +313,56 @@ func (s *Server) refuseTLS(raw int, text string) {
 // buffer holds one small frame (LogonBuffer); finishLogon grows it.
 func newPreLogonConn(lp *loop, fd int, remote string) *conn {
 	return newConnSized(lp, fd, remote, min(lp.srv.cfg.ReadBuffer, lp.srv.cfg.LogonBuffer))
+}
+
+// Accept back-off: accept4 failing for lack of descriptors or memory
+// (EMFILE, ENFILE, ENOBUFS, ENOMEM) leaves the connection in the backlog
+// and the listener readable, so retrying at once would spin the loop. The
+// loop stops accepting for a back-off (10ms, doubling to 1s, reset by the
+// next successful accept) and logs at most once a second.
+const (
+	minAcceptBackoff = 10 * time.Millisecond
+	maxAcceptBackoff = time.Second
+)
+
+// acceptFailed handles an accept error; true when accepting is paused.
+func (lp *loop) acceptFailed(err error) bool {
+	s := lp.srv
+	if ok, n := s.sec.logAccept.allow(); ok {
+		s.log.Warn("accept failed", "loop", lp.id, "err", err, "suppressed", n)
+	}
+	switch err {
+	case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
+	default:
+		return false
+	}
+	b := &lp.sec
+	b.acceptBackoff = min(max(2*b.acceptBackoff, minAcceptBackoff), maxAcceptBackoff)
+	b.acceptPaused = true
+	b.acceptResume = time.Now().Add(b.acceptBackoff).UnixNano()
+	b.acceptPauses.Add(1)
+	if lp.poller != nil && lp.lfd >= 0 {
+		lp.poller.Del(lp.lfd)
+	} else if lp.ur != nil && lp.lfd >= 0 {
+		lp.ur.ring.CancelFd(lp.lfd, opCancel) // a multishot accept may still be armed
+	}
+	return true
+}
+
+// retryAccept accepts again once the back-off has passed (timers).
+func (lp *loop) retryAccept() {
+	b := &lp.sec
+	if !b.acceptPaused || lp.now < b.acceptResume || lp.lfd < 0 || lp.srv.stopping.Load() {
+		return
+	}
+	b.acceptPaused = false
+	var err error
+	if lp.poller != nil {
+		err = lp.poller.Add(lp.lfd, poll.Readable)
+	} else {
+		err = lp.ur.armAccept(lp.lfd)
+	}
+	if err != nil {
+		lp.srv.log.Error("resuming accept failed", "loop", lp.id, "err", err)
+	}
 }
