@@ -1,14 +1,20 @@
 package main
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tandemhq/tandem/auth"
+	"github.com/tandemhq/tandem/client"
 	"github.com/tandemhq/tandem/engine"
 	"github.com/tandemhq/tandem/internal/testcert"
 )
@@ -108,4 +114,53 @@ admin = true
 	if r.code != 0 || !strings.Contains(r.stdout, "connections") {
 		t.Fatalf("stat as root: %+v", r)
 	}
+}
+
+// tandem serve reloads its certificates on SIGHUP: the process keeps
+// running, an established TLS connection stays up, new handshakes get the
+// new certificate.
+func TestServeReloadsCertificatesOnSIGHUP(t *testing.T) {
+	dir := t.TempDir()
+	ca1, ca2 := testcert.NewCA(t, "ca1"), testcert.NewCA(t, "ca2")
+	cf, kf := testcert.WritePair(t, dir, "server", ca1.Issue(t, "server", true, time.Now().Add(time.Hour)))
+	addr := freePort(t)
+	p := startServe(t, addr, "serve", "--listen", addr, "--data", t.TempDir(), "--engine", testEngine, "--tls-cert", cf, "--tls-key", kf)
+	trust := func(ca *testcert.CA) *tls.Config {
+		pool := x509.NewCertPool()
+		pool.AddCert(ca.Cert)
+		return &tls.Config{RootCAs: pool}
+	}
+	old, err := client.Connect(ctxTest(t), addr, client.WithName("old"), client.WithTLS(trust(ca1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	testcert.WritePair(t, dir, "server", ca2.Issue(t, "server", true, time.Now().Add(time.Hour)))
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := client.Connect(ctxTest(t), addr, client.WithName("new"), client.WithTLS(trust(ca2)))
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the new certificate is not served after SIGHUP: %v\n%s", err, p.log())
+		}
+		runtime.Gosched()
+	}
+	if _, err := old.Publish(ctxTest(t), "t", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Flush(ctxTest(t)); err != nil {
+		t.Fatalf("the connection made before the reload: %v", err)
+	}
+}
+
+func ctxTest(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
 }
