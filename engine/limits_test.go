@@ -2,7 +2,9 @@ package engine
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"runtime"
@@ -224,4 +226,82 @@ func fdConn(t *testing.T, fd int) net.Conn {
 	}
 	t.Cleanup(func() { nc.Close() })
 	return nc
+}
+
+// Accepted sockets have TCP keepalive on: the kernel's table shows the
+// server side of an idle connection with its keepalive timer (timer 2);
+// with keepalive off, no timer.
+func TestAcceptedSocketsKeepAlive(t *testing.T) {
+	if timer := serverSocketTimer(t); !strings.HasPrefix(timer, "02:") {
+		t.Fatalf("server socket timer %s, want 02 (keepalive)", timer)
+	}
+	if timer := serverSocketTimer(t, func(c *Config) { c.KeepAlive = -1 }); strings.HasPrefix(timer, "02:") {
+		t.Fatalf("keepalive off, yet the server socket's timer is %s", timer)
+	}
+}
+
+// serverSocketTimer is /proc/net/tcp's timer field of the server side of
+// an idle, logged-on connection.
+func serverSocketTimer(t *testing.T, mod ...func(*Config)) string {
+	t.Helper()
+	s := testServer(t, t.TempDir(), mod...)
+	defer s.Close()
+	c := dialRaw(t, s)
+	c.logon("ka", 0)
+	local := fmt.Sprintf(":%04X", s.Addr().(*net.TCPAddr).Port)
+	remote := fmt.Sprintf(":%04X", c.c.LocalAddr().(*net.TCPAddr).Port)
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Skipf("no /proc/net/tcp: %v", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 6 && strings.HasSuffix(f[1], local) && strings.HasSuffix(f[2], remote) {
+			return f[5]
+		}
+	}
+	t.Fatalf("the server side of the connection is not in /proc/net/tcp")
+	return ""
+}
+
+type captureHandler struct {
+	mu   chan struct{}
+	msgs *[]string
+}
+
+func (h captureHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h captureHandler) Handle(_ context.Context, r slog.Record) error {
+	<-h.mu
+	*h.msgs = append(*h.msgs, r.Message)
+	h.mu <- struct{}{}
+	return nil
+}
+func (h captureHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h captureHandler) WithGroup(string) slog.Handler      { return h }
+
+// Without a users file, listening beyond loopback is warned about.
+func TestWarnsWhenOpenBeyondLoopback(t *testing.T) {
+	for _, tc := range []struct {
+		listen string
+		users  bool
+		warn   bool
+	}{{"0.0.0.0:0", false, true}, {"127.0.0.1:0", false, false}, {"0.0.0.0:0", true, false}} {
+		var msgs []string
+		h := captureHandler{mu: make(chan struct{}, 1), msgs: &msgs}
+		h.mu <- struct{}{}
+		mods := []func(*Config){func(c *Config) { c.Listen = tc.listen; c.Logger = slog.New(h) }}
+		if tc.users {
+			mods = append(mods, withUsers(t))
+		}
+		s := testServer(t, t.TempDir(), mods...)
+		s.Close()
+		<-h.mu
+		warned := false
+		for _, m := range msgs {
+			warned = warned || strings.Contains(m, "without a users file")
+		}
+		if warned != tc.warn {
+			t.Errorf("listen %s, users %v: warned %v, want %v (%q)", tc.listen, tc.users, warned, tc.warn, msgs)
+		}
+	}
 }
