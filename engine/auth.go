@@ -46,6 +46,8 @@ type secState struct {
 
 	// rate-limited log lines
 	logLogon, logRefused, logClose, logAccept rateLog
+
+	tlsRefusers atomic.Int64 // goroutines refusing TLS clients beyond max-connections
 }
 
 // loopSec is a loop's share: verdicts posted by the workers, and the

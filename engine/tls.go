@@ -274,7 +274,15 @@ func (lp *loop) admit(nfd int, remote string) *conn {
 			s.log.Warn("connection refused: limit reached", "remote", remote, "limit", s.cfg.MaxConnections, "suppressed", n)
 		}
 		if s.tls != nil {
-			go s.refuseTLS(nfd, text) // the client hears it after the handshake
+			// The client hears why after a handshake; a flood beyond the
+			// cap must not grow goroutines without bound, so past
+			// maxTLSRefusers the socket is just closed.
+			if s.sec.tlsRefusers.Add(1) <= maxTLSRefusers {
+				go s.refuseTLS(nfd, text)
+			} else {
+				s.sec.tlsRefusers.Add(-1)
+				unix.Close(nfd)
+			}
 			return nil
 		}
 		unix.Write(nfd, wire.AppendError(nil, wire.CodeLimit, text))
@@ -294,8 +302,13 @@ func (lp *loop) admit(nfd int, remote string) *conn {
 	return c
 }
 
+// maxTLSRefusers bounds the goroutines telling TLS clients beyond
+// max-connections why they are refused.
+const maxTLSRefusers = 64
+
 // refuseTLS completes a handshake only to say why the connection is refused.
 func (s *Server) refuseTLS(raw int, text string) {
+	defer s.sec.tlsRefusers.Add(-1)
 	rc, err := fileConn(raw, "tcp")
 	if err != nil {
 		return

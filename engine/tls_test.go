@@ -193,3 +193,22 @@ func TestTLSReload(t *testing.T) {
 		t.Fatalf("after a failed reload the previous certificate should serve: %v", err)
 	}
 }
+
+// Beyond max-connections a TLS client is told why, after the handshake.
+func TestTLSMaxConnections(t *testing.T) {
+	ts := newTLSSetup(t, false)
+	s := testServer(t, t.TempDir(), func(c *Config) { c.TLS = ts.cfg; c.MaxConnections = 1 })
+	defer s.Close()
+	a, err := dialTLS(t, s, ts.clientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.logon("a", 0)
+	b, err := dialTLS(t, s, ts.clientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if text := b.expectError(wire.CodeLimit); !strings.Contains(text, "max-connections") {
+		t.Fatalf("error %q", text)
+	}
+}
