@@ -182,11 +182,14 @@ func (c *conn) process() {
 		}
 		if err != nil {
 			c.endBatch()
-			code := wire.CodeMalformed
+			code, text := wire.CodeMalformed, err.Error()
 			if n == 0 && len(c.rbuf[off:c.rn]) >= 4 && wire.Need(c.rbuf[off:c.rn]) > maxFrame {
 				code = wire.CodeTooLarge
+				if c.client == nil && maxFrame < c.lp.srv.cfg.MaxFrame {
+					text = fmt.Sprintf("frame of %d bytes before logon (at most %d until logged on: logon-buffer)", wire.Need(c.rbuf[off:c.rn]), maxFrame)
+				}
 			}
-			c.fail(code, err.Error())
+			c.fail(code, text)
 			return
 		}
 		if n == 0 {
