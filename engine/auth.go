@@ -460,9 +460,24 @@ func (r *rateLog) allow() (bool, int64) {
 	return true, r.suppressed.Swap(0)
 }
 
-// warnIfOpen warns at start when the client port is reachable beyond
-// loopback while everyone may log on under any name.
+// warnIfOpen logs the client port's security at start, and warns when the
+// port is reachable beyond loopback while everyone may log on under any
+// name.
 func (s *Server) warnIfOpen() {
+	if s.tls != nil || s.cfg.Users != nil {
+		users := 0
+		if s.cfg.Users != nil {
+			users = s.cfg.Users.Len()
+		}
+		tlsMode := "off"
+		if s.tls != nil {
+			tlsMode = "relay (crypto/tls in user space; " + kernelTLSNote() + ")"
+			if s.tls.cfg.ClientCAFile != "" {
+				tlsMode += ", client certificates required"
+			}
+		}
+		s.log.Info("client port security", "tls", tlsMode, "users", users, "auth_workers", s.cfg.AuthWorkers)
+	}
 	if s.cfg.Users != nil || s.cfg.Authenticate != nil {
 		return
 	}

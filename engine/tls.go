@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -378,4 +379,19 @@ func (lp *loop) retryAccept() {
 	if err != nil {
 		lp.srv.log.Error("resuming accept failed", "loop", lp.id, "err", err)
 	}
+}
+
+// kernelTLSNote says whether the kernel offers the tls ULP (kernel TLS is
+// not used yet either way; see the TLS design note above).
+func kernelTLSNote() string {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_available_ulp")
+	if err != nil {
+		return "kernel TLS: unknown"
+	}
+	for _, u := range strings.Fields(string(b)) {
+		if u == "tls" {
+			return "the kernel offers the tls ULP, not used yet"
+		}
+	}
+	return "no tls ULP in this kernel"
 }
