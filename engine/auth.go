@@ -41,8 +41,12 @@ type secState struct {
 	authq    chan *authJob
 	authBusy atomic.Int64
 
+	// users is the current users file (Config.Users, then ReloadUsers).
+	// Whether the server checks users at all is fixed at start
+	// (Config.Users != nil).
+	users     atomic.Pointer[auth.Users]
 	usersMu   sync.Mutex
-	userConns map[*auth.User]int
+	userConns map[string]int // connections per user name
 
 	// rate-limited log lines
 	logLogon, logRefused, logClose, logAccept rateLog
@@ -130,7 +134,8 @@ func (c *Security) setDefaults() {
 
 // startAuthWorkers starts the logon verification pool.
 func (s *Server) startAuthWorkers() {
-	s.sec.userConns = make(map[*auth.User]int)
+	s.sec.userConns = make(map[string]int)
+	s.sec.users.Store(s.cfg.Users)
 	s.sec.authq = make(chan *authJob, s.cfg.AuthQueue)
 	for i := 0; i < s.cfg.AuthWorkers; i++ {
 		go func() {
@@ -171,7 +176,7 @@ var errNeedCredentials = errors.New("this server needs credentials: a user and p
 // when needsWorker says no hashing is involved.
 func (s *Server) verify(name string, cred []byte, certUser string) (*auth.User, error) {
 	var u *auth.User
-	if us := s.cfg.Users; us != nil {
+	if us := s.sec.users.Load(); us != nil {
 		if certUser != "" {
 			if u = us.Lookup(certUser); u == nil {
 				return nil, &authError{client: fmt.Sprintf("client certificate CN %q is not a user of this server", certUser), err: auth.ErrUnknownUser}
@@ -283,10 +288,10 @@ func (c *conn) finishLogon(name string, u *auth.User, err error, version uint16,
 func (s *Server) countUser(u *auth.User) error {
 	s.sec.usersMu.Lock()
 	defer s.sec.usersMu.Unlock()
-	if n := s.sec.userConns[u]; n >= s.cfg.MaxConnectionsPerUser {
+	if n := s.sec.userConns[u.Name]; n >= s.cfg.MaxConnectionsPerUser {
 		return fmt.Errorf("user %q already has %d connections (max-connections-per-user)", u.Name, n)
 	}
-	s.sec.userConns[u]++
+	s.sec.userConns[u.Name]++
 	return nil
 }
 
@@ -298,8 +303,8 @@ func (c *conn) uncountUser() {
 	c.sec.countedUser = false
 	s := c.lp.srv
 	s.sec.usersMu.Lock()
-	if s.sec.userConns[c.sec.user]--; s.sec.userConns[c.sec.user] <= 0 {
-		delete(s.sec.userConns, c.sec.user)
+	if s.sec.userConns[c.sec.user.Name]--; s.sec.userConns[c.sec.user.Name] <= 0 {
+		delete(s.sec.userConns, c.sec.user.Name)
 	}
 	s.sec.usersMu.Unlock()
 }
@@ -490,4 +495,21 @@ func (s *Server) warnIfOpen() {
 	}
 	s.log.Warn("the client port listens beyond loopback without a users file: anyone who reaches it may log on under any client name, publish, subscribe and read stat (see docs/security.md)",
 		"listen", s.cfg.Listen)
+}
+
+// ReloadUsers replaces the users file (tandem serve: on SIGHUP). New
+// logons use it at once; connections already logged on keep the user and
+// permissions they logged on with until they disconnect. A server started
+// without a users file cannot be given one (every client would then be
+// expected to authenticate): restart it.
+func (s *Server) ReloadUsers(us *auth.Users) error {
+	if s.cfg.Users == nil {
+		return errors.New("engine: the server was started without a users file; restart it with one")
+	}
+	if us == nil {
+		return errors.New("engine: ReloadUsers with no users")
+	}
+	s.sec.users.Store(us)
+	s.log.Info("users file reloaded", "users", us.Len())
+	return nil
 }

@@ -246,3 +246,32 @@ func TestAuthQueueFull(t *testing.T) {
 		t.Fatalf("logon with a full queue: %s %q", e.Code, e.Text)
 	}
 }
+
+// Reloading the users file: a removed user can no longer log on, a new one
+// can; a connection logged on before keeps working.
+func TestReloadUsers(t *testing.T) {
+	s := testServer(t, t.TempDir(), withUsers(t))
+	defer s.Close()
+	al := dialRaw(t, s)
+	al.mustLogonAs("al", "al", "pw-al")
+	h, _ := auth.HashWith([]byte("pw-dan"), auth.Params{MemoryKiB: 64, Time: 1, Threads: 1})
+	us, err := auth.Parse([]byte(fmt.Sprintf("[[user]]\nname = \"dan\"\npassword = %q\npublish = [\"*\"]\n", h)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReloadUsers(us); err != nil {
+		t.Fatal(err)
+	}
+	if e := errorOf(t, dialRaw(t, s).logonAs("al-2", "al", "pw-al")); e.Code != wire.CodeAuth {
+		t.Fatalf("a removed user logged on: %s %s", e.Code, e.Text)
+	}
+	dialRaw(t, s).mustLogonAs("dan", "dan", "pw-dan")
+	al.publishN("orders", "o", 1, 1, wire.AckPersisted)
+	al.waitAck(wire.AckKindPersisted, 1)
+
+	open := testServer(t, t.TempDir())
+	defer open.Close()
+	if err := open.ReloadUsers(us); err == nil {
+		t.Fatal("a server started without users accepted a users file")
+	}
+}

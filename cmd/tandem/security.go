@@ -208,8 +208,8 @@ func (c *serveSecurity) apply(ec *engine.Config) error {
 }
 
 // waitReloading waits for SIGINT or SIGTERM (sigs), reloading the client
-// port's TLS certificates on every SIGHUP meanwhile.
-func waitReloading(sigs <-chan os.Signal, srv *engine.Server, log *slog.Logger) os.Signal {
+// port's TLS certificates and the users file on every SIGHUP meanwhile.
+func waitReloading(sigs <-chan os.Signal, srv *engine.Server, log *slog.Logger, sec *serveSecurity) os.Signal {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -218,8 +218,22 @@ func waitReloading(sigs <-chan os.Signal, srv *engine.Server, log *slog.Logger) 
 		case sig := <-sigs:
 			return sig
 		case <-hup:
-			if err := srv.ReloadTLS(); err != nil {
-				log.Error("SIGHUP: certificates not reloaded; the previous ones stay in use", "err", err)
+			if sec.TLSCert != "" {
+				if err := srv.ReloadTLS(); err != nil {
+					log.Error("SIGHUP: certificates not reloaded; the previous ones stay in use", "err", err)
+				}
+			}
+			if sec.Users != "" {
+				us, err := auth.Load(sec.Users)
+				if err == nil {
+					err = srv.ReloadUsers(us)
+				}
+				if err != nil {
+					log.Error("SIGHUP: users file not reloaded; the previous one stays in use", "err", err)
+				}
+			}
+			if sec.TLSCert == "" && sec.Users == "" {
+				log.Info("SIGHUP: nothing to reload (no tls-cert, no users)")
 			}
 		}
 	}

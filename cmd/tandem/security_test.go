@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"crypto/tls"
 	"crypto/x509"
 	"log/slog"
@@ -116,32 +117,42 @@ admin = true
 	}
 }
 
-// tandem serve reloads its certificates on SIGHUP: the process keeps
-// running, an established TLS connection stays up, new handshakes get the
-// new certificate.
-func TestServeReloadsCertificatesOnSIGHUP(t *testing.T) {
+// tandem serve reloads its certificates and users file on SIGHUP: the
+// process keeps running, an established TLS connection stays up, new
+// handshakes get the new certificate and new logons the new users.
+func TestServeReloadsOnSIGHUP(t *testing.T) {
 	dir := t.TempDir()
 	ca1, ca2 := testcert.NewCA(t, "ca1"), testcert.NewCA(t, "ca2")
 	cf, kf := testcert.WritePair(t, dir, "server", ca1.Issue(t, "server", true, time.Now().Add(time.Hour)))
+	cheap := auth.Params{MemoryKiB: 64, Time: 1, Threads: 1}
+	users := filepath.Join(dir, "users.toml")
+	writeUser := func(name, pw string) {
+		h, _ := auth.HashWith([]byte(pw), cheap)
+		if err := os.WriteFile(users, []byte("[[user]]\nname = \""+name+"\"\npassword = \""+h+"\"\npublish = [\"*\"]\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeUser("old", "pw-old")
 	addr := freePort(t)
-	p := startServe(t, addr, "serve", "--listen", addr, "--data", t.TempDir(), "--engine", testEngine, "--tls-cert", cf, "--tls-key", kf)
+	p := startServe(t, addr, "serve", "--listen", addr, "--data", t.TempDir(), "--engine", testEngine, "--tls-cert", cf, "--tls-key", kf, "--users", users)
 	trust := func(ca *testcert.CA) *tls.Config {
 		pool := x509.NewCertPool()
 		pool.AddCert(ca.Cert)
 		return &tls.Config{RootCAs: pool}
 	}
-	old, err := client.Connect(ctxTest(t), addr, client.WithName("old"), client.WithTLS(trust(ca1)))
+	old, err := client.Connect(ctxTest(t), addr, client.WithName("old"), client.WithTLS(trust(ca1)), client.WithUser("old", []byte("pw-old")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer old.Close()
 	testcert.WritePair(t, dir, "server", ca2.Issue(t, "server", true, time.Now().Add(time.Hour)))
+	writeUser("new", "pw-new")
 	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		c, err := client.Connect(ctxTest(t), addr, client.WithName("new"), client.WithTLS(trust(ca2)))
+		c, err := client.Connect(ctxTest(t), addr, client.WithName("new"), client.WithTLS(trust(ca2)), client.WithUser("new", []byte("pw-new")))
 		if err == nil {
 			c.Close()
 			break
@@ -150,6 +161,9 @@ func TestServeReloadsCertificatesOnSIGHUP(t *testing.T) {
 			t.Fatalf("the new certificate is not served after SIGHUP: %v\n%s", err, p.log())
 		}
 		runtime.Gosched()
+	}
+	if _, err := client.Connect(ctxTest(t), addr, client.WithName("old-2"), client.WithTLS(trust(ca2)), client.WithUser("old", []byte("pw-old"))); !errors.Is(err, client.ErrAuth) {
+		t.Fatalf("a user removed by the reload: %v, want ErrAuth", err)
 	}
 	if _, err := old.Publish(ctxTest(t), "t", []byte("x")); err != nil {
 		t.Fatal(err)

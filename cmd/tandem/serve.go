@@ -140,7 +140,7 @@ func runServe(args []string) int {
 		fmt.Fprintf(os.Stderr, "tandem serve: %v\n", err)
 		return 1
 	}
-	sig := waitReloading(sigs, srv, ec.Logger)
+	sig := waitReloading(sigs, srv, ec.Logger, &cfg.serveSecurity)
 	ec.Logger.Info("shutting down", "signal", sig.String())
 	signal.Stop(sigs)
 	if err := srv.Close(); err != nil {
