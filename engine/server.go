@@ -15,6 +15,11 @@
 //
 // Lock order: journal lock (held by Server.appendBatch and the index), then
 // Server.namesMu. Loops never hold namesMu while appending.
+//
+// Security (auth.go, tls.go, docs/security.md): with Config.Users every logon
+// authenticates, passwords verified on a bounded worker pool off the loops;
+// with Config.TLS each connection's TLS runs in a relay goroutine that hands
+// the loop plaintext over a socketpair, so the loops keep raw descriptors.
 package engine
 
 import (
