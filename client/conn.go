@@ -96,6 +96,11 @@ func dial(ctx context.Context, addr string, cfg *config, h handler) (*conn, erro
 	if tc, ok := nc.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true) // the writer batches; no Nagle delay on top
 	}
+	if cfg.tls != nil {
+		if nc, err = startTLS(ctx, nc, addr, cfg.tls); err != nil {
+			return nil, err
+		}
+	}
 	cn := &conn{
 		nc:          nc,
 		h:           h,

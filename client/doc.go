@@ -8,6 +8,12 @@
 //	sub, err := c.Subscribe(ctx, "prices.", client.Prefix(), client.From(client.Epoch))
 //	for m := range sub.C { ... m.Bookmark ... }
 //
+// A server with TLS and a users file (docs/security.md) takes WithTLS and
+// WithUser (or a client certificate in the tls.Config):
+//
+//	c, err := client.Connect(ctx, "broker1:7400", client.WithName("oms-1"),
+//		client.WithTLS(&tls.Config{RootCAs: pool}), client.WithUser("oms", password))
+//
 // # Threading
 //
 // A connection runs exactly two goroutines, whatever the traffic:

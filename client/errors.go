@@ -94,6 +94,10 @@ func (e *ServerError) Is(target error) bool {
 		return e.Code == wire.CodeBadTopic
 	case ErrTooLarge:
 		return e.Code == wire.CodeTooLarge
+	case ErrTLSRequired:
+		return e.Code == wire.CodeTLSRequired
+	case ErrLimit:
+		return e.Code == wire.CodeLimit
 	}
 	return false
 }

@@ -356,6 +356,9 @@ func (h *HAClient) connectLoop(ctx context.Context, standbyURI string) error {
 			}
 		}
 		c, err := h.dialOne(ctx, uri, auth)
+		if errors.Is(err, ErrTLSRequired) { // a configuration error: no retry can succeed
+			return fmt.Errorf("%w: %s: %w", ErrNoServer, uri, err)
+		}
 		if err != nil {
 			lastErr = err
 			if errors.Is(err, ErrStandby) {

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -32,6 +33,7 @@ type config struct {
 	idleTimeout  time.Duration
 	ackInfo      func(pubSeq uint64, syncPeers int, err error)
 	failedWrite  func(pubSeq uint64, code wire.Code, reason string)
+	tls          *tls.Config // nil: plaintext (security.go)
 
 	// Set by the HA client.
 	persistHook func(pubSeq uint64) // the persisted ack advanced to pubSeq (reader goroutine)

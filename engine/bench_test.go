@@ -38,6 +38,11 @@ func newLoadPublisher(tb testing.TB, addr, name string, window uint64, size int)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return newLoadPublisherOn(tb, c, name, window, size)
+}
+
+// newLoadPublisherOn logs on over c (plain TCP or TLS).
+func newLoadPublisherOn(tb testing.TB, c net.Conn, name string, window uint64, size int) *loadPublisher {
 	c.Write(wire.AppendLogon(nil, &wire.Logon{MinVersion: 1, MaxVersion: 1, Name: []byte(name)}))
 	p := &loadPublisher{c: c, window: window, batch: 256, payload: make([]byte, size)}
 	p.cond = sync.NewCond(&p.mu)

@@ -83,6 +83,7 @@ type conn struct {
 	client  *clientInfo // nil until logon
 	version uint16      // protocol version of the session
 	pub     *publisher
+	sec     connSec // user, pending logon verification, permission caches (auth.go)
 
 	subs []*subscription
 
@@ -115,6 +116,7 @@ type subscription struct {
 	m      *matcher
 	cur    *journal.Cursor
 	resume *resumeFilter // nil unless the subscription resumed from progress
+	perm   *readPerm     // nil unless deliveries are filtered by the user's permissions
 }
 
 // publishBatch is per-loop scratch for building record headers.
@@ -123,9 +125,15 @@ type publishBatch struct {
 }
 
 func newConn(lp *loop, fd int, remote string) *conn {
+	return newConnSized(lp, fd, remote, lp.srv.cfg.ReadBuffer)
+}
+
+// newConnSized makes a connection with a read buffer of rbufSize bytes;
+// accepted connections start with a small one (LogonBuffer, see admit).
+func newConnSized(lp *loop, fd int, remote string, rbufSize int) *conn {
 	return &conn{
 		lp: lp, fd: fd, remote: remote,
-		rbuf:    make([]byte, lp.srv.cfg.ReadBuffer),
+		rbuf:    make([]byte, rbufSize),
 		created: lp.now, lastRecv: lp.now, lastSend: lp.now,
 		sslot: -1,
 	}
@@ -171,9 +179,9 @@ func (c *conn) onReadable() {
 // process handles the whole frames in the read buffer, then keeps the
 // partial frame at the front (the only copy on the read path).
 func (c *conn) process() {
-	maxFrame := c.lp.srv.cfg.MaxFrame
 	off := 0
-	for !c.closed && !c.closeAfterSend && !c.storageHeld { // nothing after an Error frame, or once held
+	for !c.closed && !c.closeAfterSend && !c.storageHeld && !c.sec.authPending && !c.sec.stalled { // nothing after an Error frame, once held, or while a logon is verified
+		maxFrame := c.frameLimit()
 		if c.skip > 0 { // the rest of an oversized Publish: drop it unread
 			n := min(c.skip, c.rn-off)
 			c.skip -= n
@@ -192,14 +200,21 @@ func (c *conn) process() {
 		}
 		if err != nil {
 			c.endBatch()
-			code := wire.CodeMalformed
+			code, text := wire.CodeMalformed, err.Error()
 			if n == 0 && len(c.rbuf[off:c.rn]) >= 4 && wire.Need(c.rbuf[off:c.rn]) > maxFrame {
 				code = wire.CodeTooLarge
+				if c.client == nil && maxFrame < c.lp.srv.cfg.MaxFrame {
+					text = fmt.Sprintf("frame of %d bytes before logon (at most %d until logged on: logon-buffer)", wire.Need(c.rbuf[off:c.rn]), maxFrame)
+				}
 			}
-			c.fail(code, err.Error())
+			c.fail(code, text)
 			return
 		}
 		if n == 0 {
+			break
+		}
+		if f.Type == wire.TypeStatRequest && c.pending() > c.lp.srv.cfg.WriteHighWater {
+			c.stall() // a StatRequest flood: keep within the output bound
 			break
 		}
 		off += n
@@ -212,7 +227,7 @@ func (c *conn) process() {
 	if off > 0 {
 		c.rn = copy(c.rbuf, c.rbuf[off:c.rn])
 	}
-	if need := wire.Need(c.rbuf[:c.rn]); need > len(c.rbuf) && need <= maxFrame {
+	if need := wire.Need(c.rbuf[:c.rn]); need > len(c.rbuf) && need <= c.frameLimit() {
 		nb := make([]byte, need)
 		copy(nb, c.rbuf[:c.rn])
 		c.rbuf = nb
@@ -298,7 +313,14 @@ func (c *conn) handle(f wire.Frame) {
 	case wire.TypeUnsubscribe:
 		c.onUnsubscribe(f.Body)
 	case wire.TypeStatRequest:
+		if !c.mayStat() {
+			c.fail(wire.CodeNotPermitted, "not-permitted: stat needs an admin user")
+			return
+		}
 		c.wbuf = wire.AppendStatReply(c.wbuf, c.lp.srv.statsJSON())
+		if p := int64(c.pending()); p > c.lp.maxPending.Load() {
+			c.lp.maxPending.Store(p)
+		}
 		c.lp.markDirty(c)
 	default:
 		c.fail(wire.CodeUnknownFrame, fmt.Sprintf("unexpected frame %s from a client", f.Type))
@@ -317,6 +339,10 @@ func (c *conn) onPublish(body []byte) {
 	}
 	if m.PubSeq == 0 {
 		c.fail(wire.CodeMalformed, "publish with publisher sequence 0 (sequences start at 1)")
+		return
+	}
+	if c.sec.user != nil && !c.mayPublish(m.Topic) {
+		c.refuseNotPermitted(m.PubSeq, m.Topic)
 		return
 	}
 	s := c.lp.srv
@@ -489,15 +515,12 @@ func (c *conn) onLogon(body []byte) {
 		c.fail(wire.CodeMalformed, fmt.Sprintf("client name must be 1..%d bytes of UTF-8", maxNameLen))
 		return
 	}
+	c.startLogon(string(m.Name), m.Credentials, hi, m.HeartbeatMillis)
+}
+
+// completeLogon registers an authenticated logon and replies.
+func (c *conn) completeLogon(name string, hi uint16, hbMillis uint32) {
 	s := c.lp.srv
-	name := string(m.Name)
-	if s.cfg.Authenticate != nil {
-		if err := s.cfg.Authenticate(name, m.Credentials); err != nil {
-			s.log.Warn("logon refused", "client", name, "remote", c.remote, "err", err)
-			c.fail(wire.CodeAuth, "authentication failed: "+err.Error())
-			return
-		}
-	}
 	if c.refuseAfterFailure(name) {
 		return
 	}
@@ -507,8 +530,8 @@ func (c *conn) onLogon(body []byte) {
 		return
 	}
 	c.client, c.pub, c.version = ci, ci.pub, hi
-	if m.HeartbeatMillis > 0 {
-		hb := time.Duration(m.HeartbeatMillis) * time.Millisecond
+	if hbMillis > 0 {
+		hb := time.Duration(hbMillis) * time.Millisecond
 		hb = min(max(hb, s.cfg.MinHeartbeat), s.cfg.MaxHeartbeat)
 		c.hb = int64(hb)
 	}
@@ -543,6 +566,19 @@ func (c *conn) onSubscribe(body []byte) {
 	}
 	if len(m.Topic) == 0 || len(m.Topic) > c.lp.srv.cfg.MaxTopic {
 		refuse(wire.CodeBadTopic, fmt.Sprintf("topic of %d bytes (1..%d allowed)", len(m.Topic), c.lp.srv.cfg.MaxTopic))
+		return
+	}
+	if len(c.subs) >= c.lp.srv.cfg.MaxSubscriptions {
+		refuse(wire.CodeLimit, fmt.Sprintf("this connection already has %d subscriptions (max-subscriptions)", len(c.subs)))
+		return
+	}
+	if m.Match == wire.MatchRegex && len(m.Topic) > c.lp.srv.cfg.MaxPattern {
+		refuse(wire.CodeBadPattern, fmt.Sprintf("regular expression of %d bytes (at most %d: max-pattern)", len(m.Topic), c.lp.srv.cfg.MaxPattern))
+		return
+	}
+	perm, denied := c.subscribePerm(m.Match, m.Topic)
+	if denied != "" {
+		refuse(wire.CodeNotPermitted, denied)
 		return
 	}
 	mt, err := newMatcher(m.Match, m.Topic)
@@ -581,7 +617,7 @@ func (c *conn) onSubscribe(body []byte) {
 		refuse(wire.CodeBadBookmark, fmt.Sprintf("cannot start at %d: %v", from, err))
 		return
 	}
-	c.subs = append(c.subs, &subscription{id: m.SubID, m: mt, cur: cur, resume: resume})
+	c.subs = append(c.subs, &subscription{id: m.SubID, m: mt, cur: cur, resume: resume, perm: perm})
 	if len(c.subs) == 1 {
 		c.lp.subbed = append(c.lp.subbed, c)
 		c.lp.interested.Store(true)
@@ -639,7 +675,7 @@ func (c *conn) pump() {
 			if !ok {
 				break
 			}
-			if sub.m.match(v.Topic()) && (sub.resume == nil || sub.resume.wants(v)) {
+			if sub.m.match(v.Topic()) && (sub.resume == nil || sub.resume.wants(v)) && (sub.perm == nil || sub.perm.allowed(v.Topic())) {
 				rec := v.Bytes()
 				if zcMin > 0 && len(rec) >= zcMin {
 					c.addZeroCopy(sub.id, rec, sub.cur)
@@ -722,7 +758,7 @@ func (c *conn) watchWrite(on bool) {
 }
 
 func (c *conn) pauseReading(on bool) {
-	if c.readPaused == on || c.closed {
+	if c.readPaused == on || c.closed || !on && (c.sec.authPending || c.sec.stalled) {
 		return
 	}
 	c.readPaused = on
@@ -759,7 +795,9 @@ func (c *conn) fail(code wire.Code, text string) {
 		return
 	}
 	if code != codeShutdown {
-		c.lp.srv.log.Info("closing connection", "remote", c.remote, "client", c.name(), "code", code.String(), "reason", text)
+		if ok, n := c.lp.srv.sec.logClose.allow(); ok { // rate-limited: a flood must not flood the log
+			c.lp.srv.log.Info("closing connection", "remote", c.remote, "client", c.name(), "code", code.String(), "reason", text, "suppressed", n)
+		}
 	}
 	c.endBatch()
 	c.wbuf = wire.AppendError(c.wbuf, code, text)
@@ -804,6 +842,7 @@ func (c *conn) close() {
 	if c.client != nil {
 		c.lp.srv.logoff(c.client)
 	}
+	c.uncountUser()
 	c.lp.removeConn(c)
 }
 

@@ -75,6 +75,7 @@ type loop struct {
 	failHandled, failClosed bool
 	failDeadline            int64
 	failDone                chan struct{}
+	sec                     loopSec // logon verdicts from the workers, stalled connections (auth.go)
 }
 
 func newLoop(s *Server, id, cpu int, useUring bool) (*loop, error) {
@@ -312,6 +313,9 @@ func (lp *loop) runEpoll() {
 // timeout is how long Wait may block: until the next timer check when some
 // connection has a deadline, else a second (stop and syncs wake us anyway).
 func (lp *loop) timeout() int {
+	if lp.sec.ready.Load() {
+		return 0 // a logon verdict is waiting
+	}
 	if len(lp.conns) > 0 {
 		return int(timerPeriod / time.Millisecond)
 	}
@@ -350,15 +354,18 @@ func (lp *loop) accept() {
 		nfd, sa, err := unix.Accept4(lp.lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		if err != nil {
 			if err != unix.EAGAIN && err != unix.ECONNABORTED && err != unix.EINTR {
-				lp.srv.log.Warn("accept failed", "loop", lp.id, "err", err)
+				lp.acceptFailed(err)
 			}
 			return
 		}
-		unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-		c := newConn(lp, nfd, sockaddrString(sa))
-		if err := lp.poller.Add(nfd, poll.Readable|unix.EPOLLRDHUP); err != nil {
+		lp.sec.acceptBackoff = 0
+		c := lp.admit(nfd, sockaddrString(sa))
+		if c == nil {
+			continue
+		}
+		if err := lp.poller.Add(c.fd, poll.Readable|unix.EPOLLRDHUP); err != nil {
 			lp.srv.log.Warn("register connection failed", "err", err)
-			unix.Close(nfd)
+			unix.Close(c.fd)
 			continue
 		}
 		lp.addConn(c)
@@ -385,6 +392,8 @@ func (lp *loop) afterSync() {
 	// Every connection with queued acks is examined, not only when the ack
 	// point moved: an ack queued for a record that is already durable (a
 	// Flush after everything synced, a duplicate) must go out now.
+	lp.finishAuths()
+	lp.resumeStalled()
 	synced := lp.srv.ackPoint()
 	lp.synced = synced
 	if len(lp.acking) > 0 {
@@ -428,6 +437,7 @@ func (lp *loop) flushWrites() {
 // timers sends heartbeats and closes silent connections and those that
 // never logged on.
 func (lp *loop) timers() {
+	lp.retryAccept()
 	for _, c := range lp.conns {
 		c.checkTimers(lp.now)
 	}

@@ -326,23 +326,26 @@ func (lp *loop) accepted(cqe uring.CQE) {
 	u := lp.ur
 	if cqe.Res < 0 {
 		if cqe.Res != -int32(unix.ECANCELED) && lp.lfd >= 0 {
-			lp.srv.log.Warn("accept failed", "loop", lp.id, "err", unix.Errno(-cqe.Res))
+			if lp.acceptFailed(unix.Errno(-cqe.Res)) {
+				return // re-armed by retryAccept after the back-off
+			}
 		}
 	} else {
+		lp.sec.acceptBackoff = 0
 		nfd := int(cqe.Res)
-		unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 		remote := "?"
 		if sa, err := unix.Getpeername(nfd); err == nil {
 			remote = sockaddrString(sa)
 		}
-		c := newConn(lp, nfd, remote)
-		u.nextID++
-		c.id = u.nextID
-		u.byID[c.id] = c
-		lp.addConn(c)
-		u.armRecv(c)
+		if c := lp.admit(nfd, remote); c != nil {
+			u.nextID++
+			c.id = u.nextID
+			u.byID[c.id] = c
+			lp.addConn(c)
+			u.armRecv(c)
+		}
 	}
-	if !cqe.More() && lp.lfd >= 0 && !lp.srv.stopping.Load() {
+	if !cqe.More() && lp.lfd >= 0 && !lp.srv.stopping.Load() && !lp.sec.acceptPaused {
 		if err := u.armAccept(lp.lfd); err != nil {
 			lp.srv.log.Error("re-arming accept failed", "loop", lp.id, "err", err)
 		}

@@ -15,6 +15,11 @@
 //
 // Lock order: journal lock (held by Server.appendBatch and the index), then
 // Server.namesMu. Loops never hold namesMu while appending.
+//
+// Security (auth.go, tls.go, docs/security.md): with Config.Users every logon
+// authenticates, passwords verified on a bounded worker pool off the loops;
+// with Config.TLS each connection's TLS runs in a relay goroutine that hands
+// the loop plaintext over a socketpair, so the loops keep raw descriptors.
 package engine
 
 import (
@@ -94,8 +99,12 @@ type Config struct {
 	MaxHeartbeat time.Duration
 	LogonTimeout time.Duration // a connection must log on within this; default 10s
 
-	// Authenticate checks a logon's credentials; nil accepts everyone.
+	// Authenticate checks a logon's credentials; nil accepts everyone. It
+	// runs on the logon worker pool, never on an event loop.
 	Authenticate func(name string, credentials []byte) error
+
+	// Security and caps (see auth.go, tls.go and docs/security.md).
+	Security
 
 	// Journal settings; Dir, Logger, OnSync and RetentionHold are filled in
 	// by the server.
@@ -163,6 +172,7 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	c.Security.setDefaults()
 }
 
 // Server is one Tandem instance.
@@ -207,6 +217,8 @@ type Server struct {
 	failOnce, replOnce sync.Once
 	failedCh           chan struct{}
 	running            atomic.Pointer[[]*loop]
+	sec                secState   // access control, logon workers (auth.go)
+	tls                *tlsServer // nil: plaintext client port (tls.go)
 }
 
 // clientInfo is what stat reports about a logged-on client.
@@ -341,6 +353,12 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
+	var ts *tlsServer
+	if cfg.TLS != nil {
+		if ts, err = newTLSServer(*cfg.TLS, cfg.LogonTimeout); err != nil {
+			return nil, fmt.Errorf("engine: %w", err)
+		}
+	}
 	s := &Server{
 		engine:   engineDesc,
 		useUring: useUring,
@@ -348,6 +366,7 @@ func New(cfg Config) (*Server, error) {
 		log:      cfg.Logger.With("instance", cfg.Name),
 		names:    make(map[string]*clientInfo),
 		failedCh: make(chan struct{}),
+		tls:      ts,
 	}
 	lock, err := dirlock.Acquire(cfg.DataDir, cfg.Name)
 	if err != nil {
@@ -454,6 +473,8 @@ func (s *Server) Start() error {
 	if err := checkAddrFree(s.cfg.Listen); err != nil {
 		return fmt.Errorf("engine: %w", err)
 	}
+	s.startAuthWorkers()
+	s.warnIfOpen()
 	var port int
 	for i := 0; i < s.cfg.Loops; i++ {
 		cpu := -1
@@ -561,6 +582,7 @@ func (s *Server) Close() error {
 	if s.failing.Load() {
 		<-s.failedCh // the fail-stop sequence ends once the loops did
 	}
+	s.stopAuthWorkers()
 	for _, lp := range s.loops {
 		lp.closeBackend()
 	}

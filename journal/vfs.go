@@ -52,7 +52,7 @@ var _ FS = OSFS{}
 
 // Create implements FS.
 func (OSFS) Create(name string) (File, error) {
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +88,7 @@ func (OSFS) List(dir string) ([]string, error) {
 }
 
 // MkdirAll implements FS.
-func (OSFS) MkdirAll(dir string) error { return os.MkdirAll(dir, 0o755) }
+func (OSFS) MkdirAll(dir string) error { return os.MkdirAll(dir, 0o700) }
 
 // SyncDir implements FS.
 func (OSFS) SyncDir(dir string) error {
@@ -224,7 +224,7 @@ func (OSFS) CreateZeroed(name string, size int64, pace func(done int64)) (File, 
 	if err := writeZerosDirect(name, size, pace); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -258,9 +258,9 @@ func (OSFS) CreateZeroed(name string, size int64, pace func(done int64)) (File, 
 // zero bytes as it can with O_DIRECT, in whole 4 KiB blocks. It returns nil
 // without writing where O_DIRECT is unsupported.
 func writeZerosDirect(name string, size int64, pace func(done int64)) error {
-	fd, err := unix.Open(name, unix.O_RDWR|unix.O_CREAT|unix.O_TRUNC|unix.O_DIRECT|unix.O_CLOEXEC, 0o644)
+	fd, err := unix.Open(name, unix.O_RDWR|unix.O_CREAT|unix.O_TRUNC|unix.O_DIRECT|unix.O_CLOEXEC, 0o600)
 	if err == unix.EINVAL {
-		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err != nil {
 			return err
 		}

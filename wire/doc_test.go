@@ -255,6 +255,8 @@ var (
 		wire.CodeSequenceReused:  "`CodeSequenceReused` | (publisher, pubSeq) is already stored with a different topic or payload; permanent",
 		wire.CodeNotPermitted:    "`CodeNotPermitted` | the user may not publish to, subscribe to or read this; permanent",
 		wire.CodeStandby:         "`CodeStandby` | a shared-store passive instance: try the next server now",
+		wire.CodeLimit:           "`CodeLimit` | a configured cap is reached (connections per instance or user, subscriptions per connection, logons awaiting password verification)",
+		wire.CodeTLSRequired:     "`CodeTLSRequired` | plaintext sent to a port that serves TLS only; sent in plaintext so a plaintext client can say so; do not retry without TLS",
 	}
 	ackKindDocs = map[wire.AckKind]string{
 		wire.AckKindReceived:     "pubseq; cumulative | the server parsed and accepted every publish of this connection up to seq",

@@ -74,6 +74,8 @@ const (
 	CodeSequenceReused  Code = 17 // (publisher, pubSeq) is stored with a different topic or payload
 	CodeNotPermitted    Code = 18 // the user may not do this (publish to, subscribe to, stat)
 	CodeStandby         Code = 19 // a shared-store passive: try the next server now
+	CodeLimit           Code = 20 // a configured cap is reached (connections, subscriptions, logons awaiting verification)
+	CodeTLSRequired     Code = 21 // plaintext on a port that serves TLS only (sent in plaintext)
 
 	// CodeStorage is the old name of CodeStorageFailed.
 	CodeStorage = CodeStorageFailed
@@ -99,6 +101,7 @@ var codeNames = [...]string{
 	CodeSubIDInUse: "subscription id in use", CodeUnknownSub: "unknown subscription",
 	CodeAlreadyLoggedOn: "already logged on", CodeBadTopic: "bad topic",
 	CodeSequenceReused: "sequence-reused", CodeNotPermitted: "not-permitted", CodeStandby: "standby",
+	CodeLimit: "limit", CodeTLSRequired: "tls-required",
 }
 
 func (c Code) String() string {

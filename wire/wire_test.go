@@ -511,7 +511,7 @@ func TestNames(t *testing.T) {
 			t.Errorf("Type(%d).String() = %q, want %q", uint8(typ), typ.String(), name)
 		}
 	}
-	for c, name := range map[wire.Code]string{wire.CodeOK: "ok", wire.CodeBadTopic: "bad topic", wire.CodeSequenceReused: "sequence-reused", wire.CodeStandby: "standby", 20: "code(20)", 65535: "code(65535)"} {
+	for c, name := range map[wire.Code]string{wire.CodeOK: "ok", wire.CodeBadTopic: "bad topic", wire.CodeSequenceReused: "sequence-reused", wire.CodeStandby: "standby", 22: "code(22)", 65535: "code(65535)"} {
 		if c.String() != name {
 			t.Errorf("Code(%d).String() = %q, want %q", uint16(c), c.String(), name)
 		}

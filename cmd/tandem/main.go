@@ -5,6 +5,7 @@
 //	tandem sub     print the messages of a subscription, one per line
 //	tandem stat    print an instance's statistics
 //	tandem repl-reset  take a peer's replication stream afresh (resolves a fork)
+//	tandem passwd  hash a password for the users file
 //	tandem bench   benchmark Tandem against its peers (see bench/)
 //
 // Run `tandem help COMMAND` for a command's flags.
@@ -36,6 +37,7 @@ var commands = []struct {
 	{"sub", "print the messages of a subscription, one per line", runSub},
 	{"stat", "print an instance's statistics", runStat},
 	{"repl-reset", "take a peer's replication stream afresh (resolves a fork)", runReplReset},
+	{"passwd", "print the argon2id hash of a password read on standard input", runPasswd},
 	{"tune", "write a serve config for this machine's cores and NUMA nodes", runTune},
 	{"bench", "benchmark Tandem against NATS JetStream and Redis Streams", runBench},
 }

@@ -71,8 +71,14 @@ func runPub(args []string, stdin io.Reader, _, stderr io.Writer) int {
 	storeMax := fs.Int("store-max", 1<<20, "most unpersisted messages kept; publishing waits when the store is full")
 	retryFor := fs.Duration("retry-for", time.Minute, "after a lost connection, give up when no server could be reached for this long")
 	connectFor := fs.Duration("connect-for", 5*time.Second, "give up the first connection after this long")
+	sec := addClientSecurityFlags(fs)
 	if rc := parseFlags(fs, args); rc >= 0 {
 		return rc
+	}
+	secOpts, err := sec.options()
+	if err != nil {
+		fmt.Fprintf(stderr, "tandem pub: %v\n", err)
+		return 2
 	}
 	addrs := serverList(*servers)
 	if *topic == "" || len(addrs) == 0 {
@@ -112,12 +118,12 @@ func runPub(args []string, stdin io.Reader, _, stderr io.Writer) int {
 	defer errs.summary()
 	ref := &refusals{}
 	cfg := client.HAConfig{
-		Name:      *name,
+		Name:      sec.defaultName("pub", *name, ""),
 		Servers:   addrs,
 		Heartbeat: *heartbeat,
 		Delay:     &client.ExponentialDelayStrategy{Initial: 10 * time.Millisecond, Multiplier: 2, Max: time.Second, MaxTotal: *retryFor, Jitter: 0.2},
-		Options: []client.Option{client.WithWindow(*window), client.WithAck(level), client.WithMaxFrame(*maxFrame),
-			client.WithFailedWriteHandler(ref.failed)},
+		Options: append([]client.Option{client.WithWindow(*window), client.WithAck(level), client.WithMaxFrame(*maxFrame),
+			client.WithFailedWriteHandler(ref.failed)}, secOpts...),
 		OnError: errs.report,
 		OnState: func(e client.Event) {
 			switch e.State {

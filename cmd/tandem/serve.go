@@ -71,6 +71,8 @@ type serveConfig struct {
 	ReplUpgradeBelow   duration     `toml:"repl-upgrade-below"`
 	ReplHeartbeat      duration     `toml:"repl-heartbeat"`
 	ReplHoldAlarmBytes int64        `toml:"repl-hold-alarm-bytes"`
+
+	serveSecurity // tls-*, users, caps (security.go)
 }
 
 // exitStorageFailed is serve's exit status once its journal failed (with
@@ -171,6 +173,9 @@ func runServe(args []string) int {
 		}
 	}
 	ec, err := cfg.engineConfig()
+	if err == nil {
+		err = cfg.serveSecurity.apply(&ec)
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "tandem serve: %v\n", err)
 		return 2
@@ -193,10 +198,8 @@ func runServe(args []string) int {
 	if ec.OnStorageFailure == engine.StorageFailureStay {
 		failed = nil // keep serving stat; the engine logged the failure
 	}
-	var sig os.Signal
-	select {
-	case sig = <-sigs:
-	case <-failed:
+	sig, storageFailed := waitReloading(sigs, failed, srv, ec.Logger, &cfg.serveSecurity)
+	if storageFailed {
 		// The engine logged the cause and ran the fail-stop sequence;
 		// Close returns that same journal error, already reported.
 		signal.Stop(sigs)
@@ -256,6 +259,7 @@ func serveFlags(cfg *serveConfig) (*flag.FlagSet, *string) {
 	fs.StringVar(&cfg.ReplSecret, "repl-secret", "", "the shared replication secret itself (prefer repl-secret-file)")
 	fs.Var(&cfg.ReplDowngradeAfter, "repl-downgrade-after", "a sync peer lagging more than this `duration`, or away (disconnected, not reached since start-up, its link refused) longer than it, stops holding acks; never: strict sync, acks wait for it however long it is away (default 1s)")
 	fs.Var(&cfg.ReplUpgradeBelow, "repl-upgrade-below", "a downgraded peer lagging less than this holds acks again (default 100ms)")
+	addServeSecurityFlags(fs, &cfg.serveSecurity)
 	fs.Var(&cfg.ReplHeartbeat, "repl-heartbeat", "replication link heartbeat; silent for 3 intervals is down (default 250ms)")
 	fs.Int64Var(&cfg.ReplHoldAlarmBytes, "repl-hold-alarm-bytes", 0, "alarm (log, stat hold_alarm) when the journal kept for one destination exceeds this many `bytes` (default 1 GiB; negative: off)")
 	return fs, configFile

@@ -27,13 +27,20 @@ func runStat(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	server := fs.String("server", defaultServer, "server `ADDR` (host:port)")
 	asJSON := fs.Bool("json", false, "print the raw JSON document")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
+	name := fs.String("name", "", "client `NAME` (default tandem-stat-HOST-PID, or USER-stat-PID with --user)")
+	sec := addClientSecurityFlags(fs)
 	if rc := parseFlags(fs, args); rc >= 0 {
 		return rc
+	}
+	secOpts, err := sec.options()
+	if err != nil {
+		fmt.Fprintf(stderr, "tandem stat: %v\n", err)
+		return 2
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	host, _ := os.Hostname()
-	c, err := client.Connect(ctx, *server, client.WithName(fmt.Sprintf("%s%s-%d", engine.StatClientPrefix, host, os.Getpid())))
+	c, err := client.Connect(ctx, *server, append(secOpts, client.WithName(sec.defaultName("stat", *name, fmt.Sprintf("%s%s-%d", engine.StatClientPrefix, host, os.Getpid()))))...)
 	if err != nil {
 		fmt.Fprintf(stderr, "tandem stat: %v\n", err)
 		return 1

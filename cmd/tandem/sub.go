@@ -78,6 +78,7 @@ func runSub(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	idle := fs.Duration("idle", 0, "stop after `DURATION` with no message (0: never)")
 	format := fs.String("format", "text", "output format: text|json")
 	heartbeat := fs.Duration("heartbeat", client.DefaultHeartbeat, "heartbeat interval (0: none)")
+	sec := addClientSecurityFlags(fs)
 	if rc := parseFlags(fs, args); rc >= 0 {
 		return rc
 	}
@@ -85,6 +86,11 @@ func runSub(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	if *topic == "" || len(addrs) == 0 {
 		fmt.Fprintln(stderr, "tandem sub: --topic and --servers are required")
 		fs.Usage()
+		return 2
+	}
+	secOpts, err := sec.options()
+	if err != nil {
+		fmt.Fprintf(stderr, "tandem sub: %v\n", err)
 		return 2
 	}
 	if *prefix && *regex {
@@ -173,7 +179,8 @@ func runSub(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	defer errs.summary()
 	cfg := client.HAConfig{
 		OnError:       errs.report,
-		Name:          *name,
+		Name:          sec.defaultName("sub", *name, ""),
+		Options:       secOpts,
 		Servers:       addrs,
 		Heartbeat:     *heartbeat,
 		BookmarkStore: bms,
