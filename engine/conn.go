@@ -78,6 +78,7 @@ type conn struct {
 	acks          ackQueue
 	maxLocal      uint64 // highest local seq this connection's publishes map to
 	inAcking      bool
+	slow          bool // counted in lp.nslow: deliveries wait for output to drain
 	dirty         bool
 	closed        bool
 	watchingWrite bool
@@ -385,7 +386,7 @@ func (c *conn) onFlush(body []byte) {
 // queueAck queues an ack that goes out once the journal has synced through
 // everything this connection has published so far.
 func (c *conn) queueAck(kind wire.AckKind, seq uint64) {
-	c.acks.push(pendingAck{local: c.maxLocal, seq: seq, kind: kind})
+	c.acks.push(pendingAck{local: c.maxLocal, seq: seq, kind: kind, at: c.lp.now})
 	if !c.inAcking {
 		c.inAcking = true
 		c.lp.acking = append(c.lp.acking, c)
@@ -402,6 +403,9 @@ func (c *conn) releaseAcks(synced uint64) {
 		a := c.acks.pop()
 		if a.kind == wire.AckKindPersisted && a.code == 0 {
 			persisted, have = a.seq, true
+			if a.at > 0 {
+				c.lp.ackHist.Observe(c.lp.now - a.at)
+			}
 			continue
 		}
 		if have {
@@ -553,6 +557,7 @@ func (c *conn) onUnsubscribe(body []byte) {
 			c.lp.nsubs.Add(-1)
 			c.client.subs.Add(-1)
 			if len(c.subs) == 0 {
+				c.setSlow(false)
 				c.lp.subbed = removeFrom(c.lp.subbed, c)
 			}
 			c.wbuf = wire.AppendAck(c.wbuf, wire.AckKindUnsubscribed, 0, uint64(id), "")
@@ -574,6 +579,7 @@ func (c *conn) pump() {
 	highWater := c.lp.srv.cfg.WriteHighWater
 	zcMin := c.zeroCopyMin()
 	wrote := false
+	var delivered uint64
 	for _, sub := range c.subs {
 		for scanned := 0; c.buffered() < highWater; scanned++ {
 			if scanned == maxScanPerPump {
@@ -592,9 +598,14 @@ func (c *conn) pump() {
 					c.wbuf = wire.AppendDeliver(c.wbuf, sub.id, rec)
 				}
 				wrote = true
+				delivered++
 			}
 		}
 	}
+	if delivered > 0 {
+		c.lp.delivered.Add(delivered)
+	}
+	c.setSlow(len(c.subs) > 0 && c.buffered() >= highWater)
 	if wrote {
 		if p := int64(c.pending()); p > c.lp.maxPending.Load() {
 			c.lp.maxPending.Store(p)
@@ -740,10 +751,26 @@ func (c *conn) close() {
 		c.lp.nsubs.Add(-1)
 	}
 	c.subs = nil
+	c.setSlow(false)
 	if c.client != nil {
 		c.lp.srv.logoff(c.client)
 	}
 	c.lp.removeConn(c)
+}
+
+// setSlow counts the connection as a slow consumer (tandem_slow_consumers)
+// while its deliveries wait for its output to drain below WriteHighWater.
+// pump re-evaluates it each time it runs (after every drain).
+func (c *conn) setSlow(on bool) {
+	if c.slow == on {
+		return
+	}
+	c.slow = on
+	if on {
+		c.lp.nslow.Add(1)
+	} else {
+		c.lp.nslow.Add(-1)
+	}
 }
 
 // ackQueue is a FIFO of acks waiting for the journal to sync.
@@ -758,6 +785,7 @@ type pendingAck struct {
 	kind  wire.AckKind
 	code  wire.Code // non-zero: a refusal of publish seq, with text
 	text  string
+	at    int64 // loop time when queued (0: not timed): the publishes were appended
 }
 
 func (q *ackQueue) len() int { return len(q.q) - q.head }

@@ -20,10 +20,14 @@ type Stats struct {
 	Conflicts uint64 `json:"conflicts"`
 	// Refused counts publishes refused permanently (too-large, bad topic,
 	// sequence-reused).
-	Refused uint64        `json:"publishes_refused"`
-	Journal JournalStats  `json:"journal"`
-	Topics  []TopicStats  `json:"topics"`
-	Clients []ClientStats `json:"clients,omitempty"`
+	Refused uint64 `json:"publishes_refused"`
+	// Storage is the journal's state: "ok", or "failed" once a write or
+	// sync failed (no further appends; StorageError says why).
+	Storage      string        `json:"storage,omitempty"`
+	StorageError string        `json:"storage_error,omitempty"`
+	Journal      JournalStats  `json:"journal"`
+	Topics       []TopicStats  `json:"topics"`
+	Clients      []ClientStats `json:"clients,omitempty"`
 	// Replication lists this instance's destinations (absent without
 	// replication).
 	Replication []DestinationStats `json:"replication,omitempty"`
@@ -60,10 +64,16 @@ type JournalStats struct {
 	FirstSeq  uint64 `json:"first_seq"`
 	LastSeq   uint64 `json:"last_seq"`
 	SyncedSeq uint64 `json:"synced_seq"`
-	Bytes     int64  `json:"bytes"`
-	Segments  int    `json:"segments"`
-	Syncs     uint64 `json:"syncs"`
-	SyncVia   string `json:"sync_via,omitempty"` // "uring": group commits through io_uring; "syscall": pwrite + fdatasync
+	Bytes     int64  `json:"bytes"` // segment files' size, preallocation included
+	// UsedBytes is what the segments hold (headers and records), without
+	// the preallocated zeros after the tail's last record.
+	UsedBytes int64 `json:"used_bytes"`
+	// RetentionHeldBytes: segments retention would delete now but keeps
+	// because a replication destination has not persisted them.
+	RetentionHeldBytes int64  `json:"retention_held_bytes,omitempty"`
+	Segments           int    `json:"segments"`
+	Syncs              uint64 `json:"syncs"`
+	SyncVia            string `json:"sync_via,omitempty"` // "uring": group commits through io_uring; "syscall": pwrite + fdatasync
 }
 
 // TopicStats counts messages stored per topic since the journal began

@@ -76,7 +76,17 @@ func printStats(w io.Writer, st *wire.Stats) {
 	fmt.Fprintf(tw, "publishes refused\t%d\n", st.Refused)
 	j := st.Journal
 	fmt.Fprintf(tw, "journal\tfirst %d, last %d, synced %d\n", j.FirstSeq, j.LastSeq, j.SyncedSeq)
-	fmt.Fprintf(tw, "journal size\t%s in %d segments, %d syncs\n", bytesText(j.Bytes), j.Segments, j.Syncs)
+	fmt.Fprintf(tw, "journal used\t%s in %d segments (%s preallocated), %d syncs\n", bytesText(j.UsedBytes), j.Segments, bytesText(j.Bytes), j.Syncs)
+	if j.RetentionHeldBytes > 0 {
+		fmt.Fprintf(tw, "retention held\t%s (not yet persisted by a replication destination)\n", bytesText(j.RetentionHeldBytes))
+	}
+	if st.Storage != "" {
+		storage := st.Storage
+		if st.StorageError != "" {
+			storage += ": " + st.StorageError
+		}
+		fmt.Fprintf(tw, "storage\t%s\n", storage)
+	}
 	if j.SyncVia != "" {
 		fmt.Fprintf(tw, "group commit\tvia %s\n", j.SyncVia)
 	}
