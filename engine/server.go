@@ -588,6 +588,8 @@ func (s *Server) Stats() *wire.Stats {
 	for _, lp := range s.loops {
 		st.Connections += int(lp.nconns.Load())
 		st.Subscriptions += int(lp.nsubs.Load())
+		st.Delivered += lp.delivered.Load()
+		st.SlowConsumers += int(lp.nslow.Load())
 		if lp.ur != nil && lp.zcMinReady.Load() > 0 {
 			if st.ZeroCopy == nil {
 				st.ZeroCopy = &wire.ZeroCopyStats{MinBytes: int(lp.zcMinReady.Load())}

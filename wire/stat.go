@@ -13,7 +13,12 @@ type Stats struct {
 	Connections   int            `json:"connections"`   // open client connections
 	Subscriptions int            `json:"subscriptions"` // active subscriptions
 	Stored        uint64         `json:"messages_stored"`
-	Duplicates    uint64         `json:"duplicates_dropped"`
+	// Delivered counts Deliver frames written to subscribers since start.
+	Delivered uint64 `json:"messages_delivered"`
+	// SlowConsumers: connections whose deliveries wait now for their
+	// output to drain below write-high-water.
+	SlowConsumers int    `json:"slow_consumers"`
+	Duplicates    uint64 `json:"duplicates_dropped"`
 	// Conflicts counts copies of a stored (publisher, pubSeq) with another
 	// topic or payload: client publishes refused sequence-reused, and
 	// replicated records not stored.

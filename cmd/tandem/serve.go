@@ -13,6 +13,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/tandemhq/tandem/admin"
 	"github.com/tandemhq/tandem/engine"
 	"github.com/tandemhq/tandem/journal"
 	"github.com/tandemhq/tandem/replicate"
@@ -25,6 +26,9 @@ type serveConfig struct {
 	Name   string `toml:"name"`
 	Listen string `toml:"listen"`
 	Data   string `toml:"data"`
+	// Admin is the admin listener's HOST:PORT (/metrics, /healthz,
+	// /readyz, /v1/stat, the console; package admin); empty: off.
+	Admin string `toml:"admin"`
 
 	Engine      string `toml:"engine"` // auto, uring or epoll
 	RingEntries int    `toml:"ring-entries"`
@@ -126,6 +130,19 @@ func runServe(args []string) int {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	// The admin listener starts first: /healthz answers during a long
+	// recovery (and /readyz says it is recovering).
+	var adm *admin.Listener
+	if cfg.Admin != "" {
+		ac := admin.Config{Addr: cfg.Admin, Logger: ec.Logger}
+		// TLS hook: --tls-cert (not yet) sets ac.TLS. Users-file hook: a
+		// users file (not yet) sets ac.Authorize to require its admin user.
+		if adm, err = admin.Start(ac); err != nil {
+			fmt.Fprintf(os.Stderr, "tandem serve: %v\n", err)
+			return 1
+		}
+		defer adm.Close()
+	}
 	srv, err := engine.New(ec)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "tandem serve: %v\n", err)
@@ -135,9 +152,15 @@ func runServe(args []string) int {
 		fmt.Fprintf(os.Stderr, "tandem serve: %v\n", err)
 		return 1
 	}
+	if adm != nil {
+		adm.SetServer(srv)
+	}
 	sig := <-sigs
 	ec.Logger.Info("shutting down", "signal", sig.String())
 	signal.Stop(sigs)
+	if adm != nil {
+		adm.ShuttingDown()
+	}
 	if err := srv.Close(); err != nil {
 		fmt.Fprintf(os.Stderr, "tandem serve: shutdown: %v\n", err)
 		return 1
@@ -154,6 +177,7 @@ func serveFlags(cfg *serveConfig) (*flag.FlagSet, *string) {
 	fs.StringVar(&cfg.Name, "name", "", "instance name (default: the host name)")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7400", "client `address`")
 	fs.StringVar(&cfg.Data, "data", "data", "journal `directory`")
+	fs.StringVar(&cfg.Admin, "admin", "", "admin listener `HOST:PORT` for /metrics, /healthz, /readyz, /v1/stat and the web console (empty: off; keep it on loopback or a private network)")
 	fs.StringVar(&cfg.Engine, "engine", "auto", "event-loop backend: auto (io_uring if the kernel allows, else epoll), uring or epoll")
 	fs.IntVar(&cfg.RingEntries, "ring-entries", 1024, "io_uring submission queue entries per loop")
 	fs.IntVar(&cfg.ReadBuffer, "read-buffer", 64<<10, "initial read buffer per connection in bytes")

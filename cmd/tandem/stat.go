@@ -71,6 +71,10 @@ func printStats(w io.Writer, st *wire.Stats) {
 	fmt.Fprintf(tw, "connections\t%d\n", st.Connections)
 	fmt.Fprintf(tw, "subscriptions\t%d\n", st.Subscriptions)
 	fmt.Fprintf(tw, "messages stored\t%d\n", st.Stored)
+	fmt.Fprintf(tw, "messages delivered\t%d\n", st.Delivered)
+	if st.SlowConsumers > 0 {
+		fmt.Fprintf(tw, "slow consumers\t%d\n", st.SlowConsumers)
+	}
 	fmt.Fprintf(tw, "duplicates dropped\t%d\n", st.Duplicates)
 	fmt.Fprintf(tw, "conflicts\t%d\n", st.Conflicts)
 	fmt.Fprintf(tw, "publishes refused\t%d\n", st.Refused)
