@@ -5,8 +5,10 @@
 //	tandem sub     print the messages of a subscription, one per line
 //	tandem stat    print an instance's statistics
 //	tandem bench   benchmark Tandem against its peers (see bench/)
+//	tandem version print the version, commit, Go version and engines available
 //
-// Run `tandem help COMMAND` for a command's flags.
+// Run `tandem help COMMAND` (or `tandem COMMAND -h`, --help, help) for a
+// command's flags: help goes to standard output and exits 0.
 package main
 
 import (
@@ -30,12 +32,32 @@ var commands = []struct {
 	summary string
 	run     func(args []string, stdin io.Reader, stdout, stderr io.Writer) int
 }{
-	{"serve", "run a broker instance", func(args []string, _ io.Reader, _, _ io.Writer) int { return runServe(args) }},
+	{"serve", "run a broker instance", func(args []string, _ io.Reader, stdout, _ io.Writer) int { return runServe(args, stdout) }},
 	{"pub", "publish each line of standard input as one message", runPub},
 	{"sub", "print the messages of a subscription, one per line", runSub},
 	{"stat", "print an instance's statistics", runStat},
 	{"tune", "write a serve config for this machine's cores and NUMA nodes", runTune},
 	{"bench", "benchmark Tandem against NATS JetStream and Redis Streams", runBench},
+	{"version", "print the version, commit, Go version and the engines this machine allows", runVersion},
+}
+
+// wantsHelp reports whether a command's arguments ask for its usage:
+// `help` as the first argument, or -h, -help or --help anywhere before a
+// "--" (a flag's value that is literally "-h" is taken as a request for
+// help too).
+func wantsHelp(args []string) bool {
+	if len(args) > 0 && args[0] == "help" {
+		return true
+	}
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help":
+			return true
+		}
+	}
+	return false
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -60,6 +82,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	for _, c := range commands {
 		if c.name == args[0] {
+			if wantsHelp(args[1:]) { // usage on standard output, exit 0
+				return c.run([]string{"-h"}, stdin, stdout, stdout)
+			}
 			return c.run(args[1:], stdin, stdout, stderr)
 		}
 	}
@@ -71,7 +96,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 func usage(w io.Writer) {
 	fmt.Fprint(w, "Tandem: a high-availability message broker.\n\nUsage:\n\n\ttandem <command> [flags]\n\nCommands:\n\n")
 	for _, c := range commands {
-		fmt.Fprintf(w, "\t%-6s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "\t%-7s %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, "\nRun `tandem help <command>` for a command's flags.\n")
 }

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -104,10 +106,16 @@ journal in ./data. Every flag is also a key of the --config TOML file
 
 `
 
-func runServe(args []string) int {
+func runServe(args []string, stdout io.Writer) int {
 	var cfg serveConfig
 	fs, configFile := serveFlags(&cfg)
+	if len(args) == 1 && args[0] == "-h" {
+		fs.SetOutput(stdout) // help was asked for: usage on standard output
+	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	if fs.NArg() > 0 {
@@ -172,7 +180,7 @@ func runServe(args []string) int {
 // returns the flag set and the --config flag.
 func serveFlags(cfg *serveConfig) (*flag.FlagSet, *string) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(os.Stderr, serveUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), serveUsage); fs.PrintDefaults() }
 	configFile := fs.String("config", "", "TOML configuration `file`")
 	fs.StringVar(&cfg.Name, "name", "", "instance name (default: the host name)")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7400", "client `address`")

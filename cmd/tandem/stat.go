@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -21,8 +22,9 @@ or, with --json, the statistics document as the server sends it.
 `
 
 func runStat(args []string, _ io.Reader, stdout, stderr io.Writer) int {
-	fs := newFlagSet("stat", "[--server ADDR] [--json]", statText, stderr)
-	server := fs.String("server", defaultServer, "server `ADDR` (host:port)")
+	fs := newFlagSet("stat", "[--servers ADDR] [--json]", statText, stderr)
+	server := fs.String("servers", defaultServer, "server `ADDR` (host:port; of a comma-separated list, the first)")
+	fs.Var(aliasFlag{fs.Lookup("servers")}, "server", "alias of --servers")
 	asJSON := fs.Bool("json", false, "print the raw JSON document")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
 	if rc := parseFlags(fs, args); rc >= 0 {
@@ -31,7 +33,7 @@ func runStat(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	host, _ := os.Hostname()
-	c, err := client.Connect(ctx, *server, client.WithName(fmt.Sprintf("tandem-stat-%s-%d", host, os.Getpid())))
+	c, err := client.Connect(ctx, firstServer(*server), client.WithName(fmt.Sprintf("tandem-stat-%s-%d", host, os.Getpid())))
 	if err != nil {
 		fmt.Fprintf(stderr, "tandem stat: %v\n", err)
 		return 1
@@ -156,3 +158,14 @@ func bytesText(n int64) string {
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
+
+// aliasFlag is a second name for a flag: setting it sets the flag.
+type aliasFlag struct{ f *flag.Flag }
+
+func (a aliasFlag) String() string {
+	if a.f == nil {
+		return ""
+	}
+	return a.f.Value.String()
+}
+func (a aliasFlag) Set(s string) error { return a.f.Value.Set(s) }
