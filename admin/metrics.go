@@ -136,4 +136,3 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 }
-
