@@ -529,21 +529,21 @@ func (j *Journal) wakeWaiters(synced uint64, all bool) {
 type Stats struct {
 	FirstSeq, LastSeq, SyncedSeq uint64
 	Segments                     int
-	Bytes                        int64 // segment files (preallocated size)
-	// UsedBytes is what the segments hold: headers and records written,
-	// not the zeros preallocated after them.
-	UsedBytes       int64
-	StagedBytes     int    // staged or being written, not yet synced
-	Syncs           uint64 // successful group-commit syncs
-	WrittenBytes    uint64 // record bytes written since Open
-	Rotations       uint64
-	RemovedSegments uint64 // deleted by retention since Open
-	TruncatedBytes  int64  // torn tail zeroed by recovery at Open
+	Bytes                        int64  // segment files (preallocated size)
+	StagedBytes                  int    // staged or being written, not yet synced
+	Syncs                        uint64 // successful group-commit syncs
+	WrittenBytes                 uint64 // record bytes written since Open
+	Rotations                    uint64
+	RemovedSegments              uint64 // deleted by retention since Open
+	TruncatedBytes               int64  // torn tail zeroed by recovery at Open
 	// SyncVia is how group commits are written and synced: SyncUring
 	// while they go through the flusher's io_uring ring, else SyncSyscall
 	// (the option's default, a fallback, or files without a descriptor).
 	SyncVia string
 	Err     error
+	// UsedBytes is what the segments hold: headers and records written,
+	// not the zeros preallocated after them.
+	UsedBytes int64
 }
 
 // Stats returns a snapshot of the journal's counters.

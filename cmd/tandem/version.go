@@ -31,9 +31,17 @@ func runVersion(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// commit, when set at link time (-ldflags "-X main.commit=REV", as
+// deploy/Dockerfile does: a container build has no .git), is reported
+// instead of the VCS revision the build recorded.
+var commit = ""
+
 // buildCommit is the VCS revision the build recorded, shortened to 12 hex
 // digits.
 func buildCommit() string {
+	if commit != "" {
+		return commit
+	}
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "unknown"
