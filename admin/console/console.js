@@ -73,29 +73,30 @@
   }
 
   function plot(now) {
-    var cv = $("plot"), g = cv.getContext("2d"), w = cv.width, h = cv.height, padL = 60, padB = 20;
+    var cv = $("plot"), g = cv.getContext("2d"), w = cv.width, h = cv.height, padL = 60, padB = 20, padT = 12;
     g.clearRect(0, 0, w, h);
     var max = 1;
     history.forEach(function (p) { max = Math.max(max, p.pub, p.del); });
     g.strokeStyle = "#e3e5ea"; g.fillStyle = "#667"; g.font = "11px sans-serif"; g.lineWidth = 1;
     for (var i = 0; i <= 4; i++) {
-      var y = (h - padB) * i / 4 + 0.5;
+      var y = padT + (h - padB - padT) * i / 4 + 0.5;
       g.beginPath(); g.moveTo(padL, y); g.lineTo(w, y); g.stroke();
       g.fillText(rate(max * (4 - i) / 4), 4, y + 4);
     }
     g.fillText("-" + WINDOW_S / 60 + " min", padL, h - 4);
     g.fillText("now", w - 24, h - 4);
-    function line(key, color) {
-      g.strokeStyle = color; g.lineWidth = 2; g.beginPath();
+    function line(key, color, width) {
+      g.strokeStyle = color; g.lineWidth = width; g.beginPath();
       history.forEach(function (p, k) {
         var x = padL + (w - padL) * (1 - (now - p.t) / (WINDOW_S * 1000));
-        var y = (h - padB) * (1 - p[key] / max);
+        var y = padT + (h - padB - padT) * (1 - p[key] / max);
         if (k === 0) g.moveTo(x, y); else g.lineTo(x, y);
       });
       g.stroke();
     }
-    line("pub", "#1565c0");
-    line("del", "#ef6c00");
+    // delivery under publish: with one subscriber the two are equal
+    line("del", "rgba(239,108,0,0.6)", 5);
+    line("pub", "#1565c0", 2);
   }
 
   function status(ok, why) {
