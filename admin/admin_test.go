@@ -29,7 +29,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // newServer starts an engine on a temporary journal (epoll: the admin
 // listener does not care which backend, and epoll runs everywhere).
-func newServer(t *testing.T, dir string, mod func(*engine.Config)) *engine.Server {
+func newServer(t testing.TB, dir string, mod func(*engine.Config)) *engine.Server {
 	t.Helper()
 	cfg := engine.Config{Engine: "epoll", Name: "A", Listen: "127.0.0.1:0", DataDir: dir, Loops: 2,
 		Journal: journal.Options{SegmentSize: 4 << 20}, Logger: quiet}
@@ -47,7 +47,7 @@ func newServer(t *testing.T, dir string, mod func(*engine.Config)) *engine.Serve
 	return s
 }
 
-func newAdmin(t *testing.T, cfg Config) *Listener {
+func newAdmin(t testing.TB, cfg Config) *Listener {
 	t.Helper()
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:0"
@@ -61,7 +61,7 @@ func newAdmin(t *testing.T, cfg Config) *Listener {
 	return l
 }
 
-func get(t *testing.T, l *Listener, path string) (int, string) {
+func get(t testing.TB, l *Listener, path string) (int, string) {
 	t.Helper()
 	resp, err := http.Get("http://" + l.Addr().String() + path)
 	if err != nil {
@@ -94,7 +94,7 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() (bool, stri
 // raw is a minimal wire client: it can send what the client package never
 // does (a repeated or conflicting publisher sequence).
 type raw struct {
-	t        *testing.T
+	t        testing.TB
 	c        net.Conn
 	buf      []byte
 	off, n   int
@@ -103,7 +103,7 @@ type raw struct {
 	delivers int
 }
 
-func dial(t *testing.T, s *engine.Server, name string) *raw {
+func dial(t testing.TB, s *engine.Server, name string) *raw {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", s.Addr().String(), 5*time.Second)
 	if err != nil {
