@@ -5,7 +5,7 @@ import (
 )
 
 // AckHistBase is the first bucket's bound of Metrics.PersistedAck, in
-// nanoseconds (buckets double from 8µs to about 67s).
+// nanoseconds (buckets double from 8.2µs to about 69s).
 const AckHistBase = 8192
 
 // Metrics are the counters and histograms the event loops keep for the

@@ -582,7 +582,7 @@ func (j *Journal) Stats() Stats {
 }
 
 // SyncHistBase is the first bucket's bound of SyncLatency, in nanoseconds
-// (buckets double from 8µs to about 67s).
+// (buckets double from 8.2µs to about 69s).
 const SyncHistBase = 8192
 
 // SyncLatency returns the histogram of group commits' write-and-sync times
