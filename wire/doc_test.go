@@ -423,6 +423,7 @@ func TestWireDocExamples(t *testing.T) {
 		"| 72 + topicLen | payloadLen | payload |",
 		"always `72 + topicLen + payloadLen`",
 		"| 3 | StartResume |",
+		"| 4 | StartTime |",
 		"| 1 | ResumeOrigin |",
 		"| 2 | ResumePublisher |",
 	} {
