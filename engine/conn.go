@@ -512,6 +512,15 @@ func (c *conn) onSubscribe(body []byte) {
 	case wire.StartResume:
 		resume = newResumeFilter(&m)
 		from = c.lp.srv.resumeStart(resume)
+	case wire.StartTime:
+		// The first record at or after the time in journal order (see
+		// journal.FindTime and docs/wire.md 10.3).
+		seq, err := j.FindTime(m.Time())
+		if err != nil {
+			refuse(wire.CodeBadBookmark, fmt.Sprintf("start at time %d: %v", m.Time(), err))
+			return
+		}
+		from = max(seq, j.FirstSeq())
 	case wire.StartBookmark:
 		b := m.Bookmark(0)
 		if b.Seq < j.FirstSeq() {

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strings"
@@ -136,4 +138,57 @@ func httpGet(url string) (int, string, error) {
 		return 0, "", fmt.Errorf("read %s: %w", url, err)
 	}
 	return resp.StatusCode, string(b), nil
+}
+
+// sub --from RFC3339: the first message stored at or after the time, then
+// the rest; with --sub-id it resumes from its bookmarks afterwards; a bad
+// time is a clear error.
+func TestSubFromTime(t *testing.T) {
+	addr := startServer(t, "cli-time")
+	for _, m := range []string{"m1", "m2", "m3"} { // one pub each: three record times
+		if r := tandem(t, m+"\n", "pub", "--servers", addr, "--name", "pt", "--topic", "tt"); r.code != 0 {
+			t.Fatalf("pub: %+v", r)
+		}
+	}
+	r := tandem(t, "", "sub", "--servers", addr, "--topic", "tt", "--from", "epoch", "--count", "3", "--format", "json")
+	if r.code != 0 {
+		t.Fatalf("sub: %+v", r)
+	}
+	var stamps []string
+	for _, l := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		var x struct{ Timestamp string }
+		if err := json.Unmarshal([]byte(l), &x); err != nil {
+			t.Fatal(err)
+		}
+		stamps = append(stamps, x.Timestamp)
+	}
+	if len(stamps) != 3 || stamps[0] == stamps[1] || stamps[1] == stamps[2] {
+		t.Fatalf("record times %v: want three distinct", stamps)
+	}
+	r = tandem(t, "", "sub", "--servers", addr, "--topic", "tt", "--from", stamps[1], "--count", "2")
+	if r.code != 0 || r.stdout != "m2\nm3\n" {
+		t.Fatalf("sub --from %s: %+v", stamps[1], r)
+	}
+	// A time between two records: the later one. In another zone's offset too.
+	t1, _ := time.Parse(time.RFC3339Nano, stamps[0])
+	between := t1.Add(time.Nanosecond).In(time.FixedZone("X", 5*3600+30*60)).Format(time.RFC3339Nano)
+	r = tandem(t, "", "sub", "--servers", addr, "--topic", "tt", "--from", between, "--count", "1")
+	if r.code != 0 || r.stdout != "m2\n" {
+		t.Fatalf("sub --from %s: %+v", between, r)
+	}
+	store := filepath.Join(t.TempDir(), "bm")
+	r = tandem(t, "", "sub", "--servers", addr, "--topic", "tt", "--from", stamps[1], "--sub-id", "s", "--bookmark-store", store, "--count", "1")
+	if r.code != 0 || r.stdout != "m2\n" {
+		t.Fatalf("sub --from TIME --sub-id: %+v", r)
+	}
+	r = tandem(t, "", "sub", "--servers", addr, "--topic", "tt", "--sub-id", "s", "--bookmark-store", store, "--count", "1")
+	if r.code != 0 || r.stdout != "m3\n" {
+		t.Fatalf("sub --sub-id resumed after a time start: %+v", r)
+	}
+	for _, bad := range []string{"2026-13-45T00:00:00Z", "2026-12-04", "2026-12-04T09:30:00"} {
+		r = tandem(t, "", "sub", "--servers", addr, "--topic", "tt", "--from", bad)
+		if r.code != 2 || !strings.Contains(r.stderr, "RFC 3339") {
+			t.Errorf("--from %s: %+v", bad, r)
+		}
+	}
 }
