@@ -290,7 +290,7 @@ type k8sObject struct {
 					} `yaml:"ports"`
 					ReadinessProbe k8sProbe `yaml:"readinessProbe"`
 					LivenessProbe  k8sProbe `yaml:"livenessProbe"`
-					VolumeMounts []struct {
+					VolumeMounts   []struct {
 						Name      string `yaml:"name"`
 						MountPath string `yaml:"mountPath"`
 					} `yaml:"volumeMounts"`
