@@ -16,8 +16,8 @@ import (
 const Buckets = 24
 
 // Histogram counts observations of non-negative integer values (nanoseconds,
-// records) in exponential buckets. The zero value is not usable: call New or
-// Init first.
+// records) in exponential buckets. Call New or Init to set the base; the
+// zero value counts with base 1.
 type Histogram struct {
 	base   uint64
 	counts [Buckets + 1]atomic.Uint64 // counts[Buckets]: above the last bound
@@ -44,10 +44,10 @@ func (h *Histogram) Observe(v int64) {
 	if v < 0 {
 		v = 0
 	}
-	u := uint64(v)
+	u, base := uint64(v), max(h.base, 1)
 	i := 0
-	if u > h.base {
-		i = min(bits.Len64((u-1)/h.base), Buckets)
+	if u > base {
+		i = min(bits.Len64((u-1)/base), Buckets)
 	}
 	h.counts[i].Add(1)
 	h.sum.Add(u)
@@ -63,7 +63,7 @@ type Snapshot struct {
 // Snapshot reads the counts. Concurrent observations may be half counted
 // (the bucket but not yet the sum); each value read is exact.
 func (h *Histogram) Snapshot() Snapshot {
-	s := Snapshot{Base: h.base}
+	s := Snapshot{Base: max(h.base, 1)}
 	for i := range h.counts {
 		s.Counts[i] = h.counts[i].Load()
 	}

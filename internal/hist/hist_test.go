@@ -47,3 +47,11 @@ func TestObserveDoesNotAllocate(t *testing.T) {
 		t.Errorf("Observe allocates %v times", n)
 	}
 }
+
+func TestZeroValueCountsWithBaseOne(t *testing.T) {
+	var h Histogram
+	h.Observe(3)
+	if s := h.Snapshot(); s.Base != 1 || s.Counts[2] != 1 {
+		t.Errorf("zero value: %+v", s)
+	}
+}
