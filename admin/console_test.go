@@ -102,6 +102,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	if s := text("#status"); s != "ok" {
 		t.Errorf("status shows %q, want ok (from /healthz)", s)
 	}
+	waitFor(t, "the console shows readiness", 10*time.Second, func() (bool, string) {
+		s := text("#ready")
+		return s == "ready", s
+	})
 	if n := number("#stored"); n != 0 {
 		t.Fatalf("stored shows %v before any publish", n)
 	}

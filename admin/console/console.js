@@ -99,8 +99,8 @@
     line("pub", "#1565c0", 2);
   }
 
-  function status(ok, why) {
-    var s = $("status");
+  function status(ok, why, id) {
+    var s = $(id || "status");
     s.textContent = why;
     s.className = "status " + (ok ? "ok" : "bad");
   }
@@ -113,6 +113,10 @@
       render(st, Date.now());
       return fetch("healthz", { cache: "no-store" }).then(function (r) {
         return r.text().then(function (t) { status(r.ok, t.trim()); });
+      }).then(function () {
+        return fetch("readyz", { cache: "no-store" });
+      }).then(function (r) {
+        return r.text().then(function (t) { status(r.ok, t.trim(), "ready"); });
       });
     }).catch(function (e) { status(false, String(e.message || e)); })
       .then(function () { setTimeout(poll, PERIOD_MS); });
