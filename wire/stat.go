@@ -13,31 +13,33 @@ type Stats struct {
 	Connections   int            `json:"connections"`   // open client connections
 	Subscriptions int            `json:"subscriptions"` // active subscriptions
 	Stored        uint64         `json:"messages_stored"`
-	// Delivered counts Deliver frames written to subscribers since start.
-	Delivered uint64 `json:"messages_delivered"`
-	// SlowConsumers: connections whose deliveries wait now for their
-	// output to drain below write-high-water.
-	SlowConsumers int    `json:"slow_consumers"`
-	Duplicates    uint64 `json:"duplicates_dropped"`
+	Duplicates    uint64         `json:"duplicates_dropped"`
 	// Conflicts counts copies of a stored (publisher, pubSeq) with another
 	// topic or payload: client publishes refused sequence-reused, and
 	// replicated records not stored.
 	Conflicts uint64 `json:"conflicts"`
 	// Refused counts publishes refused permanently (too-large, bad topic,
 	// sequence-reused).
-	Refused uint64 `json:"publishes_refused"`
-	// Storage is the journal's state: "ok", or "failed" once a write or
-	// sync failed (no further appends; StorageError says why).
-	Storage      string        `json:"storage,omitempty"`
-	StorageError string        `json:"storage_error,omitempty"`
-	Journal      JournalStats  `json:"journal"`
-	Topics       []TopicStats  `json:"topics"`
-	Clients      []ClientStats `json:"clients,omitempty"`
+	Refused uint64        `json:"publishes_refused"`
+	Journal JournalStats  `json:"journal"`
+	Topics  []TopicStats  `json:"topics"`
+	Clients []ClientStats `json:"clients,omitempty"`
 	// Replication lists this instance's destinations (absent without
 	// replication).
 	Replication []DestinationStats `json:"replication,omitempty"`
 	// ReplicationListen is where peers connect ("" when not listening).
 	ReplicationListen string `json:"replication_listen,omitempty"`
+
+	// Delivered counts Deliver frames written to subscribers since start.
+	Delivered uint64 `json:"messages_delivered"`
+	// SlowConsumers: connections whose deliveries wait now for their
+	// output to drain below write-high-water.
+	SlowConsumers int `json:"slow_consumers"`
+	// Storage is the journal's state: "ok", or "failed" once a write or
+	// sync failed (no further appends; StorageError says why).
+	Storage string `json:"storage,omitempty"`
+	// StorageError is the journal's error once Storage is "failed".
+	StorageError string `json:"storage_error,omitempty"`
 }
 
 // ZeroCopyStats counts deliveries sent from the journal mapping.
@@ -69,16 +71,18 @@ type JournalStats struct {
 	FirstSeq  uint64 `json:"first_seq"`
 	LastSeq   uint64 `json:"last_seq"`
 	SyncedSeq uint64 `json:"synced_seq"`
-	Bytes     int64  `json:"bytes"` // segment files' size, preallocation included
+	Bytes     int64  `json:"bytes"`
+	Segments  int    `json:"segments"`
+	Syncs     uint64 `json:"syncs"`
+	SyncVia   string `json:"sync_via,omitempty"` // "uring": group commits through io_uring; "syscall": pwrite + fdatasync
+
 	// UsedBytes is what the segments hold (headers and records), without
-	// the preallocated zeros after the tail's last record.
+	// the preallocated zeros after the tail's last record; Bytes is the
+	// segment files' size, preallocation included.
 	UsedBytes int64 `json:"used_bytes"`
 	// RetentionHeldBytes: segments retention would delete now but keeps
 	// because a replication destination has not persisted them.
-	RetentionHeldBytes int64  `json:"retention_held_bytes,omitempty"`
-	Segments           int    `json:"segments"`
-	Syncs              uint64 `json:"syncs"`
-	SyncVia            string `json:"sync_via,omitempty"` // "uring": group commits through io_uring; "syscall": pwrite + fdatasync
+	RetentionHeldBytes int64 `json:"retention_held_bytes,omitempty"`
 }
 
 // TopicStats counts messages stored per topic since the journal began
