@@ -53,10 +53,12 @@ func (m *Message) clone() *Message {
 	return &cp
 }
 
-// Start says where a subscription begins: Epoch, Now or Bookmark(b).
+// Start says where a subscription begins: Epoch, Now, Bookmark(b) or
+// Time(t).
 type Start struct {
 	kind     wire.StartKind
 	bookmark record.Bookmark
+	at       int64              // StartTime: Unix nanoseconds
 	resume   []wire.ResumeEntry // StartResume (set by the HA client)
 }
 
@@ -73,6 +75,11 @@ var (
 
 // Bookmark starts right after the message b names.
 func Bookmark(b record.Bookmark) Start { return Start{kind: wire.StartBookmark, bookmark: b} }
+
+// Time starts at the first message, in the serving instance's journal
+// order, stored at or after t, and delivers everything after it (see
+// docs/wire.md 10.3: a position, not a filter).
+func Time(t time.Time) Start { return Start{kind: wire.StartTime, at: t.UnixNano()} }
 
 // SubOption configures Subscribe.
 type SubOption func(*subConfig)
@@ -179,6 +186,8 @@ func (c *Client) Subscribe(ctx context.Context, topic string, opts ...SubOption)
 		cn.wbuf = wire.AppendSubscribe(cn.wbuf, s.ID, sc.start.kind, sc.match, []byte(topic), sc.start.bookmark)
 	case wire.StartResume:
 		cn.wbuf = wire.AppendSubscribeResume(cn.wbuf, s.ID, sc.match, []byte(topic), sc.start.resume)
+	case wire.StartTime:
+		cn.wbuf = wire.AppendSubscribeTime(cn.wbuf, s.ID, sc.match, []byte(topic), sc.start.at)
 	default:
 		cn.wbuf = wire.AppendSubscribe(cn.wbuf, s.ID, sc.start.kind, sc.match, []byte(topic))
 	}

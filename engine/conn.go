@@ -90,6 +90,7 @@ type conn struct {
 	acks          ackQueue
 	maxLocal      uint64 // highest local seq this connection's publishes map to
 	inAcking      bool
+	slow          bool // counted in lp.nslow: deliveries wait for output to drain
 	dirty         bool
 	closed        bool
 	watchingWrite bool
@@ -460,7 +461,7 @@ func (c *conn) onFlush(body []byte) {
 // queueAck queues an ack that goes out once the journal has synced through
 // everything this connection has published so far.
 func (c *conn) queueAck(kind wire.AckKind, seq uint64) {
-	c.acks.push(pendingAck{local: c.maxLocal, seq: seq, kind: kind})
+	c.acks.push(pendingAck{local: c.maxLocal, seq: seq, kind: kind, at: c.lp.now})
 	if !c.inAcking {
 		c.inAcking = true
 		c.lp.acking = append(c.lp.acking, c)
@@ -480,6 +481,9 @@ func (c *conn) releaseAcks(synced uint64) {
 		a := c.acks.pop()
 		if a.kind == wire.AckKindPersisted && a.code == 0 {
 			persisted, persistedLocal, have = a.seq, a.local, true
+			if a.at > 0 {
+				c.lp.ackHist.Observe(c.lp.now - a.at)
+			}
 			continue
 		}
 		if have {
@@ -599,6 +603,15 @@ func (c *conn) onSubscribe(body []byte) {
 	case wire.StartResume:
 		resume = newResumeFilter(&m)
 		from = c.lp.srv.resumeStart(resume)
+	case wire.StartTime:
+		// The first record at or after the time in journal order (see
+		// journal.FindTime and docs/wire.md 10.3).
+		seq, err := j.FindTime(m.Time())
+		if err != nil {
+			refuse(wire.CodeBadBookmark, fmt.Sprintf("start at time %d: %v", m.Time(), err))
+			return
+		}
+		from = max(seq, j.FirstSeq())
 	case wire.StartBookmark:
 		b := m.Bookmark(0)
 		if b.Seq < j.FirstSeq() {
@@ -644,6 +657,7 @@ func (c *conn) onUnsubscribe(body []byte) {
 			c.lp.nsubs.Add(-1)
 			c.client.subs.Add(-1)
 			if len(c.subs) == 0 {
+				c.setSlow(false)
 				c.lp.subbed = removeFrom(c.lp.subbed, c)
 			}
 			c.wbuf = wire.AppendAck(c.wbuf, wire.AckKindUnsubscribed, 0, uint64(id), "")
@@ -665,6 +679,7 @@ func (c *conn) pump() {
 	highWater := c.lp.srv.cfg.WriteHighWater
 	zcMin := c.zeroCopyMin()
 	wrote := false
+	var delivered uint64
 	for _, sub := range c.subs {
 		for scanned := 0; c.buffered() < highWater; scanned++ {
 			if scanned == maxScanPerPump {
@@ -683,9 +698,14 @@ func (c *conn) pump() {
 					c.wbuf = wire.AppendDeliver(c.wbuf, sub.id, rec)
 				}
 				wrote = true
+				delivered++
 			}
 		}
 	}
+	if delivered > 0 {
+		c.lp.delivered.Add(delivered)
+	}
+	c.setSlow(len(c.subs) > 0 && c.buffered() >= highWater)
 	if wrote {
 		if p := int64(c.pending()); p > c.lp.maxPending.Load() {
 			c.lp.maxPending.Store(p)
@@ -839,11 +859,27 @@ func (c *conn) close() {
 		c.lp.nsubs.Add(-1)
 	}
 	c.subs = nil
+	c.setSlow(false)
 	if c.client != nil {
 		c.lp.srv.logoff(c.client)
 	}
 	c.uncountUser()
 	c.lp.removeConn(c)
+}
+
+// setSlow counts the connection as a slow consumer (tandem_slow_consumers)
+// while its deliveries wait for its output to drain below WriteHighWater.
+// pump re-evaluates it each time it runs (after every drain).
+func (c *conn) setSlow(on bool) {
+	if c.slow == on {
+		return
+	}
+	c.slow = on
+	if on {
+		c.lp.nslow.Add(1)
+	} else {
+		c.lp.nslow.Add(-1)
+	}
 }
 
 // ackQueue is a FIFO of acks waiting for the journal to sync.
@@ -858,6 +894,7 @@ type pendingAck struct {
 	kind  wire.AckKind
 	code  wire.Code // non-zero: a refusal of publish seq, with text
 	text  string
+	at    int64 // loop time when queued (0: not timed): the publishes were appended
 }
 
 func (q *ackQueue) len() int { return len(q.q) - q.head }

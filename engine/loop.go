@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tandemhq/tandem/engine/poll"
+	"github.com/tandemhq/tandem/internal/hist"
 )
 
 // timerPeriod is how often a loop checks heartbeats and logon deadlines.
@@ -62,6 +63,13 @@ type loop struct {
 	// zcMinReady publishes ur.zcMin to other goroutines once the ring is open
 	zcMinReady atomic.Int64
 
+	// Metrics shards (read by Server.Metrics): deliveries written, slow
+	// consumers now (connections whose deliveries wait on WriteHighWater),
+	// and persisted-ack latency in nanoseconds, recorded by this loop only.
+	delivered atomic.Uint64
+	nslow     atomic.Int64
+	ackHist   hist.Histogram
+
 	// memory placement as applied (a test and stat hook): the thread's
 	// memory policy and the CPU the ring was created on (-1: no ring).
 	memPolicy, ringCPU int
@@ -80,6 +88,7 @@ type loop struct {
 
 func newLoop(s *Server, id, cpu int, useUring bool) (*loop, error) {
 	lp := &loop{id: id, cpu: cpu, srv: s, lfd: -1, conns: make(map[int32]*conn), ringCPU: -1, failDone: make(chan struct{})}
+	lp.ackHist.Init(AckHistBase)
 	if useUring {
 		lp.ur = newUringIO(s.cfg.RingEntries) // the ring itself is created in run
 		return lp, nil

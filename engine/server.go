@@ -195,6 +195,7 @@ type Server struct {
 	names   map[string]*clientInfo
 
 	started  time.Time
+	ready    atomic.Bool // Start succeeded (Started)
 	stopping atomic.Bool
 	// drained is set once everything appended before shutdown is synced:
 	// loops then send their last acks and close.
@@ -526,6 +527,7 @@ func (s *Server) Start() error {
 			return fmt.Errorf("engine: %w", err)
 		}
 	}
+	s.ready.Store(true)
 	s.log.Info("serving", "listen", s.addr.String(), "loops", len(s.loops), "engine", s.engine,
 		"pinned", s.cfg.Pin, "data", s.cfg.DataDir)
 	return nil
@@ -706,17 +708,20 @@ func (s *Server) Stats() *wire.Stats {
 		Refused:       s.refusals.Load(),
 		Journal: wire.JournalStats{
 			FirstSeq: js.FirstSeq, LastSeq: js.LastSeq, SyncedSeq: js.SyncedSeq,
-			Bytes: js.Bytes, Segments: js.Segments, Syncs: js.Syncs, SyncVia: js.SyncVia,
+			Bytes: js.Bytes, UsedBytes: js.UsedBytes, RetentionHeldBytes: s.j.RetentionHeldBytes(),
+			Segments: js.Segments, Syncs: js.Syncs, SyncVia: js.SyncVia,
 			PreallocFailures: js.PreallocFailures,
 		},
 		Storage: "ok",
 	}
 	if js.Err != nil {
-		st.Storage = "failed: " + js.Err.Error()
+		st.Storage, st.StorageError = "failed: "+js.Err.Error(), js.Err.Error()
 	}
 	for _, lp := range s.loops {
 		st.Connections += int(lp.nconns.Load())
 		st.Subscriptions += int(lp.nsubs.Load())
+		st.Delivered += lp.delivered.Load()
+		st.SlowConsumers += int(lp.nslow.Load())
 		if lp.ur != nil && lp.zcMinReady.Load() > 0 {
 			if st.ZeroCopy == nil {
 				st.ZeroCopy = &wire.ZeroCopyStats{MinBytes: int(lp.zcMinReady.Load())}

@@ -3,6 +3,7 @@ package journal
 import (
 	"fmt"
 	"runtime"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -104,6 +105,7 @@ func (j *Journal) flushBatch() error {
 	}
 	interval := uint64(j.opts.IndexInterval)
 	seg := j.tail
+	began := time.Now()
 	partStart, partOff := start, seg.end // buf[partStart] goes to seg at partOff
 	if err := stampBatchStart(buf[start:], j.writeSeq); err != nil {
 		return err
@@ -123,6 +125,7 @@ func (j *Journal) flushBatch() error {
 			}
 			j.segMu.Lock()
 			seg.seal(m.seq-1, int(interval))
+			j.tailEnd.Store(segHeaderSize)
 			j.segs = append(j.segs, next)
 			j.tail = next
 			j.segMu.Unlock()
@@ -145,6 +148,9 @@ func (j *Journal) flushBatch() error {
 		return err
 	}
 	seg.end = partOff + int64(end-partStart)
+	j.tailEnd.Store(seg.end)
+	j.syncHist.Observe(int64(time.Since(began)))
+	j.batchHist.Observe(int64(endSeq - j.writeSeq))
 	j.takenPos = end
 	j.writeSeq = endSeq
 	synced := endSeq - 1

@@ -127,6 +127,7 @@ func (j *Journal) recover() error {
 		}
 	}
 	j.tailOff = j.tail.end
+	j.tailEnd.Store(j.tail.end)
 	j.tailSize = j.tail.size
 	iv := uint64(j.opts.IndexInterval)
 	j.indexIn = int((iv - j.tail.count%iv) % iv)

@@ -80,3 +80,39 @@ func (j *Journal) ApplyRetention() (removed int, err error) {
 	}
 	return removed, err
 }
+
+// RetentionHeldBytes returns the bytes of the segments that retention
+// (RetentionAge, RetentionBytes) would delete now but RetentionHold keeps:
+// a replication destination has not persisted them yet. It reads the
+// segment list only; nothing is deleted.
+func (j *Journal) RetentionHeldBytes() int64 {
+	if (j.opts.RetentionAge <= 0 && j.opts.RetentionBytes <= 0) || j.opts.RetentionHold == nil {
+		return 0
+	}
+	hold := j.opts.RetentionHold()
+	var cutoff int64
+	if j.opts.RetentionAge > 0 {
+		cutoff = j.now().Add(-j.opts.RetentionAge).UnixNano()
+	}
+	j.segMu.RLock()
+	defer j.segMu.RUnlock()
+	var total int64
+	for _, s := range j.segs {
+		total += s.size
+	}
+	var held int64
+	// The same walk as ApplyRetention, from the oldest segment, as if each
+	// held one were deleted: retention stops at the first it may not delete.
+	for _, s := range j.segs[:max(len(j.segs)-1, 0)] {
+		old := j.opts.RetentionAge > 0 && s.lastTime < cutoff
+		big := j.opts.RetentionBytes > 0 && total > j.opts.RetentionBytes
+		if !s.sealed || !(old || big) {
+			break
+		}
+		if s.last >= hold {
+			held += s.size
+		}
+		total -= s.size
+	}
+	return held
+}

@@ -130,6 +130,11 @@ type segment struct {
 
 	end   int64  // offset where the next record goes
 	count uint64 // records held (maintained by recovery only)
+
+	// maxTime is the greatest record time of a sealed segment, once
+	// FindTime has read it (maxTimeKnown).
+	maxTime      atomic.Int64
+	maxTimeKnown atomic.Bool
 }
 
 // seal records the last seq and time of a segment that gets no more

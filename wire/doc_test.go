@@ -114,6 +114,13 @@ func docExamples() []docExample {
 				{"entry id", 8, 'x', `ID("tandem-b")`}, {"entry seq", 8, 'u', "originSeq"}, {"entry kind", 4, 'u', "origin"}, {"entry reserved", 4, 'r', ""},
 				{"entry id", 8, 'x', `ID("pricer")`}, {"entry seq", 8, 'u', "pubseq"}, {"entry kind", 4, 'u', "publisher"}, {"entry reserved", 4, 'r', ""},
 			})},
+		{"Subscribe (time)", "Subscription 10 to topic `px.EURUSD` from the first message stored at or after 2026-12-04T09:30:00Z (Unix 1796376600 s).",
+			wire.AppendSubscribeTime(nil, 10, wire.MatchExact, []byte("px.EURUSD"), 1796376600*1e9), cat(hdrFields(wire.TypeSubscribe), []docField{
+				{"subID", 4, 'u', ""}, {"start", 1, 'u', "time"}, {"match", 1, 'u', "exact"},
+				{"topicLen", 2, 'u', ""}, {"bookmarkCount", 2, 'u', "1: the time entry"}, {"reserved", 2, 'r', ""}, {"reserved", 4, 'r', ""},
+				{"topic", 9, 's', ""},
+				{"time", 8, 'u', "Unix nanoseconds"}, {"time reserved", 8, 'r', ""}, {"time reserved", 8, 'r', ""},
+			})},
 		{"Unsubscribe", "End subscription 7.", f[wire.TypeUnsubscribe], cat(hdrFields(wire.TypeUnsubscribe), []docField{
 			{"subID", 4, 'u', ""}, {"reserved", 4, 'r', ""},
 		})},
@@ -425,6 +432,7 @@ func TestWireDocExamples(t *testing.T) {
 		"| 72 + topicLen | payloadLen | payload |",
 		"always `72 + topicLen + payloadLen`",
 		"| 3 | StartResume |",
+		"| 4 | StartTime |",
 		"| 1 | ResumeOrigin |",
 		"| 2 | ResumePublisher |",
 	} {

@@ -125,7 +125,40 @@ const (
 	// publisher sequence it has seen. Valid on any instance that holds the
 	// same streams (failover along sync replication links).
 	StartResume StartKind = 3
+	// StartTime starts at the first record, in this journal's order, whose
+	// stored time (record time field) is at or after the time carried in
+	// the bookmark area: exactly one 24-byte time entry,
+	//
+	//	0 time i64 (Unix nanoseconds) | 8 reserved 16 bytes (zero)
+	//
+	// and delivers it and everything after it in journal order (a later
+	// record with an earlier time included), then live. No record at or
+	// after the time yet: only what is stored from now on.
+	StartTime StartKind = 4
 )
+
+// TimeEntrySize is the size of a StartTime subscription's time entry (the
+// bookmark size, so the Subscribe layout is unchanged).
+const TimeEntrySize = record.BookmarkSize
+
+// Time returns the time of a StartTime subscription, in Unix nanoseconds.
+func (m *Subscribe) Time() int64 { return int64(le.Uint64(m.Bookmarks)) }
+
+// AppendSubscribeTime appends a StartTime Subscribe frame: the
+// subscription starts at the first record stored at or after unixNano.
+func AppendSubscribeTime(dst []byte, subID uint32, match MatchKind, topic []byte, unixNano int64) []byte {
+	checkField(len(topic), 1)
+	dst, s := appendHeader(dst, TypeSubscribe)
+	dst = le.AppendUint32(dst, subID)
+	dst = append(dst, byte(StartTime), byte(match))
+	dst = le.AppendUint16(dst, uint16(len(topic)))
+	dst = le.AppendUint16(dst, 1)
+	dst = append(dst, 0, 0, 0, 0, 0, 0)
+	dst = append(dst, topic...)
+	dst = le.AppendUint64(dst, uint64(unixNano))
+	dst = append(dst, make([]byte, TimeEntrySize-8)...)
+	return finish(dst, s)
+}
 
 // ResumeKind says what a ResumeEntry counts. Values are part of the wire format.
 type ResumeKind uint32
@@ -510,8 +543,11 @@ func DecodeSubscribe(body []byte, m *Subscribe) error {
 		return fmt.Errorf("%w: subscribe topic %d + %d bookmarks != body %d", ErrMalformed, tl, nb, len(body)-subscribeFixed)
 	}
 	start, match := StartKind(body[4]), MatchKind(body[5])
-	if start > StartResume {
+	if start > StartTime {
 		return fmt.Errorf("%w: subscribe start %d", ErrMalformed, start)
+	}
+	if start == StartTime && nb != 1 {
+		return fmt.Errorf("%w: time subscription with %d entries (want exactly one time entry)", ErrMalformed, nb)
 	}
 	if match > MatchRegex {
 		return fmt.Errorf("%w: subscribe match %d", ErrMalformed, match)

@@ -29,9 +29,17 @@ type Stats struct {
 	Replication []DestinationStats `json:"replication,omitempty"`
 	// ReplicationListen is where peers connect ("" when not listening).
 	ReplicationListen string `json:"replication_listen,omitempty"`
+
+	// Delivered counts Deliver frames written to subscribers since start.
+	Delivered uint64 `json:"messages_delivered"`
+	// SlowConsumers: connections whose deliveries wait now for their
+	// output to drain below write-high-water.
+	SlowConsumers int `json:"slow_consumers"`
 	// Storage is "ok", or "failed: <cause>" once the journal failed (the
 	// instance then accepts no clients; see docs/architecture.md).
 	Storage string `json:"storage,omitempty"`
+	// StorageError is the journal's error alone once it failed.
+	StorageError string `json:"storage_error,omitempty"`
 }
 
 // ZeroCopyStats counts deliveries sent from the journal mapping.
@@ -81,6 +89,14 @@ type JournalStats struct {
 	// segment (each retried; a failure when the segment is needed fails
 	// the journal).
 	PreallocFailures uint64 `json:"prealloc_failures"`
+
+	// UsedBytes is what the segments hold (headers and records), without
+	// the preallocated zeros after the tail's last record; Bytes is the
+	// segment files' size, preallocation included.
+	UsedBytes int64 `json:"used_bytes"`
+	// RetentionHeldBytes: segments retention would delete now but keeps
+	// because a replication destination has not persisted them.
+	RetentionHeldBytes int64 `json:"retention_held_bytes,omitempty"`
 }
 
 // TopicStats counts messages stored per topic since the journal began

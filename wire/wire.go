@@ -28,7 +28,8 @@
 //	Subscribe    C->S  0 subID u32 | 4 start u8 | 5 match u8 | 6 topicLen u16 |
 //	                   8 bookmarkCount u16 | 10 reserved u16 | 12 reserved u32 |
 //	                   16 topic | bookmarkCount x 24-byte bookmarks (or, with
-//	                   start = resume, 24-byte resume entries)
+//	                   start = resume, 24-byte resume entries; with start =
+//	                   time, one entry: time i64 Unix ns | 16 reserved bytes)
 //	Unsubscribe  C->S  0 subID u32 | 4 reserved u32
 //	Deliver      S->C  0 subID u32 | 4 reserved u32 | 8 one stored record (package record)
 //	Heartbeat    both  empty

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/tandemhq/tandem/record"
@@ -434,7 +435,7 @@ func TestDecodeRejects(t *testing.T) {
 		{"subscribe bookmarkCount over", wire.TypeSubscribe, mut(sub, func(b []byte) { le.PutUint16(b[8:], 2) })},
 		{"subscribe bookmarkCount huge", wire.TypeSubscribe, mut(sub, func(b []byte) { le.PutUint16(b[8:], 0xffff) })},
 		{"subscribe topicLen over", wire.TypeSubscribe, mut(sub, func(b []byte) { le.PutUint16(b[6:], 6) })},
-		{"subscribe start 4", wire.TypeSubscribe, mut(sub, func(b []byte) { b[4] = 4 })},
+		{"subscribe start 5", wire.TypeSubscribe, mut(sub, func(b []byte) { b[4] = 5 })},
 		{"subscribe start 255", wire.TypeSubscribe, mut(sub, func(b []byte) { b[4] = 255 })},
 		{"subscribe resume start 4", wire.TypeSubscribe, mut(resume, func(b []byte) { b[4] = 4 })},
 		{"subscribe resume truncated entry", wire.TypeSubscribe, cut(resume, 1)},
@@ -540,7 +541,7 @@ func TestFormatConstants(t *testing.T) {
 	if wire.AckNone != 0 || wire.AckReceived != 1 || wire.AckPersisted != 2 ||
 		wire.AckKindReceived != 1 || wire.AckKindPersisted != 2 || wire.AckKindFlushed != 3 ||
 		wire.AckKindSubscribed != 4 || wire.AckKindUnsubscribed != 5 ||
-		wire.StartNow != 0 || wire.StartEpoch != 1 || wire.StartBookmark != 2 || wire.StartResume != 3 ||
+		wire.StartNow != 0 || wire.StartEpoch != 1 || wire.StartBookmark != 2 || wire.StartResume != 3 || wire.StartTime != 4 || wire.TimeEntrySize != 24 ||
 		wire.ResumeOrigin != 1 || wire.ResumePublisher != 2 || wire.ResumeEntrySize != 24 ||
 		wire.MatchExact != 0 || wire.MatchPrefix != 1 || wire.MatchRegex != 2 {
 		t.Error("enum values changed")
@@ -548,5 +549,37 @@ func TestFormatConstants(t *testing.T) {
 	// PublishOverhead is exact.
 	if n := len(wire.AppendPublish(nil, 1, 0, []byte("abc"), []byte("de"))); n != wire.PublishOverhead+5 {
 		t.Errorf("publish frame %d bytes, overhead says %d", n, wire.PublishOverhead+5)
+	}
+}
+
+// A time subscription carries its time in one 24-byte entry; any other
+// entry count is malformed.
+func TestSubscribeTime(t *testing.T) {
+	const at = int64(1796376600123456789) // 2026-12-04T09:30:00.123456789Z
+	fr := wire.AppendSubscribeTime([]byte{0xaa}, 11, wire.MatchPrefix, []byte("px."), at)[1:]
+	if int(le.Uint32(fr)) != len(fr) || len(fr) != wire.HeaderSize+16+3+wire.TimeEntrySize {
+		t.Fatalf("frame of %d bytes: % x", len(fr), fr)
+	}
+	var m wire.Subscribe
+	if err := wire.DecodeSubscribe(fr[wire.HeaderSize:], &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Start != wire.StartTime || fr[wire.HeaderSize+4] != 4 || m.SubID != 11 || m.Match != wire.MatchPrefix ||
+		string(m.Topic) != "px." || m.Time() != at || m.BookmarkCount() != 1 {
+		t.Fatalf("decoded %+v (time %d)", m, m.Time())
+	}
+	entry := fr[wire.HeaderSize+19:]
+	if int64(le.Uint64(entry)) != at || !bytes.Equal(entry[8:], make([]byte, 16)) {
+		t.Fatalf("time entry % x", entry)
+	}
+	for _, n := range []int{0, 2} {
+		bad := wire.AppendSubscribe(nil, 1, wire.StartTime, wire.MatchExact, []byte("t"), make([]record.Bookmark, n)...)
+		if err := wire.DecodeSubscribe(bad[wire.HeaderSize:], &m); !errors.Is(err, wire.ErrMalformed) || !strings.Contains(err.Error(), "time") {
+			t.Errorf("time subscription with %d entries: %v", n, err)
+		}
+	}
+	over := wire.AppendSubscribe(nil, 1, wire.StartTime+1, wire.MatchExact, []byte("t"))
+	if err := wire.DecodeSubscribe(over[wire.HeaderSize:], &m); !errors.Is(err, wire.ErrMalformed) {
+		t.Errorf("start %d: %v", wire.StartTime+1, err)
 	}
 }

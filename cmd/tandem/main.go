@@ -7,8 +7,10 @@
 //	tandem repl-reset  take a peer's replication stream afresh (resolves a fork)
 //	tandem passwd  hash a password for the users file
 //	tandem bench   benchmark Tandem against its peers (see bench/)
+//	tandem version print the version, commit, Go version and engines available
 //
-// Run `tandem help COMMAND` for a command's flags.
+// Run `tandem help COMMAND` (or `tandem COMMAND -h`, --help, help) for a
+// command's flags: help goes to standard output and exits 0.
 package main
 
 import (
@@ -32,7 +34,7 @@ var commands = []struct {
 	summary string
 	run     func(args []string, stdin io.Reader, stdout, stderr io.Writer) int
 }{
-	{"serve", "run a broker instance", func(args []string, _ io.Reader, _, _ io.Writer) int { return runServe(args) }},
+	{"serve", "run a broker instance", func(args []string, _ io.Reader, stdout, _ io.Writer) int { return runServe(args, stdout) }},
 	{"pub", "publish each line of standard input as one message", runPub},
 	{"sub", "print the messages of a subscription, one per line", runSub},
 	{"stat", "print an instance's statistics", runStat},
@@ -40,6 +42,26 @@ var commands = []struct {
 	{"passwd", "print the argon2id hash of a password read on standard input", runPasswd},
 	{"tune", "write a serve config for this machine's cores and NUMA nodes", runTune},
 	{"bench", "benchmark Tandem against NATS JetStream and Redis Streams", runBench},
+	{"version", "print the version, commit, Go version and the engines this machine allows", runVersion},
+}
+
+// wantsHelp reports whether a command's arguments ask for its usage:
+// `help` as the first argument, or -h, -help or --help anywhere before a
+// "--" (a flag's value that is literally "-h" is taken as a request for
+// help too).
+func wantsHelp(args []string) bool {
+	if len(args) > 0 && args[0] == "help" {
+		return true
+	}
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help":
+			return true
+		}
+	}
+	return false
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -64,6 +86,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	for _, c := range commands {
 		if c.name == args[0] {
+			if wantsHelp(args[1:]) { // usage on standard output, exit 0
+				return c.run([]string{"-h"}, stdin, stdout, stdout)
+			}
 			return c.run(args[1:], stdin, stdout, stderr)
 		}
 	}

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/tandemhq/tandem/admin"
 	"github.com/tandemhq/tandem/engine"
 	"github.com/tandemhq/tandem/journal"
 	"github.com/tandemhq/tandem/replicate"
@@ -25,6 +28,9 @@ type serveConfig struct {
 	Name   string `toml:"name"`
 	Listen string `toml:"listen"`
 	Data   string `toml:"data"`
+	// Admin is the admin listener's HOST:PORT (/metrics, /healthz,
+	// /readyz, /v1/stat, the console; package admin); empty: off.
+	Admin string `toml:"admin"`
 
 	Engine      string `toml:"engine"` // auto, uring or epoll
 	RingEntries int    `toml:"ring-entries"`
@@ -156,10 +162,16 @@ with stay at SIGINT or SIGTERM.
 
 `
 
-func runServe(args []string) int {
+func runServe(args []string, stdout io.Writer) int {
 	var cfg serveConfig
 	fs, configFile := serveFlags(&cfg)
+	if len(args) == 1 && args[0] == "-h" {
+		fs.SetOutput(stdout) // help was asked for: usage on standard output
+	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	if fs.NArg() > 0 {
@@ -185,6 +197,19 @@ func runServe(args []string) int {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	// The admin listener starts first: /healthz answers during a long
+	// recovery (and /readyz says it is recovering).
+	var adm *admin.Listener
+	if cfg.Admin != "" {
+		ac := admin.Config{Addr: cfg.Admin, Logger: ec.Logger}
+		// TLS hook: --tls-cert (not yet) sets ac.TLS. Users-file hook: a
+		// users file (not yet) sets ac.Authorize to require its admin user.
+		if adm, err = admin.Start(ac); err != nil {
+			fmt.Fprintf(os.Stderr, "tandem serve: %v\n", err)
+			return 1
+		}
+		defer adm.Close()
+	}
 	srv, err := engine.New(ec)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "tandem serve: %v\n", err)
@@ -194,11 +219,17 @@ func runServe(args []string) int {
 		fmt.Fprintf(os.Stderr, "tandem serve: %v\n", err)
 		return 1
 	}
+	if adm != nil {
+		adm.SetServer(srv)
+	}
 	failed := srv.Failed()
 	if ec.OnStorageFailure == engine.StorageFailureStay {
 		failed = nil // keep serving stat; the engine logged the failure
 	}
 	sig, storageFailed := waitReloading(sigs, failed, srv, ec.Logger, &cfg.serveSecurity)
+	if adm != nil {
+		adm.ShuttingDown()
+	}
 	if storageFailed {
 		// The engine logged the cause and ran the fail-stop sequence;
 		// Close returns that same journal error, already reported.
@@ -225,11 +256,12 @@ func runServe(args []string) int {
 // returns the flag set and the --config flag.
 func serveFlags(cfg *serveConfig) (*flag.FlagSet, *string) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(os.Stderr, serveUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), serveUsage); fs.PrintDefaults() }
 	configFile := fs.String("config", "", "TOML configuration `file`")
 	fs.StringVar(&cfg.Name, "name", "", "instance name (default: the host name)")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7400", "client `address`")
 	fs.StringVar(&cfg.Data, "data", "data", "journal `directory`")
+	fs.StringVar(&cfg.Admin, "admin", "", "admin listener `HOST:PORT` for /metrics, /healthz, /readyz, /v1/stat and the web console (empty: off; keep it on loopback or a private network)")
 	fs.StringVar(&cfg.Engine, "engine", "auto", "event-loop backend: auto (io_uring if the kernel allows, else epoll), uring or epoll")
 	fs.IntVar(&cfg.RingEntries, "ring-entries", 1024, "io_uring submission queue entries per loop")
 	fs.IntVar(&cfg.ReadBuffer, "read-buffer", 64<<10, "initial read buffer per connection in bytes")

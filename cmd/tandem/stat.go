@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -23,8 +24,9 @@ or, with --json, the statistics document as the server sends it.
 `
 
 func runStat(args []string, _ io.Reader, stdout, stderr io.Writer) int {
-	fs := newFlagSet("stat", "[--server ADDR] [--json]", statText, stderr)
-	server := fs.String("server", defaultServer, "server `ADDR` (host:port)")
+	fs := newFlagSet("stat", "[--servers ADDR] [--json]", statText, stderr)
+	server := fs.String("servers", defaultServer, "server `ADDR` (host:port; of a comma-separated list, the first)")
+	fs.Var(aliasFlag{fs.Lookup("servers")}, "server", "alias of --servers")
 	asJSON := fs.Bool("json", false, "print the raw JSON document")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
 	name := fs.String("name", "", "client `NAME` (default tandem-stat-HOST-PID, or USER-stat-PID with --user)")
@@ -40,7 +42,7 @@ func runStat(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	host, _ := os.Hostname()
-	c, err := client.Connect(ctx, *server, append(secOpts, client.WithName(sec.defaultName("stat", *name, fmt.Sprintf("%s%s-%d", engine.StatClientPrefix, host, os.Getpid()))))...)
+	c, err := client.Connect(ctx, firstServer(*server), append(secOpts, client.WithName(sec.defaultName("stat", *name, fmt.Sprintf("%s%s-%d", engine.StatClientPrefix, host, os.Getpid()))))...)
 	if err != nil {
 		fmt.Fprintf(stderr, "tandem stat: %v\n", err)
 		return 1
@@ -80,13 +82,20 @@ func printStats(w io.Writer, st *wire.Stats) {
 	fmt.Fprintf(tw, "connections\t%d\n", st.Connections)
 	fmt.Fprintf(tw, "subscriptions\t%d\n", st.Subscriptions)
 	fmt.Fprintf(tw, "messages stored\t%d\n", st.Stored)
+	fmt.Fprintf(tw, "messages delivered\t%d\n", st.Delivered)
+	if st.SlowConsumers > 0 {
+		fmt.Fprintf(tw, "slow consumers\t%d\n", st.SlowConsumers)
+	}
 	fmt.Fprintf(tw, "duplicates dropped\t%d\n", st.Duplicates)
 	fmt.Fprintf(tw, "conflicts\t%d\n", st.Conflicts)
 	fmt.Fprintf(tw, "publishes refused\t%d\n", st.Refused)
 	j := st.Journal
 	fmt.Fprintf(tw, "journal\tfirst %d, last %d, synced %d\n", j.FirstSeq, j.LastSeq, j.SyncedSeq)
-	fmt.Fprintf(tw, "journal size\t%s in %d segments, %d syncs\n", bytesText(j.Bytes), j.Segments, j.Syncs)
+	fmt.Fprintf(tw, "journal used\t%s in %d segments (%s preallocated), %d syncs\n", bytesText(j.UsedBytes), j.Segments, bytesText(j.Bytes), j.Syncs)
 	fmt.Fprintf(tw, "segment preallocation failures\t%d\n", j.PreallocFailures)
+	if j.RetentionHeldBytes > 0 {
+		fmt.Fprintf(tw, "retention held\t%s (not yet persisted by a replication destination)\n", bytesText(j.RetentionHeldBytes))
+	}
 	if st.Storage != "" {
 		fmt.Fprintf(tw, "storage\t%s\n", st.Storage)
 	}
@@ -167,3 +176,14 @@ func bytesText(n int64) string {
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
+
+// aliasFlag is a second name for a flag: setting it sets the flag.
+type aliasFlag struct{ f *flag.Flag }
+
+func (a aliasFlag) String() string {
+	if a.f == nil {
+		return ""
+	}
+	return a.f.Value.String()
+}
+func (a aliasFlag) Set(s string) error { return a.f.Value.Set(s) }

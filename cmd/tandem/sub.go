@@ -31,8 +31,11 @@ with neither --prefix nor --regex is a prefix match of what precedes the '*'
 
 --from is epoch (the whole journal, then live), now (only new messages), a
 bookmark as printed by --format json ("PUBLISHER:PUBSEQ:SEQ"), to resume
-right after that message, or recent (with --sub-id: right after the last
-message this subscription processed; epoch the first time). --format json
+right after that message, an RFC 3339 time ("2026-12-04T09:30:00Z", a
+fraction and an offset allowed), to start at the first message the server
+stored at or after it (in its journal's order; everything after it follows),
+or recent (with --sub-id: right after the last message this subscription
+processed; epoch the first time). --format json
 prints one object per line:
 {"bookmark":"...","topic":"...","timestamp":"RFC3339Nano","payload":"..."}.
 
@@ -68,7 +71,7 @@ func runSub(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	topic := fs.String("topic", "", "`TOPIC` or pattern to subscribe to (required)")
 	prefix := fs.Bool("prefix", false, "match topics starting with --topic")
 	regex := fs.Bool("regex", false, "match topics against --topic as a regular expression")
-	from := fs.String("from", "", "where to start: `epoch|now|recent|BOOKMARK` (default now; recent with --sub-id)")
+	from := fs.String("from", "", "where to start: `epoch|now|recent|BOOKMARK|RFC3339-TIME` (default now; recent with --sub-id)")
 	subID := fs.String("sub-id", "", "resumable subscription `ID` (with --bookmark-store)")
 	bmFile := fs.String("bookmark-store", "", "`FILE` keeping the progress of --sub-id (default: in memory)")
 	repair := fs.Bool("repair-store", false, "repair --bookmark-store first: drop damaged records, report what was dropped, keep the original as FILE.corrupt")
@@ -138,9 +141,16 @@ func runSub(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		}
 		subOpts = append(subOpts, client.From(client.MostRecent))
 	default:
+		if at, ok, err := parseFromTime(*from); ok {
+			subOpts = append(subOpts, client.From(client.Time(at)))
+			break
+		} else if err != nil {
+			fmt.Fprintf(stderr, "tandem sub: --from %q: %v\n", *from, err)
+			return 2
+		}
 		b, err := record.ParseBookmark(*from)
 		if err != nil {
-			fmt.Fprintf(stderr, "tandem sub: --from: %v\n", err)
+			fmt.Fprintf(stderr, "tandem sub: --from %q: not epoch, now, recent, an RFC 3339 time (2026-12-04T09:30:00Z) or a bookmark: %v\n", *from, err)
 			return 2
 		}
 		subOpts = append(subOpts, client.From(client.Bookmark(b)))
@@ -394,4 +404,24 @@ func appendJSONString(b, s []byte) []byte {
 		i += size
 	}
 	return append(b, '"')
+}
+
+// parseFromTime reads an RFC 3339 time for --from. ok is false when s does
+// not look like a time at all (a bookmark, say); err says why one that
+// does (it starts with a date, YYYY-MM-DD) is not valid.
+func parseFromTime(s string) (time.Time, bool, error) {
+	looksLikeDate := len(s) >= 10 && s[4] == '-' && s[7] == '-'
+	for _, c := range s[:min(4, len(s))] {
+		if c < '0' || c > '9' {
+			looksLikeDate = false
+		}
+	}
+	if !looksLikeDate {
+		return time.Time{}, false, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("not an RFC 3339 time (like 2026-12-04T09:30:00Z or 2026-12-04T10:30:00.5+01:00): %w", err)
+	}
+	return t, true, nil
 }
