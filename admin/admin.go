@@ -206,7 +206,11 @@ func (l *Listener) Ready() (bool, string) {
 	var behind []string
 	if r := s.Replicator(); r != nil {
 		for _, d := range r.Stats() {
-			if d.Mode == "sync" && d.State != "sync" {
+			// Caught up: connected, holding acks (state sync) and its
+			// oldest missing record younger than repl-upgrade-below. A
+			// destination in state sync is not enough: after a restart
+			// every sync destination holds acks before it is reached.
+			if d.Mode == "sync" && !(d.Connected && d.State == "sync" && d.LagSeconds < l.upgradeBelow(s).Seconds()) {
 				state := d.State
 				if !d.Connected {
 					state = "not connected"
@@ -235,6 +239,13 @@ func (l *Listener) downgradeAfter(s *engine.Server) time.Duration {
 		return rc.DowngradeAfter
 	}
 	return time.Second // replicate.Config's default
+}
+
+func (l *Listener) upgradeBelow(s *engine.Server) time.Duration {
+	if rc := s.Config().Replication; rc != nil && rc.UpgradeBelow > 0 {
+		return rc.UpgradeBelow
+	}
+	return 100 * time.Millisecond // replicate.Config's default
 }
 
 func (l *Listener) healthz(w http.ResponseWriter, _ *http.Request) {

@@ -470,12 +470,14 @@ func TestReadyDuringCatchUp(t *testing.T) {
 	bRepl := freeAddr(t)
 	a := newServer(t, t.TempDir(), func(c *engine.Config) {
 		c.Replication = &replicate.Config{Listen: "127.0.0.1:0", Destinations: []replicate.Destination{
-			{Name: "B", Addr: bRepl, Mode: replicate.Sync}}, Heartbeat: 50 * time.Millisecond, DowngradeAfter: time.Minute}
+			{Name: "B", Addr: bRepl, Mode: replicate.Sync}}, Heartbeat: 50 * time.Millisecond, DowngradeAfter: 200 * time.Millisecond}
 	})
-	l := newAdmin(t, Config{})
+	// Readiness waits longer than the replicator does before it acks
+	// without B (its own DowngradeAfter).
+	l := newAdmin(t, Config{DowngradeAfter: time.Minute})
 	l.SetServer(a)
 	p := dial(t, a, "pub")
-	for i := uint64(1); i <= 500; i++ { // acked without B: B is downgraded
+	for i := uint64(1); i <= 500; i++ { // acked without B once B is downgraded (200 ms away)
 		p.send(wire.AppendPublish(nil, i, wire.AckPersisted, []byte("t"), bytes.Repeat([]byte("m"), 1000)))
 	}
 	p.waitAck(500)
