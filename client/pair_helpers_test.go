@@ -57,6 +57,9 @@ type node struct {
 	repl     string   // replication listen address (fixed across restarts)
 	peerSpec []string // destinations
 	auth     func(name string, cred []byte) error
+	// downgradeAfter overrides the replication downgrade age (10s) from the
+	// next start.
+	downgradeAfter time.Duration
 
 	mu    sync.Mutex
 	srv   *engine.Server
@@ -67,6 +70,9 @@ func (n *node) start() {
 	n.t.Helper()
 	rc := &replicate.Config{Listen: n.repl, Secret: []byte("s3cret"), Heartbeat: 20 * time.Millisecond,
 		DowngradeAfter: 10 * time.Second, UpgradeBelow: 50 * time.Millisecond}
+	if n.downgradeAfter > 0 {
+		rc.DowngradeAfter = n.downgradeAfter
+	}
 	for _, p := range n.peerSpec {
 		d, err := replicate.ParseDestination(p)
 		if err != nil {

@@ -271,6 +271,10 @@ func TestHALateMessagesAfterSplitBrain(t *testing.T) {
 	pub := haConnect(t, pcfg)
 	b.kill()
 	haPublishN(t, pub, "late.t", 1, 100)
+	// A restarted instance holds acks until its sync peer is reached or
+	// the downgrade age passes: B will not reach A (killed next), so keep
+	// that age short.
+	b.downgradeAfter = 300 * time.Millisecond
 	b.start()
 	a.kill()
 	haPublishN(t, pub, "late.t", 101, 150)

@@ -612,6 +612,7 @@ func (c *conn) onSubscribe(body []byte) {
 			return
 		}
 		from = max(seq, j.FirstSeq())
+		position = c.lp.srv.positionAt(from)
 	case wire.StartBookmark:
 		b := m.Bookmark(0)
 		if b.Seq < j.FirstSeq() {
@@ -624,6 +625,9 @@ func (c *conn) onSubscribe(body []byte) {
 			return
 		}
 		from = seq + 1
+	}
+	if m.Start == wire.StartBookmark {
+		position = c.lp.srv.positionAt(from)
 	}
 	cur, err := j.NewCursor(from)
 	if err != nil {

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"sort"
+
 	"github.com/tandemhq/tandem/record"
 	"github.com/tandemhq/tandem/wire"
 )
@@ -83,4 +85,66 @@ func (s *Server) nowPosition() (uint64, []wire.PositionEntry) {
 		pos = append(pos, wire.PositionEntry{Origin: id, OriginSeq: o.last})
 	}
 	return s.j.LastSeq() + 1, pos
+}
+
+// positionScanMax bounds the journal records positionAt reads.
+const positionScanMax = 1 << 20
+
+// positionAt returns, per origin stream, the highest originSeq this
+// journal stored before local seq from: the starting progress of a
+// subscription that starts at from (after a bookmark, or at a time), sent
+// in its Position frame, so that a resume (here or on another instance)
+// delivers neither what lies before its start nor twice what it got.
+//
+// Each origin's stream is stored in originSeq order, so the answer is the
+// originSeq of that origin's last record before from: found from the
+// origin's nearest sample (every 64th record of it) by reading the journal
+// up to from, at most positionScanMax records back from from, without the
+// journal lock. An origin with no record in that window keeps its
+// sample's originSeq: lower than exact (conservative), so a resume may
+// deliver a few of that origin's messages from before the start, never
+// lose one. This instance's own stream needs no scan: there local seq ==
+// originSeq.
+func (s *Server) positionAt(from uint64) []wire.PositionEntry {
+	type origin struct{ id, seq uint64 }
+	s.j.Lock()
+	pos := []wire.PositionEntry{{Origin: s.idx.self, OriginSeq: from - 1}}
+	var scan []origin
+	lowest := from
+	for id, o := range s.idx.origins {
+		i := sort.Search(len(o.samples), func(i int) bool { return o.samples[i].local >= from })
+		if i == 0 {
+			continue // nothing of this origin before from
+		}
+		sm := o.samples[i-1]
+		scan = append(scan, origin{id, sm.originSeq})
+		lowest = min(lowest, sm.local+1)
+	}
+	s.j.Unlock()
+	if len(scan) == 0 {
+		return pos
+	}
+	if from > positionScanMax {
+		lowest = max(lowest, from-positionScanMax)
+	}
+	if c, err := s.j.NewCursor(max(lowest, s.j.FirstSeq())); err == nil {
+		for {
+			v, ok := c.Next()
+			if !ok || v.Seq() >= from {
+				break
+			}
+			for i := range scan {
+				if scan[i].id == v.Origin() {
+					scan[i].seq = max(scan[i].seq, v.OriginSeq())
+					break
+				}
+			}
+		}
+		c.Close()
+	}
+	sort.Slice(scan, func(a, b int) bool { return scan[a].id < scan[b].id })
+	for _, o := range scan {
+		pos = append(pos, wire.PositionEntry{Origin: o.id, OriginSeq: o.seq})
+	}
+	return pos
 }
