@@ -127,3 +127,59 @@ func TestResumeOnOtherInstanceOfSyncPair(t *testing.T) {
 		t.Fatalf("after the resumed stream: %+v", d)
 	}
 }
+
+// positionAt: per origin, the last originSeq stored before the start, for
+// the instance's own stream and for a replicated origin interleaved with
+// it, and nothing for an origin that starts after it.
+func TestPositionAt(t *testing.T) {
+	s := testServer(t, t.TempDir())
+	defer s.Close()
+	c := dialRaw(t, s)
+	c.logon("own", 0)
+	mk := func(origin uint64, originSeq, pubSeq uint64) record.View {
+		h := record.Header{Seq: 1, Time: 1, Origin: origin, Publisher: record.ID("far"), PubSeq: pubSeq, OriginSeq: originSeq}
+		v, _, err := record.Parse(record.Append(nil, &h, []byte("t"), []byte("x")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	far, late := record.ID("far-instance"), record.ID("late-instance")
+	var pub uint64
+	for round := uint64(1); round <= 100; round++ { // own, far, far, own, ...
+		c.publishN("t", "m", round, 1, wire.AckPersisted)
+		c.waitAck(wire.AckKindPersisted, round)
+		for k := uint64(0); k < 2; k++ {
+			pub++
+			if _, err := s.StoreReplicated([]record.View{mk(far, pub, pub)}, far); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	pub++
+	if _, err := s.StoreReplicated([]record.View{mk(late, 1, pub)}, late); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return s.Journal().SyncedSeq() == s.Journal().LastSeq() })
+	// Local seqs: round r has own at 3r-2, far at 3r-1 and 3r; late at 301.
+	for _, from := range []uint64{1, 2, 3, 4, 150, 151, 299, 301, 302} {
+		got := map[uint64]uint64{}
+		for _, e := range s.positionAt(from) {
+			got[e.Origin] = e.OriginSeq
+		}
+		wantFar := uint64(0)
+		for r := uint64(1); r <= 100; r++ {
+			for k := uint64(0); k < 2; k++ {
+				if 3*r-1+k < from {
+					wantFar = 2*(r-1) + k + 1
+				}
+			}
+		}
+		if got[s.idx.self] != from-1 || got[far] != wantFar {
+			t.Errorf("from %d: own %d far %d, want %d and %d", from, got[s.idx.self], got[far], from-1, wantFar)
+		}
+		if l, ok := got[late]; (from > 301) != ok || ok && l != 1 {
+			t.Errorf("from %d: late origin %d %v", from, l, ok)
+		}
+	}
+}
