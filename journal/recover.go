@@ -43,8 +43,21 @@ type Report struct {
 	// RemovedSegment names a final segment with an invalid header and no
 	// data (a crash while creating it), which Open removes.
 	RemovedSegment string
+	// Checkpointed counts the sealed segments trusted from their
+	// checkpoint without reading their records (Open without VerifyAll);
+	// BadCheckpoints the checkpoints found unusable (corrupt, of another
+	// journal, not matching their segment: those segments were scanned)
+	// or, when every segment is scanned (Check, VerifyAll), disagreeing
+	// with the scan.
+	Checkpointed   int
+	BadCheckpoints int
 
 	removed int // files Open removed (its directory needs a sync)
+	// needCkpt lists the sealed segments (by first seq) that have no
+	// checkpoint matching them; Open writes one.
+	needCkpt []uint64
+	// state is the checkpoint holding the newest engine state, or nil.
+	state *checkpoint
 }
 
 // Check verifies the journal in dir without changing it (fs nil = OSFS): the
@@ -54,7 +67,7 @@ func Check(dir string, fs FS) (Report, error) {
 	if fs == nil {
 		fs = OSFS{}
 	}
-	segs, rep, err := recoverDir(fs, dir, DefaultIndexInterval, slog.Default(), false, false)
+	segs, rep, err := recoverDir(fs, dir, DefaultIndexInterval, slog.Default(), false, false, true)
 	for _, s := range segs {
 		s.f.Close()
 	}
@@ -66,10 +79,14 @@ func Check(dir string, fs FS) (Report, error) {
 
 // recover rebuilds the journal's state from its directory.
 func (j *Journal) recover() error {
-	segs, rep, err := recoverDir(j.fs, j.opts.Dir, j.opts.IndexInterval, j.log, true, j.opts.RecoverTruncate)
+	segs, rep, err := recoverDir(j.fs, j.opts.Dir, j.opts.IndexInterval, j.log, true, j.opts.RecoverTruncate, j.opts.VerifyAll)
 	j.segs = segs
 	if err != nil {
 		return err
+	}
+	j.checkpointed = rep.Checkpointed
+	if c := rep.state; c != nil && !j.opts.VerifyAll && c.stateSeq <= rep.LastSeq {
+		j.recState, j.recStateBytes, j.stateCkpt = c.stateSeq, c.state, c.first
 	}
 	j.truncatedBytes = rep.TornBytes
 	j.id = rep.ID
@@ -112,6 +129,17 @@ func (j *Journal) recover() error {
 	}
 	for _, s := range j.segs[:len(j.segs)-1] {
 		s.seal(s.first+s.count-1, j.opts.IndexInterval)
+	}
+	// Sealed segments without a (matching) checkpoint get one, so the
+	// next start need not scan them: a crash between a rotation and its
+	// checkpoint, a journal from before checkpoints, a bad checkpoint.
+	// Without state: the engine has not rebuilt its index yet.
+	for _, first := range rep.needCkpt {
+		for _, s := range j.segs[:len(j.segs)-1] {
+			if s.first == first {
+				j.queueCheckpoint(s, false)
+			}
+		}
 	}
 	j.tail = j.segs[len(j.segs)-1]
 	// What recovery found may be only in the page cache (written by a
@@ -177,21 +205,27 @@ func (j *Journal) upgradeHeaders() error {
 	return nil
 }
 
-// recoverDir scans every segment in dir, verifying headers, record CRCs and
-// seq continuity, and builds the segments' sparse indexes. With repair it
-// removes leftover temporary files and an empty final segment with a bad
-// header, and zeroes (and syncs) a torn tail, and with truncCorrupt also
-// corruption in the final segment. See the package documentation for the
-// torn-tail rules.
-func recoverDir(fs FS, dir string, interval int, log *slog.Logger, repair, truncCorrupt bool) (segs []*segment, rep Report, err error) {
+// recoverDir recovers the segments in dir: it verifies each header, and
+// builds each segment's sparse index either from its checkpoint (a sealed
+// segment with a valid checkpoint, unless verifyAll) or by scanning it:
+// record CRCs and seq continuity. The final segment is always scanned.
+// With repair it removes leftover temporary files, checkpoints whose
+// segment is gone, and an empty final segment with a bad header, and
+// zeroes (and syncs) a torn tail, and with truncCorrupt also corruption in
+// the final segment. See the package documentation for the torn-tail and
+// checkpoint rules.
+func recoverDir(fs FS, dir string, interval int, log *slog.Logger, repair, truncCorrupt, verifyAll bool) (segs []*segment, rep Report, err error) {
 	names, err := fs.List(dir)
 	if err != nil {
 		return nil, rep, fmt.Errorf("journal: %w", err)
 	}
 	var firsts []uint64
+	ckpts := make(map[uint64]bool)
 	for _, name := range names {
 		if first, ok := parseSegmentName(name); ok {
 			firsts = append(firsts, first)
+		} else if first, ok := parseCheckpointName(name); ok {
+			ckpts[first] = true
 		} else if strings.HasSuffix(name, tmpSuffix) && repair {
 			if err := fs.Remove(join(dir, name)); err != nil {
 				return nil, rep, fmt.Errorf("journal: removing %s: %w", name, err)
@@ -203,6 +237,7 @@ func recoverDir(fs FS, dir string, interval int, log *slog.Logger, repair, trunc
 
 	var expect uint64 // seq the next segment must start with; 0 before the first
 	var idFrom string // the first segment carrying rep.ID
+	var cands []*checkpoint
 	for i, first := range firsts {
 		final := i == len(firsts)-1
 		name := segmentName(first)
@@ -229,10 +264,61 @@ func recoverDir(fs FS, dir string, interval int, log *slog.Logger, repair, trunc
 		if expect != 0 && seg.first != expect {
 			return segs, rep, fmt.Errorf("%w: %s: starts at seq %d, previous segment ends at %d", ErrCorrupt, name, seg.first, expect-1)
 		}
-		if err := scanSegment(seg, interval, final, repair, truncCorrupt, log, &rep); err != nil {
-			return segs, rep, err
+		var ck *checkpoint
+		if ckpts[first] {
+			delete(ckpts, first)
+			cname := checkpointName(first)
+			c, cerr := readCheckpoint(fs, join(dir, cname))
+			if cerr == nil && c.id != seg.hdr.id {
+				cerr = fmt.Errorf("journal id %s, segment has %s (a checkpoint of another journal)", c.id, seg.hdr.id)
+			}
+			if cerr != nil {
+				rep.BadCheckpoints++
+				log.Warn("journal: ignoring unusable checkpoint; scanning its segment", "file", cname, "err", cerr)
+			} else {
+				ck = c
+			}
+		}
+		trusted := false
+		if ck != nil && !final && !verifyAll {
+			if terr := trustCheckpoint(seg, ck, interval); terr != nil {
+				rep.BadCheckpoints++
+				log.Warn("journal: checkpoint does not match its segment; scanning it", "file", checkpointName(first), "err", terr)
+				ck = nil
+			} else {
+				trusted = true
+				rep.Checkpointed++
+			}
+		}
+		if !trusted {
+			if err := scanSegment(seg, interval, final, repair, truncCorrupt, log, &rep); err != nil {
+				return segs, rep, err
+			}
+			if ck != nil && !final {
+				if diff := sameAsScan(seg, ck, interval); diff != "" {
+					rep.BadCheckpoints++
+					log.Warn("journal: checkpoint disagrees with a scan of its segment", "file", checkpointName(first), "diff", diff)
+					ck = nil
+				}
+			}
+			if ck == nil && !final {
+				rep.needCkpt = append(rep.needCkpt, first)
+			}
+		}
+		if ck != nil && ck.state != nil {
+			cands = append(cands, ck)
 		}
 		expect = seg.first + seg.count
+	}
+	// Checkpoints whose segment is gone (retention removed the segment,
+	// then the process died before removing the checkpoint).
+	for first := range ckpts {
+		if repair {
+			if err := fs.Remove(join(dir, checkpointName(first))); err != nil {
+				return segs, rep, fmt.Errorf("journal: removing %s: %w", checkpointName(first), err)
+			}
+			rep.removed++
+		}
 	}
 	rep.Segments = len(segs)
 	if len(segs) > 0 {
@@ -240,6 +326,11 @@ func recoverDir(fs FS, dir string, interval int, log *slog.Logger, repair, trunc
 		rep.LastSeq = expect - 1
 	} else {
 		rep.FirstSeq = 1
+	}
+	for _, c := range cands {
+		if rep.state == nil || c.stateSeq > rep.state.stateSeq {
+			rep.state = c
+		}
 	}
 	return segs, rep, nil
 }
