@@ -294,7 +294,7 @@ func recoverDir(fs FS, dir string, interval int, log *slog.Logger, repair, trunc
 			if err := scanSegment(seg, interval, final, repair, truncCorrupt, log, &rep); err != nil {
 				return segs, rep, err
 			}
-			if ck != nil && !final {
+			if ck != nil && !final && ck.interval == interval {
 				if diff := sameAsScan(seg, ck, interval); diff != "" {
 					rep.BadCheckpoints++
 					log.Warn("journal: checkpoint disagrees with a scan of its segment", "file", checkpointName(first), "diff", diff)
