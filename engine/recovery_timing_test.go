@@ -1,0 +1,108 @@
+package engine
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/tandemhq/tandem/journal"
+	"github.com/tandemhq/tandem/record"
+)
+
+// TestRecoveryTiming measures start-up (New: journal Open plus index
+// rebuild) on a large journal, with checkpoints and with VerifyAll (every
+// segment scanned, every record replayed: what start-up did before
+// checkpoints), warm and, as root, with a cold page cache. It is a tool,
+// not a unit test: it runs only with TANDEM_RECOVERY_DIR set (an empty
+// directory on the disk to measure; it is removed afterwards) and
+// TANDEM_RECOVERY_MSGS (default 16M) messages of 128-byte payloads:
+//
+//	TANDEM_RECOVERY_DIR=/work/tmp/rec TANDEM_RECOVERY_MSGS=16000000 \
+//	    go test -run TestRecoveryTiming -v -timeout 30m ./engine
+func TestRecoveryTiming(t *testing.T) {
+	dir := os.Getenv("TANDEM_RECOVERY_DIR")
+	if dir == "" {
+		t.Skip("set TANDEM_RECOVERY_DIR (and TANDEM_RECOVERY_MSGS) to measure recovery on a large journal")
+	}
+	msgs := 16_000_000
+	if s := os.Getenv("TANDEM_RECOVERY_MSGS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			t.Fatalf("TANDEM_RECOVERY_MSGS: %v", err)
+		}
+		msgs = n
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	cfg := func(verify bool) func(*Config) {
+		return func(c *Config) {
+			c.Journal = journal.Options{SegmentSize: journal.DefaultSegmentSize, VerifyAll: verify}
+		}
+	}
+
+	start := time.Now()
+	s := openNoStart(t, dir, cfg(false))
+	payload := make([]byte, 128)
+	var recs []record.View
+	buf := make([]byte, 0, 4<<20)
+	for i := 1; i <= msgs; i++ {
+		for k := range payload {
+			payload[k] = byte(i + k)
+		}
+		h := record.Header{Seq: uint64(i), Time: int64(i), Origin: record.ID("origin"), Publisher: record.ID(fmt.Sprintf("pub%d", i%8)),
+			PubSeq: uint64(i/8 + 1), OriginSeq: uint64(i)}
+		off := len(buf)
+		buf = record.Append(buf, &h, []byte(fmt.Sprintf("topic/%d", i%16)), payload)
+		v, _, err := record.Parse(buf[off:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, v)
+		if len(buf) > cap(buf)-512 || i == msgs {
+			if _, err := s.StoreReplicated(recs, record.ID("origin")); err != nil {
+				t.Fatal(err)
+			}
+			recs, buf = recs[:0], make([]byte, 0, 4<<20)
+		}
+	}
+	st := s.j.Stats()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("built %d messages, %d segments, %.2f GB in %v", msgs, st.Segments, float64(st.Bytes)/1e9, time.Since(start).Round(time.Millisecond))
+
+	cold := os.Geteuid() == 0
+	if !cold {
+		t.Log("not root: cannot drop the page cache, measuring warm only")
+	}
+	measure := func(name string, verify, dropCaches bool) {
+		var runs []time.Duration
+		replayed := 0
+		for range 3 {
+			if dropCaches {
+				if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0); err != nil {
+					t.Logf("dropping caches: %v; skipping %s", err, name)
+					return
+				}
+			}
+			t0 := time.Now()
+			s := openNoStart(t, dir, cfg(verify))
+			runs = append(runs, time.Since(t0))
+			replayed = s.replayed
+			s.Close()
+		}
+		sort.Slice(runs, func(a, b int) bool { return runs[a] < runs[b] })
+		t.Logf("%-28s median %8v  (runs %v; replayed %d records)", name, runs[1].Round(time.Millisecond), runs, replayed)
+	}
+	measure("warm, checkpoints", false, false)
+	measure("warm, VerifyAll (full scan)", true, false)
+	if cold {
+		measure("cold, checkpoints", false, true)
+		measure("cold, VerifyAll (full scan)", true, true)
+	}
+}
