@@ -3,10 +3,12 @@ package journal
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/tandemhq/tandem/record"
 )
@@ -238,10 +240,21 @@ func recoverDir(fs FS, dir string, interval int, log *slog.Logger, repair, trunc
 	var expect uint64 // seq the next segment must start with; 0 before the first
 	var idFrom string // the first segment carrying rep.ID
 	var cands []*checkpoint
+	pre := prefetchSegments(fs, dir, firsts, ckpts, interval, repair, verifyAll)
+	next := 0 // pre[next:] are not in segs: closed if recovery stops early
+	defer func() {
+		for _, p := range pre[next:] {
+			if p.seg != nil {
+				p.seg.f.Close()
+			}
+		}
+	}()
 	for i, first := range firsts {
 		final := i == len(firsts)-1
 		name := segmentName(first)
-		seg, removed, err := openSegment(fs, dir, name, first, final, interval, repair)
+		p := pre[i]
+		next = i + 1
+		seg, removed, err := p.seg, p.removed, p.err
 		if err != nil {
 			return segs, rep, err
 		}
@@ -268,7 +281,7 @@ func recoverDir(fs FS, dir string, interval int, log *slog.Logger, repair, trunc
 		if ckpts[first] {
 			delete(ckpts, first)
 			cname := checkpointName(first)
-			c, cerr := readCheckpoint(fs, join(dir, cname))
+			c, cerr := p.ck, p.ckErr
 			if cerr == nil && c.id != seg.hdr.id {
 				cerr = fmt.Errorf("journal id %s, segment has %s (a checkpoint of another journal)", c.id, seg.hdr.id)
 			}
@@ -281,7 +294,10 @@ func recoverDir(fs FS, dir string, interval int, log *slog.Logger, repair, trunc
 		}
 		trusted := false
 		if ck != nil && !final && !verifyAll {
-			if terr := trustCheckpoint(seg, ck, interval); terr != nil {
+			if terr := p.trustErr; terr != nil || !p.trusted {
+				if terr == nil {
+					terr = errors.New("not checked")
+				}
 				rep.BadCheckpoints++
 				log.Warn("journal: checkpoint does not match its segment; scanning it", "file", checkpointName(first), "err", terr)
 				ck = nil
@@ -333,6 +349,53 @@ func recoverDir(fs FS, dir string, interval int, log *slog.Logger, repair, trunc
 		}
 	}
 	return segs, rep, nil
+}
+
+// prefetched is what prefetchSegments found for one segment.
+type prefetched struct {
+	seg      *segment
+	removed  bool
+	err      error
+	ck       *checkpoint // with ckErr, the checkpoint file read, if there is one
+	ckErr    error
+	trusted  bool // trustCheckpoint succeeded (seg's index, end and count set)
+	trustErr error
+}
+
+// prefetchParallel bounds how many segments prefetchSegments opens at once.
+const prefetchParallel = 16
+
+// prefetchSegments opens every segment, reads its checkpoint if it has one
+// and, for a sealed segment (not verifyAll), tries to trust it: the few
+// reads per segment (header, checkpoint, last record) are random reads of
+// a cold disk, so they are issued in parallel. recoverDir then decides in
+// order what to make of the results.
+func prefetchSegments(fs FS, dir string, firsts []uint64, ckpts map[uint64]bool, interval int, repair, verifyAll bool) []prefetched {
+	pre := make([]prefetched, len(firsts))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, prefetchParallel)
+	for i, first := range firsts {
+		final := i == len(firsts)-1
+		hasCk := ckpts[first]
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			p := &pre[i]
+			p.seg, p.removed, p.err = openSegment(fs, dir, segmentName(first), first, final, interval, repair)
+			if p.err != nil || p.removed || !hasCk {
+				return
+			}
+			p.ck, p.ckErr = readCheckpoint(fs, join(dir, checkpointName(first)))
+			if p.ckErr != nil || final || verifyAll || p.ck.id != p.seg.hdr.id {
+				return
+			}
+			p.trustErr = trustCheckpoint(p.seg, p.ck, interval)
+			p.trusted = p.trustErr == nil
+		}()
+	}
+	wg.Wait()
+	return pre
 }
 
 // openSegment opens and maps a segment file and validates its header. A
