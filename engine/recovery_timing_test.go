@@ -1,10 +1,13 @@
 package engine
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -76,17 +79,42 @@ func TestRecoveryTiming(t *testing.T) {
 		}
 	}
 	store(msgs)
-	// Then fill the tail to ~93% after a rotation: the newest state is as
-	// of that rotation, so a restart (graceful or kill -9: Close writes no
-	// state without a rotation) scans an almost full tail segment and
-	// replays ~300k records, the worst case short of a crash right after a
-	// rotation.
-	rot := s.j.Stats().Rotations
-	for s.j.Stats().Rotations == rot {
-		store(1000)
-	}
+	// Then fill the tail to ~93% after a rotation whose checkpoint (with
+	// the state) is written: a restart (graceful or kill -9: Close writes
+	// no state without a rotation) then scans an almost full tail and
+	// replays its ~300k records, the worst case short of a crash right
+	// after a rotation.
 	perSeg := int(journal.DefaultSegmentSize / int64(record.Size(len("topic/15"), len(payload))))
-	store(perSeg * 93 / 100)
+	var prevCkpt string // the checkpoint of the segment before the tail
+	tail := func() (first uint64, in int) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := s.j.WaitSynced(ctx, s.j.LastSeq()); err != nil {
+			t.Fatal(err)
+		}
+		names, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+		sort.Strings(names)
+		first, _ = strconv.ParseUint(strings.TrimSuffix(filepath.Base(names[len(names)-1]), ".seg"), 10, 64)
+		if len(names) > 1 {
+			prevCkpt = strings.TrimSuffix(names[len(names)-2], ".seg") + ".ckpt"
+		}
+		return first, int(s.j.LastSeq() + 1 - first)
+	}
+	_, in := tail()
+	if in > perSeg*90/100 {
+		store(perSeg - in + 1000) // into the next segment
+		_, in = tail()
+	}
+	for deadline := time.Now().Add(time.Minute); ; {
+		if _, err := os.Stat(prevCkpt); err == nil || prevCkpt == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("checkpoint of the segment before the tail not written")
+		}
+		time.Sleep(10 * time.Millisecond) // a tool: no event to wait on from here
+	}
+	store(perSeg*93/100 - in)
 	msgs = i
 	st := s.j.Stats()
 	if err := s.Close(); err != nil {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tandemhq/tandem/record"
 )
 
@@ -383,7 +385,17 @@ func prefetchSegments(fs FS, dir string, firsts []uint64, ckpts map[uint64]bool,
 			defer func() { <-sem; wg.Done() }()
 			p := &pre[i]
 			p.seg, p.removed, p.err = openSegment(fs, dir, segmentName(first), first, final, interval, repair)
-			if p.err != nil || p.removed || !hasCk {
+			if p.err != nil || p.removed {
+				return
+			}
+			if final || verifyAll || !hasCk {
+				// To be scanned: have the kernel read it in large
+				// asynchronous chunks rather than fault by fault.
+				if f, ok := p.seg.f.(fdFile); ok {
+					_ = unix.Fadvise(int(f.Fd()), 0, p.seg.size, unix.FADV_WILLNEED) // only a hint
+				}
+			}
+			if !hasCk {
 				return
 			}
 			p.ck, p.ckErr = readCheckpoint(fs, join(dir, checkpointName(first)))
