@@ -42,15 +42,80 @@ func TestRecoveryTiming(t *testing.T) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	defer os.RemoveAll(dir)
 	cfg := func(verify bool) func(*Config) {
 		return func(c *Config) {
 			c.Journal = journal.Options{SegmentSize: journal.DefaultSegmentSize, VerifyAll: verify}
 		}
 	}
+	keep := os.Getenv("TANDEM_RECOVERY_KEEP") != "" // keep the journal for the next run
+	if !keep {
+		defer os.RemoveAll(dir)
+	}
+	if names, _ := filepath.Glob(filepath.Join(dir, "*.seg")); keep && len(names) > 0 {
+		t.Logf("reusing the journal in %s (%d segments)", dir, len(names))
+	} else {
+		buildTimingJournal(t, dir, msgs, cfg(false))
+	}
 
+	cold := os.Geteuid() == 0
+	if !cold {
+		t.Log("not root: cannot drop the page cache, measuring warm only")
+	}
+	measure := func(name string, verify, dropCaches bool) {
+		var runs []time.Duration
+		replayed := 0
+		for range 3 {
+			if dropCaches {
+				if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0); err != nil {
+					t.Logf("dropping caches: %v; skipping %s", err, name)
+					return
+				}
+			}
+			t0 := time.Now()
+			s := openNoStart(t, dir, cfg(verify))
+			runs = append(runs, time.Since(t0))
+			replayed = s.replayed
+			s.Close()
+		}
+		sort.Slice(runs, func(a, b int) bool { return runs[a] < runs[b] })
+		t.Logf("%-28s median %8v  (runs %v; replayed %d records)", name, runs[1].Round(time.Millisecond), runs, replayed)
+	}
+	full := os.Getenv("TANDEM_RECOVERY_SKIP_FULL") == ""
+	measureJournal := func(name string) {
+		var runs []time.Duration
+		for range 3 {
+			if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0); err != nil {
+				return
+			}
+			t0 := time.Now()
+			j, err := journal.Open(journal.Options{Dir: dir, Logger: discardLogger()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			runs = append(runs, time.Since(t0))
+			j.Close()
+		}
+		sort.Slice(runs, func(a, b int) bool { return runs[a] < runs[b] })
+		t.Logf("%-28s median %8v  (runs %v)", name, runs[1].Round(time.Millisecond), runs)
+	}
+	measure("warm, checkpoints", false, false)
+	if full {
+		measure("warm, VerifyAll (full scan)", true, false)
+	}
+	if cold {
+		measure("cold, checkpoints", false, true)
+		measureJournal("cold, journal.Open only")
+		if full {
+			measure("cold, VerifyAll (full scan)", true, true)
+		}
+	}
+}
+
+// buildTimingJournal writes msgs messages (and then fills the tail, see
+// below) into a new journal in dir.
+func buildTimingJournal(t *testing.T, dir string, msgs int, mod func(*Config)) {
 	start := time.Now()
-	s := openNoStart(t, dir, cfg(false))
+	s := openNoStart(t, dir, mod)
 	payload := make([]byte, 128)
 	var recs []record.View
 	buf := make([]byte, 0, 4<<20)
@@ -122,38 +187,4 @@ func TestRecoveryTiming(t *testing.T) {
 	}
 	t.Logf("built %d messages, %d segments, %.2f GB in %v", msgs, st.Segments, float64(st.Bytes)/1e9, time.Since(start).Round(time.Millisecond))
 
-	cold := os.Geteuid() == 0
-	if !cold {
-		t.Log("not root: cannot drop the page cache, measuring warm only")
-	}
-	measure := func(name string, verify, dropCaches bool) {
-		var runs []time.Duration
-		replayed := 0
-		for range 3 {
-			if dropCaches {
-				if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0); err != nil {
-					t.Logf("dropping caches: %v; skipping %s", err, name)
-					return
-				}
-			}
-			t0 := time.Now()
-			s := openNoStart(t, dir, cfg(verify))
-			runs = append(runs, time.Since(t0))
-			replayed = s.replayed
-			s.Close()
-		}
-		sort.Slice(runs, func(a, b int) bool { return runs[a] < runs[b] })
-		t.Logf("%-28s median %8v  (runs %v; replayed %d records)", name, runs[1].Round(time.Millisecond), runs, replayed)
-	}
-	full := os.Getenv("TANDEM_RECOVERY_SKIP_FULL") == ""
-	measure("warm, checkpoints", false, false)
-	if full {
-		measure("warm, VerifyAll (full scan)", true, false)
-	}
-	if cold {
-		measure("cold, checkpoints", false, true)
-		if full {
-			measure("cold, VerifyAll (full scan)", true, true)
-		}
-	}
 }
