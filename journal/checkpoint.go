@@ -32,9 +32,16 @@ import (
 //	+-----------+-----------+---------------------+---------+---------+
 //	80          88          92        96
 //	+-----------+-----------+---------+------------------+-------------+-------+
-//	| state seq | state len | rsvd 0  | n x u32 index    | state bytes | crc32c|
-//	| u64       | u32       | u32     | (segment offsets)|             | u32   |
-//	+-----------+-----------+---------+------------------+-------------+-------+
+//	| state seq | state len | mfst len| n x u32 index    | state bytes | manifest | crc32c|
+//	| u64       | u32       | u32     | (segment offsets)|             |          | u32   |
+//	+-----------+-----------+---------+------------------+-------------+----------+-------+
+//
+// The manifest (mfst len bytes; 0 in older files, where the field was
+// reserved) repeats the checkpoints of the older sealed segments, without
+// state or manifest: a sequence of u32 length + encoded checkpoint. The
+// newest checkpoint carries it, so Open reads one checkpoint file instead
+// of one per segment (on a cold disk each read is a random read); older
+// checkpoints are rewritten without it along with their state.
 //
 // The trailing CRC-32C covers every byte before it. count is the number of
 // records (first .. first+count-1), end the offset after the last one,
@@ -61,6 +68,7 @@ const (
 	ckOffEntries  = 76
 	ckOffStateSeq = 80
 	ckOffStateLen = 88
+	ckOffMfstLen  = 92
 )
 
 // checkpointName returns the checkpoint file name of the segment whose
@@ -90,10 +98,19 @@ type checkpoint struct {
 	index        []uint32
 	stateSeq     uint64
 	state        []byte // nil: none
+	// manifest holds the checkpoints of older sealed segments (no state,
+	// no manifest of their own).
+	manifest []*checkpoint
 }
 
 func (c *checkpoint) encode() []byte {
-	n := ckptHeaderSize + 4*len(c.index) + len(c.state) + 4
+	var mfst []byte
+	for _, m := range c.manifest {
+		e := m.encode()
+		mfst = binary.LittleEndian.AppendUint32(mfst, uint32(len(e)))
+		mfst = append(mfst, e...)
+	}
+	n := ckptHeaderSize + 4*len(c.index) + len(c.state) + len(mfst) + 4
 	b := make([]byte, n)
 	copy(b[ckOffMagic:], ckptMagic)
 	le := binary.LittleEndian
@@ -111,12 +128,14 @@ func (c *checkpoint) encode() []byte {
 		le.PutUint64(b[ckOffStateSeq:], c.stateSeq)
 		le.PutUint32(b[ckOffStateLen:], uint32(len(c.state)))
 	}
+	le.PutUint32(b[ckOffMfstLen:], uint32(len(mfst)))
 	p := ckptHeaderSize
 	for _, off := range c.index {
 		le.PutUint32(b[p:], off)
 		p += 4
 	}
 	p += copy(b[p:], c.state)
+	p += copy(b[p:], mfst)
 	le.PutUint32(b[p:], record.Checksum(b[:p]))
 	return b
 }
@@ -153,7 +172,8 @@ func decodeCheckpoint(b []byte) (*checkpoint, error) {
 	copy(c.id[:], b[ckOffID:])
 	entries := int(le.Uint32(b[ckOffEntries:]))
 	stateLen := int64(le.Uint32(b[ckOffStateLen:]))
-	if want := int64(ckptHeaderSize) + 4*int64(entries) + stateLen + 4; want != int64(len(b)) {
+	mfstLen := int64(le.Uint32(b[ckOffMfstLen:]))
+	if want := int64(ckptHeaderSize) + 4*int64(entries) + stateLen + mfstLen + 4; want != int64(len(b)) {
 		return nil, fmt.Errorf("file has %d bytes, header says %d", len(b), want)
 	}
 	if c.interval <= 0 {
@@ -170,6 +190,22 @@ func decodeCheckpoint(b []byte) (*checkpoint, error) {
 	}
 	if stateLen > 0 {
 		c.state = append([]byte(nil), b[p:p+int(stateLen)]...)
+	}
+	p += int(stateLen)
+	for m := b[p : p+int(mfstLen)]; len(m) > 0; {
+		if len(m) < 4 || int64(le.Uint32(m)) > int64(len(m)-4) {
+			return nil, errors.New("manifest entry does not fit")
+		}
+		n := int(le.Uint32(m))
+		e, err := decodeCheckpoint(m[4 : 4+n])
+		if err != nil {
+			return nil, fmt.Errorf("manifest entry: %v", err)
+		}
+		if e.state != nil || e.manifest != nil || e.first >= c.first {
+			return nil, errors.New("manifest entry with a state, a manifest, or not older")
+		}
+		c.manifest = append(c.manifest, e)
+		m = m[4+n:]
 	}
 	return c, nil
 }
@@ -350,6 +386,19 @@ func (j *Journal) writeCheckpoint(job ckptJob) error {
 		lastTime: s.lastTime, id: j.id, interval: j.opts.IndexInterval,
 	}
 	sealed := s.sealed
+	if job.withState {
+		for _, o := range j.segs {
+			if o.first >= s.first || !o.sealed {
+				break
+			}
+			n := o.last + 1 - o.first
+			c.manifest = append(c.manifest, &checkpoint{
+				first: o.first, count: n, end: o.end, segSize: o.size, lastTime: o.lastTime, id: j.id,
+				interval: j.opts.IndexInterval,
+				index:    append([]uint32(nil), o.index[:(n+uint64(j.opts.IndexInterval)-1)/uint64(j.opts.IndexInterval)]...),
+			})
+		}
+	}
 	j.segMu.RUnlock()
 	if !sealed {
 		return errors.New("internal error: segment not sealed")
@@ -378,7 +427,10 @@ func (j *Journal) writeCheckpoint(job ckptJob) error {
 	if err := j.putCheckpoint(c); err != nil {
 		return err
 	}
-	if c.state != nil {
+	// Only the newest state and manifest are used: drop the previous ones,
+	// unless this checkpoint got no state while a hook exists (the
+	// previous state must stay then).
+	if job.withState && (c.state != nil || j.opts.StateCheckpoint == nil) {
 		prev := j.stateCkpt
 		j.stateCkpt = c.first
 		if prev != 0 && prev != c.first {
@@ -389,7 +441,8 @@ func (j *Journal) writeCheckpoint(job ckptJob) error {
 }
 
 // dropState rewrites the checkpoint of the segment starting at first
-// without its state: only the newest state is ever used. Called with retMu.
+// without its state and manifest: only the newest are ever used. Called
+// with retMu.
 func (j *Journal) dropState(first uint64) {
 	path := join(j.opts.Dir, checkpointName(first))
 	c, err := readCheckpoint(j.fs, path)
@@ -399,10 +452,10 @@ func (j *Journal) dropState(first uint64) {
 		}
 		return
 	}
-	if c.state == nil {
+	if c.state == nil && c.manifest == nil {
 		return
 	}
-	c.state, c.stateSeq = nil, 0
+	c.state, c.stateSeq, c.manifest = nil, 0, nil
 	if err := j.putCheckpoint(c); err != nil {
 		j.log.Warn("journal: rewriting checkpoint without its state", "file", checkpointName(first), "err", err)
 	}

@@ -236,7 +236,10 @@ func TestCheckpointBadFallsBackToScan(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			fs := NewMemFS()
 			opts, last, sealed := buildCheckpointed(t, fs)
-			first := ckptSeqs(ckptFiles(t, fs, opts.Dir))[1]
+			// The newest checkpoint: Open reads it (and takes the older
+			// segments' checkpoints from its manifest when it is usable).
+			seqs := ckptSeqs(ckptFiles(t, fs, opts.Dir))
+			first := seqs[len(seqs)-1]
 			path := filepath.Join(opts.Dir, checkpointName(first))
 			c, err := readCheckpoint(fs, path)
 			if err != nil {
@@ -470,4 +473,28 @@ func TestOpenRemovesOrphanCheckpoint(t *testing.T) {
 	if _, ok := ckptFiles(t, fs, opts.Dir)[1]; ok {
 		t.Fatal("orphan checkpoint not removed")
 	}
+}
+
+// The newest checkpoint's manifest stands for the older ones: Open reads
+// one checkpoint file, so a damaged older file does not matter while the
+// newest is good.
+func TestCheckpointManifestCoversOlder(t *testing.T) {
+	fs := NewMemFS()
+	opts, last, sealed := buildCheckpointed(t, fs)
+	seqs := ckptSeqs(ckptFiles(t, fs, opts.Dir))
+	newest, err := readCheckpoint(fs, filepath.Join(opts.Dir, checkpointName(seqs[len(seqs)-1])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(newest.manifest) != sealed-1 {
+		t.Fatalf("newest checkpoint's manifest has %d entries, want %d", len(newest.manifest), sealed-1)
+	}
+	writeAt(t, fs, filepath.Join(opts.Dir, checkpointName(seqs[0])), ckOffCount, []byte{0xff})
+	j := mustOpen(t, opts)
+	defer j.Close()
+	if st := j.Stats(); st.CheckpointedSegments != sealed {
+		t.Fatalf("trusted %d checkpoints, want %d", st.CheckpointedSegments, sealed)
+	}
+	compareWithScan(t, fs, opts, j)
+	verifyDet(t, j, 1, last, true)
 }

@@ -242,7 +242,25 @@ func recoverDir(fs FS, dir string, interval int, log *slog.Logger, repair, trunc
 	var expect uint64 // seq the next segment must start with; 0 before the first
 	var idFrom string // the first segment carrying rep.ID
 	var cands []*checkpoint
-	pre := prefetchSegments(fs, dir, firsts, ckpts, interval, repair, verifyAll)
+	// The newest checkpoint's manifest describes the older sealed
+	// segments: one read instead of one per segment. Whatever is wrong
+	// with it only means reading the segments' own checkpoints.
+	var mfst map[uint64]*checkpoint
+	for i := len(firsts) - 1; i >= 0; i-- {
+		if !ckpts[firsts[i]] {
+			continue
+		}
+		if c, err := readCheckpoint(fs, join(dir, checkpointName(firsts[i]))); err == nil && len(c.manifest) > 0 {
+			mfst = make(map[uint64]*checkpoint, len(c.manifest))
+			for _, m := range c.manifest {
+				if m.id == c.id {
+					mfst[m.first] = m
+				}
+			}
+		}
+		break
+	}
+	pre := prefetchSegments(fs, dir, firsts, ckpts, mfst, interval, repair, verifyAll)
 	next := 0 // pre[next:] are not in segs: closed if recovery stops early
 	defer func() {
 		for _, p := range pre[next:] {
@@ -372,13 +390,14 @@ const prefetchParallel = 16
 // reads per segment (header, checkpoint, last record) are random reads of
 // a cold disk, so they are issued in parallel. recoverDir then decides in
 // order what to make of the results.
-func prefetchSegments(fs FS, dir string, firsts []uint64, ckpts map[uint64]bool, interval int, repair, verifyAll bool) []prefetched {
+func prefetchSegments(fs FS, dir string, firsts []uint64, ckpts map[uint64]bool, mfst map[uint64]*checkpoint, interval int, repair, verifyAll bool) []prefetched {
 	pre := make([]prefetched, len(firsts))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, prefetchParallel)
 	for i, first := range firsts {
 		final := i == len(firsts)-1
 		hasCk := ckpts[first]
+		fromMfst := mfst[first]
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
@@ -398,7 +417,11 @@ func prefetchSegments(fs FS, dir string, firsts []uint64, ckpts map[uint64]bool,
 			if !hasCk {
 				return
 			}
-			p.ck, p.ckErr = readCheckpoint(fs, join(dir, checkpointName(first)))
+			if fromMfst != nil && fromMfst.id == p.seg.hdr.id && !final {
+				p.ck = fromMfst
+			} else {
+				p.ck, p.ckErr = readCheckpoint(fs, join(dir, checkpointName(first)))
+			}
 			if p.ckErr != nil || final || verifyAll || p.ck.id != p.seg.hdr.id {
 				return
 			}
