@@ -403,9 +403,17 @@ func prefetchSegments(fs FS, dir string, firsts []uint64, ckpts map[uint64]bool,
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			p := &pre[i]
-			p.seg, p.removed, p.err = openSegment(fs, dir, segmentName(first), first, final, interval, repair)
+			// A segment to be trusted from its checkpoint is read in two
+			// places (header, last record): no read-around for those
+			// faults (it reads read_ahead_kb, often megabytes, per fault),
+			// then back to normal for the cursors that will read it.
+			random := hasCk && !final && !verifyAll
+			p.seg, p.removed, p.err = openSegment(fs, dir, segmentName(first), first, final, interval, repair, random)
 			if p.err != nil || p.removed {
 				return
+			}
+			if random {
+				defer adviseMapping(p.seg, unix.MADV_NORMAL)
 			}
 			if final || verifyAll || !hasCk {
 				// To be scanned: have the kernel read it in large
@@ -433,10 +441,18 @@ func prefetchSegments(fs FS, dir string, firsts []uint64, ckpts map[uint64]bool,
 	return pre
 }
 
+// adviseMapping gives the kernel a hint about how s's mapping will be read
+// (OS files only).
+func adviseMapping(s *segment, advice int) {
+	if _, ok := s.f.(fdFile); ok && len(s.data) > 0 {
+		_ = unix.Madvise(s.data, advice) // only a hint
+	}
+}
+
 // openSegment opens and maps a segment file and validates its header. A
 // final segment with an invalid header and no data is removed (repair) or
 // skipped.
-func openSegment(fs FS, dir, name string, first uint64, final bool, interval int, repair bool) (*segment, bool, error) {
+func openSegment(fs FS, dir, name string, first uint64, final bool, interval int, repair, random bool) (*segment, bool, error) {
 	path := join(dir, name)
 	f, err := fs.Open(path)
 	if err != nil {
@@ -446,6 +462,9 @@ func openSegment(fs FS, dir, name string, first uint64, final bool, interval int
 	if err != nil {
 		f.Close()
 		return nil, false, fmt.Errorf("journal: mapping %s: %w", name, err)
+	}
+	if _, ok := f.(fdFile); ok && random && len(data) > 0 {
+		_ = unix.Madvise(data, unix.MADV_RANDOM) // only a hint
 	}
 	hdr, herr := decodeSegHeader(data)
 	if herr == nil && hdr.first != first {
