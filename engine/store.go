@@ -277,8 +277,11 @@ func (o *originStream) startFor(seen uint64) uint64 {
 }
 
 // index is what the engine derives from the journal: publishers for
-// de-duplication and per-topic counts. It is rebuilt by scanning the journal
-// at start-up and kept current by every append. Guarded by the journal lock.
+// de-duplication and per-topic counts. At start-up it is restored from the
+// state in the journal's newest checkpoint and the records after it (or
+// from every record: Server.rebuild), and kept current by every append; it
+// is encoded into each new checkpoint (indexstate.go). Guarded by the
+// journal lock.
 type index struct {
 	self       uint64 // this instance's id
 	selfLast   uint64 // highest local seq of a record first published here

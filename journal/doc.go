@@ -106,7 +106,8 @@
 // --verify-journal) and Check scan every segment, as Open did before
 // checkpoints.
 //
-//   - Any invalid record in a non-final segment is corruption: Open fails
+//   - Any invalid record in a non-final segment that is scanned (one
+//     without a trusted checkpoint, or any with VerifyAll) is corruption: Open fails
 //     with an error wrapping ErrCorrupt that names the file, offset and seq.
 //     Segments are synced before the next one is created, so nothing in them
 //     can be torn. RecoverTruncate does not repair it (that would drop every
