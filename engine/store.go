@@ -61,8 +61,9 @@ const digestWindow = 1024
 // (indexStateVersion). Not a cryptographic hash: it tells a re-sent message
 // from another one under a reused sequence, against accidents, not
 // adversaries (a publisher colliding on purpose only confuses its own
-// de-duplication). About as fast as the two one-shot maphash.Bytes calls it
-// replaced (BenchmarkMessageDigest).
+// de-duplication). For a 15-byte topic and 128-byte payload it took about
+// 12 ns where the two one-shot maphash.Bytes calls it replaced took about
+// 10 ns, measured in the same run (BenchmarkMessageDigest).
 func messageDigest(topic, payload []byte) uint64 {
 	return (hashBytes(topic, digestSeedTopic)*0x9E3779B97F4A7C15 ^ hashBytes(payload, digestSeedPayload)) | 1 // never 0
 }
