@@ -101,12 +101,19 @@
 //
 // # Recovery
 //
-// Open scans every segment: header and journal id, CRC of each record and
-// seq continuity (within and across segments), building the sparse index
-// (one offset every IndexInterval records, so Seek is a binary search over
-// segments plus at most IndexInterval-1 record hops).
+// Open checks every segment's header and journal id, and seq continuity
+// across segments. It builds each segment's sparse index (one offset every
+// IndexInterval records, so Seek is a binary search over segments plus at
+// most IndexInterval-1 record hops) from the segment's checkpoint when it
+// is sealed and has a valid one (see Checkpoints), and otherwise by
+// scanning it: CRC of each record and seq continuity within it. The final
+// segment (the tail) is always scanned, so a restart reads the records of
+// the tail only, not the whole journal. Options.VerifyAll (tandem serve
+// --verify-journal) and Check scan every segment, as Open did before
+// checkpoints.
 //
-//   - Any invalid record in a non-final segment is corruption: Open fails
+//   - Any invalid record in a non-final segment that is scanned (one
+//     without a trusted checkpoint, or any with VerifyAll) is corruption: Open fails
 //     with an error wrapping ErrCorrupt that names the file, offset and seq.
 //     Segments are synced before the next one is created, so nothing in them
 //     can be torn. RecoverTruncate does not repair it (that would drop every
@@ -187,6 +194,59 @@
 // record, and a batch start as evidence, only with the stamp of the file's
 // header, treating anything else as unwritten (zero) space.
 //
+// # Checkpoints
+//
+// When a rotation seals a segment, a background goroutine writes a
+// checkpoint beside it, 00000000000000000001.ckpt for
+// 00000000000000000001.seg (layout in checkpoint.go): the segment's first
+// seq, record count, end offset, size, the time of its last record, the
+// journal id, the index interval and the sparse index entries, then an
+// optional state blob, all covered by a CRC-32C. It is written to
+// <name>.ckpt.tmp (mode 0600), fdatasynced, renamed and the directory
+// synced, so a checkpoint file is either absent or whole. Rotations never
+// wait for it; a crash before it is written (kill -9 right after a seal)
+// leaves the segment without one, and the next Open scans that segment and
+// writes its checkpoint then. Open also writes the checkpoints missing for
+// sealed segments of a journal from before checkpoints, and rewrites bad
+// ones. The checkpoint written at a rotation also carries a manifest: the
+// checkpoints of all older sealed segments (their journal part). Open
+// reads the newest checkpoint file and takes the older segments'
+// checkpoints from its manifest, reading a segment's own file only when
+// the manifest is missing, unusable or has no entry for it: on a cold
+// disk every file read is a random read, and per segment there remain two
+// (its header and its last record). The manifest is the index entries of
+// every sealed segment, about 4 bytes per IndexInterval records (3 MB for
+// 10 GB of 128-byte messages), rewritten at every rotation.
+//
+// A checkpoint is trusted only if it decodes (magic, version, CRC, sizes
+// consistent), carries the segment header's journal id (a checkpoint copied
+// in from another journal is ignored), matches the segment's first seq,
+// size and the journal's IndexInterval, its index entries are increasing
+// and inside the data, and two reads of the segment agree with it: its last
+// record parses, verifies (CRC) and has the seq first+count-1 and the time
+// the checkpoint says, ending exactly at the end offset, and the length
+// field at the end offset is zero. Anything else is logged and the segment
+// is scanned instead: a missing or bad checkpoint costs time, never trust
+// in wrong data. What Open no longer does for a trusted segment is verify
+// the CRC of every record in it: damage to a record in the middle of a
+// sealed segment after it was written (bit rot) is found by Check or
+// VerifyAll, not by a normal Open; cursors still check each record's
+// length and seq as they read.
+//
+// The state blob is the journal user's (the engine's index, see
+// Options.StateCheckpoint): the checkpoint writer asks the hook for its
+// state and the seq it is as of (the last appended seq, taken under the
+// journal lock), waits until that seq is synced (so a state never covers
+// records a crash could take away), then writes it with the checkpoint.
+// Only the newest state (and manifest) is ever used, so once a checkpoint
+// with a state is durable the previous one is rewritten without them. Open hands the
+// newest state whose seq is at most LastSeq to RecoveredState (not with
+// VerifyAll); the user replays only the records after that seq. A
+// checkpoint whose segment is gone (retention died between the two
+// removals) is removed at Open. Check and VerifyAll compare each
+// checkpoint they find with the scan and report a disagreement
+// (Report.BadCheckpoints); Open then rewrites it.
+//
 // # Readers and the View lifetime contract
 //
 // Cursors read straight from the read-only mappings (buffered pwrite keeps
@@ -204,6 +264,7 @@
 // replication peer still needs) is never deleted. A deleted segment leaves
 // the list at once (FirstSeq moves, new cursors get ErrTrimmed) but is
 // unmapped and closed only when the last cursor referencing it moves off.
+// A segment's checkpoint is removed right after the segment.
 //
 // # Concurrency
 //

@@ -129,6 +129,7 @@ func (j *Journal) flushBatch() error {
 			j.segs = append(j.segs, next)
 			j.tail = next
 			j.segMu.Unlock()
+			j.queueCheckpoint(seg, true)
 			j.rotations.Add(1)
 			select {
 			case j.retKick <- struct{}{}:

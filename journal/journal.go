@@ -102,6 +102,27 @@ type Options struct {
 	// way.
 	RecoverTruncate bool
 
+	// VerifyAll makes Open scan every segment (each record's CRC, seq
+	// continuity) instead of trusting sealed segments that have a valid
+	// checkpoint, and hand out no checkpointed state (RecoveredState
+	// returns nil), so the user rebuilds its state from every record: the
+	// pre-checkpoint start-up, for when the checkpoints themselves are in
+	// doubt (tandem serve --verify-journal). Checkpoints that disagree
+	// with the scan are logged, counted and rewritten.
+	VerifyAll bool
+
+	// StateCheckpoint, when set, is called by the checkpoint writer (a
+	// background goroutine) after each rotation, for the state to store in
+	// the sealed segment's checkpoint: an opaque blob, versioned by its
+	// owner, describing every record up to and including seq (and none
+	// after). The journal waits until seq is synced before writing it, so
+	// the state never covers records a crash could still take away. A nil
+	// state stores none. It must not call back into the journal's
+	// checkpoint machinery; it may take Lock. See RecoveredState.
+	StateCheckpoint func() (seq uint64, state []byte, err error)
+	// beforeCheckpoint, in tests, runs before each checkpoint is written.
+	beforeCheckpoint func(first uint64)
+
 	// OnSync is called by the flusher after each successful sync with the
 	// new SyncedSeq. It must not block.
 	OnSync func(synced uint64)
@@ -208,7 +229,16 @@ type Journal struct {
 	preallocFailed chan error
 	needSegment    chan struct{}
 
-	retMu sync.Mutex
+	retMu     sync.Mutex
+	stateCkpt uint64 // first seq of the segment whose checkpoint holds the newest state; guarded by retMu
+
+	// Checkpoint writer (checkpoint.go).
+	ckptMu        sync.Mutex
+	ckptJobs      []ckptJob
+	ckptKick      chan struct{}
+	recState      uint64 // RecoveredState, guarded by ckptMu
+	recStateBytes []byte
+	checkpointed  int // segments trusted from checkpoints at Open
 
 	syncs, rotations, writtenBytes, removedSegs atomic.Uint64
 
@@ -277,6 +307,7 @@ func Open(opts Options) (*Journal, error) {
 		ready:     make(chan preallocated),
 		stop:      make(chan struct{}),
 		retKick:   make(chan struct{}, 1),
+		ckptKick:  make(chan struct{}, 1),
 		timer:     opts.NewTimer(),
 	}
 	j.preallocFailed = make(chan error)
@@ -301,6 +332,8 @@ func Open(opts Options) (*Journal, error) {
 	go j.flushLoop()
 	j.bg.Add(1)
 	go j.preallocLoop()
+	j.bg.Add(1)
+	go j.checkpointLoop()
 	if opts.RetentionAge > 0 || opts.RetentionBytes > 0 {
 		j.bg.Add(1)
 		go j.retentionLoop()
@@ -568,6 +601,9 @@ type Stats struct {
 	// PreallocFailures counts failed attempts to preallocate the next
 	// segment since Open (each is retried; see preallocLoop).
 	PreallocFailures uint64
+	// CheckpointedSegments is how many sealed segments Open trusted from
+	// their checkpoint instead of scanning them.
+	CheckpointedSegments int
 	// SyncVia is how group commits are written and synced: SyncUring
 	// while they go through the flusher's io_uring ring, else SyncSyscall
 	// (the option's default, a fallback, or files without a descriptor).
@@ -597,6 +633,7 @@ func (j *Journal) Stats() Stats {
 		Err:             j.Err(),
 	}
 	s.PreallocFailures = j.preallocFailures.Load()
+	s.CheckpointedSegments = j.checkpointed
 	if j.viaRing.Load() {
 		s.SyncVia = SyncUring
 	}

@@ -3,10 +3,14 @@ package journal
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
 	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tandemhq/tandem/record"
 )
@@ -43,8 +47,21 @@ type Report struct {
 	// RemovedSegment names a final segment with an invalid header and no
 	// data (a crash while creating it), which Open removes.
 	RemovedSegment string
+	// Checkpointed counts the sealed segments trusted from their
+	// checkpoint without reading their records (Open without VerifyAll);
+	// BadCheckpoints the checkpoints found unusable (corrupt, of another
+	// journal, not matching their segment: those segments were scanned)
+	// or, when every segment is scanned (Check, VerifyAll), disagreeing
+	// with the scan.
+	Checkpointed   int
+	BadCheckpoints int
 
 	removed int // files Open removed (its directory needs a sync)
+	// needCkpt lists the sealed segments (by first seq) that have no
+	// checkpoint matching them; Open writes one.
+	needCkpt []uint64
+	// state is the checkpoint holding the newest engine state, or nil.
+	state *checkpoint
 }
 
 // Check verifies the journal in dir without changing it (fs nil = OSFS): the
@@ -54,7 +71,7 @@ func Check(dir string, fs FS) (Report, error) {
 	if fs == nil {
 		fs = OSFS{}
 	}
-	segs, rep, err := recoverDir(fs, dir, DefaultIndexInterval, slog.Default(), false, false)
+	segs, rep, err := recoverDir(fs, dir, DefaultIndexInterval, slog.Default(), false, false, true)
 	for _, s := range segs {
 		s.f.Close()
 	}
@@ -66,10 +83,14 @@ func Check(dir string, fs FS) (Report, error) {
 
 // recover rebuilds the journal's state from its directory.
 func (j *Journal) recover() error {
-	segs, rep, err := recoverDir(j.fs, j.opts.Dir, j.opts.IndexInterval, j.log, true, j.opts.RecoverTruncate)
+	segs, rep, err := recoverDir(j.fs, j.opts.Dir, j.opts.IndexInterval, j.log, true, j.opts.RecoverTruncate, j.opts.VerifyAll)
 	j.segs = segs
 	if err != nil {
 		return err
+	}
+	j.checkpointed = rep.Checkpointed
+	if c := rep.state; c != nil && !j.opts.VerifyAll && c.stateSeq <= rep.LastSeq {
+		j.recState, j.recStateBytes, j.stateCkpt = c.stateSeq, c.state, c.first
 	}
 	j.truncatedBytes = rep.TornBytes
 	j.id = rep.ID
@@ -112,6 +133,17 @@ func (j *Journal) recover() error {
 	}
 	for _, s := range j.segs[:len(j.segs)-1] {
 		s.seal(s.first+s.count-1, j.opts.IndexInterval)
+	}
+	// Sealed segments without a (matching) checkpoint get one, so the
+	// next start need not scan them: a crash between a rotation and its
+	// checkpoint, a journal from before checkpoints, a bad checkpoint.
+	// Without state: the engine has not rebuilt its index yet.
+	for _, first := range rep.needCkpt {
+		for _, s := range j.segs[:len(j.segs)-1] {
+			if s.first == first {
+				j.queueCheckpoint(s, false)
+			}
+		}
 	}
 	j.tail = j.segs[len(j.segs)-1]
 	// What recovery found may be only in the page cache (written by a
@@ -178,21 +210,27 @@ func (j *Journal) upgradeHeaders() error {
 	return nil
 }
 
-// recoverDir scans every segment in dir, verifying headers, record CRCs and
-// seq continuity, and builds the segments' sparse indexes. With repair it
-// removes leftover temporary files and an empty final segment with a bad
-// header, and zeroes (and syncs) a torn tail, and with truncCorrupt also
-// corruption in the final segment. See the package documentation for the
-// torn-tail rules.
-func recoverDir(fs FS, dir string, interval int, log *slog.Logger, repair, truncCorrupt bool) (segs []*segment, rep Report, err error) {
+// recoverDir recovers the segments in dir: it verifies each header, and
+// builds each segment's sparse index either from its checkpoint (a sealed
+// segment with a valid checkpoint, unless verifyAll) or by scanning it:
+// record CRCs and seq continuity. The final segment is always scanned.
+// With repair it removes leftover temporary files, checkpoints whose
+// segment is gone, and an empty final segment with a bad header, and
+// zeroes (and syncs) a torn tail, and with truncCorrupt also corruption in
+// the final segment. See the package documentation for the torn-tail and
+// checkpoint rules.
+func recoverDir(fs FS, dir string, interval int, log *slog.Logger, repair, truncCorrupt, verifyAll bool) (segs []*segment, rep Report, err error) {
 	names, err := fs.List(dir)
 	if err != nil {
 		return nil, rep, fmt.Errorf("journal: %w", err)
 	}
 	var firsts []uint64
+	ckpts := make(map[uint64]bool)
 	for _, name := range names {
 		if first, ok := parseSegmentName(name); ok {
 			firsts = append(firsts, first)
+		} else if first, ok := parseCheckpointName(name); ok {
+			ckpts[first] = true
 		} else if strings.HasSuffix(name, tmpSuffix) && repair {
 			if err := fs.Remove(join(dir, name)); err != nil {
 				return nil, rep, fmt.Errorf("journal: removing %s: %w", name, err)
@@ -204,10 +242,40 @@ func recoverDir(fs FS, dir string, interval int, log *slog.Logger, repair, trunc
 
 	var expect uint64 // seq the next segment must start with; 0 before the first
 	var idFrom string // the first segment carrying rep.ID
+	var cands []*checkpoint
+	// The newest checkpoint's manifest describes the older sealed
+	// segments: one read instead of one per segment. Whatever is wrong
+	// with it only means reading the segments' own checkpoints.
+	var mfst map[uint64]*checkpoint
+	for i := len(firsts) - 1; i >= 0; i-- {
+		if !ckpts[firsts[i]] {
+			continue
+		}
+		if c, err := readCheckpoint(fs, join(dir, checkpointName(firsts[i]))); err == nil && len(c.manifest) > 0 {
+			mfst = make(map[uint64]*checkpoint, len(c.manifest))
+			for _, m := range c.manifest {
+				if m.id == c.id {
+					mfst[m.first] = m
+				}
+			}
+		}
+		break
+	}
+	pre := prefetchSegments(fs, dir, firsts, ckpts, mfst, interval, repair, verifyAll)
+	next := 0 // pre[next:] are not in segs: closed if recovery stops early
+	defer func() {
+		for _, p := range pre[next:] {
+			if p.seg != nil {
+				p.seg.f.Close()
+			}
+		}
+	}()
 	for i, first := range firsts {
 		final := i == len(firsts)-1
 		name := segmentName(first)
-		seg, removed, err := openSegment(fs, dir, name, first, final, interval, repair)
+		p := pre[i]
+		next = i + 1
+		seg, removed, err := p.seg, p.removed, p.err
 		if err != nil {
 			return segs, rep, err
 		}
@@ -230,10 +298,64 @@ func recoverDir(fs FS, dir string, interval int, log *slog.Logger, repair, trunc
 		if expect != 0 && seg.first != expect {
 			return segs, rep, fmt.Errorf("%w: %s: starts at seq %d, previous segment ends at %d", ErrCorrupt, name, seg.first, expect-1)
 		}
-		if err := scanSegment(seg, interval, final, repair, truncCorrupt, log, &rep); err != nil {
-			return segs, rep, err
+		var ck *checkpoint
+		if ckpts[first] {
+			delete(ckpts, first)
+			cname := checkpointName(first)
+			c, cerr := p.ck, p.ckErr
+			if cerr == nil && c.id != seg.hdr.id {
+				cerr = fmt.Errorf("journal id %s, segment has %s (a checkpoint of another journal)", c.id, seg.hdr.id)
+			}
+			if cerr != nil {
+				rep.BadCheckpoints++
+				log.Warn("journal: ignoring unusable checkpoint; scanning its segment", "file", cname, "err", cerr)
+			} else {
+				ck = c
+			}
+		}
+		trusted := false
+		if ck != nil && !final && !verifyAll {
+			if terr := p.trustErr; terr != nil || !p.trusted {
+				if terr == nil {
+					terr = errors.New("not checked")
+				}
+				rep.BadCheckpoints++
+				log.Warn("journal: checkpoint does not match its segment; scanning it", "file", checkpointName(first), "err", terr)
+				ck = nil
+			} else {
+				trusted = true
+				rep.Checkpointed++
+			}
+		}
+		if !trusted {
+			if err := scanSegment(seg, interval, final, repair, truncCorrupt, log, &rep); err != nil {
+				return segs, rep, err
+			}
+			if ck != nil && !final && ck.interval == interval {
+				if diff := sameAsScan(seg, ck, interval); diff != "" {
+					rep.BadCheckpoints++
+					log.Warn("journal: checkpoint disagrees with a scan of its segment", "file", checkpointName(first), "diff", diff)
+					ck = nil
+				}
+			}
+			if ck == nil && !final {
+				rep.needCkpt = append(rep.needCkpt, first)
+			}
+		}
+		if ck != nil && ck.state != nil {
+			cands = append(cands, ck)
 		}
 		expect = seg.first + seg.count
+	}
+	// Checkpoints whose segment is gone (retention removed the segment,
+	// then the process died before removing the checkpoint).
+	for first := range ckpts {
+		if repair {
+			if err := fs.Remove(join(dir, checkpointName(first))); err != nil {
+				return segs, rep, fmt.Errorf("journal: removing %s: %w", checkpointName(first), err)
+			}
+			rep.removed++
+		}
 	}
 	rep.Segments = len(segs)
 	if len(segs) > 0 {
@@ -242,13 +364,96 @@ func recoverDir(fs FS, dir string, interval int, log *slog.Logger, repair, trunc
 	} else {
 		rep.FirstSeq = 1
 	}
+	for _, c := range cands {
+		if rep.state == nil || c.stateSeq > rep.state.stateSeq {
+			rep.state = c
+		}
+	}
 	return segs, rep, nil
+}
+
+// prefetched is what prefetchSegments found for one segment.
+type prefetched struct {
+	seg      *segment
+	removed  bool
+	err      error
+	ck       *checkpoint // with ckErr, the checkpoint file read, if there is one
+	ckErr    error
+	trusted  bool // trustCheckpoint succeeded (seg's index, end and count set)
+	trustErr error
+}
+
+// prefetchParallel bounds how many segments prefetchSegments opens at once.
+const prefetchParallel = 16
+
+// prefetchSegments opens every segment, reads its checkpoint if it has one
+// and, for a sealed segment (not verifyAll), tries to trust it: the few
+// reads per segment (header, checkpoint, last record) are random reads of
+// a cold disk, so they are issued in parallel. recoverDir then decides in
+// order what to make of the results.
+func prefetchSegments(fs FS, dir string, firsts []uint64, ckpts map[uint64]bool, mfst map[uint64]*checkpoint, interval int, repair, verifyAll bool) []prefetched {
+	pre := make([]prefetched, len(firsts))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, prefetchParallel)
+	for i, first := range firsts {
+		final := i == len(firsts)-1
+		hasCk := ckpts[first]
+		fromMfst := mfst[first]
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			p := &pre[i]
+			// A segment to be trusted from its checkpoint is read in two
+			// places (header, last record): no read-around for those
+			// faults (it reads read_ahead_kb, often megabytes, per fault),
+			// then back to normal for the cursors that will read it.
+			random := hasCk && !final && !verifyAll
+			p.seg, p.removed, p.err = openSegment(fs, dir, segmentName(first), first, final, interval, repair, random)
+			if p.err != nil || p.removed {
+				return
+			}
+			if random {
+				defer adviseMapping(p.seg, unix.MADV_NORMAL)
+			}
+			if final || verifyAll || !hasCk {
+				// To be scanned: have the kernel read it in large
+				// asynchronous chunks rather than fault by fault.
+				if f, ok := p.seg.f.(fdFile); ok {
+					_ = unix.Fadvise(int(f.Fd()), 0, p.seg.size, unix.FADV_WILLNEED) // only a hint
+				}
+			}
+			if !hasCk {
+				return
+			}
+			if fromMfst != nil && fromMfst.id == p.seg.hdr.id && !final {
+				p.ck = fromMfst
+			} else {
+				p.ck, p.ckErr = readCheckpoint(fs, join(dir, checkpointName(first)))
+			}
+			if p.ckErr != nil || final || verifyAll || p.ck.id != p.seg.hdr.id {
+				return
+			}
+			p.trustErr = trustCheckpoint(p.seg, p.ck, interval)
+			p.trusted = p.trustErr == nil
+		}()
+	}
+	wg.Wait()
+	return pre
+}
+
+// adviseMapping gives the kernel a hint about how s's mapping will be read
+// (OS files only).
+func adviseMapping(s *segment, advice int) {
+	if _, ok := s.f.(fdFile); ok && len(s.data) > 0 {
+		_ = unix.Madvise(s.data, advice) // only a hint
+	}
 }
 
 // openSegment opens and maps a segment file and validates its header. A
 // final segment with an invalid header and no data is removed (repair) or
 // skipped.
-func openSegment(fs FS, dir, name string, first uint64, final bool, interval int, repair bool) (*segment, bool, error) {
+func openSegment(fs FS, dir, name string, first uint64, final bool, interval int, repair, random bool) (*segment, bool, error) {
 	path := join(dir, name)
 	f, err := fs.Open(path)
 	if err != nil {
@@ -258,6 +463,9 @@ func openSegment(fs FS, dir, name string, first uint64, final bool, interval int
 	if err != nil {
 		f.Close()
 		return nil, false, fmt.Errorf("journal: mapping %s: %w", name, err)
+	}
+	if _, ok := f.(fdFile); ok && random && len(data) > 0 {
+		_ = unix.Madvise(data, unix.MADV_RANDOM) // only a hint
 	}
 	hdr, herr := decodeSegHeader(data)
 	if herr == nil && hdr.first != first {

@@ -68,6 +68,11 @@ func (j *Journal) ApplyRetention() (removed int, err error) {
 		if rerr := j.fs.Remove(s.path); rerr != nil && err == nil {
 			err = fmt.Errorf("journal: removing %s: %w", s.name, rerr)
 		}
+		// Its checkpoint after it: a checkpoint without its segment is
+		// harmless (Open removes it), a segment without one is scanned.
+		if rerr := j.removeCheckpoint(s.first); rerr != nil && err == nil {
+			err = fmt.Errorf("journal: removing %s: %w", checkpointName(s.first), rerr)
+		}
 		s.unref(j)
 		removed++
 		j.removedSegs.Add(1)

@@ -52,6 +52,9 @@ type serveConfig struct {
 	// Recover: "" (refuse to start on a corrupt journal) or "truncate"
 	// (journal.Options.RecoverTruncate: cut at the first bad record).
 	Recover string `toml:"recover"`
+	// VerifyJournal: journal.Options.VerifyAll (scan every segment and
+	// replay every record instead of trusting checkpoints).
+	VerifyJournal bool `toml:"verify-journal"`
 
 	SegmentSize    int64    `toml:"segment-size"`
 	SyncDelay      duration `toml:"sync-delay"`
@@ -275,6 +278,7 @@ func serveFlags(cfg *serveConfig) (*flag.FlagSet, *string) {
 	fs.IntVar(&cfg.ZeroCopyMin, "zero-copy-min", 0, "with io_uring, deliver records of at least this many `bytes` zero-copy from the journal mapping (0: the default, 16 KiB; -1: never)")
 	fs.Int64Var(&cfg.SegmentSize, "segment-size", 64<<20, "journal segment `bytes`")
 	fs.StringVar(&cfg.Recover, "recover", "", "repair at startup: truncate (cut a corrupt final journal segment at its first bad record, dropping and logging the records from there; acknowledged data is lost, use once); unset: refuse to start on corruption")
+	fs.BoolVar(&cfg.VerifyJournal, "verify-journal", false, "at startup scan every journal segment (each record's CRC) and rebuild the index from every record, instead of trusting the checkpoints of sealed segments (slower; for when the checkpoints are in doubt)")
 	fs.Var(&cfg.SyncDelay, "sync-delay", "longest wait to batch more data into one fdatasync (0: sync as soon as the last one returned)")
 	fs.IntVar(&cfg.SyncBytes, "sync-bytes", 4<<20, "most `bytes` written and synced per group commit")
 	fs.Var(&cfg.RetentionAge, "retention-age", "delete journal segments older than this (0: keep)")
@@ -431,6 +435,7 @@ func (c *serveConfig) engineConfig() (engine.Config, error) {
 			RetentionBytes: c.RetentionBytes,
 
 			RecoverTruncate: recoverTruncate,
+			VerifyAll:       c.VerifyJournal,
 		},
 		Logger: logger,
 	}, nil
