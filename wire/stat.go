@@ -32,6 +32,13 @@ type Stats struct {
 	// Storage is "ok", or "failed: <cause>" once the journal failed (the
 	// instance then accepts no clients; see docs/architecture.md).
 	Storage string `json:"storage,omitempty"`
+	// State is "standby" from a shared-store passive (docs/ha.md), whose
+	// document carries only Instance, UptimeSeconds, Storage ("standby"),
+	// State and Active; absent from an active instance.
+	State string `json:"state,omitempty"`
+	// Active names the shared-store active as "HOST pid PID" (from the
+	// lock file; "unknown" if unreadable); only with State "standby".
+	Active string `json:"active,omitempty"`
 }
 
 // ZeroCopyStats counts deliveries sent from the journal mapping.
