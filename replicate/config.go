@@ -64,7 +64,7 @@ type Destination struct {
 	// Addrs is Addr split at "|"; the dialer tries them in turn, starting
 	// from the first, on every attempt. Nil for accept-only.
 	Addrs []string
-	Mode Mode
+	Mode  Mode
 	// Topics, when set, selects the topics the destination gets.
 	Topics *regexp.Regexp
 	// Passthrough forwards messages this instance received by replication
