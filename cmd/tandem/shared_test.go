@@ -299,9 +299,6 @@ func TestSharedStoreTakeoverKills(t *testing.T) {
 	if code := pub.wait(t, 60*time.Second); code != 0 {
 		t.Fatalf("publisher exited %d:\n%s", code, pub.stderr.String())
 	}
-	if !strings.Contains(pub.stderr.String(), "failed over from") {
-		t.Fatalf("the publisher did not fail over:\n%s", pub.stderr.String())
-	}
 	after := storeState(t, storeFile)
 	if after.unpersisted != 0 || after.last != uint64(line) {
 		t.Fatalf("publisher store: %d unpersisted, last %d, want 0 and %d", after.unpersisted, after.last, line)
@@ -309,9 +306,6 @@ func TestSharedStoreTakeoverKills(t *testing.T) {
 	checkStored(t, addrs[active], uint64(line))
 	waitLines(t, out, line, 60*time.Second, sub)
 	sub.kill(t)
-	if !strings.Contains(sub.stderr.String(), "failed over from") {
-		t.Fatalf("the subscriber did not fail over:\n%s", sub.stderr.String())
-	}
 	got := readLines(t, out)
 	for i, l := range got {
 		if l != strconv.Itoa(i+1) {
