@@ -367,7 +367,7 @@ func writeFailoverSection(b *strings.Builder, rr *RunResult) {
 	b.WriteString("## Failover time (HA client)\n\n")
 	var r *Result
 	for i := range rr.Results {
-		if rr.Results[i].Scenario == ScenFailover && rr.Results[i].System == "tandem" && rr.Results[i].Mode != sharedStoreMode {
+		if rr.Results[i].Scenario == ScenFailover && rr.Results[i].System == "tandem" && rr.Results[i].Mode != sharedStoreMode && rr.Results[i].Failover != nil {
 			r = &rr.Results[i]
 		}
 	}
@@ -423,7 +423,7 @@ func writeSharedFailover(b *strings.Builder, rr *RunResult) {
 			"which took the lock (polled every 100 ms), recovered the journal and started serving. The killed process is restarted as the new passive (docs/ha.md).\n\n")
 		if r.Error != "" {
 			fmt.Fprintf(b, "**Error:** %s\n\n", r.Error)
-			return
+			break
 		}
 		fs := r.Failover
 		b.WriteString("| runs | p50 | p90 | p99 | max | lost or repeated at the switch | no takeover within 10 s |\n|---:|---:|---:|---:|---:|---:|---:|\n")
@@ -434,6 +434,26 @@ func writeSharedFailover(b *strings.Builder, rr *RunResult) {
 		if r.Note != "" {
 			fmt.Fprintf(b, "- %s: %s\n\n", r.Key, r.Note)
 		}
+		break
+	}
+	var rows []*Result
+	for i := range rr.Results {
+		if r := &rr.Results[i]; r.Scenario == ScenFailover && strings.HasPrefix(r.Key, "failover compare ") {
+			rows = append(rows, r)
+		}
+	}
+	if len(rows) == 0 {
 		return
 	}
+	b.WriteString("Durable publish (one publisher, closed loop) and persisted-ack latency (fixed rate), shared store (the active, a passive beside it, one journal) vs a sync pair (every ack waits for the peer's fdatasync), each on fresh servers in the same run:\n\n")
+	b.WriteString("| measurement | msgs/s | p50 | p99 | p99.9 |\n|---|---:|---:|---:|---:|\n")
+	for _, r := range rows {
+		if r.Error != "" || r.Latency == nil {
+			fmt.Fprintf(b, "| %s | error: %s | | | |\n", strings.TrimPrefix(r.Key, "failover compare "), r.Error)
+			continue
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s |\n", strings.TrimPrefix(r.Key, "failover compare "), fmtRate(r.MsgsPerSec),
+			fmtUs(r.Latency.P50), fmtUs(r.Latency.P99), fmtUs(r.Latency.P999))
+	}
+	b.WriteString("\n")
 }

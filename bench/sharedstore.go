@@ -26,9 +26,9 @@ import (
 // is the one right after the last message before. The killed process is
 // started again as the new passive, so runs alternate. It needs the serve
 // binary (`tandem bench` runs it as a process); in-process benches skip it.
-//
-// Not measured yet: durable publish throughput and ack latency of a
-// shared-store instance next to the sync pair (docs/ha.md).
+// Then durable publish (closed loop) and persisted-ack latency (the
+// failover rate) of a shared-store active next to a sync pair, each on
+// fresh servers: results keyed "failover compare ...".
 
 // sharedStoreMode is the Mode of the shared-store failover result.
 const sharedStoreMode = "shared-store"
@@ -50,6 +50,50 @@ func (r *runner) runSharedFailover(t *Tandem) {
 	}
 	r.prog.end(&res)
 	r.add(res)
+	// Durable publish and persisted-ack latency, shared store (the
+	// active, a passive beside it) vs a sync pair, on fresh servers.
+	size, rate := set128(r.set), r.set.FailoverRate
+	for _, mode := range []string{"sync", sharedStoreMode} {
+		v := t.variant(mode, t.Engine)
+		rv := r.on(v)
+		pres := r.result(ScenFailover, fmt.Sprintf("failover compare publish size=%d pubs=1 mode=%s", size, mode))
+		pres.Size, pres.Publishers, pres.Mode = size, 1, mode
+		rv.step(pres, func(res *Result) error { return rv.measurePublish(res, size, 1, 0) })
+		lres := r.result(ScenFailover, fmt.Sprintf("failover compare ack-latency size=%d rate=%d mode=%s", size, rate, mode))
+		lres.Size, lres.Publishers, lres.Mode, lres.RateLabel = size, 1, mode, fmt.Sprint(rate)
+		rv.step(lres, func(res *Result) error { return rv.measurePublish(res, size, 1, float64(rate)) })
+	}
+}
+
+// set128 is the message size of the comparison: the failover step's.
+func set128(set *Settings) int { return set.FailoverSize }
+
+// startShared starts a shared-store pair for a measurement on one
+// instance: the active at t.addr, a passive (same directory, same name)
+// at t.addrB; Stop stops both.
+func (t *Tandem) startShared(ctx context.Context, dir string) error {
+	if len(t.Cmd) == 0 {
+		return errors.New("shared-store needs the tandem binary (--shared-store is tandem serve's)")
+	}
+	n := &sharedNodes{t: t, dir: filepath.Join(dir, "data")}
+	for i := range n.addrs {
+		p, err := freePort()
+		if err != nil {
+			return err
+		}
+		n.addrs[i] = fmt.Sprintf("127.0.0.1:%d", p)
+	}
+	t.addr, t.addrB = n.addrs[0], n.addrs[1]
+	err := n.start(ctx, 0)
+	t.p = n.procs[0]
+	if err == nil {
+		err = n.waitServing(ctx, t.addr)
+	}
+	if err == nil {
+		err = n.start(ctx, 1)
+		t.pB = n.procs[1]
+	}
+	return err
 }
 
 // sharedNodes are the processes of a shared-store pair.
