@@ -160,7 +160,10 @@ down cleanly); 2 for a bad command line or config; 3 when its storage
 failed (full disk, I/O error): with --on-storage-failure exit at once (it
 sends the acknowledgements already durable, tells every client
 storage-failed, closes its listeners and exits, so HA clients fail over),
-with stay at SIGINT or SIGTERM.
+with stay at SIGINT or SIGTERM; with --shared-store also at once, without
+a drain, when the storage stalls past --shared-store-stall-limit or the
+lock file names another holder (fencing, docs/ha.md). A passive exits 0 on
+SIGINT or SIGTERM.
 
 `
 

@@ -8,12 +8,15 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tandemhq/tandem/client"
+	"github.com/tandemhq/tandem/record"
 	"github.com/tandemhq/tandem/wire"
 )
 
@@ -97,6 +100,30 @@ func TestSharedStoreConfigRefusals(t *testing.T) {
 	code, stderr = runServeToExit(t, 10*time.Second, sharedArgs(dir, freeAddr(t), "other")[1:]...)
 	if code != 1 || !strings.Contains(stderr, `belongs to instance "shared"`) {
 		t.Fatalf("other name on an idle directory: exit %d\n%s", code, stderr)
+	}
+}
+
+// TestSharedStoreConfigKeys: shared-store and shared-store-stall-limit are
+// TOML keys; the stall limit reaches the engine (default 5s with
+// shared-store, none without it), a flag overriding the file.
+func TestSharedStoreConfigKeys(t *testing.T) {
+	ec, err := loadAsServe(t, writeConfig(t, "shared-store = true\nname = \"s\"\n"))
+	if err != nil || ec.StallLimit != defaultStallLimit {
+		t.Fatalf("shared-store: stall limit %v, %v", ec.StallLimit, err)
+	}
+	file := writeConfig(t, "shared-store = true\nname = \"s\"\nshared-store-stall-limit = \"2s\"\n")
+	if ec, err := loadAsServe(t, file); err != nil || ec.StallLimit != 2*time.Second {
+		t.Fatalf("shared-store-stall-limit 2s: %v, %v", ec.StallLimit, err)
+	}
+	if ec, err := loadAsServe(t, file, "--shared-store-stall-limit", "750ms"); err != nil || ec.StallLimit != 750*time.Millisecond {
+		t.Fatalf("flag over file: %v, %v", ec.StallLimit, err)
+	}
+	if ec, err := loadAsServe(t, writeConfig(t, "name = \"s\"\n")); err != nil || ec.StallLimit != 0 {
+		t.Fatalf("without shared-store: stall limit %v, %v", ec.StallLimit, err)
+	}
+	if _, err := loadAsServe(t, writeConfig(t, "shared-store = true\nname = \"s\"\nshared-store-stall-limit = \"-1s\"\n")); err == nil ||
+		!strings.Contains(err.Error(), "negative") {
+		t.Fatalf("negative stall limit: %v", err)
 	}
 }
 
@@ -286,6 +313,11 @@ func TestSharedStoreTakeoverKills(t *testing.T) {
 		active = passive
 	}
 	t.Logf("takeovers (kill to serving): %v", takeovers)
+	torn := 0
+	for _, p := range procs {
+		torn += strings.Count(p.stderr.String(), "truncating torn tail")
+	}
+	t.Logf("torn tails the dead actives left, zeroed at takeover (as logged by the current processes): %d", torn)
 	// Both down: the publisher keeps what it is given in its store (a
 	// durable connection) while no server is up.
 	procs[0].kill(t)
@@ -388,5 +420,100 @@ func TestSharedStoreReplicationAcrossTakeover(t *testing.T) {
 		if st := stats(t, addr); st.Stored != 300 {
 			t.Fatalf("%s: %d stored, %d duplicates dropped", addr, st.Stored, st.Duplicates)
 		}
+	}
+}
+
+// TestSharedStoreTakeoverRecoversTornTail: the active dies as a machine
+// would, leaving the end of its last record unwritten (a lost writeback:
+// that record's last sector is zeros). The passive (stopped meanwhile with
+// SIGSTOP, so the damage is in place before it looks) takes over: it
+// zeroes the torn tail, logs it, serves every record before it, and
+// appends after it.
+func TestSharedStoreTakeoverRecoversTornTail(t *testing.T) {
+	dir := t.TempDir()
+	addrA, addrB := freeAddr(t), freeAddr(t)
+	a := startServe(t, addrA, sharedArgs(dir, addrA, "shared")...)
+	b := startServe(t, addrB, sharedArgs(dir, addrB, "shared")...)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := client.Connect(ctx, addrA, client.WithName("pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
+	for i := 1; i <= n; i++ {
+		if _, err := c.Publish(ctx, "t", []byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Publish(ctx, "t", []byte(strings.Repeat("x", 4096))); err != nil { // the record to tear
+		t.Fatal(err)
+	}
+	if err := c.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+
+	if err := b.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	a.kill(t)
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	if len(segs) == 0 {
+		t.Fatal("no journal segment")
+	}
+	sort.Strings(segs)
+	seg := segs[0] // the only one written: the segment size holds every record
+	data, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off, last := 64, -1
+	for off+4 <= len(data) {
+		l := record.Length(data[off:])
+		if l == 0 {
+			break
+		}
+		last = off
+		off += l
+	}
+	if last < 0 || off-last < 4096 {
+		t.Fatalf("last record at %d, %d bytes: not the big one", last, off-last)
+	}
+	sector := max((off-1)/512*512, last+record.HeaderSize)
+	f, err := os.OpenFile(seg, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(make([]byte, off-sector), int64(sector)); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := b.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	waitActive(t, addrB, 15*time.Second)
+	if !strings.Contains(b.log(), "truncating torn tail") {
+		t.Fatalf("the new active did not report the torn tail:\n%s", b.log())
+	}
+	if st := stats(t, addrB); st.Stored != n {
+		t.Fatalf("after the takeover %d messages stored, want %d (the torn one dropped)", st.Stored, n)
+	}
+	c, err = client.Connect(ctx, addrB, client.WithName("pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Publish(ctx, "t", []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := stats(t, addrB); st.Stored != n+1 {
+		t.Fatalf("after a publish on the new active %d stored, want %d", st.Stored, n+1)
 	}
 }
