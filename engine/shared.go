@@ -129,7 +129,8 @@ func (s *Server) stopStallWatch() {
 //   - a Logon from a client is answered with an Error frame with
 //     wire.CodeStandby and the text "standby: active is HOST pid PID"
 //     (the holder recorded in the lock file at that moment, "unknown"
-//     when it cannot be read), and the connection is closed; an HA client
+//     when it cannot be read), and the connection is half-closed (then
+//     closed once the client closes, or after a second); an HA client
 //     moves on to its next server at once, without counting a failure;
 //   - a Logon whose name starts with StatClientPrefix (`tandem stat`) is
 //     accepted (version as the client asks, at most wire.MaxVersion; no
@@ -248,7 +249,7 @@ func (s *StandbyServer) serve(c net.Conn) {
 	for {
 		f, n, err := wire.Split(buf, 64<<10)
 		if err != nil {
-			c.Write(wire.AppendError(nil, wire.CodeMalformed, err.Error()))
+			refuse(c, wire.AppendError(nil, wire.CodeMalformed, err.Error()))
 			return
 		}
 		if n == 0 {
@@ -267,17 +268,16 @@ func (s *StandbyServer) serve(c net.Conn) {
 		case !loggedOn && f.Type == wire.TypeLogon:
 			var lg wire.Logon
 			if err := wire.DecodeLogon(f.Body, &lg); err != nil {
-				out = wire.AppendError(nil, wire.CodeMalformed, err.Error())
-				c.Write(out)
+				refuse(c, wire.AppendError(nil, wire.CodeMalformed, err.Error()))
 				return
 			}
 			if !strings.HasPrefix(string(lg.Name), StatClientPrefix) {
-				c.Write(wire.AppendError(nil, wire.CodeStandby, "standby: active is "+s.activeText()))
+				refuse(c, wire.AppendError(nil, wire.CodeStandby, "standby: active is "+s.activeText()))
 				return
 			}
 			v := min(lg.MaxVersion, wire.MaxVersion)
 			if v < lg.MinVersion || v < wire.MinVersion {
-				c.Write(wire.AppendError(nil, wire.CodeVersion, "no common protocol version"))
+				refuse(c, wire.AppendError(nil, wire.CodeVersion, "no common protocol version"))
 				return
 			}
 			out = wire.AppendLogonReply(nil, &wire.LogonReply{Version: v, Instance: []byte(s.name)})
@@ -289,7 +289,7 @@ func (s *StandbyServer) serve(c net.Conn) {
 			out = wire.AppendStatReply(nil, doc)
 		case loggedOn && f.Type == wire.TypeHeartbeat:
 		default:
-			c.Write(wire.AppendError(nil, wire.CodeStandby, "standby: active is "+s.activeText()+"; only stat is served here"))
+			refuse(c, wire.AppendError(nil, wire.CodeStandby, "standby: active is "+s.activeText()+"; only stat is served here"))
 			return
 		}
 		if len(out) > 0 {
@@ -298,5 +298,25 @@ func (s *StandbyServer) serve(c net.Conn) {
 			}
 		}
 		buf = append(buf[:0], buf[n:]...)
+	}
+}
+
+// refuse sends an Error frame and ends the connection the way the engine
+// does: half-close after it, then read and discard what the client still
+// sends until its close (at most a second), so unread input does not turn
+// the close into a reset that could destroy the Error frame in flight.
+func refuse(c net.Conn, frame []byte) {
+	c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write(frame); err != nil {
+		return
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.CloseWrite()
+	}
+	var sink [512]byte
+	for {
+		if _, err := c.Read(sink[:]); err != nil {
+			return
+		}
 	}
 }
