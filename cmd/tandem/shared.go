@@ -111,9 +111,10 @@ func waitForSharedStore(ec engine.Config, sigs <-chan os.Signal) (*dirlock.Lock,
 		"data", dir, "active", held.Holder.String())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	waited := make(chan struct{})
+	waited, watcherDone := make(chan struct{}), make(chan struct{})
 	var signalled atomic.Bool
 	go func() {
+		defer close(watcherDone)
 		select {
 		case <-sigs:
 			signalled.Store(true)
@@ -123,6 +124,11 @@ func waitForSharedStore(ec engine.Config, sigs <-chan os.Signal) (*dirlock.Lock,
 	}()
 	lock, err = dirlock.AcquireWait(ctx, dir, name, lockPoll)
 	close(waited)
+	<-watcherDone
+	if err == nil && signalled.Load() { // a signal just as the lock came: stop, as asked
+		lock.Close()
+		err = ctx.Err()
+	}
 	start := time.Now()
 	if cerr := sb.Close(); cerr != nil {
 		log.Warn("shared store: closing the standby listener", "err", cerr)

@@ -512,3 +512,22 @@ func TestSharedStoreTakeoverRecoversTornTail(t *testing.T) {
 		t.Fatalf("after a publish on the new active %d stored, want %d", st.Stored, n+1)
 	}
 }
+
+// TestSharedStorePassiveStopsOnSIGTERM: a passive waiting for the lock
+// exits 0 at SIGTERM, leaving the active serving.
+func TestSharedStorePassiveStopsOnSIGTERM(t *testing.T) {
+	dir := t.TempDir()
+	addrA, addrB := freeAddr(t), freeAddr(t)
+	startServe(t, addrA, sharedArgs(dir, addrA, "shared")...)
+	b := startServe(t, addrB, sharedArgs(dir, addrB, "shared")...)
+	if st, err := sharedState(t, addrB); err != nil || st.State != "standby" {
+		t.Fatalf("second process: %+v, %v", st, err)
+	}
+	b.terminate(t) // exit status 0 within 15s, or the test fails
+	if !strings.Contains(b.log(), "shutting down (passive)") {
+		t.Fatalf("passive log:\n%s", b.log())
+	}
+	if st, err := sharedState(t, addrA); err != nil || st.State != "" {
+		t.Fatalf("the active after the passive left: %+v, %v", st, err)
+	}
+}
