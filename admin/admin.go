@@ -70,11 +70,12 @@ type Config struct {
 
 // Listener is a running admin HTTP server.
 type Listener struct {
-	cfg  Config
-	log  *slog.Logger
-	ln   net.Listener
-	http *http.Server
-	reg  *prometheus.Registry
+	standby atomic.Bool // a shared-store passive (SetStandby)
+	cfg     Config
+	log     *slog.Logger
+	ln      net.Listener
+	http    *http.Server
+	reg     *prometheus.Registry
 
 	srv      atomic.Pointer[engine.Server]
 	since    atomic.Int64 // when SetServer was called (UnixNano)
@@ -194,6 +195,9 @@ func (l *Listener) Ready() (bool, string) {
 	if ok, why := l.Health(); !ok {
 		return false, why
 	}
+	if l.standby.Load() {
+		return false, "standby"
+	}
 	s := l.srv.Load()
 	if s == nil || !s.Started() {
 		return false, "recovering"
@@ -247,6 +251,10 @@ func (l *Listener) upgradeBelow(s *engine.Server) time.Duration {
 	}
 	return 100 * time.Millisecond // replicate.Config's default
 }
+
+// SetStandby marks the process a shared-store passive (docs/ha.md):
+// /readyz answers 503 standby while it is set.
+func (l *Listener) SetStandby(on bool) { l.standby.Store(on) }
 
 func (l *Listener) healthz(w http.ResponseWriter, _ *http.Request) {
 	ok, why := l.Health()

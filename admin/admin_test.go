@@ -617,3 +617,19 @@ func TestSlowConsumerMetric(t *testing.T) {
 		t.Errorf("delivered %v, want %d", got, n)
 	}
 }
+
+// A shared-store passive's /readyz is 503 standby; /healthz stays 200.
+func TestReadyStandby(t *testing.T) {
+	l := newAdmin(t, Config{})
+	l.SetStandby(true)
+	if code, body := get(t, l, "/readyz"); code != 503 || body != "standby\n" {
+		t.Fatalf("standby: /readyz %d %q", code, body)
+	}
+	if code, _ := get(t, l, "/healthz"); code != 200 {
+		t.Fatalf("standby: /healthz %d", code)
+	}
+	l.SetStandby(false)
+	if code, body := get(t, l, "/readyz"); code != 503 || body != "recovering\n" {
+		t.Fatalf("after takeover, before the engine: /readyz %d %q", code, body)
+	}
+}

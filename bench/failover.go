@@ -84,6 +84,7 @@ func (r *runner) runFailover() error {
 	res.Size, res.Publishers, res.Subscribers, res.Rate, res.Mode = r.set.FailoverSize, 1, 1, float64(r.set.FailoverRate), "sync"
 	rv := r.on(t.variant("sync", t.Engine))
 	rv.step(res, func(res *Result) error { return rv.measureFailover(res) })
+	r.runSharedFailover(t) // the shared-store variant (sharedstore.go)
 	return nil
 }
 

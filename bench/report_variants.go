@@ -367,7 +367,7 @@ func writeFailoverSection(b *strings.Builder, rr *RunResult) {
 	b.WriteString("## Failover time (HA client)\n\n")
 	var r *Result
 	for i := range rr.Results {
-		if rr.Results[i].Scenario == ScenFailover && rr.Results[i].System == "tandem" {
+		if rr.Results[i].Scenario == ScenFailover && rr.Results[i].System == "tandem" && rr.Results[i].Mode != sharedStoreMode && rr.Results[i].Failover != nil {
 			r = &rr.Results[i]
 		}
 	}
@@ -375,6 +375,7 @@ func writeFailoverSection(b *strings.Builder, rr *RunResult) {
 		b.WriteString("_Not run._\n\n")
 		return
 	}
+	defer writeSharedFailover(b, rr)
 	fs := r.Failover
 	kill := "SIGKILL of its `tandem serve` process"
 	if fs != nil && strings.HasPrefix(fs.KillMethod, "in-process") {
@@ -406,4 +407,53 @@ func writeFailoverSection(b *strings.Builder, rr *RunResult) {
 	if r.Note != "" {
 		fmt.Fprintf(b, "- %s: %s\n\n", r.Key, r.Note)
 	}
+}
+
+// writeSharedFailover adds the shared-store variant's table to the
+// failover section (sharedstore.go), when it ran.
+func writeSharedFailover(b *strings.Builder, rr *RunResult) {
+	for i := range rr.Results {
+		r := &rr.Results[i]
+		if r.Scenario != ScenFailover || r.Mode != sharedStoreMode {
+			continue
+		}
+		b.WriteString("### Shared store (active/passive)\n\n")
+		b.WriteString("Two `tandem serve --shared-store` processes on one data directory, the same publisher and subscriber given both addresses. " +
+			"Each run SIGKILLs the active (the process the subscriber is on); **takeover time**: from the kill to the first message the subscriber receives through the other address, " +
+			"which took the lock (polled every 100 ms), recovered the journal and started serving. The killed process is restarted as the new passive (docs/ha.md).\n\n")
+		if r.Error != "" {
+			fmt.Fprintf(b, "**Error:** %s\n\n", r.Error)
+			break
+		}
+		fs := r.Failover
+		b.WriteString("| runs | p50 | p90 | p99 | max | lost or repeated at the switch | no takeover within 10 s |\n|---:|---:|---:|---:|---:|---:|---:|\n")
+		if l := r.Latency; l != nil && fs != nil {
+			fmt.Fprintf(b, "| %d | %s | %s | %s | %s | %d | %d |\n\n", len(fs.TimesUs), fmtUs(l.P50), fmtUs(l.P90), fmtUs(l.P99), fmtUs(l.Max), fs.Violations, fs.Timeouts)
+			fmt.Fprintf(b, "Over the whole step: %d messages published, %d received, %d out of order or repeated.\n\n", r.Sent, r.Received, r.Bad)
+		}
+		if r.Note != "" {
+			fmt.Fprintf(b, "- %s: %s\n\n", r.Key, r.Note)
+		}
+		break
+	}
+	var rows []*Result
+	for i := range rr.Results {
+		if r := &rr.Results[i]; r.Scenario == ScenFailover && strings.HasPrefix(r.Key, "failover compare ") {
+			rows = append(rows, r)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	b.WriteString("Durable publish (one publisher, closed loop) and persisted-ack latency (fixed rate), shared store (the active, a passive beside it, one journal) vs a sync pair (every ack waits for the peer's fdatasync), each on fresh servers in the same run:\n\n")
+	b.WriteString("| measurement | msgs/s | p50 | p99 | p99.9 |\n|---|---:|---:|---:|---:|\n")
+	for _, r := range rows {
+		if r.Error != "" || r.Latency == nil {
+			fmt.Fprintf(b, "| %s | error: %s | | | |\n", strings.TrimPrefix(r.Key, "failover compare "), r.Error)
+			continue
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s |\n", strings.TrimPrefix(r.Key, "failover compare "), fmtRate(r.MsgsPerSec),
+			fmtUs(r.Latency.P50), fmtUs(r.Latency.P99), fmtUs(r.Latency.P999))
+	}
+	b.WriteString("\n")
 }

@@ -89,6 +89,9 @@ func (t *Tandem) Info() SystemInfo {
 }
 
 func (t *Tandem) Start(ctx context.Context, dir string) error {
+	if t.Pair == sharedStoreMode {
+		return t.startShared(ctx, dir)
+	}
 	if t.Pair != "" {
 		return t.startPair(ctx, dir)
 	}

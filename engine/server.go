@@ -126,6 +126,22 @@ type Config struct {
 	// frame); default DefaultDrainTimeout.
 	DrainTimeout time.Duration
 
+	// DirLock, when set, is the data directory's lock already held by the
+	// caller (a shared-store passive that waited for it, shared.go): New
+	// uses it instead of acquiring one, owns it from then on (Close
+	// releases it; so does a failing New) and refuses a lock of another
+	// directory.
+	DirLock *dirlock.Lock
+	// StallLimit, when positive, fences a shared-store active (shared.go):
+	// once written data has waited longer than this for a sync that does
+	// not return (or the lock file names another holder), OnStall is
+	// called, once. The default, 0, watches nothing.
+	StallLimit time.Duration
+	// OnStall is called (from the watchdog goroutine) when the storage
+	// stalled past StallLimit; nil logs and exits the process with status
+	// 3 at once. It must not wait for the storage.
+	OnStall func(err error)
+
 	Logger *slog.Logger
 }
 
@@ -224,6 +240,10 @@ type Server struct {
 	// stateCheckpoint hands it to the journal's checkpoints.
 	indexReady atomic.Bool
 	replayed   int // records rebuild replayed (tests)
+
+	// stallStop ends the stall watchdog (shared.go); nil without one.
+	stallStop chan struct{}
+	stallDone chan struct{}
 }
 
 // clientInfo is what stat reports about a logged-on client.
@@ -308,8 +328,15 @@ var ErrClosed = errors.New("engine: server closed")
 // the holder, wrapping dirlock.ErrLocked), opens the journal (recovering
 // it) and rebuilds the index; Start begins serving. Nothing in the
 // directory is read before the lock is held.
-func New(cfg Config) (*Server, error) {
+func New(cfg Config) (s *Server, err error) {
 	cfg.setDefaults()
+	if cfg.DirLock != nil {
+		defer func() {
+			if err != nil {
+				cfg.DirLock.Close() // New owns a lock it was given
+			}
+		}()
+	}
 	if limit := MaxFrameForSegment(cfg.Journal.SegmentSize); cfg.MaxFrame > limit && !cfg.allowMaxFrameAboveSegment {
 		return nil, fmt.Errorf("engine: max-frame %d is larger than a journal segment can hold (%d with segments of %d bytes): lower max-frame or raise the segment size",
 			cfg.MaxFrame, limit, journal.MaxRecord(cfg.Journal.SegmentSize)+64)
@@ -364,7 +391,7 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("engine: %w", err)
 		}
 	}
-	s := &Server{
+	s = &Server{
 		engine:   engineDesc,
 		useUring: useUring,
 		cfg:      cfg,
@@ -373,9 +400,9 @@ func New(cfg Config) (*Server, error) {
 		failedCh: make(chan struct{}),
 		tls:      ts,
 	}
-	lock, err := dirlock.Acquire(cfg.DataDir, cfg.Name)
+	lock, err := takeDirLock(&cfg)
 	if err != nil {
-		return nil, fmt.Errorf("engine: %w", err)
+		return nil, err
 	}
 	s.lock = lock
 	if cfg.Journal.FS == nil { // the OS file system: check it can hold the journal
@@ -563,6 +590,7 @@ func (s *Server) Start() error {
 	}
 	running := s.loops
 	s.running.Store(&running)
+	s.startStallWatch()
 	if s.repl != nil {
 		if err := s.repl.Start(); err != nil {
 			s.Close()
@@ -612,6 +640,7 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	s.stopping.Store(true)
+	s.stopStallWatch()
 	for _, lp := range s.loops {
 		lp.wake()
 	}

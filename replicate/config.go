@@ -22,6 +22,7 @@ import (
 	"math"
 	"net"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -56,9 +57,14 @@ func (m Mode) String() string {
 type Destination struct {
 	Name string
 	// Addr is the peer's replication address; empty means accept-only: the
-	// peer connects to us (a peer in a DMZ) and we never dial.
+	// peer connects to us (a peer in a DMZ) and we never dial. It may list
+	// several addresses separated by "|" (a shared-store instance that
+	// moves between machines, docs/ha.md): Addrs holds them in order.
 	Addr string
-	Mode Mode
+	// Addrs is Addr split at "|"; the dialer tries them in turn, starting
+	// from the first, on every attempt. Nil for accept-only.
+	Addrs []string
+	Mode  Mode
 	// Topics, when set, selects the topics the destination gets.
 	Topics *regexp.Regexp
 	// Passthrough forwards messages this instance received by replication
@@ -69,8 +75,11 @@ type Destination struct {
 // ErrConfig wraps every configuration error.
 var ErrConfig = errors.New("replicate: bad configuration")
 
-// ParseDestination parses NAME=HOST:PORT[,sync|async][,topics=REGEX][,passthrough]
-// or NAME alone (accept-only). The default mode is sync.
+// ParseDestination parses NAME=HOST:PORT[|HOST:PORT...][,sync|async][,topics=REGEX][,passthrough]
+// or NAME alone (accept-only). The default mode is sync. Several addresses
+// name one instance reachable at any of them (the active of a shared-store
+// pair: the others refuse connections); each must be HOST:PORT and none
+// may repeat.
 func ParseDestination(s string) (Destination, error) {
 	bad := func(format string, args ...any) (Destination, error) {
 		return Destination{}, fmt.Errorf("%w: peer %q: %s", ErrConfig, s, fmt.Sprintf(format, args...))
@@ -80,8 +89,14 @@ func ParseDestination(s string) (Destination, error) {
 	head := parts[0]
 	if name, addr, ok := strings.Cut(head, "="); ok {
 		d.Name, d.Addr = name, addr
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return bad("address %q: %v", addr, err)
+		for _, a := range strings.Split(addr, "|") {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				return bad("address %q: %v", a, err)
+			}
+			if slices.Contains(d.Addrs, a) {
+				return bad("address %q listed twice", a)
+			}
+			d.Addrs = append(d.Addrs, a)
 		}
 	} else {
 		d.Name = head

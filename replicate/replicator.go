@@ -336,19 +336,30 @@ func (r *Replicator) dialLoop(d *destination) {
 			continue
 		}
 		dialer := net.Dialer{Timeout: 2 * time.Second}
-		c, err := dialer.DialContext(r.ctx, "tcp", d.cfg.Addr)
-		if err == nil {
-			err = r.handshakeDial(c, d.cfg.Name)
-			if err != nil {
-				c.Close()
-				if r.ctx.Err() == nil {
-					// Reached something that is not the peer we expect, or
-					// that does not know the secret: the operator must see it.
-					r.log.Warn("replication link refused", "peer", d.cfg.Name, "addr", d.cfg.Addr, "err", err)
+		addrs := d.cfg.Addrs
+		if len(addrs) == 0 {
+			addrs = []string{d.cfg.Addr}
+		}
+		var err error
+		for _, addr := range addrs { // a shared-store peer: try its addresses in turn
+			var c net.Conn
+			c, err = dialer.DialContext(r.ctx, "tcp", addr)
+			if err == nil {
+				err = r.handshakeDial(c, d.cfg.Name)
+				if err != nil {
+					c.Close()
+					if r.ctx.Err() == nil {
+						// Reached something that is not the peer we expect, or
+						// that does not know the secret: the operator must see it.
+						r.log.Warn("replication link refused", "peer", d.cfg.Name, "addr", addr, "err", err)
+					}
 				}
+			} else if r.ctx.Err() == nil {
+				r.log.Debug("replication dial failed", "peer", d.cfg.Name, "addr", addr, "err", err)
 			}
-		} else if r.ctx.Err() == nil {
-			r.log.Debug("replication dial failed", "peer", d.cfg.Name, "addr", d.cfg.Addr, "err", err)
+			if err == nil || r.ctx.Err() != nil {
+				break
+			}
 		}
 		if err == nil {
 			backoff = 50 * time.Millisecond

@@ -40,6 +40,13 @@ type Stats struct {
 	Storage string `json:"storage,omitempty"`
 	// StorageError is the journal's error alone once it failed.
 	StorageError string `json:"storage_error,omitempty"`
+	// State is "standby" from a shared-store passive (docs/ha.md), whose
+	// document carries only Instance, UptimeSeconds, Storage ("standby"),
+	// State and Active; absent from an active instance.
+	State string `json:"state,omitempty"`
+	// Active names the shared-store active as "HOST pid PID" (from the
+	// lock file; "unknown" if unreadable); only with State "standby".
+	Active string `json:"active,omitempty"`
 }
 
 // ZeroCopyStats counts deliveries sent from the journal mapping.

@@ -71,6 +71,12 @@ type serveConfig struct {
 	// OnStorageFailure: exit (default) or stay (engine.Config.OnStorageFailure).
 	OnStorageFailure string `toml:"on-storage-failure"`
 
+	// SharedStore: active/passive on one shared data directory (shared.go,
+	// docs/ha.md); SharedStoreStallLimit: engine.Config.StallLimit (default
+	// 5s with shared-store).
+	SharedStore           bool     `toml:"shared-store"`
+	SharedStoreStallLimit duration `toml:"shared-store-stall-limit"`
+
 	// Replication (docs/replication.md).
 	ReplListen         string       `toml:"repl-listen"`
 	Peers              peerList     `toml:"peer"`
@@ -154,14 +160,21 @@ journal in ./data. Every flag is also a key of the --config TOML file
 
 The data directory (created 0700 if missing) belongs to one process: serve
 locks its LOCK file and refuses to start, naming the holder (host, pid,
-name), while another instance holds it.
+name), while another instance holds it. With --shared-store (every process
+on the directory started with it and the same --name, each with its own
+--listen; docs/ha.md) a process that finds the lock held is a passive
+instead: it answers clients "standby" until the active dies, then takes
+over the journal and serves.
 
 Exit status: 0 after SIGINT or SIGTERM; 1 if it cannot start (or shut
 down cleanly); 2 for a bad command line or config; 3 when its storage
 failed (full disk, I/O error): with --on-storage-failure exit at once (it
 sends the acknowledgements already durable, tells every client
 storage-failed, closes its listeners and exits, so HA clients fail over),
-with stay at SIGINT or SIGTERM.
+with stay at SIGINT or SIGTERM; with --shared-store also at once, without
+a drain, when the storage stalls past --shared-store-stall-limit or the
+lock file names another holder (fencing, docs/ha.md). A passive exits 0 on
+SIGINT or SIGTERM.
 
 `
 
@@ -212,6 +225,19 @@ func runServe(args []string, stdout io.Writer) int {
 			return 1
 		}
 		defer adm.Close()
+	}
+	if cfg.SharedStore {
+		if adm != nil {
+			adm.SetStandby(true) // /readyz: 503 standby until this process holds the lock
+		}
+		lock, code := waitForSharedStore(ec, sigs)
+		if lock == nil {
+			return code
+		}
+		if adm != nil {
+			adm.SetStandby(false)
+		}
+		ec.DirLock = lock // engine.New owns it from here
 	}
 	srv, err := engine.New(ec)
 	if err != nil {
@@ -289,6 +315,8 @@ func serveFlags(cfg *serveConfig) (*flag.FlagSet, *string) {
 	fs.Var(&cfg.LogonTimeout, "logon-timeout", "close connections that do not log on within this (default 10s)")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.OnStorageFailure, "on-storage-failure", engine.StorageFailureExit, "once the journal failed (full disk, I/O error): exit (send the acks already durable, tell every client storage-failed, close the listeners, exit with status 3) or stay (keep running, refusing clients, serving only tandem stat)")
+	fs.BoolVar(&cfg.SharedStore, "shared-store", false, "active/passive on a data directory shared with other processes (SAN, NFS): the lock holder serves, the others answer standby and take over when it dies (docs/ha.md); needs --name, refuses --on-storage-failure stay")
+	fs.Var(&cfg.SharedStoreStallLimit, "shared-store-stall-limit", "with --shared-store, exit at once when written data waited this long for a sync that does not return, or the lock file names another holder (fencing; default 5s)")
 	fs.StringVar(&cfg.ReplListen, "repl-listen", "", "replication `address` where peers connect (empty: do not accept)")
 	fs.Var(&cfg.Peers, "peer", "replication destination `NAME=HOST:PORT[,sync|async][,topics=REGEX][,passthrough]`, or NAME alone (accept-only); repeat per peer")
 	fs.StringVar(&cfg.ReplSecretFile, "repl-secret-file", "", "`file` holding the shared secret that authenticates replication links")
@@ -408,6 +436,16 @@ func (c *serveConfig) engineConfig() (engine.Config, error) {
 	default:
 		return engine.Config{}, fmt.Errorf("on-storage-failure: %q is not an action (want %s or %s)", c.OnStorageFailure, engine.StorageFailureExit, engine.StorageFailureStay)
 	}
+	if err := c.checkSharedStoreConfig(onStorageFailure); err != nil {
+		return engine.Config{}, err
+	}
+	var stallLimit time.Duration
+	if c.SharedStore {
+		stallLimit = c.SharedStoreStallLimit.Duration
+		if stallLimit == 0 {
+			stallLimit = defaultStallLimit
+		}
+	}
 	repl, err := c.replicationConfig()
 	if err != nil {
 		return engine.Config{}, err
@@ -424,6 +462,7 @@ func (c *serveConfig) engineConfig() (engine.Config, error) {
 		MaxFrame:    c.MaxFrame, MaxTopic: c.MaxTopic, WriteHighWater: c.WriteHighWater,
 		LogonTimeout:     c.LogonTimeout.Duration,
 		OnStorageFailure: onStorageFailure,
+		StallLimit:       stallLimit, // OnStall nil: log, exit 3 at once
 		Journal: journal.Options{
 			SyncVia:        journalSync,
 			PinFlusher:     flusherCPU >= 0,
