@@ -53,12 +53,12 @@ var consoleFiles embed.FS
 type Config struct {
 	// Addr is the HOST:PORT to listen on (port 0: any free port).
 	Addr string
-	// TLS, when set, makes the listener serve HTTPS with it. Nothing sets
-	// it yet: serve's --tls-cert will (the hook for it).
+	// TLS, when set, makes the listener serve HTTPS with it (serve sets
+	// it from --tls-cert).
 	TLS *tls.Config
 	// Authorize, when set, is asked before /metrics, /v1/stat and the
 	// console are served; an error answers 401 with its text. nil lets
-	// everyone in (the hook for a users file's admin user). /healthz and
+	// everyone in (serve sets it with --users: an admin user). /healthz and
 	// /readyz are always open: probes carry no credentials.
 	Authorize func(r *http.Request) error
 	// DowngradeAfter is repl-downgrade-after: how long readiness waits for

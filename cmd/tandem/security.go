@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/tandemhq/tandem/auth"
@@ -177,6 +178,10 @@ func addServeSecurityFlags(fs *flag.FlagSet, c *serveSecurity) {
 	fs.Var(&c.KeepAlive, "tcp-keepalive", "TCP keepalive idle time on accepted sockets (negative: off)")
 }
 
+// adminUsers is the users file in force, for the admin listener's
+// authorization (replaced on SIGHUP).
+var adminUsers atomic.Pointer[auth.Users]
+
 // apply fills the engine's security settings.
 func (c *serveSecurity) apply(ec *engine.Config) error {
 	if c.Users != "" {
@@ -229,6 +234,9 @@ func waitReloading(sigs <-chan os.Signal, failed <-chan struct{}, srv *engine.Se
 				us, err := auth.Load(sec.Users)
 				if err == nil {
 					err = srv.ReloadUsers(us)
+				}
+				if err == nil {
+					adminUsers.Store(us)
 				}
 				if err != nil {
 					log.Error("SIGHUP: users file not reloaded; the previous one stays in use", "err", err)

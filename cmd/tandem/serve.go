@@ -16,6 +16,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/tandemhq/tandem/admin"
+	"github.com/tandemhq/tandem/auth"
 	"github.com/tandemhq/tandem/engine"
 	"github.com/tandemhq/tandem/journal"
 	"github.com/tandemhq/tandem/replicate"
@@ -216,10 +217,13 @@ func runServe(args []string, stdout io.Writer) int {
 	// The admin listener starts first: /healthz answers during a long
 	// recovery (and /readyz says it is recovering).
 	var adm *admin.Listener
+	adminUsers.Store(ec.Users)
 	if cfg.Admin != "" {
 		ac := admin.Config{Addr: cfg.Admin, Logger: ec.Logger}
-		// TLS hook: --tls-cert (not yet) sets ac.TLS. Users-file hook: a
-		// users file (not yet) sets ac.Authorize to require its admin user.
+		if err := adminSecurity(&ac, &cfg.serveSecurity, func() *auth.Users { return adminUsers.Load() }); err != nil {
+			fmt.Fprintf(os.Stderr, "tandem serve: %v\n", err)
+			return 2
+		}
 		if adm, err = admin.Start(ac); err != nil {
 			fmt.Fprintf(os.Stderr, "tandem serve: %v\n", err)
 			return 1
