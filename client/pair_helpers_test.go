@@ -131,8 +131,15 @@ func (n *node) addr() string { return n.proxy.addr() }
 // directions are in sync.
 func startPair(t testing.TB, auth func(string, []byte) error) (a, b *node) {
 	t.Helper()
-	b = &node{t: t, name: "B", dir: t.TempDir(), repl: freeAddr(t), peerSpec: []string{"A"}, auth: auth, proxy: newProxy(t)}
-	a = &node{t: t, name: "A", dir: t.TempDir(), repl: freeAddr(t), auth: auth, proxy: newProxy(t)}
+	return startPairDowngrade(t, auth, 0)
+}
+
+// startPairDowngrade is startPair with a replication downgrade age (0: the
+// default 10s): how long an instance holds acks for a peer that is away.
+func startPairDowngrade(t testing.TB, auth func(string, []byte) error, downgrade time.Duration) (a, b *node) {
+	t.Helper()
+	b = &node{t: t, name: "B", dir: t.TempDir(), repl: freeAddr(t), peerSpec: []string{"A"}, auth: auth, proxy: newProxy(t), downgradeAfter: downgrade}
+	a = &node{t: t, name: "A", dir: t.TempDir(), repl: freeAddr(t), auth: auth, proxy: newProxy(t), downgradeAfter: downgrade}
 	a.peerSpec = []string{"B=" + b.repl + ",sync"}
 	b.start()
 	a.start()

@@ -265,16 +265,13 @@ func TestHAResumeAfterOutOfOrderDiscard(t *testing.T) {
 // on B must get all 150 (B holds 101..150 before 1..100), each once, and
 // resume after them.
 func TestHALateMessagesAfterSplitBrain(t *testing.T) {
-	a, b := startPair(t, nil)
+	// Each instance acks alone once its peer has been away for 300 ms.
+	a, b := startPairDowngrade(t, nil, 300*time.Millisecond)
 	pcfg := haConfig("late-pub", a.addr(), b.addr())
 	pcfg.PublishStore = NewMemoryPublishStore(StoreLimits{})
 	pub := haConnect(t, pcfg)
 	b.kill()
 	haPublishN(t, pub, "late.t", 1, 100)
-	// A restarted instance holds acks until its sync peer is reached or
-	// the downgrade age passes: B will not reach A (killed next), so keep
-	// that age short.
-	b.downgradeAfter = 300 * time.Millisecond
 	b.start()
 	a.kill()
 	haPublishN(t, pub, "late.t", 101, 150)
