@@ -135,6 +135,7 @@ func WriteReport(w io.Writer, rr *RunResult, o ReportOptions) error {
 	writePairSection(b, rr)
 	writeEngineSection(b, rr)
 	writeFailoverSection(b, rr)
+	writeTLSSection(b, rr)
 
 	// Systems and settings.
 	pf("## Systems and their settings\n\n")
