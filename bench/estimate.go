@@ -106,16 +106,19 @@ func plan(set Settings, skippedSystem func(string) bool) []plannedStep {
 				if sys != "tandem" {
 					continue
 				}
+				n := 0
 				for _, size := range set.TLSSizes {
-					for _, m := range tlsModes {
+					for _, m := range tlsOrder(n) {
 						add(sc.name, fmt.Sprintf("tls publish size=%d pubs=1 mode=%s", size, m), false)
 					}
+					n++
 				}
 				for _, kind := range []string{"ack-latency", "e2e-latency"} {
 					for _, rate := range set.Rates {
-						for _, m := range tlsModes {
+						for _, m := range tlsOrder(n) {
 							add(sc.name, fmt.Sprintf("tls %s size=%d rate=%d mode=%s", kind, set.LatencySize, rate, m), false)
 						}
+						n++
 					}
 				}
 			}

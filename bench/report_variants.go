@@ -468,7 +468,7 @@ func writeTLSSection(b *strings.Builder, rr *RunResult) {
 		b.WriteString("_Not run (opt-in: `tandem bench --systems tandem --scenarios tls`)._\n\n")
 		return
 	}
-	fmt.Fprintf(b, "One Tandem instance serving plaintext, the baseline, and one serving TLS on its client port (`tandem serve --tls-cert FILE --tls-key FILE`: TLS 1.3, an ECDSA P-256 server certificate signed by a CA the bench makes at run time; the server's Go TLS relay per connection, engine/tls.go), measured in the same run with the same parameters, every step on a fresh server; the load generator connects with `client.WithTLS` trusting that CA. Every publish asks for a persisted ack.\n\n")
+	fmt.Fprintf(b, "One Tandem instance serving plaintext, the baseline, and one serving TLS on its client port (`tandem serve --tls-cert FILE --tls-key FILE`: TLS 1.3, an ECDSA P-256 server certificate signed by a CA the bench makes at run time; the server's Go TLS relay per connection, engine/tls.go), measured in the same run with the same parameters, every step on a fresh server, alternating which of the two goes first; the load generator connects with `client.WithTLS` trusting that CA. Every publish asks for a persisted ack.\n\n")
 	fmt.Fprintf(b, "Durable publish, one publisher, window %d, %s, closed loop (msgs/s, MB/s of payload, p99 send -> persisted ack):\n\n", st.Window, st.Duration)
 	b.WriteString("| measurement | plaintext | TLS | TLS ÷ plaintext |\n|---|---:|---:|---:|\n")
 	var latRows []string

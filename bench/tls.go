@@ -22,7 +22,8 @@ import (
 // persisted-ack latency and end-to-end latency steps as the peer scenarios,
 // against one Tandem instance serving plaintext and one serving TLS
 // (tandem serve --tls-cert/--tls-key), side by side in the same run, each
-// step on a fresh server. The certificates are made at run time.
+// step on a fresh server, the two alternating which goes first. The
+// certificates are made at run time.
 
 // tlsModes are the tls scenario's variants (Result.Mode), in report order:
 // plaintext is the baseline.
@@ -149,8 +150,18 @@ func (t *Tandem) tlsVariant(mode string, bt *benchTLS) *Tandem {
 	return v
 }
 
+// tlsOrder is the order of the variants of the tls scenario's measurement
+// n (0-based, in run order): plaintext first in even ones, TLS first in odd
+// ones, so a drift of the (shared) machine does not favour one.
+func tlsOrder(n int) []string {
+	if n%2 == 1 {
+		return []string{tlsModes[1], tlsModes[0]}
+	}
+	return tlsModes
+}
+
 // runTLS measures each step of the tls scenario against a plaintext and a
-// TLS server, in that order, each on a fresh server: durable publish
+// TLS server, in tlsOrder, each on a fresh server: durable publish
 // (TLSSizes, one publisher, closed loop), persisted-ack latency and
 // end-to-end latency at the fixed Rates (LatencySize).
 func (r *runner) runTLS() error {
@@ -166,8 +177,11 @@ func (r *runner) runTLS() error {
 		return err
 	}
 	defer os.RemoveAll(bt.Dir)
+	n := 0
 	each := func(base Result, f func(rv *runner, res *Result) error) {
-		for _, mode := range tlsModes {
+		order := tlsOrder(n)
+		n++
+		for _, mode := range order {
 			res := base
 			res.Key = fmt.Sprintf("%s mode=%s", base.Key, mode)
 			res.Mode = mode

@@ -28,6 +28,11 @@ func TestTLSScenario(t *testing.T) {
 		want[k+" mode=plaintext"], want[k+" mode=tls"] = true, true
 	}
 	rr, _ := tinyRun(t, set, want)
+	// The variants alternate which goes first: plaintext in the first
+	// measurement, TLS in the second.
+	if len(rr.Results) == 6 && (rr.Results[0].Mode != "plaintext" || rr.Results[2].Mode != "tls") {
+		t.Errorf("order: %s, %s first", rr.Results[0].Key, rr.Results[2].Key)
+	}
 	modes := map[string]int{}
 	for _, r := range rr.Results {
 		if r.Scenario != ScenTLS {
