@@ -31,6 +31,13 @@
 //     the subscriber's instance and measures the time to the first message
 //     through the other one, checking it is the next one (no loss, no
 //     repeat), then restarts the killed instance on its data directory.
+//   - tls (tls.go, Tandem only, opt-in: not in the default scenarios, run
+//     with --scenarios tls): one instance serving plaintext, the baseline,
+//     vs one serving TLS (--tls-cert/--tls-key with a CA and an ECDSA
+//     P-256 server certificate made at run time, files 0600 in a temporary
+//     directory), the load generator on WithTLS: closed-loop publish at
+//     Settings.TLSSizes, persisted-ack and end-to-end latency at the fixed
+//     Rates; the report gives TLS ÷ plaintext for each.
 //   - A scenario whose feature is not released yet is an entry with needs
 //     set and no run function: the report lists it as not yet measured.
 //   - Estimate (estimate.go, `tandem bench --estimate`) lists the steps of a

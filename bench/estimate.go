@@ -102,6 +102,25 @@ func plan(set Settings, skippedSystem func(string) bool) []plannedStep {
 					continue
 				}
 				add(sc.name, failoverKey(&set), false)
+			case ScenTLS:
+				if sys != "tandem" {
+					continue
+				}
+				n := 0
+				for _, size := range set.TLSSizes {
+					for _, m := range tlsOrder(n) {
+						add(sc.name, fmt.Sprintf("tls publish size=%d pubs=1 mode=%s", size, m), false)
+					}
+					n++
+				}
+				for _, kind := range []string{"ack-latency", "e2e-latency"} {
+					for _, rate := range set.Rates {
+						for _, m := range tlsOrder(n) {
+							add(sc.name, fmt.Sprintf("tls %s size=%d rate=%d mode=%s", kind, set.LatencySize, rate, m), false)
+						}
+						n++
+					}
+				}
 			}
 		}
 	}
@@ -243,7 +262,7 @@ func estimateStep(set Settings, prev *RunResult, st plannedStep) time.Duration {
 			}
 		}
 		return time.Duration(set.FailoverRuns)*per + estFailoverStart
-	case ScenPublish, ScenFanout:
+	case ScenPublish, ScenFanout, ScenTLS:
 		if r := lookup(st.key); r != nil {
 			return secs(r.DurationSec) + estStepOverhead
 		}

@@ -135,6 +135,7 @@ func WriteReport(w io.Writer, rr *RunResult, o ReportOptions) error {
 	writePairSection(b, rr)
 	writeEngineSection(b, rr)
 	writeFailoverSection(b, rr)
+	writeTLSSection(b, rr)
 
 	// Systems and settings.
 	pf("## Systems and their settings\n\n")
@@ -180,6 +181,7 @@ func WriteReport(w io.Writer, rr *RunResult, o ReportOptions) error {
 		{"pair: publish sizes (1 publisher) / fixed rates", fmt.Sprintf("%v / %v", st.PairSizes, st.PairRates)},
 		{"engine: publish sizes / publisher counts / fan-out subscribers / sync pair sizes / runs per backend", fmt.Sprintf("%v / %v / %v / %v / %d", st.EngineSizes, st.EnginePublishers, st.EngineFanout, st.EnginePairSizes, max(1, st.EngineRuns))},
 		{"failover: runs / rate (msgs/s) / size / heartbeat", fmt.Sprintf("%d / %d / %d / %s", st.FailoverRuns, st.FailoverRate, st.FailoverSize, st.FailoverHeartbeat)},
+		{"tls: publish sizes (1 publisher) / fixed rates", fmt.Sprintf("%v / %v", st.TLSSizes, st.Rates)},
 		{"drain timeout", st.DrainTimeout.String()},
 		{"fdatasync probe calls", fmt.Sprint(st.FsyncProbe)},
 		{"systems", strings.Join(st.Systems, ", ")},

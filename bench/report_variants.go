@@ -457,3 +457,93 @@ func writeSharedFailover(b *strings.Builder, rr *RunResult) {
 	}
 	b.WriteString("\n")
 }
+
+// writeTLSSection is the tls scenario's table (tls.go): each measurement
+// over plaintext and over TLS, and the ratios TLS ÷ plaintext.
+func writeTLSSection(b *strings.Builder, rr *RunResult) {
+	st := rr.Settings
+	fmt.Fprintf(b, "## TLS vs plaintext (Tandem)\n\n")
+	rows, cells := variantRows(rr, ScenTLS, "mode", func(r *Result) string { return r.Mode })
+	if len(rows) == 0 {
+		b.WriteString("_Not run (opt-in: `tandem bench --systems tandem --scenarios tls`)._\n\n")
+		return
+	}
+	fmt.Fprintf(b, "One Tandem instance serving plaintext, the baseline, and one serving TLS on its client port (`tandem serve --tls-cert FILE --tls-key FILE`: TLS 1.3, an ECDSA P-256 server certificate signed by a CA the bench makes at run time; the server's Go TLS relay per connection, engine/tls.go), measured in the same run with the same parameters, every step on a fresh server, alternating which of the two goes first; the load generator connects with `client.WithTLS` trusting that CA. Every publish asks for a persisted ack.\n\n")
+	fmt.Fprintf(b, "Durable publish, one publisher, window %d, %s, closed loop (msgs/s, MB/s of payload, p99 send -> persisted ack):\n\n", st.Window, st.Duration)
+	b.WriteString("| measurement | plaintext | TLS | TLS ÷ plaintext |\n|---|---:|---:|---:|\n")
+	var latRows []string
+	for _, row := range rows {
+		c := cells[row]
+		if !strings.HasPrefix(row, "publish") {
+			latRows = append(latRows, row)
+			continue
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", row, variantCell(c["plaintext"]), variantCell(c["tls"]), ratioOf(c["tls"], c["plaintext"]))
+	}
+	b.WriteString("\n")
+	if len(latRows) > 0 {
+		fmt.Fprintf(b, "Latency at fixed offered rates (%d-byte messages, one publisher, %s, corrected for coordinated omission as in the fixed-rate tables above): *ack-latency* is publish -> persisted ack, *e2e-latency* publish -> delivery to one subscriber on its own connection (both over TLS in the TLS rows):\n\n", st.LatencySize, st.Duration)
+		b.WriteString("| measurement | mode | achieved msgs/s | p50 | p90 | p99 | p99.9 | max | p50 TLS ÷ plaintext | p99 TLS ÷ plaintext |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, row := range latRows {
+			base := cells[row]["plaintext"]
+			for _, mode := range tlsModes {
+				r := cells[row][mode]
+				if r == nil {
+					continue
+				}
+				if r.Error != "" {
+					fmt.Fprintf(b, "| %s | %s | error | | | | | | | |\n", row, mode)
+					continue
+				}
+				if r.Latency == nil {
+					fmt.Fprintf(b, "| %s | %s | %s | | | | | | | |\n", row, mode, fmtRate(r.MsgsPerSec))
+					continue
+				}
+				p50, p99 := "", ""
+				if mode == "tls" && base != nil && base.Error == "" && base.Latency != nil {
+					p50, p99 = latRatio(r.Latency.P50, base.Latency.P50), latRatio(r.Latency.P99, base.Latency.P99)
+				}
+				sat := ""
+				if r.Saturated {
+					sat = " (saturated)"
+				}
+				l := r.Latency
+				fmt.Fprintf(b, "| %s | %s | %s%s | %s | %s | %s | %s | %s | %s | %s |\n", row, mode, fmtRate(r.MsgsPerSec), sat,
+					fmtUs(l.P50), fmtUs(l.P90), fmtUs(l.P99), fmtUs(l.P999), fmtUs(l.Max), p50, p99)
+			}
+		}
+		b.WriteString("\n")
+	}
+	fmt.Fprintf(b, "**TLS ÷ plaintext:** %s.\n\n", tlsRatioLine(rows, cells))
+	variantNotes(b, rows, cells, tlsModes)
+}
+
+func latRatio(a, b float64) string {
+	if a <= 0 || b <= 0 {
+		return "–"
+	}
+	return fmtRatio(a/b) + "×"
+}
+
+// tlsRatioLine sums the tls scenario up in one line: the throughput ratio
+// of each publish row, the p50 and p99 ratios of each latency row.
+func tlsRatioLine(rows []string, cells map[string]map[string]*Result) string {
+	var parts []string
+	for _, row := range rows {
+		t, p := measured(cells[row]["tls"]), measured(cells[row]["plaintext"])
+		if t == nil || p == nil {
+			parts = append(parts, row+" –")
+			continue
+		}
+		if strings.HasPrefix(row, "publish") {
+			parts = append(parts, fmt.Sprintf("%s throughput %s", row, ratioOf(t, p)))
+			continue
+		}
+		if t.Latency == nil || p.Latency == nil {
+			parts = append(parts, row+" –")
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s p50 %s, p99 %s", row, latRatio(t.Latency.P50, p.Latency.P50), latRatio(t.Latency.P99, p.Latency.P99)))
+	}
+	return strings.Join(parts, "; ")
+}

@@ -61,6 +61,12 @@ type Settings struct {
 	FailoverSize      int           `json:"failover_size,omitempty"`
 	FailoverHeartbeat time.Duration `json:"failover_heartbeat_ns,omitempty"`
 
+	// Tandem only, opt-in (--scenarios tls): one instance serving
+	// plaintext vs one serving TLS: closed-loop publish at these sizes (1
+	// publisher), persisted-ack and end-to-end latency at Rates
+	// (LatencySize).
+	TLSSizes []int `json:"tls_sizes,omitempty"`
+
 	DrainTimeout time.Duration `json:"drain_timeout_ns"` // wait for outstanding acks after each step
 	FsyncProbe   int           `json:"fsync_probe"`      // fdatasync calls of the machine probe
 
@@ -98,6 +104,7 @@ func DefaultSettings(quick bool) Settings {
 		EngineFanout:         []int{1, 8},
 		EnginePairSizes:      []int{128, 4096},
 		EngineRuns:           3,
+		TLSSizes:             []int{128, 4096},
 		FailoverRuns:         50,
 		FailoverRate:         10000,
 		FailoverSize:         128,
@@ -108,7 +115,7 @@ func DefaultSettings(quick bool) Settings {
 		DataDir:              os.TempDir(),
 	}
 	for _, sc := range scenarios() {
-		if sc.run != nil {
+		if sc.run != nil && !sc.optIn {
 			s.Scenarios = append(s.Scenarios, sc.name)
 		}
 	}

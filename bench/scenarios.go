@@ -23,6 +23,7 @@ const (
 	ScenPair       = "pair"     // Tandem only: single instance vs sync pair vs async pair (variants.go)
 	ScenEngine     = "engine"   // Tandem only: io_uring vs epoll (variants.go)
 	ScenFailover   = "failover" // Tandem only: HA client failover time on a sync pair (failover.go)
+	ScenTLS        = "tls"      // Tandem only, opt-in: plaintext vs TLS on the client port (tls.go)
 )
 
 // scenario is one entry of the matrix. A scenario whose feature does not
@@ -34,6 +35,9 @@ type scenario struct {
 	title string
 	needs string
 	run   func(r *runner) error
+	// optIn: not in the default scenario list (DefaultSettings); run only
+	// when named (--scenarios).
+	optIn bool
 }
 
 func scenarios() []scenario {
@@ -46,6 +50,7 @@ func scenarios() []scenario {
 		{name: ScenPair, title: "sync pair and async pair (durable publish through two replicating instances)", run: (*runner).runPair},
 		{name: ScenEngine, title: "io_uring vs epoll event loops", run: (*runner).runEngine},
 		{name: ScenFailover, title: "failover time seen by the HA client", run: (*runner).runFailover},
+		{name: ScenTLS, title: "TLS vs plaintext on the client port (durable publish, persisted-ack and end-to-end latency)", run: (*runner).runTLS, optIn: true},
 	}
 }
 
@@ -483,48 +488,53 @@ func (r *runner) runE2E() error {
 	for _, rs := range r.rates() {
 		res := r.result(ScenE2E, fmt.Sprintf("e2e-latency size=%d rate=%s", r.set.LatencySize, rs.label))
 		res.Size, res.Publishers, res.Subscribers, res.RateLabel = r.set.LatencySize, 1, 1, rs.label
-		r.step(res, func(res *Result) error {
-			sr := &subRun{clk: r.clk, hist: newHist(), latency: true}
-			sub, err := r.sys.Subscribe(r.ctx, "sub", false, sr.onMsg)
-			if err != nil {
-				return err
-			}
-			defer sub.Close()
-			pr := newPubRun(r.clk, r.set.Window)
-			p, err := r.sys.NewPublisher(r.ctx, "pub", r.set.Window, pr.onAck)
-			if err != nil {
-				return err
-			}
-			defer p.Close()
-			pr.pub = p
-			var complete bool
-			if err := r.drive(res, []*pubRun{pr}, r.set.LatencySize, rs.rate, func(deadline time.Time) {
-				complete = waitReceived([]*subRun{sr}, pr.sent, deadline)
-			}); err != nil {
-				return err
-			}
-			// The publish figures of drive describe acks; this scenario
-			// reports what the subscriber saw.
-			ackLat := res.Latency
-			now := r.clk.now()
-			sr.mu.Lock()
-			h := sr.hist
-			if !complete {
-				// Not received by the deadline: delayed at least until now.
-				for i := sr.received.Load(); i < pr.sent; i++ {
-					recordClamped(h, now-pr.dueOf(i))
-				}
-			}
-			res.Latency = summarize(h)
-			sr.mu.Unlock()
-			res.AckLatency = ackLat
-			res.Received = sr.received.Load()
-			res.Bad = sr.bad.Load()
-			if !complete || res.Unsent > 0 {
-				res.Saturated = true
-			}
-			return nil
-		})
+		r.step(res, func(res *Result) error { return r.measureE2E(res, rs.rate) })
+	}
+	return nil
+}
+
+// measureE2E runs one end-to-end latency step: one subscriber (From(Now)),
+// one publisher at rate msgs/s of LatencySize bytes; res gets what the
+// subscriber saw (Latency) and the acks (AckLatency).
+func (r *runner) measureE2E(res *Result, rate float64) error {
+	sr := &subRun{clk: r.clk, hist: newHist(), latency: true}
+	sub, err := r.sys.Subscribe(r.ctx, "sub", false, sr.onMsg)
+	if err != nil {
+		return err
+	}
+	defer sub.Close()
+	pr := newPubRun(r.clk, r.set.Window)
+	p, err := r.sys.NewPublisher(r.ctx, "pub", r.set.Window, pr.onAck)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	pr.pub = p
+	var complete bool
+	if err := r.drive(res, []*pubRun{pr}, r.set.LatencySize, rate, func(deadline time.Time) {
+		complete = waitReceived([]*subRun{sr}, pr.sent, deadline)
+	}); err != nil {
+		return err
+	}
+	// The publish figures of drive describe acks; this scenario
+	// reports what the subscriber saw.
+	ackLat := res.Latency
+	now := r.clk.now()
+	sr.mu.Lock()
+	h := sr.hist
+	if !complete {
+		// Not received by the deadline: delayed at least until now.
+		for i := sr.received.Load(); i < pr.sent; i++ {
+			recordClamped(h, now-pr.dueOf(i))
+		}
+	}
+	res.Latency = summarize(h)
+	sr.mu.Unlock()
+	res.AckLatency = ackLat
+	res.Received = sr.received.Load()
+	res.Bad = sr.bad.Load()
+	if !complete || res.Unsent > 0 {
+		res.Saturated = true
 	}
 	return nil
 }

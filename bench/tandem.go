@@ -36,6 +36,10 @@ type Tandem struct {
 	// replicate to each other in that mode (pair.go); publishers and
 	// subscribers use A. "" is a single instance.
 	Pair string
+	// TLS, when set, makes a single instance serve TLS on its client port
+	// with TLS's certificate (--tls-cert/--tls-key) and every client of
+	// the bench connect with WithTLS (the tls scenario, tls.go).
+	TLS *benchTLS
 
 	srv  *engine.Server
 	p    *proc
@@ -82,6 +86,7 @@ func (t *Tandem) Info() SystemInfo {
 			"journal data": "temporary directory in the bench's data dir",
 		},
 	}
+	info.Settings["tls scenario"] = "plaintext vs TLS 1.3 on the client port (--tls-cert/--tls-key; the engine's Go TLS relay per connection), certificate ECDSA P-256 signed by a CA made at run time; clients use WithTLS trusting that CA"
 	for k, v := range pairSettings() {
 		info.Settings[k] = v
 	}
@@ -106,6 +111,9 @@ func (t *Tandem) Start(ctx context.Context, dir string) error {
 		if t.Engine != "" {
 			args = append(args, "--engine", t.Engine)
 		}
+		if t.TLS != nil {
+			args = append(args, "--tls-cert", t.TLS.CertFile, "--tls-key", t.TLS.KeyFile)
+		}
 		p, err := startProc("tandem", t.Cmd[0], args, dir)
 		if err != nil {
 			return err
@@ -113,7 +121,11 @@ func (t *Tandem) Start(ctx context.Context, dir string) error {
 		t.p = p
 		return waitDial(ctx, t.addr, p)
 	}
-	s, err := engine.New(engine.Config{Name: "bench", Listen: "127.0.0.1:0", DataDir: dir, Engine: t.Engine, Logger: slog.New(slog.DiscardHandler)})
+	cfg := engine.Config{Name: "bench", Listen: "127.0.0.1:0", DataDir: dir, Engine: t.Engine, Logger: slog.New(slog.DiscardHandler)}
+	if t.TLS != nil {
+		cfg.TLS = &engine.TLSConfig{CertFile: t.TLS.CertFile, KeyFile: t.TLS.KeyFile}
+	}
+	s, err := engine.New(cfg)
 	if err != nil {
 		return err
 	}
@@ -162,7 +174,7 @@ func (t *Tandem) stats(ctx context.Context) (*wire.Stats, error) {
 		// flags it in the tests.)
 		return t.srv.Stats(), nil
 	}
-	return statsOf(ctx, t.addr, t.clientName("stat"))
+	return statsOf(ctx, t.addr, t.clientName("stat"), t.clientOpts()...)
 }
 
 // engineInUse returns the event-loop backend the running server reports.
@@ -174,10 +186,10 @@ func (t *Tandem) engineInUse(ctx context.Context) string {
 	return st.Engine
 }
 
-func statsOf(ctx context.Context, addr, name string) (*wire.Stats, error) {
+func statsOf(ctx context.Context, addr, name string, opts ...client.Option) (*wire.Stats, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	c, err := client.Connect(ctx, addr, client.WithName(name), client.WithHeartbeat(30*time.Second))
+	c, err := client.Connect(ctx, addr, append([]client.Option{client.WithName(name), client.WithHeartbeat(30 * time.Second)}, opts...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -197,7 +209,7 @@ type tandemPub struct {
 
 func (t *Tandem) NewPublisher(ctx context.Context, name string, window int, onAck func(uint64)) (Publisher, error) {
 	p := &tandemPub{}
-	c, err := client.Connect(ctx, t.addr, client.WithName(t.clientName(name)), client.WithWindow(window),
+	c, err := client.Connect(ctx, t.addr, t.clientOpts(client.WithName(t.clientName(name)), client.WithWindow(window),
 		client.WithHeartbeat(30*time.Second),
 		client.WithAckHandler(func(seq uint64, err error) {
 			if err != nil {
@@ -205,7 +217,7 @@ func (t *Tandem) NewPublisher(ctx context.Context, name string, window int, onAc
 				return
 			}
 			onAck(seq - p.base.Load() - 1)
-		}))
+		}))...)
 	if err != nil {
 		return nil, err
 	}
@@ -226,7 +238,7 @@ func (p *tandemPub) Close() error                   { return p.c.Close() }
 type tandemSub struct{ c *client.Client }
 
 func (t *Tandem) Subscribe(ctx context.Context, name string, fromStart bool, onMsg func([]byte)) (Subscriber, error) {
-	c, err := client.Connect(ctx, t.addr, client.WithName(t.clientName(name)), client.WithHeartbeat(30*time.Second))
+	c, err := client.Connect(ctx, t.addr, t.clientOpts(client.WithName(t.clientName(name)), client.WithHeartbeat(30*time.Second))...)
 	if err != nil {
 		return nil, err
 	}

@@ -40,6 +40,11 @@ and failover (an HA publisher and
 subscriber on a sync pair; the subscriber's instance is killed with
 SIGKILL, then restarted, --failover-runs times: the time to the first
 message through the other instance, checked for loss and repeats).
+Opt-in (not in the default list): tls (one instance serving plaintext vs
+one serving TLS with --tls-cert/--tls-key and a throwaway CA made at run
+time; durable publish, persisted-ack and end-to-end latency over each,
+with TLS / plaintext ratios in the report):
+  tandem bench --quick --systems tandem --scenarios tls --report tls.md
 `
 
 func runBench(args []string, _ io.Reader, stdout, stderr io.Writer) int {
@@ -49,7 +54,7 @@ func runBench(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	report := fs.String("report", "", "write the markdown report to this `file`")
 	plots := fs.String("plots", "", "`directory` for the SVG plots (default: beside the report, in bench/)")
 	systems := fs.String("systems", "", "comma-separated systems (default all: "+strings.Join(bench.AllSystems, ",")+")")
-	scenarios := fs.String("scenarios", "", "comma-separated scenarios (default all: "+strings.Join(bench.DefaultSettings(false).Scenarios, ",")+")")
+	scenarios := fs.String("scenarios", "", "comma-separated scenarios (default all: "+strings.Join(bench.DefaultSettings(false).Scenarios, ",")+"; opt-in: tls)")
 	duration := fs.Duration("duration", 0, "measured interval of each step (default 5s, 1s with --quick)")
 	window := fs.Int("window", 0, "unacknowledged messages per publisher (default 8192)")
 	replay := fs.Int("replay-messages", 0, "messages preloaded for the replay scenario (default 2000000, 100000 with --quick)")
