@@ -152,3 +152,60 @@ func TestReplUnlistedAndBadNamesRefused(t *testing.T) {
 		t.Fatalf("ResetPeer(../x) = %v", err)
 	}
 }
+
+// TestReplHandshakeCap: connections that never prove anything are capped
+// (MaxHandshakes): one more is closed at once, and a listed peer gets in
+// again once the silent ones hit the handshake deadline.
+func TestReplHandshakeCap(t *testing.T) {
+	ja, jb := openTestJournal(t, 1<<20), openTestJournal(t, 1<<20)
+	appendDet(t, ja, "A", 1, 20)
+	b := startReplicator(t, Config{Self: "B", Listen: "127.0.0.1:0", MaxHandshakes: 2, Heartbeat: 50 * time.Millisecond,
+		Destinations: []Destination{{Name: "A", ReceiveOnly: true}}}, jb)
+	var silent []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", b.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		silent = append(silent, c)
+	}
+	waitUntil(t, 5*time.Second, "two handshakes in progress", func() bool { return b.handshakes.Load() == 2 })
+	c, err := net.Dial("tcp", b.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); err == nil || n != 0 {
+		t.Fatalf("a third unproven connection was kept: read %d, %v", n, err)
+	}
+	// The silent ones are closed at the handshake deadline (1 s here).
+	for _, s := range silent {
+		s.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := s.Read(make([]byte, 1)); err == nil {
+			t.Fatal("a silent connection got data")
+		} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatal("a silent connection outlived the handshake deadline")
+		}
+	}
+	a := startReplicator(t, Config{Self: "A", Heartbeat: 50 * time.Millisecond,
+		Destinations: []Destination{{Name: "B", Addr: b.Addr().String(), Mode: Async}}}, ja)
+	_ = a
+	waitUntil(t, 10*time.Second, "A's records at B", func() bool { return jb.SyncedSeq() >= 20 })
+}
+
+// TestPositionFileMode: positions files are created 0600.
+func TestPositionFileMode(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "repl-in-A.pos")
+	if err := writePositionFile(path, position{Seq: 3}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("positions file mode %04o, want 0600", st.Mode().Perm())
+	}
+}
