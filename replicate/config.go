@@ -13,7 +13,12 @@
 // one journal, named by its id (Config.JournalID): a wiped data directory
 // is a new stream, a restored old copy is detected as a fork.
 // docs/replication.md explains the topologies, identity and forks, and
-// what sync means for a publisher's ack.
+// what sync means for a publisher's ack. Links are authenticated before
+// any data moves: only listed peers (Config.Destinations) with valid names
+// (ValidPeerName), each side proving the shared secret with a role-
+// labelled HMAC over the whole handshake (proto.go), optionally inside
+// mutual TLS (Config.TLS); docs/security.md, "Replication links", has the
+// threat model.
 package replicate
 
 import (
