@@ -188,7 +188,10 @@ func (l *link) close(err error) {
 			l.c.Close()
 		}
 		if l.r.ctx.Err() == nil {
-			l.r.log.Info("replication link down", "peer", l.peer, "reason", err)
+			// A flapping link logs at most logBurst lines per logEvery.
+			if n := l.r.limit.allow("link-down "+l.peer, time.Now()); n >= 0 {
+				l.r.log.Info("replication link down", "peer", l.peer, "reason", err, "suppressed", n)
+			}
 		}
 		l.r.linkClosed(l)
 	})
@@ -310,7 +313,9 @@ func (l *link) readLoop(src *source) {
 			err = fmt.Errorf("unexpected %s frame on a replication link", typeName(f.Type))
 		}
 		if err != nil {
-			l.r.log.Warn("replication link error", "peer", l.peer, "err", err)
+			if n := l.r.limit.allow("link-error "+l.peer, time.Now()); n >= 0 {
+				l.r.log.Warn("replication link error", "peer", l.peer, "err", err, "suppressed", n)
+			}
 			l.write(wire.AppendError(nil, wire.CodeMalformed, err.Error()))
 			l.close(err)
 			return

@@ -209,3 +209,26 @@ func TestPositionFileMode(t *testing.T) {
 		t.Fatalf("positions file mode %04o, want 0600", st.Mode().Perm())
 	}
 }
+
+// TestLogLimiter: a key logs logBurst lines per logEvery, then reports
+// how many it suppressed; keys are independent.
+func TestLogLimiter(t *testing.T) {
+	var l logLimiter
+	t0 := time.Unix(1000, 0)
+	for i := range logBurst {
+		if n := l.allow("k", t0.Add(time.Duration(i)*time.Millisecond)); n != 0 {
+			t.Fatalf("line %d: %d", i, n)
+		}
+	}
+	for i := range 5 {
+		if n := l.allow("k", t0.Add(time.Second+time.Duration(i))); n != -1 {
+			t.Fatalf("line %d past the burst logged (%d)", logBurst+i, n)
+		}
+	}
+	if n := l.allow("other", t0.Add(time.Second)); n != 0 {
+		t.Fatalf("another key: %d", n)
+	}
+	if n := l.allow("k", t0.Add(logEvery)); n != 5 {
+		t.Fatalf("after the window: %d suppressed reported, want 5", n)
+	}
+}
