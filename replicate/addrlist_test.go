@@ -20,17 +20,17 @@ func TestParseDestinationAddressList(t *testing.T) {
 		t.Fatal(err)
 	}
 	if d.Name != "B" || d.Mode != replicate.Async || d.Addr != "10.0.0.1:7500|10.0.0.2:7500" ||
-		!slices.Equal(d.Addrs, []string{"10.0.0.1:7500", "10.0.0.2:7500"}) {
+		!slices.Equal(d.Addrs(), []string{"10.0.0.1:7500", "10.0.0.2:7500"}) {
 		t.Fatalf("parsed %+v", d)
 	}
 	d2, err := replicate.ParseDestination(d.String())
-	if err != nil || !slices.Equal(d2.Addrs, d.Addrs) {
+	if err != nil || !slices.Equal(d2.Addrs(), d.Addrs()) {
 		t.Fatalf("round trip of %q: %+v, %v", d.String(), d2, err)
 	}
-	if d, err := replicate.ParseDestination("B=h:1"); err != nil || !slices.Equal(d.Addrs, []string{"h:1"}) {
+	if d, err := replicate.ParseDestination("B=h:1"); err != nil || !slices.Equal(d.Addrs(), []string{"h:1"}) {
 		t.Fatalf("one address: %+v, %v", d, err)
 	}
-	if d, err := replicate.ParseDestination("B"); err != nil || d.Addrs != nil {
+	if d, err := replicate.ParseDestination("B"); err != nil || d.Addrs() != nil {
 		t.Fatalf("accept-only: %+v, %v", d, err)
 	}
 	for in, want := range map[string]string{

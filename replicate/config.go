@@ -13,10 +13,16 @@
 // one journal, named by its id (Config.JournalID): a wiped data directory
 // is a new stream, a restored old copy is detected as a fork.
 // docs/replication.md explains the topologies, identity and forks, and
-// what sync means for a publisher's ack.
+// what sync means for a publisher's ack. Links are authenticated before
+// any data moves: only listed peers (Config.Destinations) with valid names
+// (ValidPeerName), each side proving the shared secret with a role-
+// labelled HMAC over the whole handshake (proto.go), optionally inside
+// mutual TLS (Config.TLS); docs/security.md, "Replication links", has the
+// threat model.
 package replicate
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math"
@@ -57,29 +63,60 @@ func (m Mode) String() string {
 type Destination struct {
 	Name string
 	// Addr is the peer's replication address; empty means accept-only: the
-	// peer connects to us (a peer in a DMZ) and we never dial. It may list
-	// several addresses separated by "|" (a shared-store instance that
-	// moves between machines, docs/ha.md): Addrs holds them in order.
+	// peer connects to us (a peer in a DMZ) and we never dial. An instance
+	// with two addresses (a shared-store pair, only one of which runs)
+	// is written H1:P|H2:P: the dialer tries them in turn (Addrs).
 	Addr string
-	// Addrs is Addr split at "|"; the dialer tries them in turn, starting
-	// from the first, on every attempt. Nil for accept-only.
-	Addrs []string
-	Mode  Mode
+	Mode Mode
 	// Topics, when set, selects the topics the destination gets.
 	Topics *regexp.Regexp
 	// Passthrough forwards messages this instance received by replication
 	// too, not only those first published to it.
 	Passthrough bool
+	// ReceiveOnly: the peer is accepted and ships its stream here, and
+	// this instance ships nothing to it (a one-way topology). It has no
+	// address: it dials this instance.
+	ReceiveOnly bool
+}
+
+// Addrs returns the addresses in Addr (none for an accept-only peer).
+func (d Destination) Addrs() []string {
+	if d.Addr == "" {
+		return nil
+	}
+	return strings.Split(d.Addr, "|")
+}
+
+// maxPeerName is the longest peer name, in bytes.
+const maxPeerName = 64
+
+// ErrPeerName wraps an invalid instance or peer name.
+var ErrPeerName = errors.New("replicate: bad peer name")
+
+// ValidPeerName checks an instance or peer name: it matches
+// [A-Za-z0-9][A-Za-z0-9._-]{0,63}, so it is never "." or "..", never
+// holds a path separator and can name a positions file. A name from the
+// network is checked before it names anything.
+func ValidPeerName(name string) error {
+	if name == "" || len(name) > maxPeerName {
+		return fmt.Errorf("%w: %q: want 1 to %d characters of [A-Za-z0-9._-], starting with a letter or digit", ErrPeerName, name, maxPeerName)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '.' && c != '_' && c != '-') {
+			return fmt.Errorf("%w: %q: want 1 to %d characters of [A-Za-z0-9._-], starting with a letter or digit", ErrPeerName, name, maxPeerName)
+		}
+	}
+	return nil
 }
 
 // ErrConfig wraps every configuration error.
 var ErrConfig = errors.New("replicate: bad configuration")
 
-// ParseDestination parses NAME=HOST:PORT[|HOST:PORT...][,sync|async][,topics=REGEX][,passthrough]
-// or NAME alone (accept-only). The default mode is sync. Several addresses
-// name one instance reachable at any of them (the active of a shared-store
-// pair: the others refuse connections); each must be HOST:PORT and none
-// may repeat.
+// ParseDestination parses NAME=HOST:PORT[|HOST:PORT...][,sync|async][,topics=REGEX][,passthrough],
+// NAME alone (accept-only) or NAME,receive-only (accepted, ships here,
+// gets nothing). The default mode is sync. NAME must pass ValidPeerName.
 func ParseDestination(s string) (Destination, error) {
 	bad := func(format string, args ...any) (Destination, error) {
 		return Destination{}, fmt.Errorf("%w: peer %q: %s", ErrConfig, s, fmt.Sprintf(format, args...))
@@ -89,20 +126,21 @@ func ParseDestination(s string) (Destination, error) {
 	head := parts[0]
 	if name, addr, ok := strings.Cut(head, "="); ok {
 		d.Name, d.Addr = name, addr
+		var seen []string
 		for _, a := range strings.Split(addr, "|") {
 			if _, _, err := net.SplitHostPort(a); err != nil {
 				return bad("address %q: %v", a, err)
 			}
-			if slices.Contains(d.Addrs, a) {
+			if slices.Contains(seen, a) {
 				return bad("address %q listed twice", a)
 			}
-			d.Addrs = append(d.Addrs, a)
+			seen = append(seen, a)
 		}
 	} else {
 		d.Name = head
 	}
-	if d.Name == "" {
-		return bad("empty name")
+	if err := ValidPeerName(d.Name); err != nil {
+		return Destination{}, fmt.Errorf("%w: peer %q: %w", ErrConfig, s, err)
 	}
 	// topics=REGEX may itself contain commas: everything after "topics=" up
 	// to a following ",sync", ",async" or ",passthrough" option belongs to it.
@@ -115,6 +153,8 @@ func ParseDestination(s string) (Destination, error) {
 			d.Mode = Async
 		case p == "passthrough":
 			d.Passthrough = true
+		case p == "receive-only":
+			d.ReceiveOnly = true
 		case strings.HasPrefix(p, "topics="):
 			expr := strings.TrimPrefix(p, "topics=")
 			for i+1 < len(parts) && !isOption(parts[i+1]) {
@@ -127,14 +167,17 @@ func ParseDestination(s string) (Destination, error) {
 			}
 			d.Topics = re
 		default:
-			return bad("unknown option %q (want sync, async, topics=REGEX or passthrough)", p)
+			return bad("unknown option %q (want sync, async, topics=REGEX, passthrough or receive-only)", p)
 		}
+	}
+	if d.ReceiveOnly && d.Addr != "" {
+		return bad("a receive-only peer has no address (it dials this instance)")
 	}
 	return d, nil
 }
 
 func isOption(p string) bool {
-	return p == "sync" || p == "async" || p == "passthrough" || strings.HasPrefix(p, "topics=")
+	return p == "sync" || p == "async" || p == "passthrough" || p == "receive-only" || strings.HasPrefix(p, "topics=")
 }
 
 // String renders d in the form ParseDestination reads.
@@ -150,6 +193,9 @@ func (d Destination) String() string {
 	if d.Passthrough {
 		s += ",passthrough"
 	}
+	if d.ReceiveOnly {
+		s += ",receive-only"
+	}
 	return s
 }
 
@@ -159,12 +205,27 @@ type Config struct {
 	Self string
 	// Listen is where peers connect (empty: never accept).
 	Listen string
-	// Secret authenticates links: both ends prove they know it (HMAC over
-	// a fresh nonce each way; it is never sent). Empty means an empty key:
-	// names are still checked.
+	// Secret authenticates links: both ends prove they know it (role-
+	// labelled HMACs over the handshake transcript, proto.go; it is never
+	// sent). Empty means an empty key: only the peer list and names are
+	// checked (the command line refuses that on a non-loopback listener
+	// without TLS).
 	Secret []byte
-	// Destinations are the instances we replicate to.
+	// TLS, when set, runs every link over TLS: the listener hands it to
+	// tls.Server (set ClientAuth: tls.RequireAndVerifyClientCert and
+	// ClientCAs for mutual TLS), dialers to tls.Client (RootCAs,
+	// Certificates; ServerName is set to the host dialed when empty). The
+	// secret handshake runs inside it.
+	TLS *tls.Config
+	// Destinations are the instances we replicate to, and the only peers
+	// accepted (with the ReceiveOnly ones, which get nothing): a Hello
+	// from any other name is refused and logged with its address.
 	Destinations []Destination
+	// MaxHandshakes caps the accepted connections whose handshake has not
+	// completed (not yet proven); one more is closed at once and logged
+	// (rate-limited). Default DefaultMaxHandshakes. Each handshake has a
+	// deadline (handshakeTimeout: 1 to 5 s).
+	MaxHandshakes int
 	// JournalID is the id of this instance's journal (journal.Journal.ID):
 	// the identity of the stream this instance ships. Its records' origin
 	// is record.OriginID(Self, JournalID). The engine fills it.
@@ -242,6 +303,11 @@ const Never = time.Duration(math.MaxInt64)
 // largest frame a client may send by default.
 const DefaultMaxFrame = 2*(1<<20) + wire.DefaultMaxFrame
 
+// DefaultMaxHandshakes is Config.MaxHandshakes's default: far more than
+// the peers an instance lists, few enough that a flood of unauthenticated
+// connections costs little.
+const DefaultMaxHandshakes = 32
+
 // DefaultHoldAlarmBytes is Config.HoldAlarmBytes's default: 1 GiB.
 const DefaultHoldAlarmBytes = 1 << 30
 
@@ -295,16 +361,25 @@ func (c *Config) setDefaults() {
 	if c.HoldAlarmBytes == 0 {
 		c.HoldAlarmBytes = DefaultHoldAlarmBytes
 	}
+	if c.MaxHandshakes == 0 {
+		c.MaxHandshakes = DefaultMaxHandshakes
+	}
 }
 
 // Validate checks the configuration: names, no destination twice, none
 // that is this instance itself, upgrade below downgrade.
 func (c *Config) Validate() error {
-	if c.Self == "" {
-		return fmt.Errorf("%w: instance name is empty", ErrConfig)
+	if err := ValidPeerName(c.Self); err != nil {
+		return fmt.Errorf("%w: instance name: %w", ErrConfig, err)
 	}
 	seen := map[string]bool{}
 	for _, d := range c.Destinations {
+		if err := ValidPeerName(d.Name); err != nil {
+			return fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+		if d.ReceiveOnly && d.Addr != "" {
+			return fmt.Errorf("%w: receive-only peer %q has an address", ErrConfig, d.Name)
+		}
 		if d.Name == c.Self {
 			return fmt.Errorf("%w: peer %q is this instance itself", ErrConfig, d.Name)
 		}
@@ -328,6 +403,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DowngradeAfter < 0 || c.UpgradeBelow < 0 {
 		return fmt.Errorf("%w: negative downgrade-after %v or upgrade-below %v", ErrConfig, c.DowngradeAfter, c.UpgradeBelow)
+	}
+	if c.MaxHandshakes < 0 {
+		return fmt.Errorf("%w: negative max-handshakes %d", ErrConfig, c.MaxHandshakes)
 	}
 	if c.MaxFrame != 0 && (c.MaxFrame < minMaxFrame || c.MaxFrame > math.MaxUint32) {
 		return fmt.Errorf("%w: link max-frame %d is not in [%d, %d]", ErrConfig, c.MaxFrame, minMaxFrame, uint32(math.MaxUint32))

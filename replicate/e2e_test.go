@@ -225,12 +225,12 @@ func TestChainPassthrough(t *testing.T) {
 		t.Run(fmt.Sprintf("passthrough=%v", passthrough), func(t *testing.T) {
 			rng := testSeed(t)
 			ctx := testCtx(t, 30*time.Second)
-			c := startNode(t, "C", nodeOpts{})
+			c := startNode(t, "C", nodeOpts{}, "B,receive-only")
 			opt := ""
 			if passthrough {
 				opt = ",passthrough"
 			}
-			b := startNode(t, "B", nodeOpts{}, "C="+c.repl+opt)
+			b := startNode(t, "B", nodeOpts{}, "C="+c.repl+opt, "A,receive-only")
 			a := startNode(t, "A", nodeOpts{listen: "-"}, "B="+b.repl)
 			a.waitState(t, "B", "sync", 5*time.Second)
 			b.waitState(t, "C", "sync", 5*time.Second)
@@ -324,7 +324,7 @@ func TestTopicFilteredDestination(t *testing.T) {
 	rng := testSeed(t)
 	ctx := testCtx(t, 30*time.Second)
 	const expr = `^orders\.[a-z]{2,3}$`
-	b := startNode(t, "B", nodeOpts{})
+	b := startNode(t, "B", nodeOpts{}, "A,receive-only")
 	a := startNode(t, "A", nodeOpts{listen: "-"}, "B="+b.repl+",topics="+expr+",sync")
 	a.waitState(t, "B", "sync", 5*time.Second)
 	re := regexp.MustCompile(expr)

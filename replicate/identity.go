@@ -103,8 +103,9 @@ func checkResume(self record.JournalID, pos position, first, last uint64, crcAt 
 // files). A file of version 1 (a single decimal seq, no journal) reads as
 // a position in an unknown journal: the stream restarts from the first
 // retained record, and de-duplication drops what is already held. They are
-// written atomically: a temporary file, fsync, rename, fsync of the
-// directory.
+// written atomically: a temporary file (mode 0600), fsync, rename, fsync
+// of the directory. Only a name that passes ValidPeerName names a file
+// (a file with another name is ignored).
 
 // errPositionFile wraps a positions file that cannot be read.
 var errPositionFile = errors.New("replicate: bad positions file")
@@ -146,7 +147,7 @@ func parsePosition(s string) (position, error) {
 // writePositionFile replaces path with p, atomically and durably.
 func writePositionFile(path string, p position) error {
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("replicate: write %s: %w", tmp, err)
 	}
@@ -204,8 +205,8 @@ func PositionFile(stateDir, peer string) string {
 // message it already holds exactly once. It reports whether there was a
 // position to delete.
 func ResetPeer(stateDir, peer string) (bool, error) {
-	if peer == "" || strings.ContainsAny(peer, `/\`) {
-		return false, fmt.Errorf("%w: peer name %q", ErrConfig, peer)
+	if err := ValidPeerName(peer); err != nil {
+		return false, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	path := PositionFile(stateDir, peer)
 	if _, ok, err := readPositionFile(path); err == nil && !ok {

@@ -75,7 +75,12 @@ type link struct {
 	// ships over this link. peerMaxFrame: the largest frame it reads.
 	peerJournal  record.JournalID
 	peerMaxFrame int
-	dialer       string // the instance that dialed this connection
+	// resume: the position our Resume carries (the one our Hello named,
+	// covered by the handshake proofs); peerResume: the one the peer's
+	// Hello named, which its Resume must equal.
+	resume     position
+	peerResume position
+	dialer     string // the instance that dialed this connection
 	// rio, when set, moves the link's bytes through io_uring (Config.IO
 	// IORing, ringio.go) on its own duplicate of c's socket; c is closed
 	// as the link starts, and kept only for its addresses.
@@ -108,7 +113,7 @@ func newLink(r *Replicator, c net.Conn, fr *frameReader, theirs *hello, dialer s
 	}
 	fr.maxFrame = r.cfg.MaxFrame
 	l := &link{r: r, c: c, fr: fr, peer: peer, peerID: record.ID(peer), peerJournal: theirs.Journal, peerMaxFrame: maxFrame,
-		dialer: dialer, acks: make(chan pendingBatchAck, 4096), closed: make(chan struct{}), ctx: ctx, cancel: cancel}
+		peerResume: theirs.Resume, dialer: dialer, acks: make(chan pendingBatchAck, 4096), closed: make(chan struct{}), ctx: ctx, cancel: cancel}
 	now := time.Now().UnixNano()
 	l.lastSend.Store(now)
 	l.lastRecv.Store(now)
@@ -148,8 +153,11 @@ func (l *link) start() {
 	// a position of ships its new journal from the start: that stream is
 	// followed from here on.
 	src := l.r.source(l.peer)
-	pos := src.follow(l.peerJournal, l.r.log)
-	if err := l.write(appendResume(nil, pos)); err != nil {
+	// The position sent is the one our Hello named (the proofs cover it);
+	// should this stream have advanced since (a link being replaced), the
+	// source resends from there and de-duplication drops what is held.
+	src.follow(l.peerJournal, l.r.log)
+	if err := l.write(appendResume(nil, l.resume)); err != nil {
 		l.close(err)
 	}
 	l.r.wg.Add(3)
@@ -180,7 +188,10 @@ func (l *link) close(err error) {
 			l.c.Close()
 		}
 		if l.r.ctx.Err() == nil {
-			l.r.log.Info("replication link down", "peer", l.peer, "reason", err)
+			// A flapping link logs at most logBurst lines per logEvery.
+			if n := l.r.limit.allow("link-down "+l.peer, time.Now()); n >= 0 {
+				l.r.log.Info("replication link down", "peer", l.peer, "reason", err, "suppressed", n)
+			}
 		}
 		l.r.linkClosed(l)
 	})
@@ -280,7 +291,10 @@ func (l *link) readLoop(src *source) {
 			}
 		case typeResume:
 			var pos position
-			if pos, err = decodeResume(f.Body); err == nil {
+			if pos, err = decodeResume(f.Body); err == nil && pos != l.peerResume {
+				err = fmt.Errorf("resume %s/%d differs from the %s/%d its handshake covered", pos.Journal, pos.Seq, l.peerResume.Journal, l.peerResume.Seq)
+			}
+			if err == nil {
 				if d := l.r.byName[l.peer]; d != nil {
 					d.onResume(l, pos)
 				}
@@ -299,7 +313,9 @@ func (l *link) readLoop(src *source) {
 			err = fmt.Errorf("unexpected %s frame on a replication link", typeName(f.Type))
 		}
 		if err != nil {
-			l.r.log.Warn("replication link error", "peer", l.peer, "err", err)
+			if n := l.r.limit.allow("link-error "+l.peer, time.Now()); n >= 0 {
+				l.r.log.Warn("replication link error", "peer", l.peer, "err", err, "suppressed", n)
+			}
 			l.write(wire.AppendError(nil, wire.CodeMalformed, err.Error()))
 			l.close(err)
 			return

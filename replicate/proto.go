@@ -22,11 +22,17 @@ import (
 //
 //	Hello     32  0 version u16 | 2 fromLen u16 | 4 toLen u16 | 6 reserved u16 |
 //	              8 nonce [16] | 24 proof [32] | 56 journal [16] |
-//	              72 maxFrame u32 | 76 reserved u32 | 80 from | to
+//	              72 maxFrame u32 | 76 reserved u32 |
+//	              80 resume journal [16] | 96 resume seq u64 |
+//	              104 resume crc u32 | 108 reserved u32 | 112 from | to
 //	                              journal: the sender's journal id (its
 //	                              stream's identity); maxFrame: the largest
-//	                              frame the sender reads on this link
-//	Proof     33  0 proof [32]
+//	                              frame the sender reads on this link;
+//	                              resume: the position the sender's Resume
+//	                              will carry (what the proofs cover); proof:
+//	                              zero in the dialer's Hello, the acceptor's
+//	                              proof in the acceptor's
+//	Proof     33  0 proof [32]   the dialer's proof
 //	Resume    34  0 journal [16] | 16 seq u64 | 24 crc u32 | 28 reserved u32
 //	                              the receiver holds, durably, the stream of
 //	                              the sender's journal `journal` up to source
@@ -48,8 +54,17 @@ import (
 //	                              1: fork); the link stays up for the other
 //	                              direction
 //
-// Every field a handshake signature must cover (both nonces, names,
-// journal ids, frame limits, resume positions) is in Hello and Resume.
+// Handshake: the dialer sends its Hello; the acceptor answers with its
+// Hello carrying proof = handshakeMAC(secret, labelAcceptor, dialer's
+// Hello, acceptor's Hello); the dialer checks it (hmac.Equal) and answers
+// Proof = handshakeMAC(secret, labelDialer, ...). Neither side sends
+// anything else (Resume, Batch) before the other's proof verified. The
+// MAC binds the whole transcript (both nonces, both names, both journal
+// ids, both frame limits, both resume positions) and the role, so a proof
+// made in one connection never verifies in another: a relay between two
+// listening peers cannot turn one peer's acceptor proof into the dialer
+// proof the other asks for. The first Resume on a link must equal the
+// resume of its sender's Hello.
 const (
 	typeHello    wire.Type = 32
 	typeProof    wire.Type = 33
@@ -61,7 +76,7 @@ const (
 	protoVersion = 2
 	nonceSize    = 16
 	proofSize    = sha256.Size
-	helloFixed   = 80
+	helloFixed   = 112
 	resumeSize   = 32
 	batchFixed   = 24
 	refuseFixed  = 4
@@ -80,6 +95,8 @@ type hello struct {
 	Proof    [proofSize]byte
 	Journal  record.JournalID
 	MaxFrame uint32
+	// Resume is the position the sender's Resume frame will carry.
+	Resume position
 }
 
 // position is how far a destination holds one source journal's stream:
@@ -113,6 +130,7 @@ func appendHello(dst []byte, h *hello) []byte {
 	dst = append(dst, h.Journal[:]...)
 	dst = binary.LittleEndian.AppendUint32(dst, h.MaxFrame)
 	dst = append(dst, 0, 0, 0, 0)
+	dst = appendPosition(dst, h.Resume)
 	dst = append(dst, h.From...)
 	dst = append(dst, h.To...)
 	return finishFrame(dst, s)
@@ -140,6 +158,7 @@ func decodeHello(body []byte, h *hello) error {
 	copy(h.Proof[:], body[24:56])
 	copy(h.Journal[:], body[56:72])
 	h.MaxFrame = binary.LittleEndian.Uint32(body[72:])
+	h.Resume, _ = decodeResume(body[80 : 80+resumeSize])
 	h.From = string(body[helloFixed : helloFixed+fl])
 	h.To = string(body[helloFixed+fl:])
 	return nil
@@ -147,11 +166,17 @@ func decodeHello(body []byte, h *hello) error {
 
 func appendResume(dst []byte, p position) []byte {
 	dst, s := appendFrameHeader(dst, typeResume)
+	dst = appendPosition(dst, p)
+	return finishFrame(dst, s)
+}
+
+// appendPosition appends p's 32 bytes: journal [16] | seq u64 | crc u32 |
+// reserved u32 (a Resume body, and the resume field of a Hello).
+func appendPosition(dst []byte, p position) []byte {
 	dst = append(dst, p.Journal[:]...)
 	dst = binary.LittleEndian.AppendUint64(dst, p.Seq)
 	dst = binary.LittleEndian.AppendUint32(dst, p.CRC)
-	dst = append(dst, 0, 0, 0, 0)
-	return finishFrame(dst, s)
+	return append(dst, 0, 0, 0, 0)
 }
 
 func decodeResume(body []byte) (position, error) {
@@ -240,21 +265,46 @@ func decodeBatch(body []byte) (from, through uint64, throughCRC uint32, records 
 	return from, through, binary.LittleEndian.Uint32(body[16:]), body[batchFixed:], nil
 }
 
-// proofFor is what `from` sends to prove it knows the secret, answering the
-// nonce the other side chose: HMAC-SHA256(secret, "tandem-repl/1" |
-// len(from) u16 | from | len(to) u16 | to | nonce). The lengths keep two
-// different name pairs from ever producing the same input.
-func proofFor(secret []byte, from, to string, nonce [nonceSize]byte) [proofSize]byte {
+// Handshake MAC labels: distinct per role, so an acceptor's proof is never
+// a dialer's.
+const (
+	labelAcceptor = "tandem-repl/2 acceptor"
+	labelDialer   = "tandem-repl/2 dialer"
+)
+
+// handshakeMAC is a proof of the secret over a handshake's transcript:
+// HMAC-SHA256(secret, label | dialer nonce | acceptor nonce |
+// len(dialer) u16 | dialer | len(acceptor) u16 | acceptor |
+// dialer journal | acceptor journal | dialer maxFrame u32 |
+// acceptor maxFrame u32 | dialer resume [32] | acceptor resume [32]),
+// where d is the dialer's Hello and a the acceptor's (its proof field is
+// not covered). The name lengths keep two different name pairs from ever
+// producing the same input.
+func handshakeMAC(secret []byte, label string, d, a *hello) [proofSize]byte {
 	m := hmac.New(sha256.New, secret)
-	m.Write([]byte("tandem-repl/1"))
-	m.Write(binary.LittleEndian.AppendUint16(nil, uint16(len(from))))
-	m.Write([]byte(from))
-	m.Write(binary.LittleEndian.AppendUint16(nil, uint16(len(to))))
-	m.Write([]byte(to))
-	m.Write(nonce[:])
+	b := make([]byte, 0, 256)
+	b = append(b, label...)
+	b = append(b, d.Nonce[:]...)
+	b = append(b, a.Nonce[:]...)
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(d.From)))
+	b = append(b, d.From...)
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(a.From)))
+	b = append(b, a.From...)
+	b = append(b, d.Journal[:]...)
+	b = append(b, a.Journal[:]...)
+	b = binary.LittleEndian.AppendUint32(b, d.MaxFrame)
+	b = binary.LittleEndian.AppendUint32(b, a.MaxFrame)
+	b = appendPosition(b, d.Resume)
+	b = appendPosition(b, a.Resume)
+	m.Write(b)
 	var out [proofSize]byte
 	copy(out[:], m.Sum(nil))
 	return out
+}
+
+// proofEqual compares two proofs in constant time.
+func proofEqual(got []byte, want [proofSize]byte) bool {
+	return hmac.Equal(got, want[:])
 }
 
 func typeName(t wire.Type) string {

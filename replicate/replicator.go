@@ -3,6 +3,7 @@ package replicate
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,6 +47,14 @@ type Replicator struct {
 
 	mu    sync.Mutex
 	links map[string]*link // the active link per peer name
+
+	// allowed: the peer names accepted (Destinations, ReceiveOnly ones
+	// included). handshakes: accepted connections not yet proven.
+	allowed    map[string]bool
+	handshakes atomic.Int32
+	limit      logLimiter
+	// refusals counts handshakes that failed, either side (tests, stat).
+	refusals atomic.Int64
 
 	ln        net.Listener
 	addr      atomic.Pointer[net.Addr] // ln's address, for Addr from any goroutine
@@ -93,9 +102,13 @@ func New(cfg Config, j *journal.Journal, store Store, onAdvance func(), log *slo
 	r := &Replicator{
 		cfg: cfg, log: log.With("component", "replication"), j: j, store: store, onAdvance: onAdvance,
 		self: record.OriginID(cfg.Self, cfg.JournalID), byName: map[string]*destination{}, links: map[string]*link{},
-		saved: map[string]position{},
+		saved: map[string]position{}, allowed: map[string]bool{},
 	}
 	for _, d := range cfg.Destinations {
+		r.allowed[d.Name] = true
+		if d.ReceiveOnly {
+			continue
+		}
 		ds := newDestination(r, d)
 		r.dests = append(r.dests, ds)
 		r.byName[d.Name] = ds
@@ -151,6 +164,9 @@ func (r *Replicator) Start() error {
 		ln, err := lc.Listen(context.Background(), "tcp", r.cfg.Listen)
 		if err != nil {
 			return fmt.Errorf("replicate: listen %s: %w", r.cfg.Listen, err)
+		}
+		if r.cfg.TLS != nil {
+			ln = tls.NewListener(ln, r.cfg.TLS)
 		}
 		r.ln = ln
 		a := ln.Addr()
@@ -312,11 +328,25 @@ func (r *Replicator) acceptLoop() {
 			}
 			return
 		}
+		if n := r.handshakes.Add(1); int(n) > r.cfg.MaxHandshakes {
+			r.handshakes.Add(-1)
+			if n := r.limit.allow("handshake-cap", time.Now()); n >= 0 {
+				r.log.Warn("replication connection closed: too many handshakes in progress (repl-max-handshakes)",
+					"remote", c.RemoteAddr().String(), "max", r.cfg.MaxHandshakes, "suppressed", n)
+			}
+			c.Close()
+			continue
+		}
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			if err := r.handshakeAccept(c); err != nil {
-				r.log.Warn("replication link refused", "remote", c.RemoteAddr().String(), "err", err)
+			err := r.handshakeAccept(c)
+			r.handshakes.Add(-1)
+			if err != nil {
+				r.refusals.Add(1)
+				if n := r.limit.allow("refused "+remoteHost(c), time.Now()); n >= 0 {
+					r.log.Warn("replication link refused", "remote", c.RemoteAddr().String(), "err", err, "suppressed", n)
+				}
 				c.Close()
 			}
 		}()
@@ -326,6 +356,7 @@ func (r *Replicator) acceptLoop() {
 func (r *Replicator) dialLoop(d *destination) {
 	defer r.wg.Done()
 	backoff := 50 * time.Millisecond
+	addrs, next := d.cfg.Addrs(), 0
 	for r.ctx.Err() == nil {
 		if l := r.activeLink(d.cfg.Name); l != nil {
 			select {
@@ -335,23 +366,20 @@ func (r *Replicator) dialLoop(d *destination) {
 			}
 			continue
 		}
-		dialer := net.Dialer{Timeout: 2 * time.Second}
-		addrs := d.cfg.Addrs
-		if len(addrs) == 0 {
-			addrs = []string{d.cfg.Addr}
-		}
-		var err error
-		for _, addr := range addrs { // a shared-store peer: try its addresses in turn
-			var c net.Conn
-			c, err = dialer.DialContext(r.ctx, "tcp", addr)
-			if err == nil {
-				err = r.handshakeDial(c, d.cfg.Name)
-				if err != nil {
-					c.Close()
-					if r.ctx.Err() == nil {
-						// Reached something that is not the peer we expect, or
-						// that does not know the secret: the operator must see it.
-						r.log.Warn("replication link refused", "peer", d.cfg.Name, "addr", addr, "err", err)
+		// An instance with several addresses (H1:P|H2:P): try the next
+		// one after each failure.
+		addr := addrs[next%len(addrs)]
+		c, err := r.dial(addr)
+		if err == nil {
+			err = r.handshakeDial(c, d.cfg.Name)
+			if err != nil {
+				c.Close()
+				r.refusals.Add(1)
+				if r.ctx.Err() == nil {
+					// Reached something that is not the peer we expect, or
+					// that does not know the secret: the operator must see it.
+					if n := r.limit.allow("dial-refused "+d.cfg.Name+" "+addr, time.Now()); n >= 0 {
+						r.log.Warn("replication link refused", "peer", d.cfg.Name, "addr", addr, "err", err, "suppressed", n)
 					}
 				}
 			} else if r.ctx.Err() == nil {
@@ -360,11 +388,14 @@ func (r *Replicator) dialLoop(d *destination) {
 			if err == nil || r.ctx.Err() != nil {
 				break
 			}
+		} else if r.ctx.Err() == nil {
+			r.log.Debug("replication dial failed", "peer", d.cfg.Name, "addr", addr, "err", err)
 		}
 		if err == nil {
 			backoff = 50 * time.Millisecond
 			continue
 		}
+		next++
 		if r.ctx.Err() != nil {
 			return
 		}
@@ -375,6 +406,86 @@ func (r *Replicator) dialLoop(d *destination) {
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}
+}
+
+// dial connects to a peer's replication address, over TLS when
+// configured (the TLS handshake within the handshake deadline).
+func (r *Replicator) dial(addr string) (net.Conn, error) {
+	dialer := net.Dialer{Timeout: 2 * time.Second}
+	c, err := dialer.DialContext(r.ctx, "tcp", addr)
+	if err != nil || r.cfg.TLS == nil {
+		return c, err
+	}
+	tc := r.cfg.TLS
+	if tc.ServerName == "" {
+		tc = tc.Clone()
+		tc.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	t := tls.Client(c, tc)
+	ctx, cancel := context.WithTimeout(r.ctx, r.handshakeTimeout())
+	defer cancel()
+	if err := t.HandshakeContext(ctx); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("TLS with %s: %w", addr, err)
+	}
+	return t, nil
+}
+
+func remoteHost(c net.Conn) string {
+	h, _, err := net.SplitHostPort(c.RemoteAddr().String())
+	if err != nil {
+		return c.RemoteAddr().String()
+	}
+	return h
+}
+
+// logLimiter rate-limits repeating log lines: a key logs at most
+// logBurst times per logEvery; allow reports how many were suppressed
+// before this one (-1: suppress this one).
+type logLimiter struct {
+	mu   sync.Mutex
+	last map[string]*limitEntry
+}
+
+type limitEntry struct {
+	at         time.Time // start of the window
+	n          int       // logged in the window
+	suppressed int
+}
+
+const (
+	logEvery = 10 * time.Second
+	logBurst = 3
+)
+
+func (l *logLimiter) allow(key string, now time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.last == nil {
+		l.last = map[string]*limitEntry{}
+	}
+	e := l.last[key]
+	if e != nil && now.Sub(e.at) < logEvery {
+		if e.n >= logBurst {
+			e.suppressed++
+			return -1
+		}
+		e.n++
+		return 0
+	}
+	if len(l.last) > 1024 { // bound the keys an attacker's addresses make
+		for k, v := range l.last {
+			if now.Sub(v.at) >= logEvery {
+				delete(l.last, k)
+			}
+		}
+	}
+	n := 0
+	if e != nil {
+		n = e.suppressed
+	}
+	l.last[key] = &limitEntry{at: now, n: 1}
+	return n
 }
 
 func (r *Replicator) activeLink(peer string) *link {
@@ -390,9 +501,12 @@ func newNonce() [nonceSize]byte {
 }
 
 // handshakeDial: we dialed; we expect to reach the instance named peer.
+// Nothing but our Hello and, once the acceptor's proof verified, our
+// Proof is sent before the link starts (proto.go, "Handshake").
 func (r *Replicator) handshakeDial(c net.Conn, peer string) error {
 	c.SetDeadline(time.Now().Add(r.handshakeTimeout()))
 	fr := newFrameReader(c, 64<<10)
+	fr.maxFrame = handshakeMaxFrame
 	mine := r.hello(peer)
 	if _, err := c.Write(appendHello(nil, &mine)); err != nil {
 		return err
@@ -414,31 +528,43 @@ func (r *Replicator) handshakeDial(c net.Conn, peer string) error {
 		}
 		return fmt.Errorf("hello from %s: %w", peer, err)
 	}
-	if theirs.From != peer {
+	if theirs.From != peer || theirs.To != r.cfg.Self {
 		c.Write(wire.AppendError(nil, wire.CodeAuth, fmt.Sprintf("expected instance %q, reached %q", peer, theirs.From)))
-		return fmt.Errorf("expected instance %q at %s, reached %q", peer, c.RemoteAddr(), theirs.From)
+		return fmt.Errorf("%w: expected instance %q at %s, reached %q (which expects %q)", ErrAuth, peer, c.RemoteAddr(), theirs.From, theirs.To)
 	}
-	if want := proofFor(r.cfg.Secret, theirs.From, r.cfg.Self, mine.Nonce); theirs.Proof != want {
+	if !proofEqual(theirs.Proof[:], handshakeMAC(r.cfg.Secret, labelAcceptor, &mine, &theirs)) {
 		c.Write(wire.AppendError(nil, wire.CodeAuth, "bad replication secret"))
-		return fmt.Errorf("peer %s failed the secret check", peer)
+		return fmt.Errorf("%w: peer %s failed the secret check", ErrAuth, peer)
 	}
-	if _, err := c.Write(appendProof(nil, proofFor(r.cfg.Secret, r.cfg.Self, peer, theirs.Nonce))); err != nil {
+	if _, err := c.Write(appendProof(nil, handshakeMAC(r.cfg.Secret, labelDialer, &mine, &theirs))); err != nil {
 		return err
 	}
 	c.SetDeadline(time.Time{})
-	return r.startLink(c, fr, &theirs, r.cfg.Self)
+	return r.startLink(c, fr, &theirs, mine.Resume, r.cfg.Self)
 }
 
-// hello is our Hello to peer, without its proof.
+// handshakeMaxFrame bounds a frame before the peer is authenticated: a
+// Hello with two names of at most 64 bytes, or an Error.
+const handshakeMaxFrame = 4 << 10
+
+// ErrAuth wraps every handshake refusal for want of authentication: a
+// peer not listed, a bad name, a wrong secret or peer identity.
+var ErrAuth = errors.New("replicate: peer not authenticated")
+
+// hello is our Hello to peer, without its proof: resume is the position of
+// peer's stream held here, which our Resume will carry.
 func (r *Replicator) hello(peer string) hello {
 	return hello{Version: protoVersion, From: r.cfg.Self, To: peer, Nonce: newNonce(),
-		Journal: r.cfg.JournalID, MaxFrame: uint32(r.cfg.MaxFrame)}
+		Journal: r.cfg.JournalID, MaxFrame: uint32(r.cfg.MaxFrame), Resume: r.source(peer).position()}
 }
 
-// handshakeAccept: a peer dialed us.
+// handshakeAccept: a peer dialed us. Only a listed peer (Destinations,
+// Sources) with a valid name gets our Hello; nothing else is sent before
+// its proof verified.
 func (r *Replicator) handshakeAccept(c net.Conn) error {
 	c.SetDeadline(time.Now().Add(r.handshakeTimeout()))
 	fr := newFrameReader(c, 64<<10)
+	fr.maxFrame = handshakeMaxFrame
 	f, err := fr.next()
 	if err != nil {
 		return err
@@ -458,14 +584,18 @@ func (r *Replicator) handshakeAccept(c net.Conn) error {
 	}
 	if theirs.To != r.cfg.Self {
 		c.Write(wire.AppendError(nil, wire.CodeAuth, fmt.Sprintf("this is instance %q, not %q", r.cfg.Self, theirs.To)))
-		return fmt.Errorf("peer %s expected instance %q, this is %q", theirs.From, theirs.To, r.cfg.Self)
+		return fmt.Errorf("%w: peer %q expected instance %q, this is %q", ErrAuth, theirs.From, theirs.To, r.cfg.Self)
 	}
-	if theirs.From == "" || theirs.From == r.cfg.Self {
+	if err := ValidPeerName(theirs.From); err != nil || theirs.From == r.cfg.Self {
 		c.Write(wire.AppendError(nil, wire.CodeAuth, "bad peer name"))
-		return fmt.Errorf("peer calls itself %q", theirs.From)
+		return fmt.Errorf("%w: peer calls itself %q", ErrAuth, theirs.From)
+	}
+	if !r.allowed[theirs.From] {
+		c.Write(wire.AppendError(nil, wire.CodeAuth, "peer not listed here"))
+		return fmt.Errorf("%w: peer %q is not listed (--peer)", ErrAuth, theirs.From)
 	}
 	mine := r.hello(theirs.From)
-	mine.Proof = proofFor(r.cfg.Secret, r.cfg.Self, theirs.From, theirs.Nonce)
+	mine.Proof = handshakeMAC(r.cfg.Secret, labelAcceptor, &theirs, &mine)
 	if _, err := c.Write(appendHello(nil, &mine)); err != nil {
 		return err
 	}
@@ -477,14 +607,14 @@ func (r *Replicator) handshakeAccept(c net.Conn) error {
 		return remoteError(f.Body)
 	}
 	if f.Type != typeProof || len(f.Body) != proofSize {
-		return fmt.Errorf("peer %s sent %s instead of its proof", theirs.From, typeName(f.Type))
+		return fmt.Errorf("%w: peer %s sent %s instead of its proof", ErrAuth, theirs.From, typeName(f.Type))
 	}
-	if want := proofFor(r.cfg.Secret, theirs.From, r.cfg.Self, mine.Nonce); string(f.Body) != string(want[:]) {
+	if !proofEqual(f.Body, handshakeMAC(r.cfg.Secret, labelDialer, &theirs, &mine)) {
 		c.Write(wire.AppendError(nil, wire.CodeAuth, "bad replication secret"))
-		return fmt.Errorf("peer %s does not know the replication secret", theirs.From)
+		return fmt.Errorf("%w: peer %s does not know the replication secret", ErrAuth, theirs.From)
 	}
 	c.SetDeadline(time.Time{})
-	return r.startLink(c, fr, &theirs, theirs.From)
+	return r.startLink(c, fr, &theirs, mine.Resume, theirs.From)
 }
 
 func remoteError(body []byte) error {
@@ -499,9 +629,10 @@ func remoteError(body []byte) error {
 // peer exist (both dialed at once), both instances keep the one dialed by
 // the instance whose name sorts first and close the other, so exactly one
 // connection survives and carries both directions.
-func (r *Replicator) startLink(c net.Conn, fr *frameReader, theirs *hello, dialer string) error {
+func (r *Replicator) startLink(c net.Conn, fr *frameReader, theirs *hello, resume position, dialer string) error {
 	peer := theirs.From
 	l := newLink(r, c, fr, theirs, dialer)
+	l.resume = resume
 	r.mu.Lock()
 	if r.ctx.Err() != nil {
 		r.mu.Unlock()
@@ -642,7 +773,7 @@ func (r *Replicator) loadPositions() {
 	if r.cfg.StateDir == "" {
 		return
 	}
-	os.MkdirAll(r.cfg.StateDir, 0o755)
+	os.MkdirAll(r.cfg.StateDir, 0o700)
 	entries, _ := os.ReadDir(r.cfg.StateDir)
 	for _, e := range entries {
 		name := e.Name()
@@ -650,6 +781,9 @@ func (r *Replicator) loadPositions() {
 			continue
 		}
 		peer := strings.TrimSuffix(strings.TrimPrefix(name, "repl-in-"), ".pos")
+		if ValidPeerName(peer) != nil {
+			continue
+		}
 		path := filepath.Join(r.cfg.StateDir, name)
 		p, ok, err := readPositionFile(path)
 		if err != nil {

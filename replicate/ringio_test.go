@@ -231,7 +231,7 @@ func testLinkAcrossSegments(t *testing.T, dialer string) {
 	appendDet(t, ja, "A", 1, caughtUp)
 	var a, b *Replicator
 	if dialer == "A" {
-		b = startReplicator(t, Config{Self: "B", Listen: "127.0.0.1:0"}, jb)
+		b = startReplicator(t, Config{Self: "B", Listen: "127.0.0.1:0", Destinations: []Destination{{Name: "A", ReceiveOnly: true}}}, jb)
 		a = startReplicator(t, Config{Self: "A", Destinations: []Destination{{Name: "B", Addr: b.Addr().String(), Mode: Async}}}, ja)
 	} else {
 		a = startReplicator(t, Config{Self: "A", Listen: "127.0.0.1:0", Destinations: []Destination{{Name: "B", Mode: Async}}}, ja)
@@ -332,8 +332,8 @@ func (p *fakePeer) accept(name string, secret []byte) {
 	if err := decodeHello(f.Body, &theirs); err != nil {
 		p.t.Fatal(err)
 	}
-	mine := hello{Version: protoVersion, From: name, To: theirs.From, Nonce: newNonce(),
-		Proof: proofFor(secret, name, theirs.From, theirs.Nonce), MaxFrame: DefaultMaxFrame}
+	mine := hello{Version: protoVersion, From: name, To: theirs.From, Nonce: newNonce(), MaxFrame: DefaultMaxFrame}
+	mine.Proof = handshakeMAC(secret, labelAcceptor, &theirs, &mine)
 	if _, err := c.Write(appendHello(nil, &mine)); err != nil {
 		p.t.Fatal(err)
 	}

@@ -65,9 +65,13 @@ func TestParseDestination(t *testing.T) {
 		{"B=h:1,", "unknown option"},
 		{"B=h:1,topics=(unclosed", "topics regex"},
 		{"B=h:1,topics=a{2,1}", "topics regex"},
-		{"=h:1", "empty name"},
-		{"", "empty name"},
-		{",async", "empty name"},
+		{"=h:1", "bad peer name"},
+		{"", "bad peer name"},
+		{",async", "bad peer name"},
+		{"..=h:1", "bad peer name"},
+		{"../x", "bad peer name"},
+		{"B=h:1|nohostport", "address"},
+		{"B=h:1,receive-only", "receive-only"},
 		{"B=nohostport", "address"},
 		{"B=", "address"},
 		{"B=h:1:2", "address"},
@@ -108,7 +112,9 @@ func TestConfigValidate(t *testing.T) {
 		c    Config
 		want string
 	}{
-		{Config{}, "name is empty"},
+		{Config{}, "bad peer name"},
+		{Config{Self: "a/b"}, "bad peer name"},
+		{Config{Self: "A", Destinations: []Destination{{Name: "..", Mode: Async}}}, "bad peer name"},
 		{Config{Self: "A", Destinations: []Destination{dest("A=h:1")}}, "this instance itself"},
 		{Config{Self: "A", Destinations: []Destination{dest("A")}}, "this instance itself"},
 		{Config{Self: "A", Destinations: []Destination{dest("B=h:1"), dest("C=h:2"), dest("B,async")}}, "listed twice"},
@@ -279,8 +285,9 @@ func split(t *testing.T, b []byte, want wire.Type) []byte {
 
 func TestProtoRoundTrips(t *testing.T) {
 	h := hello{Version: protoVersion, From: "alpha", To: "beta-2", Nonce: newNonce(), MaxFrame: 1<<31 + 5}
-	h.Proof = proofFor([]byte("k"), h.From, h.To, h.Nonce)
 	copy(h.Journal[:], "0123456789abcdef")
+	h.Resume = position{Journal: h.Journal, Seq: 1<<40 + 3, CRC: 0xdeadbeef}
+	h.Proof = handshakeMAC([]byte("k"), labelAcceptor, &h, &h)
 	var got hello
 	if err := decodeHello(split(t, appendHello([]byte("prefix"), &h)[6:], typeHello), &got); err != nil {
 		t.Fatal(err)
@@ -309,7 +316,7 @@ func TestProtoRoundTrips(t *testing.T) {
 		t.Fatalf("refuse: %d %q %v", reason, text, err)
 	}
 
-	p := proofFor([]byte("k"), "a", "b", h.Nonce)
+	p := handshakeMAC([]byte("k"), labelDialer, &h, &h)
 	if body := split(t, appendProof(nil, p), typeProof); string(body) != string(p[:]) {
 		t.Fatalf("proof body %x", body)
 	}
@@ -395,29 +402,63 @@ func TestProtoDecodeErrors(t *testing.T) {
 	}
 }
 
-func TestProofFor(t *testing.T) {
+func TestHandshakeMAC(t *testing.T) {
 	n1, n2 := newNonce(), newNonce()
 	if n1 == n2 {
 		t.Fatal("two nonces are equal")
 	}
-	base := proofFor([]byte("secret"), "A", "B", n1)
-	if base != proofFor([]byte("secret"), "A", "B", n1) {
-		t.Fatal("proofFor is not deterministic")
+	var j1, j2 record.JournalID
+	copy(j1[:], "journal-one-....")
+	copy(j2[:], "journal-two-....")
+	d := hello{From: "A", To: "B", Nonce: n1, Journal: j1, MaxFrame: 1 << 20, Resume: position{Journal: j2, Seq: 5, CRC: 9}}
+	a := hello{From: "B", To: "A", Nonce: n2, Journal: j2, MaxFrame: 2 << 20, Resume: position{Journal: j1, Seq: 7, CRC: 3}}
+	key := []byte("secret")
+	base := handshakeMAC(key, labelDialer, &d, &a)
+	if base != handshakeMAC(key, labelDialer, &d, &a) {
+		t.Fatal("handshakeMAC is not deterministic")
+	}
+	a2 := a
+	a2.Proof = newNonce2()
+	if base != handshakeMAC(key, labelDialer, &d, &a2) {
+		t.Fatal("the proof field is covered by the MAC")
+	}
+	change := func(f func(d, a *hello)) [proofSize]byte {
+		d2, a2 := d, a
+		f(&d2, &a2)
+		return handshakeMAC(key, labelDialer, &d2, &a2)
 	}
 	for name, p := range map[string][proofSize]byte{
-		"secret":      proofFor([]byte("secreT"), "A", "B", n1),
-		"empty key":   proofFor(nil, "A", "B", n1),
-		"from":        proofFor([]byte("secret"), "C", "B", n1),
-		"to":          proofFor([]byte("secret"), "A", "C", n1),
-		"direction":   proofFor([]byte("secret"), "B", "A", n1),
-		"nonce":       proofFor([]byte("secret"), "A", "B", n2),
-		"name split":  proofFor([]byte("secret"), "A|", "B", n1), // "A||B|" vs "A|B|": the separator is in the MAC
-		"name split2": proofFor([]byte("secret"), "", "A|B", n1),
+		"secret":           handshakeMAC([]byte("secreT"), labelDialer, &d, &a),
+		"empty key":        handshakeMAC(nil, labelDialer, &d, &a),
+		"role":             handshakeMAC(key, labelAcceptor, &d, &a),
+		"direction":        handshakeMAC(key, labelDialer, &a, &d),
+		"dialer nonce":     change(func(d, a *hello) { d.Nonce = n2 }),
+		"acceptor nonce":   change(func(d, a *hello) { a.Nonce = n1 }),
+		"dialer name":      change(func(d, a *hello) { d.From = "C" }),
+		"acceptor name":    change(func(d, a *hello) { a.From = "C" }),
+		"name split":       change(func(d, a *hello) { d.From, a.From = "A|", "B" }), // the lengths are in the MAC
+		"name split2":      change(func(d, a *hello) { d.From, a.From = "", "AB" }),
+		"dialer journal":   change(func(d, a *hello) { d.Journal = j2 }),
+		"acceptor journal": change(func(d, a *hello) { a.Journal = j1 }),
+		"dialer frame":     change(func(d, a *hello) { d.MaxFrame++ }),
+		"acceptor frame":   change(func(d, a *hello) { a.MaxFrame++ }),
+		"dialer resume":    change(func(d, a *hello) { d.Resume.Seq++ }),
+		"acceptor resume":  change(func(d, a *hello) { a.Resume.CRC++ }),
+		"resume journal":   change(func(d, a *hello) { a.Resume.Journal = j2 }),
 	} {
 		if p == base {
 			t.Errorf("changing the %s does not change the proof", name)
 		}
 	}
+	if !proofEqual(base[:], base) || proofEqual(base[:31], base) {
+		t.Error("proofEqual")
+	}
+}
+
+func newNonce2() (p [proofSize]byte) {
+	n := newNonce()
+	copy(p[:], n[:])
+	return p
 }
 
 func TestCheckResume(t *testing.T) {

@@ -77,6 +77,13 @@ type Options struct {
 	ReplListen string
 }
 
+// DefaultReplSecretFile is the repl-secret-file a plan with a
+// replication listener names. Make it on every instance of a replication
+// group with the same content:
+//
+//	head -c 32 /dev/urandom | base64 > /etc/tandem/repl-secret && chmod 0400 /etc/tandem/repl-secret
+const DefaultReplSecretFile = "/etc/tandem/repl-secret"
+
 // Plan is one Tandem instance: where its threads should run, how big its
 // rings and buffers should be, and (per node) its name, ports and journal
 // directory. Render it with TOML.
@@ -97,6 +104,11 @@ type Plan struct {
 	Name       string // "" when not written (serve's default, the host name)
 	Listen     string // "" when not written (serve's default)
 	ReplListen string // "" when not written (no replication listener)
+	// ReplSecretFile is written with ReplListen: the shared secret that
+	// authenticates replication links (DefaultReplSecretFile; serve
+	// refuses a non-loopback repl-listen without one, and a file
+	// readable by group or others).
+	ReplSecretFile string
 
 	Engine          string
 	Loops           int
@@ -341,6 +353,11 @@ func (p *Plan) explain() {
 		}
 	}
 	if p.ReplListen != "" {
+		p.ReplSecretFile = DefaultReplSecretFile
+		p.why["repl-secret-file"] = "Shared secret authenticating replication links (the same file on every peer). Make it with " +
+			"`head -c 32 /dev/urandom | base64 > " + DefaultReplSecretFile + " && chmod 0400 " + DefaultReplSecretFile + "`: " +
+			"serve refuses a secret file readable by group or others, and a non-loopback repl-listen without a secret or TLS " +
+			"(docs/security.md, \"Replication links\")."
 		if p.PerNode() {
 			p.why["repl-listen"] = fmt.Sprintf("Replication address where peers connect: the base port plus the node "+
 				"number (%d), one per instance. Peers (the peer key) are not planned: each instance's depend on how "+
@@ -473,6 +490,7 @@ var Keys = []struct {
 	{"name", "string", false, true},
 	{"listen", "string", false, true},
 	{"repl-listen", "string", false, true},
+	{"repl-secret-file", "string", false, true},
 	{"engine", "string", false, false},
 	{"loops", "integer", false, false},
 	{"pin", "boolean", false, false},
@@ -513,7 +531,7 @@ func (p *Plan) TOML(source string) string {
 		fmt.Fprintf(&b, "%s = %s\n\n", name, value)
 	}
 	for _, k := range []struct{ name, value string }{
-		{"name", p.Name}, {"listen", p.Listen}, {"repl-listen", p.ReplListen},
+		{"name", p.Name}, {"listen", p.Listen}, {"repl-listen", p.ReplListen}, {"repl-secret-file", p.ReplSecretFile},
 	} {
 		if k.value != "" {
 			key(k.name, quote(k.value))

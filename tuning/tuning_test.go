@@ -142,6 +142,7 @@ func checkTOML(t *testing.T, p *Plan, out string) {
 		Name            string `toml:"name"`
 		Listen          string `toml:"listen"`
 		ReplListen      string `toml:"repl-listen"`
+		ReplSecretFile  string `toml:"repl-secret-file"`
 		Engine          string `toml:"engine"`
 		Loops           int    `toml:"loops"`
 		Pin             bool   `toml:"pin"`
@@ -162,6 +163,7 @@ func checkTOML(t *testing.T, p *Plan, out string) {
 		t.Fatalf("keys not in Keys: %v", u)
 	}
 	if got.Name != p.Name || got.Listen != p.Listen || got.ReplListen != p.ReplListen ||
+		got.ReplSecretFile != p.ReplSecretFile || (p.ReplListen != "") != (got.ReplSecretFile == DefaultReplSecretFile) ||
 		got.Engine != "auto" || got.Loops != p.Loops || got.Pin != p.Pin || got.CPUs != joinCPUs(p.LoopCPUs) ||
 		got.MemoryPlacement != MemoryFirstTouch || got.MemoryPlacement != p.MemoryPlacement ||
 		got.FlusherCPUs != joinCPUs(p.FlusherCPUs) || got.ReplCPUs != joinCPUs(p.ReplCPUs) || got.Data != p.Data ||

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -83,6 +86,10 @@ type serveConfig struct {
 	Peers              peerList     `toml:"peer"`
 	ReplSecret         string       `toml:"repl-secret"`
 	ReplSecretFile     string       `toml:"repl-secret-file"`
+	ReplTLSCert        string       `toml:"repl-tls-cert"`
+	ReplTLSKey         string       `toml:"repl-tls-key"`
+	ReplTLSCA          string       `toml:"repl-tls-ca"`
+	ReplMaxHandshakes  int          `toml:"repl-max-handshakes"`
 	ReplDowngradeAfter downgradeAge `toml:"repl-downgrade-after"`
 	ReplUpgradeBelow   duration     `toml:"repl-upgrade-below"`
 	ReplHeartbeat      duration     `toml:"repl-heartbeat"`
@@ -324,7 +331,11 @@ func serveFlags(cfg *serveConfig) (*flag.FlagSet, *string) {
 	fs.StringVar(&cfg.ReplListen, "repl-listen", "", "replication `address` where peers connect (empty: do not accept)")
 	fs.Var(&cfg.Peers, "peer", "replication destination `NAME=HOST:PORT[,sync|async][,topics=REGEX][,passthrough]`, or NAME alone (accept-only); repeat per peer")
 	fs.StringVar(&cfg.ReplSecretFile, "repl-secret-file", "", "`file` holding the shared secret that authenticates replication links")
-	fs.StringVar(&cfg.ReplSecret, "repl-secret", "", "the shared replication secret itself (prefer repl-secret-file)")
+	fs.StringVar(&cfg.ReplSecret, "repl-secret", "", "the shared replication secret itself (shows in ps: prefer repl-secret-file)")
+	fs.StringVar(&cfg.ReplTLSCert, "repl-tls-cert", "", "PEM certificate `file` of this instance for mutual TLS on replication links (with repl-tls-key, repl-tls-ca)")
+	fs.StringVar(&cfg.ReplTLSKey, "repl-tls-key", "", "PEM private key `file` for repl-tls-cert")
+	fs.StringVar(&cfg.ReplTLSCA, "repl-tls-ca", "", "PEM CA `file`: peers' certificates must chain to it")
+	fs.IntVar(&cfg.ReplMaxHandshakes, "repl-max-handshakes", 0, "replication connections accepted and not yet authenticated; more are closed (default 32)")
 	fs.Var(&cfg.ReplDowngradeAfter, "repl-downgrade-after", "a sync peer lagging more than this `duration`, or away (disconnected, not reached since start-up, its link refused) longer than it, stops holding acks; never: strict sync, acks wait for it however long it is away (default 1s)")
 	fs.Var(&cfg.ReplUpgradeBelow, "repl-upgrade-below", "a downgraded peer lagging less than this holds acks again (default 100ms)")
 	addServeSecurityFlags(fs, &cfg.serveSecurity)
@@ -450,7 +461,7 @@ func (c *serveConfig) engineConfig() (engine.Config, error) {
 			stallLimit = defaultStallLimit
 		}
 	}
-	repl, err := c.replicationConfig()
+	repl, err := c.replicationConfig(logger)
 	if err != nil {
 		return engine.Config{}, err
 	}
@@ -485,8 +496,12 @@ func (c *serveConfig) engineConfig() (engine.Config, error) {
 }
 
 // replicationConfig builds the replication settings; nil when the
-// instance neither listens for peers nor has destinations.
-func (c *serveConfig) replicationConfig() (*replicate.Config, error) {
+// instance neither listens for peers nor has destinations. It refuses a
+// secret file readable by group or others, half a TLS configuration, and
+// a non-loopback repl-listen with neither a secret nor TLS (on loopback:
+// a warning); a repl-secret given as a value is warned about (docs/
+// security.md, "Replication links").
+func (c *serveConfig) replicationConfig(log *slog.Logger) (*replicate.Config, error) {
 	if c.ReplListen == "" && len(c.Peers) == 0 {
 		return nil, nil
 	}
@@ -496,9 +511,27 @@ func (c *serveConfig) replicationConfig() (*replicate.Config, error) {
 		UpgradeBelow:   c.ReplUpgradeBelow.Duration,
 		Heartbeat:      c.ReplHeartbeat.Duration,
 		HoldAlarmBytes: c.ReplHoldAlarmBytes,
+		MaxHandshakes:  c.ReplMaxHandshakes,
 		Secret:         []byte(c.ReplSecret),
 	}
+	if c.ReplMaxHandshakes < 0 {
+		return nil, fmt.Errorf("repl-max-handshakes %d is negative", c.ReplMaxHandshakes)
+	}
+	if c.ReplSecret != "" {
+		if c.ReplSecretFile != "" {
+			return nil, errors.New("repl-secret and repl-secret-file are both set: keep repl-secret-file")
+		}
+		log.Warn("repl-secret is given as a value: on the command line it shows in ps, in a config file to whoever reads it; use repl-secret-file (a 0400 file)")
+	}
 	if c.ReplSecretFile != "" {
+		st, err := os.Stat(c.ReplSecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("repl-secret-file: %w", err)
+		}
+		if st.Mode().Perm()&0o077 != 0 {
+			return nil, fmt.Errorf("repl-secret-file %s is readable by group or others (mode %04o): run `chmod 0400 %s`",
+				c.ReplSecretFile, st.Mode().Perm(), c.ReplSecretFile)
+		}
 		b, err := os.ReadFile(c.ReplSecretFile)
 		if err != nil {
 			return nil, fmt.Errorf("repl-secret-file: %w", err)
@@ -508,6 +541,18 @@ func (c *serveConfig) replicationConfig() (*replicate.Config, error) {
 			return nil, fmt.Errorf("repl-secret-file %s is empty", c.ReplSecretFile)
 		}
 	}
+	tc, err := replTLS(c.ReplTLSCert, c.ReplTLSKey, c.ReplTLSCA)
+	if err != nil {
+		return nil, err
+	}
+	rc.TLS = tc
+	if c.ReplListen != "" && len(rc.Secret) == 0 && rc.TLS == nil {
+		if !isLoopbackListen(c.ReplListen) {
+			return nil, fmt.Errorf("repl-listen %s is not a loopback address and links have neither a secret nor TLS: "+
+				"set repl-secret-file (docs/security.md, \"Replication links\") or repl-tls-cert, repl-tls-key and repl-tls-ca", c.ReplListen)
+		}
+		log.Warn("replication links are not authenticated (no repl-secret-file, no repl-tls-*): acceptable on loopback only", "repl_listen", c.ReplListen)
+	}
 	for _, p := range c.Peers {
 		d, err := replicate.ParseDestination(p)
 		if err != nil {
@@ -516,6 +561,47 @@ func (c *serveConfig) replicationConfig() (*replicate.Config, error) {
 		rc.Destinations = append(rc.Destinations, d)
 	}
 	return rc, nil
+}
+
+// isLoopbackListen reports whether a listen address only binds loopback
+// (127.0.0.0/8, ::1, localhost); an empty host binds every interface.
+func isLoopbackListen(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// replTLS builds mutual TLS for replication links from PEM files: this
+// instance's certificate and key (presented as server and as client) and
+// the CA peers' certificates must chain to (required of both sides). All
+// three or none.
+func replTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
+	if certFile == "" && keyFile == "" && caFile == "" {
+		return nil, nil
+	}
+	if certFile == "" || keyFile == "" || caFile == "" {
+		return nil, errors.New("repl-tls-cert, repl-tls-key and repl-tls-ca go together (mutual TLS)")
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("repl-tls-cert/repl-tls-key: %w", err)
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("repl-tls-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("repl-tls-ca %s holds no PEM certificate", caFile)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ClientCAs: pool,
+		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}, nil
 }
 
 // parseCPUs reads a comma-separated core list.

@@ -132,7 +132,18 @@ func TestTuneConfigLoads(t *testing.T) {
 				if strings.Contains(string(b), "journal-dirs") {
 					t.Fatalf("%s has journal-dirs", f)
 				}
-				ec, err := loadAsServe(t, file)
+				// It names the replication secret file an operator makes
+				// (docs/security.md); here a test one stands in for it.
+				if !strings.Contains(string(b), "\nrepl-secret-file = \"/etc/tandem/repl-secret\"\n") {
+					t.Fatalf("%s has no repl-secret-file:\n%s", f, b)
+				}
+				secret := filepath.Join(dir, "secret")
+				if _, err := os.Stat(secret); err != nil {
+					if err := os.WriteFile(secret, []byte("test-secret\n"), 0o400); err != nil {
+						t.Fatal(err)
+					}
+				}
+				ec, err := loadAsServe(t, file, "--repl-secret-file", secret)
 				if err != nil {
 					t.Fatalf("%s does not load: %v\n%s", f, err, b)
 				}
