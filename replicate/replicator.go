@@ -382,11 +382,6 @@ func (r *Replicator) dialLoop(d *destination) {
 						r.log.Warn("replication link refused", "peer", d.cfg.Name, "addr", addr, "err", err, "suppressed", n)
 					}
 				}
-			} else if r.ctx.Err() == nil {
-				r.log.Debug("replication dial failed", "peer", d.cfg.Name, "addr", addr, "err", err)
-			}
-			if err == nil || r.ctx.Err() != nil {
-				break
 			}
 		} else if r.ctx.Err() == nil {
 			r.log.Debug("replication dial failed", "peer", d.cfg.Name, "addr", addr, "err", err)
