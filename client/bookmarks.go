@@ -617,18 +617,12 @@ func RepairFileBookmarkStore(path string, opts ...StoreOption) (StoreRepair, err
 	o := storeOpts(opts)
 	b := &FileBookmarkStore{memBookmarks: memBookmarks{subs: map[string]*subProgress{}}, path: path, fsys: o.fs}
 	rep := StoreRepair{Path: path}
-	f, size, err := logfile.OpenExisting(o.fs, path)
+	orig, ok, err := logfile.ReadExisting(o.fs, path)
 	if err != nil {
 		return rep, fmt.Errorf("client: bookmark store: %w", err)
 	}
-	if f == nil {
+	if !ok {
 		return rep, nil
-	}
-	orig := make([]byte, size)
-	_, err = f.ReadAt(orig, 0)
-	f.Close()
-	if err != nil && !errors.Is(err, io.EOF) {
-		return rep, fmt.Errorf("client: bookmark store: %s: %w", path, err)
 	}
 	res, err := b.load(true)
 	if err != nil {

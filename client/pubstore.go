@@ -673,19 +673,14 @@ func RepairFilePublishStore(path string, opts ...StoreOption) (StoreRepair, erro
 		seq uint64
 	}
 	var recs []at
-	f, size, err := logfile.OpenExisting(o.fs, path)
+	orig, ok, err := logfile.ReadExisting(o.fs, path)
 	if err != nil {
 		return rep, fmt.Errorf("client: publish store: %w", err)
 	}
-	if f == nil {
+	if !ok {
 		return rep, nil
 	}
-	orig := make([]byte, size)
-	_, err = f.ReadAt(orig, 0)
-	f.Close()
-	if err != nil && !errors.Is(err, io.EOF) {
-		return rep, fmt.Errorf("client: publish store: %s: %w", path, err)
-	}
+	size := int64(len(orig))
 	_, _ = logfile.Scan(bytesReaderAt(orig), size, path, pubMaxBody, true, func(off int64, body []byte) error {
 		if len(body) >= pubBodyHdr && body[0] != 'H' {
 			recs = append(recs, at{off, binary.LittleEndian.Uint64(body[1:])})

@@ -291,3 +291,18 @@ func OpenExisting(fsys FS, path string) (File, int64, error) {
 	}
 	return f, size, nil
 }
+
+// ReadExisting returns the whole file at path (what a repair works from);
+// nil, false when it does not exist.
+func ReadExisting(fsys FS, path string) ([]byte, bool, error) {
+	f, size, err := OpenExisting(fsys, path)
+	if err != nil || f == nil {
+		return nil, false, err
+	}
+	defer f.Close()
+	b := make([]byte, size)
+	if _, err := f.ReadAt(b, 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, true, fmt.Errorf("%s: %w", path, err)
+	}
+	return b, true, nil
+}
