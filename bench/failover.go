@@ -178,6 +178,81 @@ func (p *foPub) stopped() error {
 	}
 }
 
+// foClients is the HA subscriber and publisher a failover step drives.
+type foClients struct {
+	subH, pubH *client.HAClient
+	hs         *client.HASubscription
+	pub        *foPub
+	stopPub    func() error
+	close      func()
+}
+
+// startFailoverClients connects the failover steps' HA subscriber (memory
+// bookmark store, resumable as "failover") and HA publisher (memory
+// publish store, publishing at set.FailoverRate) to servers, names
+// prefixed with prefix. handler builds the subscriber's message handler
+// from its client and bookmark store. The caller defers close (which
+// stops the publisher first).
+func (r *runner) startFailoverClients(t *Tandem, servers []string, prefix string,
+	handler func(h *client.HAClient, bms *client.MemoryBookmarkStore) func(*client.Message)) (*foClients, error) {
+	ctx, set := r.ctx, r.set
+	fc := &foClients{}
+	var closers []func()
+	fc.close = func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	bms := client.NewMemoryBookmarkStore()
+	subH, err := client.NewHA(client.HAConfig{Name: t.clientName(prefix + "-sub"), Servers: servers,
+		Heartbeat: set.FailoverHeartbeat, BookmarkStore: bms})
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { subH.Close() })
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := subH.Connect(cctx); err != nil {
+		fc.close()
+		return nil, fmt.Errorf("subscriber: %w", err)
+	}
+	hs, err := subH.Subscribe(cctx, failoverTopic, client.WithSubID("failover"), client.From(client.MostRecent), client.WithHandler(handler(subH, bms)))
+	if err != nil {
+		fc.close()
+		return nil, fmt.Errorf("subscribe: %w", err)
+	}
+	pubH, err := client.NewHA(client.HAConfig{Name: t.clientName(prefix + "-pub"), Servers: servers,
+		Heartbeat: set.FailoverHeartbeat, PublishStore: client.NewMemoryPublishStore(client.StoreLimits{})})
+	if err != nil {
+		fc.close()
+		return nil, err
+	}
+	closers = append(closers, func() { pubH.Close() })
+	if err := pubH.Connect(cctx); err != nil {
+		fc.close()
+		return nil, fmt.Errorf("publisher: %w", err)
+	}
+	pub := &foPub{h: pubH, done: make(chan struct{})}
+	pctx, pcancel := context.WithCancel(ctx)
+	go pub.run(pctx, r.clk, set.FailoverSize, float64(set.FailoverRate))
+	var once sync.Once
+	var stopErr error
+	fc.stopPub = func() error {
+		once.Do(func() {
+			pub.stop.Store(true)
+			pcancel()
+			<-pub.done
+			if pub.err != nil && !errors.Is(pub.err, context.Canceled) {
+				stopErr = pub.err
+			}
+		})
+		return stopErr
+	}
+	closers = append(closers, func() { fc.stopPub() })
+	fc.subH, fc.pubH, fc.hs, fc.pub = subH, pubH, hs, pub
+	return fc, nil
+}
+
 func (r *runner) measureFailover(res *Result) error {
 	t := r.sys.(*Tandem)
 	ctx := r.ctx
@@ -189,46 +264,16 @@ func (r *runner) measureFailover(res *Result) error {
 	}
 	res.Failover = fs
 
-	bms := client.NewMemoryBookmarkStore()
-	subH, err := client.NewHA(client.HAConfig{Name: t.clientName("failover-sub"), Servers: servers,
-		Heartbeat: set.FailoverHeartbeat, BookmarkStore: bms})
+	var sub *foSub
+	fc, err := r.startFailoverClients(t, servers, "failover", func(h *client.HAClient, bms *client.MemoryBookmarkStore) func(*client.Message) {
+		sub = &foSub{clk: r.clk, h: h, bms: bms}
+		return sub.onMsg
+	})
 	if err != nil {
 		return err
 	}
-	defer subH.Close()
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := subH.Connect(cctx); err != nil {
-		return fmt.Errorf("subscriber: %w", err)
-	}
-	sub := &foSub{clk: r.clk, h: subH, bms: bms}
-	hs, err := subH.Subscribe(cctx, failoverTopic, client.WithSubID("failover"), client.From(client.MostRecent), client.WithHandler(sub.onMsg))
-	if err != nil {
-		return fmt.Errorf("subscribe: %w", err)
-	}
-	pubH, err := client.NewHA(client.HAConfig{Name: t.clientName("failover-pub"), Servers: servers,
-		Heartbeat: set.FailoverHeartbeat, PublishStore: client.NewMemoryPublishStore(client.StoreLimits{})})
-	if err != nil {
-		return err
-	}
-	defer pubH.Close()
-	if err := pubH.Connect(cctx); err != nil {
-		return fmt.Errorf("publisher: %w", err)
-	}
-	pub := &foPub{h: pubH, done: make(chan struct{})}
-	pctx, pcancel := context.WithCancel(ctx)
-	defer pcancel()
-	go pub.run(pctx, r.clk, set.FailoverSize, float64(set.FailoverRate))
-	stopPub := func() error {
-		pub.stop.Store(true)
-		pcancel()
-		<-pub.done
-		if pub.err != nil && !errors.Is(pub.err, context.Canceled) {
-			return pub.err
-		}
-		return nil
-	}
-	defer stopPub()
+	defer fc.close()
+	subH, pubH, hs, pub, stopPub := fc.subH, fc.pubH, fc.hs, fc.pub, fc.stopPub
 	r.prog.rate(func() float64 { return float64(sub.received.Load()) })
 
 	hist := newHist()

@@ -230,46 +230,16 @@ func (r *runner) measureSharedFailover(t *Tandem, res *Result) error {
 	res.Failover = fs
 	servers := n.addrs[:]
 
-	bms := client.NewMemoryBookmarkStore()
-	subH, err := client.NewHA(client.HAConfig{Name: t.clientName("shared-sub"), Servers: servers,
-		Heartbeat: set.FailoverHeartbeat, BookmarkStore: bms})
+	var sub *sharedSub
+	fc, err := r.startFailoverClients(t, servers, "shared", func(h *client.HAClient, bms *client.MemoryBookmarkStore) func(*client.Message) {
+		sub = &sharedSub{clk: r.clk, h: h, bms: bms}
+		return sub.onMsg
+	})
 	if err != nil {
 		return err
 	}
-	defer subH.Close()
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := subH.Connect(cctx); err != nil {
-		return fmt.Errorf("subscriber: %w", err)
-	}
-	sub := &sharedSub{clk: r.clk, h: subH, bms: bms}
-	hs, err := subH.Subscribe(cctx, failoverTopic, client.WithSubID("failover"), client.From(client.MostRecent), client.WithHandler(sub.onMsg))
-	if err != nil {
-		return fmt.Errorf("subscribe: %w", err)
-	}
-	pubH, err := client.NewHA(client.HAConfig{Name: t.clientName("shared-pub"), Servers: servers,
-		Heartbeat: set.FailoverHeartbeat, PublishStore: client.NewMemoryPublishStore(client.StoreLimits{})})
-	if err != nil {
-		return err
-	}
-	defer pubH.Close()
-	if err := pubH.Connect(cctx); err != nil {
-		return fmt.Errorf("publisher: %w", err)
-	}
-	pub := &foPub{h: pubH, done: make(chan struct{})}
-	pctx, pcancel := context.WithCancel(ctx)
-	defer pcancel()
-	go pub.run(pctx, r.clk, set.FailoverSize, float64(set.FailoverRate))
-	stopPub := func() error {
-		pub.stop.Store(true)
-		pcancel()
-		<-pub.done
-		if pub.err != nil && !errors.Is(pub.err, context.Canceled) {
-			return pub.err
-		}
-		return nil
-	}
-	defer stopPub()
+	defer fc.close()
+	subH, pubH, hs, pub, stopPub := fc.subH, fc.pubH, fc.hs, fc.pub, fc.stopPub
 	r.prog.rate(func() float64 { return float64(sub.received.Load()) })
 
 	ready := func() error {
