@@ -366,6 +366,8 @@ func TestHoldAlarm(t *testing.T) {
 	if b.stats().Stored != 500 {
 		t.Fatalf("B stored %d", b.stats().Stored)
 	}
+	// The state flips before the line is logged: wait for the line.
+	waitFor(t, 5*time.Second, "the alarm-cleared line", func() bool { return a.logs.count("retention hold alarm cleared") >= 1 })
 	if n := a.logs.count("retention hold alarm cleared"); n != 1 {
 		t.Fatalf("alarm cleared %d times:\n%s", n, a.logs)
 	}
