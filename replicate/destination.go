@@ -184,6 +184,13 @@ func (d *destination) onResume(l *link, pos position) {
 	d.acked.Store(d.m.Acked())
 	d.sent.Store(d.m.Sent())
 	d.filter.setDest(record.OriginID(l.peer, l.peerJournal))
+	if verdict == resumeNewStream {
+		// It holds nothing of this journal: it gets every record held now,
+		// what it shipped here before it lost its disk included.
+		d.filter.reseed(r.j.LastSeq())
+	} else {
+		d.filter.reseed(0)
+	}
 	run := &senderRun{id: id, l: l, done: make(chan struct{}), maxFrame: l.peerMaxFrame}
 	d.run = run
 	d.mu.Unlock()

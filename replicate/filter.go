@@ -12,10 +12,13 @@ type filter struct{ f *rsm.Filter }
 // newFilter returns d's filter for an instance whose origin is self; the
 // destination's origin is set (setDest) once its journal id is known.
 func newFilter(self uint64, d Destination) *filter {
-	return &filter{rsm.NewFilter(self, record.ID(d.Name), d.Passthrough, d.Topics)}
+	return &filter{rsm.NewFilter(self, d.Passthrough, d.Topics)}
 }
 
-// setDest sets the destination's origin: record.OriginID(name, journal).
+// setDest sets the destination's id: record.OriginID(name, journal).
 func (f *filter) setDest(origin uint64) { f.f.SetDest(origin) }
 
-func (f *filter) wants(v record.View) bool { return f.f.Wants(v.Origin(), v.Via(), v.Topic()) }
+// reseed: see rsm.Filter.Reseed.
+func (f *filter) reseed(through uint64) { f.f.Reseed(through) }
+
+func (f *filter) wants(v record.View) bool { return f.f.Wants(v.Seq(), v.Origin(), v.Via(), v.Topic()) }

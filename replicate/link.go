@@ -71,6 +71,8 @@ type link struct {
 	c      net.Conn
 	fr     *frameReader
 	peer   string
+	// peerID: the peer's id on the journal it runs on (record.OriginID):
+	// the via of every record it ships here (rsm.Filter).
 	peerID uint64
 	// peerJournal: the id of the peer's journal (its Hello): the stream it
 	// ships over this link. peerMaxFrame: the largest frame it reads.
@@ -107,7 +109,7 @@ func newLink(r *Replicator, c net.Conn, fr *frameReader, theirs *hello, dialer s
 		maxFrame = DefaultMaxFrame
 	}
 	fr.maxFrame = r.cfg.MaxFrame
-	l := &link{r: r, c: c, fr: fr, peer: peer, peerID: record.ID(peer), peerJournal: theirs.Journal, peerMaxFrame: maxFrame,
+	l := &link{r: r, c: c, fr: fr, peer: peer, peerID: record.OriginID(peer, theirs.Journal), peerJournal: theirs.Journal, peerMaxFrame: maxFrame,
 		peerResume: theirs.Resume, dialer: dialer, acks: make(chan rsm.PendingAck, 4096), closed: make(chan struct{}), ctx: ctx, cancel: cancel}
 	now := time.Now().UnixNano()
 	l.lastSend.Store(now)

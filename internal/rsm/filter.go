@@ -8,17 +8,33 @@ import "regexp"
 //     self, record.OriginID of this instance's name and journal) goes to
 //     every destination whose topic filter matches.
 //   - A record this instance received by replication goes only to
-//     passthrough destinations.
-//   - Never back where it came from: not to its origin (the destination's
-//     origin in the journal it runs on, learnt from its Hello), nor to the
-//     instance this copy arrived from (via, the destination's name id).
-//     Longer cycles (a triangle of passthrough links) end at the first
+//     passthrough destinations, except while a destination is reseeded:
+//     one that resumed from nothing of this journal (new, or back from a
+//     lost data directory) gets every record up to the last one held
+//     when it resumed, so what it had published or forwarded before it
+//     lost its disk is on it again (the simulator found the hole, seed
+//     2996: a strict pair acknowledged re-sent messages as held by a peer
+//     that had come back wiped). Not kept across a restart of this
+//     instance: the stream then resumes past what was re-sent.
+//   - Never back where it came from: not to its origin, nor to the
+//     instance this copy arrived from (via). Both are ids of an instance's
+//     name and the journal it runs on (record.OriginID): a destination
+//     that lost its data directory runs on a new journal, so what it
+//     originated or forwarded before is shipped to it again (found by the
+//     simulator, seed 2996: with name ids for via, a sync peer that came
+//     back wiped was never re-sent the records it had forwarded, and the
+//     pair acknowledged messages only one instance held). Longer cycles (a triangle of passthrough links) end at the first
 //     instance that already holds the message: it is de-duplicated there,
 //     stored once and so forwarded at most once.
 type Filter struct {
 	self        uint64 // this instance's origin
-	dest        uint64 // the destination's origin (0 until its journal is known)
-	destVia     uint64 // the destination's via id: record.ID(name)
+	// dest: the destination's id, record.OriginID(name, its journal): 0
+	// until its journal is known. It is both the origin of what it
+	// published and the via of what it shipped here.
+	dest uint64
+	// reseed: records up to this seq go to the destination whatever their
+	// via (see above); 0: none.
+	reseed uint64
 	passthrough bool
 	topics      *regexp.Regexp
 	// cache of topic verdicts (bounded), so a regex runs once per topic
@@ -27,26 +43,29 @@ type Filter struct {
 
 const maxFilterCache = 4096
 
-// NewFilter returns the filter of a destination whose via id is destVia
-// (record.ID of its name), for an instance whose origin is self; the
-// destination's origin is set (SetDest) once its journal id is known.
-// topics nil: every topic.
-func NewFilter(self, destVia uint64, passthrough bool, topics *regexp.Regexp) *Filter {
-	return &Filter{self: self, destVia: destVia, passthrough: passthrough, topics: topics, cache: map[string]bool{}}
+// NewFilter returns the filter of a destination for an instance whose
+// origin is self; the destination's id is set (SetDest) once its journal
+// id is known. topics nil: every topic.
+func NewFilter(self uint64, passthrough bool, topics *regexp.Regexp) *Filter {
+	return &Filter{self: self, passthrough: passthrough, topics: topics, cache: map[string]bool{}}
 }
 
-// SetDest sets the destination's origin: record.OriginID(name, journal).
-func (f *Filter) SetDest(origin uint64) { f.dest = origin }
+// SetDest sets the destination's id: record.OriginID(name, journal).
+func (f *Filter) SetDest(id uint64) { f.dest = id }
 
-// Wants reports whether the destination gets a record of origin, stored
-// here via (0: published here), on topic.
-func (f *Filter) Wants(origin, via uint64, topic []byte) bool {
-	if origin == f.dest || via == f.destVia {
+// Reseed makes the destination get every record up to seq through,
+// whatever its via (a destination that holds nothing of this journal).
+func (f *Filter) Reseed(through uint64) { f.reseed = through }
+
+// Wants reports whether the destination gets the record at seq, of
+// origin, stored here via (0: published here), on topic.
+func (f *Filter) Wants(seq, origin, via uint64, topic []byte) bool {
+	if origin == f.dest || (via != 0 && via == f.dest) {
 		return false
 	}
 	// Published here: via 0. (origin == self alone would miss records
 	// stored before this journal had an id, whose origin is ID(name).)
-	if via != 0 && origin != f.self && !f.passthrough {
+	if via != 0 && origin != f.self && !f.passthrough && seq > f.reseed {
 		return false
 	}
 	if f.topics == nil {
