@@ -19,6 +19,12 @@ var broken = map[string]*bool{
 	"trust-any-journal": &BrokenTrustAnyJournal,
 }
 
+// brokenOptions are the runs that find each (a topology that exercises
+// the rule).
+var brokenOptions = map[string]Options{
+	"trust-any-journal": {Topology: "strict-pair"},
+}
+
 // BrokenNames lists the broken builds.
 func BrokenNames() []string {
 	var out []string
