@@ -141,7 +141,22 @@ type Publisher struct {
 	topic    string
 	life     uint64 // incarnation (content differs across lives without a file store)
 	reused   bool   // a life started without its store: sequences may repeat
+	// naive: numbers its messages from 1 in every life, ignoring the logon
+	// reply's LastPubSeq (a plain client, or a second process under the
+	// same name): its re-used sequences must be refused sequence-reused,
+	// never acknowledged as the stored message.
+	naive bool
+	// loggedOnce: this life has logged on once. Before that, publishing
+	// waits: the store may be behind the server's sequence for this name
+	// (a memory store after a restart), and messages numbered from it
+	// would collide with acknowledged ones and be dropped at the logon as
+	// acknowledged (found by the simulator: see BrokenPublishBeforeLogon).
+	loggedOnce bool
 }
+
+// BrokenPublishBeforeLogon lets publishers number and store messages
+// before their first logon (the HA client's behaviour before the fix).
+var BrokenPublishBeforeLogon bool
 
 func newPublisher(s *Sim, name string, servers []string, store StoreKind, total int, interval int64, topic string) *Publisher {
 	p := &Publisher{haConn: haConn{s: s, name: name, servers: servers, hb: 20 * Millisecond},
@@ -163,7 +178,8 @@ func (p *Publisher) Start() {
 	p.up = true
 	p.epoch++
 	p.backoff = 0
-	p.tracef("start store=%v unpersisted=%d next=%d", p.store, len(p.ents), p.nextSeq)
+	p.loggedOnce = false
+	p.tracef("start store=%v naive=%v unpersisted=%d next=%d", p.store, p.naive, len(p.ents), p.nextSeq)
 	p.connect(p.onMsg, p.onDown)
 	p.s.w.After(p.interval, p.alive(p.publishNext))
 	p.s.w.After(p.hb/2, p.alive(func() { p.heartbeat(p.onMsg, p.onDown) }))
@@ -193,7 +209,7 @@ func (p *Publisher) Crash() {
 func (p *Publisher) onDown() {}
 
 func (p *Publisher) publishNext() {
-	if p.done < p.total {
+	if p.done < p.total && (p.loggedOnce || BrokenPublishBeforeLogon) {
 		seq := p.nextSeq
 		p.nextSeq++
 		e := storeEnt{seq: seq, topic: p.topic, digest: p.digest(seq)}
@@ -224,13 +240,27 @@ func (p *Publisher) onMsg(msg any) {
 		// attach (client/ha.go): only what the server's ack point covers
 		// leaves the store; the rest is re-published, in order, before
 		// any new publish.
+		// The logon reply's AckedPubSeq is an acknowledgment as much as an
+		// Ack frame: what it covers is persisted there.
+		// (A naive publisher's re-used sequences are its own error: the
+		// server cannot tell them from the stored messages.)
+		for _, e := range p.ents {
+			if e.seq > m.AckedPubSeq || p.naive {
+				break
+			}
+			p.s.chk.pubSawAck(p, e.seq, e.digest, m.Instance)
+		}
 		p.discard(m.AckedPubSeq)
 		last := uint64(0)
 		if n := len(p.ents); n > 0 {
 			last = p.ents[n-1].seq
 		}
-		p.nextSeq = max(p.nextSeq, last+1, m.LastPubSeq+1)
-		p.loggedOn, p.server, p.backoff = true, m.Instance, 0
+		if p.naive {
+			p.nextSeq = max(p.nextSeq, last+1)
+		} else {
+			p.nextSeq = max(p.nextSeq, last+1, m.LastPubSeq+1)
+		}
+		p.loggedOn, p.server, p.backoff, p.loggedOnce = true, m.Instance, 0, true
 		p.tracef("logged on to %s last=%d acked=%d replay=%d", m.Instance, m.LastPubSeq, m.AckedPubSeq, len(p.ents))
 		for _, e := range p.ents {
 			p.ep.Send(mPublish{PubSeq: e.seq, Topic: e.topic, Digest: e.digest})

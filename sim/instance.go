@@ -130,9 +130,11 @@ type Instance struct {
 	failed bool // its journal failed: stopped until an operator restarts it
 	wiped  bool // lost its data directory at some point
 	epoch  uint64
-	j      *Journal
-	origin uint64
-	pubs   map[uint64]*pubIdx
+	// startedAt: when the current life began.
+	startedAt int64
+	j         *Journal
+	origin    uint64
+	pubs      map[uint64]*pubIdx
 	// appendAt: when each local seq was appended (for lag).
 	appendAt  []int64
 	dests     []*simDest
@@ -184,6 +186,7 @@ func (in *Instance) alive(f func()) func() {
 func (in *Instance) Start() {
 	in.epoch++
 	in.up, in.failed = true, false
+	in.startedAt = in.w.now
 	in.origin = record.OriginID(in.name, in.j.ID)
 	in.rebuild()
 	in.dests = in.dests[:0]
@@ -223,6 +226,15 @@ func (in *Instance) rebuild() {
 		in.index(r)
 		in.appendAt = append(in.appendAt, in.w.now)
 	}
+}
+
+// storedAt returns what p holds under seq (p may be nil).
+func (p *pubIdx) storedAt(seq uint64) (storedAt, bool) {
+	if p == nil {
+		return storedAt{}, false
+	}
+	st, ok := p.stored[seq]
+	return st, ok
 }
 
 func (in *Instance) pub(id uint64) *pubIdx {
@@ -275,6 +287,10 @@ func (in *Instance) Stop(silent bool, keep int) {
 // hears storage-failed, every connection closes, and it stays down until
 // an operator restarts it (docs/operations.md: exit 3).
 func (in *Instance) failStop(why string) {
+	if BrokenLimpOn {
+		in.tracef("journal failed (%s): limping on", why)
+		return
+	}
 	in.tracef("journal failed (%s): fail-stop", why)
 	in.s.chk.failed(in)
 	for _, c := range in.conns {
@@ -349,7 +365,7 @@ func (in *Instance) ackPoint() uint64 { return min(in.j.SyncedSeq(), in.syncPoin
 var BrokenAckBeforeSync bool
 
 func (in *Instance) releaseAcks() {
-	if in.failed || in.j.failed {
+	if (in.failed || in.j.failed) && !BrokenLimpOn {
 		return
 	}
 	ap := in.ackPoint()
@@ -471,6 +487,9 @@ func (in *Instance) onDestMsg(d *simDest, e *Endpoint, msg any) {
 		in.destDown(d, fmt.Sprintf("unexpected %T", msg))
 	}
 }
+
+// BrokenLimpOn and BrokenConflictAsDuplicate: see broken.go.
+var BrokenLimpOn, BrokenConflictAsDuplicate bool
 
 // BrokenTrustAnyJournal disables the journal-identity check (issue #10's
 // fix): a destination's position in another journal is trusted.
@@ -656,7 +675,7 @@ func (in *Instance) onPublish(c *clientConn, m mPublish) {
 	}
 	p := in.pub(c.pub)
 	if st, ok := p.stored[m.PubSeq]; ok {
-		if st.digest != m.Digest {
+		if st.digest != m.Digest && !BrokenConflictAsDuplicate {
 			in.conflicts++
 			in.s.chk.conflict()
 			c.ep.Send(mRefused{PubSeq: m.PubSeq})

@@ -167,6 +167,7 @@ func (s *Sim) build(topo string) {
 			kind = StoreMemory
 		}
 		p := newPublisher(s, fmt.Sprintf("pub%d", i), rot(pubServers, i), kind, 150+w.Intn(150), w.Between(2, 6)*Millisecond, "t")
+		p.naive = kind == StoreMemory && w.Chance(1, 3)
 		s.pubs = append(s.pubs, p)
 		s.nodes = append(s.nodes, p.name)
 	}

@@ -19,8 +19,12 @@ func TestSeeds(t *testing.T) {
 	if start < 0 {
 		start = time.Now().UnixNano() & (1<<40 - 1)
 	}
-	t.Logf("seeds %d..%d (replay one: make sim SEEDS=1 SEED=S)", start, start+int64(*seeds)-1)
-	for i := 0; i < *seeds; i++ {
+	n := *seeds
+	if raceOn {
+		n = min(n, 10)
+	}
+	t.Logf("seeds %d..%d (replay one: make sim SEEDS=1 SEED=S)", start, start+int64(n)-1)
+	for i := 0; i < n; i++ {
 		r := Run(start+int64(i), Options{})
 		if len(r.Violations) > 0 {
 			t.Fatalf("seed %d (%s): %s\nreplay: make sim SEEDS=1 SEED=%d\nschedule:\n  %s\ntrace tail:\n%s",
@@ -62,6 +66,9 @@ func TestRegressionSeeds(t *testing.T) {
 // Each deliberately broken build is caught within a few hundred seeds
 // (the seeds are fixed: the answer is deterministic).
 func TestBrokenBuildsCaught(t *testing.T) {
+	if raceOn {
+		t.Skip("runs outside -race (make simtest): hundreds of seeds per broken build")
+	}
 	for _, name := range BrokenNames() {
 		t.Run(name, func(t *testing.T) {
 			if err := Break(name); err != nil {

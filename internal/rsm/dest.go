@@ -62,8 +62,20 @@ func NewDest(cfg DestConfig, now int64) *Dest {
 	d := &Dest{cfg: cfg, since: now, awaySince: now, away: true}
 	if cfg.Sync {
 		d.state = StateSync
+		if Broken.StartDowngraded {
+			d.state = StateDowngraded
+		}
 	}
 	return d
+}
+
+// Broken holds deliberately broken builds of these machines, for the
+// simulator's proof that its checker catches what the rules prevent
+// (sim.Break; never set elsewhere).
+var Broken struct {
+	// StartDowngraded: a restarted instance does not hold acks for its
+	// sync destinations until it has reached them (issue #10 §6 undone).
+	StartDowngraded bool
 }
 
 // State returns the destination's state.
