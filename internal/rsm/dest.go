@@ -170,6 +170,12 @@ func (d *Dest) Ship(run, through uint64, n, bytes int) (advanced bool) {
 	if n == 0 && d.head == len(d.out) {
 		return d.advance(through)
 	}
+	if d.head > 0 && len(d.out) == cap(d.out) {
+		// Reuse the acknowledged prefix rather than grow: a stream that is
+		// never idle never empties the window.
+		d.out = d.out[:copy(d.out, d.out[d.head:])]
+		d.head = 0
+	}
 	d.out = append(d.out, Inflight{Through: through, Bytes: bytes})
 	d.outBytes += bytes
 	return false
