@@ -76,7 +76,7 @@ type Settings struct {
 }
 
 // AllSystems are the systems of a full run, in report order.
-var AllSystems = []string{"tandem", "nats-default", "nats-always", "redis-always", "redis-everysec"}
+var AllSystems = []string{"tandem", "nats-default", "nats-always", "redis-always", "redis-everysec", "nats-r3-always", "nats-r3-default", "redis-replica"}
 
 // DefaultSettings returns the full matrix (about 15 minutes on 2 cores), or
 // the reduced --quick matrix (about a minute).
@@ -98,7 +98,7 @@ func DefaultSettings(quick bool) Settings {
 		ReplayPreloadTimeout: 60 * time.Second,
 		ReplayTimeout:        60 * time.Second,
 		PairSizes:            []int{64, 4096},
-		PairRates:            []int{10000},
+		PairRates:            []int{10000, 100000},
 		EngineSizes:          []int{128, 4096},
 		EnginePublishers:     []int{1, 4},
 		EngineFanout:         []int{1, 8},
@@ -144,6 +144,9 @@ func DefaultSettings(quick bool) Settings {
 		"nats-always":  "replay reads the same file store as nats-default (the sync setting only affects writes); preloading at its fsync-per-message rate would take too long",
 		"redis-always": "replay reads the same stream as redis-everysec (the fsync setting only affects writes)",
 	}
+	for k, v := range replicatedReplaySkip {
+		s.ReplaySkip[k] = v
+	}
 	return s
 }
 
@@ -171,6 +174,12 @@ func newSystem(name string, o *Options, commit string) (System, error) {
 		return &Redis{Fsync: "always"}, nil
 	case "redis-everysec":
 		return &Redis{Fsync: "everysec"}, nil
+	case "nats-r3-always":
+		return &NATS{SyncAlways: true, Replicas: 3}, nil
+	case "nats-r3-default":
+		return &NATS{Replicas: 3}, nil
+	case "redis-replica":
+		return &Redis{Fsync: "always", Replica: true}, nil
 	}
 	return nil, fmt.Errorf("unknown system %q (known: %s)", name, strings.Join(AllSystems, ", "))
 }
