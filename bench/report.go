@@ -45,6 +45,7 @@ func WriteReport(w io.Writer, rr *RunResult, o ReportOptions) error {
 	// Headline.
 	pf("## Headline\n\n")
 	writeHeadline(b, rr)
+	writeVerdictSection(b, rr)
 
 	// Skipped and not measured.
 	var skipped []string

@@ -192,6 +192,7 @@ func runBench(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "error: %s %s: %s\n", r.System, r.Key, r.Error)
 		}
 	}
+	bench.WriteVerdicts(stdout, rr)
 	return 0
 }
 
