@@ -98,6 +98,9 @@ func plan(set Settings, skippedSystem func(string) bool) []plannedStep {
 					}
 				}
 			case ScenFailover:
+				if (sys == "nats-r3-always" || sys == "nats-r3-default") && set.FailoverPeerRuns > 0 && set.FailoverPeerRate > 0 {
+					add(sc.name, natsFailoverKey(&set), false)
+				}
 				if sys != "tandem" || set.FailoverRuns <= 0 {
 					continue
 				}
@@ -141,6 +144,9 @@ const (
 	// warm-up, drain and stop.
 	estFailoverRun   = 600 * time.Millisecond
 	estFailoverStart = 16 * time.Second
+	// A replicated NATS peer's failover run (nats_failover.go): a guess
+	// until a run records one.
+	estNATSFailoverRun = 12 * time.Second
 )
 
 // Estimate prints the steps of set and how long they should take, without
@@ -260,6 +266,17 @@ func estimateStep(set Settings, prev *RunResult, st plannedStep) time.Duration {
 			if r := prev.find(st.key, st.system); r != nil && r.Error == "" && r.Failover != nil && r.Failover.Runs > 0 && r.DurationSec > 0 {
 				per = secs(r.DurationSec / float64(r.Failover.Runs))
 			}
+		}
+		if st.system != "tandem" {
+			// A replicated NATS peer: the stream leader's election (4-9 s)
+			// and the restarted server catching up, per run.
+			per = estNATSFailoverRun
+			if prev != nil {
+				if r := prev.find(st.key, st.system); r != nil && r.Error == "" && r.Failover != nil && r.Failover.Runs > 0 && r.DurationSec > 0 {
+					per = secs(r.DurationSec / float64(r.Failover.Runs))
+				}
+			}
+			return time.Duration(set.FailoverPeerRuns)*per + estFailoverStart
 		}
 		return time.Duration(set.FailoverRuns)*per + estFailoverStart
 	case ScenPublish, ScenFanout, ScenTLS:

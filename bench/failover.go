@@ -69,6 +69,15 @@ type FailoverStats struct {
 	// Restart: time from the kill to the pair being in sync again with
 	// both clients connected, p50 over the runs (ms): the run's overhead.
 	RestartP50Ms float64 `json:"restart_p50_ms"`
+
+	// Replicated NATS (nats_failover.go): the time from the kill of the
+	// stream leader to the first PubAck of a publish sent after it, per
+	// run (µs) and their distribution; runs in which the clients' server
+	// was the one killed; acknowledged messages never delivered.
+	PublishTimesUs   []float64 `json:"publish_times_us,omitempty"`
+	PublishLatency   *Latency  `json:"publish_latency,omitempty"`
+	ClientNodeKilled int       `json:"client_node_killed,omitempty"`
+	Lost             int64     `json:"lost,omitempty"`
 }
 
 func failoverKey(set *Settings) string {
@@ -76,6 +85,9 @@ func failoverKey(set *Settings) string {
 }
 
 func (r *runner) runFailover() error {
+	if n, ok := r.sys.(*NATS); ok && n.Replicas > 1 {
+		return r.runNATSFailover(n)
+	}
 	t, ok := r.sys.(*Tandem)
 	if !ok || r.set.FailoverRuns <= 0 {
 		return nil

@@ -60,6 +60,11 @@ type Settings struct {
 	FailoverRate      int           `json:"failover_rate,omitempty"`
 	FailoverSize      int           `json:"failover_size,omitempty"`
 	FailoverHeartbeat time.Duration `json:"failover_heartbeat_ns,omitempty"`
+	// The replicated NATS peers (nats_failover.go): FailoverPeerRuns
+	// kills of the stream leader, the publisher at FailoverPeerRate msgs/s
+	// of FailoverSize bytes.
+	FailoverPeerRuns int `json:"failover_peer_runs,omitempty"`
+	FailoverPeerRate int `json:"failover_peer_rate,omitempty"`
 
 	// Tandem only, opt-in (--scenarios tls): one instance serving
 	// plaintext vs one serving TLS: closed-loop publish at these sizes (1
@@ -109,6 +114,8 @@ func DefaultSettings(quick bool) Settings {
 		FailoverRate:         10000,
 		FailoverSize:         128,
 		FailoverHeartbeat:    50 * time.Millisecond,
+		FailoverPeerRuns:     10,
+		FailoverPeerRate:     2000,
 		DrainTimeout:         5 * time.Second,
 		FsyncProbe:           200,
 		Systems:              append([]string(nil), AllSystems...),
@@ -137,6 +144,7 @@ func DefaultSettings(quick bool) Settings {
 		s.EnginePairSizes = []int{128}
 		s.EngineRuns = 1
 		s.FailoverRuns = 5
+		s.FailoverPeerRuns = 2
 		s.DrainTimeout = 2 * time.Second
 		s.FsyncProbe = 50
 	}
