@@ -85,7 +85,7 @@ func WriteReport(w io.Writer, rr *RunResult, o ReportOptions) error {
 			} {
 				key := fmt.Sprintf("%s size=%d rate=%s", sc.scen, rr.Settings.LatencySize, rs)
 				file := fmt.Sprintf("%s-%s.svg", sc.scen, strings.NewReplacer("(", "", ")", "", "%", "pct").Replace(rs))
-				title := fmt.Sprintf("%s at %s msgs/s offered, %d B (corrected for coordinated omission)", sc.title, rs, rr.Settings.LatencySize)
+				title := fmt.Sprintf("%s at %s msgs/s offered, %d B\ncorrected for coordinated omission", sc.title, rateTitle(rr, sc.scen, rs), rr.Settings.LatencySize)
 				if f, err := plotLatency(rr, o.PlotDir, key, title, file); err != nil {
 					return err
 				} else if f != "" {
