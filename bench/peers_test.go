@@ -107,3 +107,31 @@ func TestReplicaOnline(t *testing.T) {
 		}
 	}
 }
+
+// One kill of the NATS R3 stream leader: the publisher gets an ack and the
+// subscriber a delivery through the new leader, and every acknowledged
+// message is delivered. Skipped without nats-server.
+func TestNATSFailover(t *testing.T) {
+	if info := (&NATS{Replicas: 3}).Info(); info.Skipped != "" {
+		t.Skipf("nats-server not installed, skipping: %s", info.Skipped)
+	}
+	set := tinySettings(t, ScenFailover)
+	set.Systems = []string{"nats-r3-default"}
+	set.FailoverPeerRuns = 1
+	set.FailoverPeerRate = 500
+	rr, _ := tinyRun(t, set, map[string]bool{natsFailoverKey(&set): true})
+	r := rr.find(natsFailoverKey(&set), "nats-r3-default")
+	if r == nil || r.Failover == nil || r.Latency == nil {
+		t.Fatalf("no failover result: %+v", r)
+	}
+	fs := r.Failover
+	if len(fs.TimesUs) != 1 || len(fs.PublishTimesUs) != 1 || fs.TimesUs[0] <= 0 || fs.PublishTimesUs[0] <= 0 {
+		t.Errorf("times: delivery %v, publish %v", fs.TimesUs, fs.PublishTimesUs)
+	}
+	if fs.Timeouts != 0 || fs.Lost != 0 {
+		t.Errorf("%d timeouts, %d acknowledged messages lost: %s", fs.Timeouts, fs.Lost, r.Note)
+	}
+	if r.Acked <= 0 || r.Received < r.Acked {
+		t.Errorf("acked %d, received %d", r.Acked, r.Received)
+	}
+}
