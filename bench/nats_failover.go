@@ -196,7 +196,8 @@ func (r *runner) measureNATSFailover(n *NATS, res *Result) error {
 	res.Failover = fs
 
 	// Management connection: stream state, the leader.
-	mc, err := nats.Connect(n.url, nats.Name(n.Name()+"-failover-admin"), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	mc, err := nats.Connect(n.url, nats.Name(n.Name()+"-failover-admin"), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
+		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
 	if err != nil {
 		return err
 	}
@@ -217,7 +218,10 @@ func (r *runner) measureNATSFailover(n *NATS, res *Result) error {
 		}
 	}
 	urls = append(urls, n.node(leader).url())
-	copts := []nats.Option{nats.DontRandomize(), nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond)}
+	// Connection errors are what the kill causes: counted, not printed.
+	var connErrs atomic.Int64
+	quiet := nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) { connErrs.Add(1) })
+	copts := []nats.Option{nats.DontRandomize(), nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond), quiet}
 
 	sub := &natsFoSub{clk: r.clk, got: map[uint64]bool{}}
 	snc, err := nats.Connect(strings.Join(urls, ","), append(copts, nats.Name(n.Name()+"-failover-sub"))...)
