@@ -147,6 +147,9 @@ const (
 	// A replicated NATS peer's failover run (nats_failover.go): a guess
 	// until a run records one.
 	estNATSFailoverRun = 12 * time.Second
+	// Starting a replicated peer (peers.go): the NATS cluster electing its
+	// meta leader and the stream's, the Redis replica's first sync.
+	estReplicatedStart = 4 * time.Second
 )
 
 // Estimate prints the steps of set and how long they should take, without
@@ -207,6 +210,16 @@ func Estimate(w io.Writer, set Settings, prev *RunResult, skippedSystem func(str
 }
 
 func estimateStep(set Settings, prev *RunResult, st plannedStep) time.Duration {
+	d := estimateStepOnly(set, prev, st)
+	if d > 0 && isReplicated(st.system) {
+		d += estReplicatedStart
+	}
+	return d
+}
+
+// estimateStepOnly is a step's estimate on a single server (or Tandem's
+// pair).
+func estimateStepOnly(set Settings, prev *RunResult, st plannedStep) time.Duration {
 	if st.skipped {
 		return 0
 	}

@@ -98,7 +98,12 @@ func (r *Redis) Start(ctx context.Context, dir string) error {
 		return err
 	}
 	r.addr = fmt.Sprintf("127.0.0.1:%d", port)
-	p, err := startProc(r.Name(), bin, redisArgs(port, dir, r.Fsync, ""), dir)
+	args := redisArgs(port, dir, r.Fsync, "")
+	if r.Replica {
+		// The replica's first full sync starts at once (default: 5 s).
+		args = append(args, "--repl-diskless-sync-delay", "0")
+	}
+	p, err := startProc(r.Name(), bin, args, dir)
 	if err != nil {
 		return err
 	}

@@ -23,7 +23,7 @@ const redisReplicaDurability = "primary's disk + replica's memory"
 
 func (r *Redis) replicaInfo(info *SystemInfo) {
 	info.Product = "Redis Streams, primary + 1 replica"
-	info.Settings["server"] = "2 x redis-server on loopback: the primary (" + info.Settings["server"] + ") and a replica (the same flags and --replicaof 127.0.0.1 PRIMARY_PORT, its own TMPDIR)"
+	info.Settings["server"] = "2 x redis-server on loopback: the primary (" + info.Settings["server"] + " --repl-diskless-sync-delay 0) and a replica (the same flags and --replicaof 127.0.0.1 PRIMARY_PORT, its own TMPDIR)"
 	info.Settings["sync"] = "appendfsync always on both; each pipeline ends with WAIT 1 0: an ack means " + redisReplicaDurability + " (the replica acknowledges the replication offset it applied, before its own AOF fsync; Redis 7.0 has no WAITAOF)"
 	info.Settings["publish"] += ", then WAIT 1 0 in the same pipeline; its messages count as acknowledged when WAIT returns 1"
 }
