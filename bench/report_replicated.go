@@ -197,15 +197,19 @@ func writeNATSFailover(b *strings.Builder, rr *RunResult) {
 	fmt.Fprintf(b, "The 3-node cluster of `nats-r3-always` / `nats-r3-default` (3 copies), a publisher at %s msgs/s of %d-byte messages (PublishAsync, window %d, a Msg-Id per message; a publish whose PubAck fails or takes over %s is sent again) and a subscriber (a durable push consumer, replicated with the stream, DeliverNew), each on its own connection listing the three servers, the leader's last. "+
 		"Each run SIGKILLs the stream leader's nats-server, measures from the kill to **the next acknowledged publish** (the first PubAck of a publish sent after the kill) and to **the next delivery** (the first delivery of a message first published after the kill), then restarts the killed server on its store and waits until it is current. "+
 		"JetStream elects a new leader after its raft election timeout (4-9 s in nats-server 2.15); the clients reconnect only when their own server was the one killed. "+
-		"Beside it, Tandem's failover time above: the first delivery through the other instance of a sync pair after SIGKILL of the subscriber's instance (%s heartbeat). "+
+		"Beside it, Tandem's failover above (a sync pair, SIGKILL of the subscriber's instance, %s heartbeat): the next delivery is the first message through the other instance, the next ack the HA publisher's first persisted ack of a message published after the kill. "+
 		"On %d cores, comparative figures only.\n\n",
 		fmtRate(float64(st.FailoverPeerRate)), st.FailoverSize, natsFoWindow, natsFoAckTimeout, st.FailoverHeartbeat, rr.Machine.Cores)
 	b.WriteString("| system | runs | next ack p50 / max | next delivery p50 / p90 / max | acked, never delivered | repeats | clients' server killed | no ack or delivery within 30 s |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for i := range rr.Results {
 		r := &rr.Results[i]
 		if r.Scenario == ScenFailover && r.System == "tandem" && r.Mode == "sync" && r.Failover != nil && r.Latency != nil && r.Error == "" {
-			fmt.Fprintf(b, "| tandem sync pair (kill the subscriber's instance) | %d | – | %s / %s / %s | %d lost or repeated at the switch | %d (dropped by the HA client) | every run | %d |\n",
-				len(r.Failover.TimesUs), fmtUs(r.Latency.P50), fmtUs(r.Latency.P90), fmtUs(r.Latency.Max), r.Failover.Violations, r.Failover.Duplicates, r.Failover.Timeouts)
+			ack := "–"
+			if l := r.Failover.PublishLatency; l != nil {
+				ack = fmtUs(l.P50) + " / " + fmtUs(l.Max)
+			}
+			fmt.Fprintf(b, "| tandem sync pair (kill the subscriber's instance) | %d | %s | %s / %s / %s | %d lost or repeated at the switch | %d (dropped by the HA client) | every run | %d |\n",
+				len(r.Failover.TimesUs), ack, fmtUs(r.Latency.P50), fmtUs(r.Latency.P90), fmtUs(r.Latency.Max), r.Failover.Violations, r.Failover.Duplicates, r.Failover.Timeouts)
 		}
 	}
 	var notes []string
