@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"bytes"
+	"context"
 	"strings"
 	"testing"
 )
@@ -134,4 +136,30 @@ func TestNATSFailover(t *testing.T) {
 	if r.Acked <= 0 || r.Received < r.Acked {
 		t.Errorf("acked %d, received %d", r.Acked, r.Received)
 	}
+}
+
+// A replicated peer whose binary is missing is skipped with the reason and
+// the install hint, listed in the report, and measures nothing.
+func TestReplicatedMissing(t *testing.T) {
+	empty := t.TempDir()
+	for _, k := range []string{"PATH", "GOBIN", "GOPATH", "HOME"} {
+		t.Setenv(k, empty)
+	}
+	set := tinySettings(t, ScenPublish, ScenFailover)
+	set.Systems = append([]string(nil), replicatedSystems...)
+	rr, err := Run(context.Background(), Options{Settings: set})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rr.Results) != 0 {
+		t.Errorf("%d results from missing peers", len(rr.Results))
+	}
+	var md bytes.Buffer
+	if err := WriteReport(&md, rr, ReportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	wantIn(t, md.String(),
+		"- **nats-r3-always skipped**: peer not installed: nats-server not found", "make bench-deps",
+		"- **redis-replica skipped**: peer not installed: redis-server not found",
+		"_No replicated peer ran")
 }
