@@ -146,7 +146,7 @@ const (
 	estFailoverStart = 16 * time.Second
 	// A replicated NATS peer's failover run (nats_failover.go): a guess
 	// until a run records one.
-	estNATSFailoverRun = 12 * time.Second
+	estNATSFailoverRun = 10 * time.Second
 	// Starting a replicated peer (peers.go): the NATS cluster electing its
 	// meta leader and the stream's, the Redis replica's first sync.
 	estReplicatedStart = 4 * time.Second

@@ -20,7 +20,12 @@ import (
 
 func systemColors(names []string) map[string]color.Color {
 	pal, _ := brewer.GetPalette(brewer.TypeQualitative, "Set1", 9)
-	cols := pal.Colors()
+	var cols []color.Color
+	for i, c := range pal.Colors() {
+		if i != 5 { // Set1's yellow: unreadable on white
+			cols = append(cols, c)
+		}
+	}
 	m := map[string]color.Color{}
 	for i, n := range names {
 		m[n] = cols[i%len(cols)]
