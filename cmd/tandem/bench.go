@@ -116,6 +116,7 @@ func runBench(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "tandem bench:", err)
 			return 1
 		}
+		bench.WriteVerdicts(stdout, rr)
 		return 0
 	}
 
