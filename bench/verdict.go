@@ -170,7 +170,7 @@ func writeVerdictSection(b *strings.Builder, rr *RunResult) {
 		"a single instance at 10k and 100k msgs/s, p50 <= 2 x the machine's fdatasync p50 (probed at the start of the run) + 100 µs and p99 <= 1 ms, in every scenario that measures it " +
 		"(the ack-latency scenario, the pair scenario's single instance, the tls scenario's plaintext instance when it ran: the worst counts); " +
 		"the sync pair at 10k msgs/s p50 <= 1 ms and p99 <= 2 ms, at 100k msgs/s p99 <= 3 ms. " +
-		"The bench checks them; no test asserts them. "+
+		"The bench checks them; no test asserts them. " +
 		"The issue's other targets (throughput not below the parent commit's, zero allocations per message, `BenchmarkAppendSync`, `BenchmarkCatchUp`) are Go benchmarks and tests, not checked here.")
 	if rr.Settings.Quick {
 		b.WriteString(" **--quick**: 1 s steps, a smoke test, not a verdict.")
