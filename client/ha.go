@@ -493,7 +493,12 @@ func (h *HAClient) drive(ctx, userCtx context.Context, todo []hasm.Action) error
 			c, err := h.dialOne(ctx, a)
 			h.mu.Lock()
 			if err != nil {
-				todo = h.stepLocked(hasm.Input{Kind: hasm.InDialFailed, Conn: a.Conn, Err: err, Cause: dialCause(err)}, todo)
+				last := ctx.Err() != nil
+				todo = h.stepLocked(hasm.Input{Kind: hasm.InDialFailed, Conn: a.Conn, Err: err, Cause: dialCause(err), Last: last}, todo)
+				if last {
+					h.mu.Unlock()
+					return h.cancelled(ctx, userCtx, todo)
+				}
 			} else {
 				h.att, h.attID = c, a.Conn
 				todo = h.stepLocked(hasm.Input{Kind: hasm.InDialed, Conn: a.Conn, Logon: hasm.Logon{
@@ -592,10 +597,12 @@ func (h *HAClient) dialOne(ctx context.Context, a hasm.Action) (*Client, error) 
 		cfg.credentials = cred
 	}
 	id := a.Conn
-	cfg.persistHook = func(seq uint64) {
-		h.mu.Lock()
-		h.stepLocked(hasm.Input{Kind: hasm.InAcked, Conn: id, Seq: seq}, nil)
-		h.mu.Unlock()
+	if h.store != nil { // without one, InLost carries the persisted ack
+		cfg.persistHook = func(seq uint64) {
+			h.mu.Lock()
+			h.stepLocked(hasm.Input{Kind: hasm.InAcked, Conn: id, Seq: seq}, nil)
+			h.mu.Unlock()
+		}
 	}
 	cfg.failedWrite = func(seq uint64, code wire.Code, reason string) {
 		h.mu.Lock()
@@ -721,7 +728,7 @@ func (h *HAClient) manage() {
 			h.mu.Unlock()
 			return
 		}
-		todo := h.stepLocked(hasm.Input{Kind: hasm.InLost, Conn: id, Err: err, Cause: lostCause(err)}, nil)
+		todo := h.stepLocked(hasm.Input{Kind: hasm.InLost, Conn: id, Err: err, Cause: lostCause(err), Seq: c.PersistedSeq()}, nil)
 		h.mu.Unlock()
 		if err := h.drive(h.ctx, nil, todo); err != nil {
 			return
@@ -881,7 +888,9 @@ func (h *HAClient) PublishBytes(ctx context.Context, topic, payload []byte) (uin
 			return 0, err
 		}
 		h.pubMu.Lock()
-		c, up := h.current()
+		h.mu.Lock()
+		c, up, seq := h.cur, h.up, h.m.NextPubSeq()
+		h.mu.Unlock()
 		if h.store == nil {
 			if c == nil {
 				h.pubMu.Unlock()
@@ -894,9 +903,6 @@ func (h *HAClient) PublishBytes(ctx context.Context, topic, payload []byte) (uin
 			h.pubMu.Unlock()
 			return seq, err
 		}
-		h.mu.Lock()
-		seq := h.m.NextPubSeq()
-		h.mu.Unlock()
 		if err := h.store.Store(seq, topic, payload); err != nil {
 			h.pubMu.Unlock()
 			if errors.Is(err, errWouldBlock) {
@@ -1318,8 +1324,11 @@ func (q *eventQueue) run() {
 		for _, f := range items {
 			f()
 		}
-		if closed && len(items) == 0 {
-			return
+		if closed {
+			if len(items) == 0 {
+				return
+			}
+			continue // close's wake-up may have folded into a push's: look again
 		}
 		<-q.wake
 	}

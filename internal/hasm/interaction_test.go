@@ -31,7 +31,7 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of testda
 //	tick D                       advance logical time by D, then Tick
 //	connect [last=N] [acked=N] [instance=S] [max-frame=N] [max-topic=N]
 //	                             the pending dial logs on (the attach and its replay are carried out)
-//	fail [standby|refused|fatal] [err=S]     the pending dial fails
+//	fail [standby|refused|fatal] [last] [err=S]  the pending dial fails (last: the driver's context ended)
 //	cut [standby|going-away|silent] [err=S]  the current connection ends
 //	publish [topic=N] [size=N]   store and publish a message (topic length, payload size)
 //	ack N                        persisted ack through N on the current connection
@@ -309,6 +309,7 @@ func (w *world) run(t *testing.T, line string) string {
 		case a.has("fatal"):
 			in.Cause = CauseFatal
 		}
+		in.Last = a.has("last")
 		w.dial = 0
 	case "cut":
 		in.Kind, in.Conn, in.Err = InLost, w.cur, errors.New(orDefault(a["err"], "connection reset"))
@@ -334,8 +335,11 @@ func (w *world) run(t *testing.T, line string) string {
 	case "refuse":
 		in.Kind, in.Conn, in.Seq = InRefused, w.cur, mustU64(t, fields[1])
 		in.Code, in.Reason = wire.CodeSequenceReused, "stored with another payload"
-		if a["code"] == "not-permitted" {
+		switch a["code"] {
+		case "not-permitted":
 			in.Code, in.Reason = wire.CodeNotPermitted, "not permitted"
+		case "storage-failed":
+			in.Code, in.Reason = wire.CodeStorageFailed, "disk full"
 		}
 	case "subscribe":
 		start := StartNow

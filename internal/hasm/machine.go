@@ -102,9 +102,9 @@ const (
 	InDialed                          // Conn logged on (Logon)
 	InDialFailed                      // Conn's attempt failed (Err, Cause)
 	InAttached                        // ActAttach carried out for Conn (Err: the replay failed; Seq: the store's LastSeq)
-	InLost                            // the current connection Conn ended (Err, Cause)
+	InLost                            // the current connection Conn ended (Err, Cause; Seq: its persisted ack, if the driver did not report each with InAcked)
 	InAcked                           // Conn's persisted ack advanced to Seq
-	InRefused                         // the server refused Seq for good (Code, Reason): permanent codes only
+	InRefused                         // the server refused Seq (Code, Reason); only a permanent code (wire.Code.Permanent) takes it out of the store
 	InSubscribed                      // ActSubscribe's outcome for Sub on Conn (Err nil: accepted; Cause; Initial echoed)
 	InCancel                          // Connect's context ended before the first logon (Err: its cause; Wrap: the caller's cause, or nil)
 	InClose                           // the application closed the client (Err: the driver's ErrClosed)
@@ -143,6 +143,10 @@ type Input struct {
 	Code    wire.Code
 	Reason  string
 	Initial bool
+	// Last (InDialFailed): the driver makes no further attempt (its
+	// context ended): the failure is reported, and the machine waits for
+	// InCancel or InClose instead of choosing the next attempt.
+	Last bool
 }
 
 // ActionKind says what an Action asks for.
@@ -393,7 +397,7 @@ func (m *Machine) Step(in Input) error {
 		if in.Conn != m.conn || m.phase != PhaseDialing {
 			return nil
 		}
-		m.dialFailed(in.Err, in.Cause)
+		m.dialFailed(in.Err, in.Cause, in.Last)
 	case InAttached:
 		if in.Conn != m.conn || m.phase != PhaseAttaching {
 			return nil
@@ -403,6 +407,7 @@ func (m *Machine) Step(in Input) error {
 		if in.Conn != m.conn || m.phase != PhaseUp {
 			return nil
 		}
+		m.persisted = max(m.persisted, in.Seq)
 		m.lost(in.Err, in.Cause)
 	case InAcked:
 		if m.cfg.Store {
@@ -412,7 +417,12 @@ func (m *Machine) Step(in Input) error {
 			m.persisted = in.Seq
 		}
 	case InRefused:
-		m.refuse(in.Seq, in.Code, in.Reason)
+		// Only a refusal that no retry can change takes the message out
+		// of the store; another (storage failed, shutting down) leaves it
+		// to be re-published on the next connection.
+		if in.Code.Permanent() {
+			m.refuse(in.Seq, in.Code, in.Reason)
+		}
 	case InSubscribed:
 		m.subscribed(in)
 	case InCancel:
@@ -477,7 +487,7 @@ func (m *Machine) dial() {
 	m.emit(Action{Kind: ActDial, Conn: m.conn, URI: m.uri, Credentials: m.creds})
 }
 
-func (m *Machine) dialFailed(err error, cause Cause) {
+func (m *Machine) dialFailed(err error, cause Cause, last bool) {
 	if cause == CauseFatal { // a configuration error: no retry can succeed
 		m.stop(fmt.Errorf("%w: %s: %w", ErrNoServer, m.uri, err), true)
 		return
@@ -493,6 +503,10 @@ func (m *Machine) dialFailed(err error, cause Cause) {
 		m.cfg.Chooser.ReportFailure(m.uri, err, cause == CauseLogonRefused)
 	}
 	m.emit(Action{Kind: ActError, Err: fmt.Errorf("client: connect to %s: %w", m.uri, err)})
+	if last {
+		m.phase, m.timerAt = PhaseWaiting, 1<<63-1 // no timer: InCancel or InClose comes
+		return
+	}
 	m.connect()
 }
 
@@ -501,7 +515,7 @@ func (m *Machine) dialed(l Logon) {
 	m.cfg.Chooser.ReportSuccess(m.uri)
 	l.AckedPubSeq = min(l.AckedPubSeq, l.LastPubSeq)
 	m.logon = l
-	m.persisted = 0
+	m.persisted = l.AckedPubSeq // the connection's persisted ack starts at the server's ack point
 	m.phase = PhaseAttaching
 	// Only what the server's ack point covers may leave the store:
 	// (AckedPubSeq, LastPubSeq] is stored there but may not be on its sync
