@@ -149,19 +149,19 @@ func (p *modelProgress) set(m map[uint64]*RangeSet, id, seq uint64) {
 
 // world is the machine's environment in a script.
 type world struct {
-	m      *Machine
-	cfg    Config
-	now    int64
-	store  []storedMsg
-	last   uint64 // store's LastSeq
-	bms    map[string]*modelProgress
-	subs   map[SubID]*modelSub
-	dial   ConnID // pending dial
-	dialTo string
-	cur    ConnID
-	timer  int64
+	m         *Machine
+	cfg       Config
+	now       int64
+	store     []storedMsg
+	last      uint64 // store's LastSeq
+	bms       map[string]*modelProgress
+	subs      map[SubID]*modelSub
+	dial      ConnID // pending dial
+	dialTo    string
+	cur       ConnID
+	timer     int64
 	delayArgs args
-	out    *strings.Builder
+	out       *strings.Builder
 }
 
 type modelSub struct {
@@ -539,76 +539,9 @@ func (w *world) storeString() string {
 	return "[" + strings.Join(parts, " ") + "]"
 }
 
-func entriesString(e []wire.ResumeEntry) string {
-	var parts []string
-	for _, x := range e {
-		k := "p"
-		if x.Kind == wire.ResumeOrigin {
-			k = "o"
-		}
-		parts = append(parts, fmt.Sprintf("%s%d:%d", k, x.ID, x.Seq))
-	}
-	return "[" + strings.Join(parts, " ") + "]"
-}
-
-func ms(ns int64) string { return time.Duration(ns).String() }
-
 func actionString(a Action, now int64) string {
-	switch a.Kind {
-	case ActDial:
-		return fmt.Sprintf("dial conn=%d %s", a.Conn, a.URI)
-	case ActTimer:
-		return fmt.Sprintf("timer at=%s (in %s)", ms(a.At), ms(a.At-now))
-	case ActAttach:
-		return fmt.Sprintf("attach conn=%d discard<=%d", a.Conn, a.Seq)
-	case ActNextSeq:
-		return fmt.Sprintf("next-seq conn=%d %d", a.Conn, a.Seq)
-	case ActUp:
-		return fmt.Sprintf("up conn=%d %s", a.Conn, a.URI)
-	case ActDown:
-		return fmt.Sprintf("down conn=%d", a.Conn)
-	case ActClose:
-		return fmt.Sprintf("close conn=%d", a.Conn)
-	case ActStoreDiscard:
-		return fmt.Sprintf("store-discard <=%d", a.Seq)
-	case ActStoreRemove:
-		return fmt.Sprintf("store-remove %d", a.Seq)
-	case ActFailedWrite:
-		return fmt.Sprintf("failed-write %d %v: %s", a.Seq, a.Code, a.Reason)
-	case ActSubscribe:
-		s := fmt.Sprintf("subscribe sub=%d %q conn=%d start=%v", a.Sub, a.SubName, a.Conn, a.Start)
-		if a.Start == ModeResume {
-			s += " " + entriesString(a.Resume)
-		}
-		if a.SetPosition {
-			s += " set-position"
-		}
-		if a.Initial {
-			s += " initial"
-		}
-		return s
-	case ActSubEnded:
-		return fmt.Sprintf("sub-ended sub=%d err=%v", a.Sub, a.Err)
-	case ActEvent:
-		e := a.Event
-		s := fmt.Sprintf("event %v", e.State)
-		if e.URI != "" {
-			s += " " + e.URI
-		}
-		if e.Instance != "" {
-			s += " instance=" + e.Instance
-		}
-		if e.From != "" {
-			s += " from=" + e.From
-		}
-		if e.Err != nil {
-			s += fmt.Sprintf(" err=%q", e.Err)
-		}
-		return s
-	case ActError:
-		return fmt.Sprintf("error %q", a.Err)
-	case ActStopped:
-		return fmt.Sprintf("stopped err=%q", a.Err)
+	if a.Kind == ActTimer {
+		return fmt.Sprintf("%v (in %s)", a, time.Duration(a.At-now))
 	}
-	return a.Kind.String()
+	return a.String()
 }

@@ -27,12 +27,12 @@ type Phase uint8
 
 // Phases.
 const (
-	PhaseIdle       Phase = iota // before InStart
-	PhaseWaiting                 // an attempt is due at a timer (ActTimer)
-	PhaseDialing                 // ActDial issued, its outcome awaited
-	PhaseAttaching               // logged on; ActAttach issued, InAttached awaited
-	PhaseUp                      // the current connection carries publishes and subscriptions
-	PhaseStopped                 // for good (Close, or reconnection gave up)
+	PhaseIdle      Phase = iota // before InStart
+	PhaseWaiting                // an attempt is due at a timer (ActTimer)
+	PhaseDialing                // ActDial issued, its outcome awaited
+	PhaseAttaching              // logged on; ActAttach issued, InAttached awaited
+	PhaseUp                     // the current connection carries publishes and subscriptions
+	PhaseStopped                // for good (Close, or reconnection gave up)
 )
 
 func (p Phase) String() string {
