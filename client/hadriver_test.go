@@ -1,6 +1,9 @@
 package client
 
 import (
+	"context"
+	"errors"
+	"net"
 	"testing"
 	"time"
 )
@@ -46,5 +49,41 @@ func TestEventQueueCloseAfterPushDuringHandler(t *testing.T) {
 	}
 	if a, b := <-got, <-got; a != StateReconnecting || b != StateStopped {
 		t.Fatalf("events %v %v", a, b)
+	}
+}
+
+// When Connect's context ends during an attempt, that attempt's failure is
+// reported and nothing more is tried: one Reconnecting event, then
+// Stopped, and the error matches ErrNoServer and the context's.
+func TestHAConnectCancelledMidAttempt(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // accepts (the kernel does), never answers the logon
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ev := newEvents()
+	cfg := haConfig("cancel-mid", ln.Addr().String())
+	cfg.ConnectTimeout = time.Minute
+	cfg.OnState = ev.on
+	h, err := NewHA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	err = h.Connect(ctx)
+	if !errors.Is(err, ErrNoServer) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Connect: %v", err)
+	}
+	ev.wait(t, StateStopped, 5*time.Second)
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	var states []State
+	for _, e := range ev.evs {
+		states = append(states, e.State)
+	}
+	if len(states) != 2 || states[0] != StateReconnecting || states[1] != StateStopped {
+		t.Fatalf("events %v, want [reconnecting stopped]", states)
 	}
 }
