@@ -3,6 +3,8 @@ package client
 import (
 	"errors"
 	"sort"
+
+	"github.com/tandemhq/tandem/internal/hasm"
 )
 
 // ErrProgressBound matches the OnError report that a subscription's
@@ -15,7 +17,7 @@ var ErrProgressBound = errors.New("progress bound reached")
 // delivered filter). Past it the oldest range is forgotten: those messages
 // may be delivered again after a resume (at-least-once for the oldest
 // part), never lost. Each forgotten range is counted and reported.
-const MaxProgressRanges = 4096
+const MaxProgressRanges = hasm.MaxProgressRanges
 
 // seqRange is an inclusive range of sequences.
 type seqRange struct{ Lo, Hi uint64 }
@@ -108,42 +110,23 @@ func validRanges(floor uint64, ranges []seqRange) bool {
 	return true
 }
 
-// seqFilter is a set of (id, sequence) pairs bounded to MaxProgressRanges
-// ranges in all: the delivered filter of an HA subscription.
+// seqFilter is the delivered filter of an HA subscription: internal/hasm's
+// SeqFilter (what HASubscription uses through hasm.SubFilter), with its
+// counts mirrored for the tests.
 type seqFilter struct {
-	sets      map[uint64]*rangeSet
+	f         hasm.SeqFilter
 	nRanges   int
 	forgotten uint64
 }
 
-func newSeqFilter() *seqFilter { return &seqFilter{sets: map[uint64]*rangeSet{}} }
+func newSeqFilter() *seqFilter { return &seqFilter{} }
 
-func (f *seqFilter) contains(id, x uint64) bool {
-	s, ok := f.sets[id]
-	return ok && s.contains(x)
-}
+func (f *seqFilter) contains(id, x uint64) bool { return f.f.Contains(id, x) }
 
 // add puts (id, x) in the filter; it reports whether a range had to be
 // forgotten to stay within the bound.
 func (f *seqFilter) add(id, x uint64) (forgot bool) {
-	s, ok := f.sets[id]
-	if !ok {
-		s = &rangeSet{}
-		f.sets[id] = s
-	}
-	d, _ := s.add(x)
-	f.nRanges += d
-	for f.nRanges > MaxProgressRanges {
-		var big *rangeSet
-		for _, o := range f.sets {
-			if big == nil || len(o.ranges) > len(big.ranges) {
-				big = o
-			}
-		}
-		big.forgetOldest()
-		f.nRanges--
-		f.forgotten++
-		forgot = true
-	}
+	forgot = f.f.Add(id, x)
+	f.nRanges, f.forgotten = f.f.Ranges(), f.f.Forgotten()
 	return forgot
 }
