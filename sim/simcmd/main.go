@@ -23,6 +23,7 @@ func main() {
 	seed := flag.Int64("seed", -1, "the first seed (-1: a random start, printed)")
 	topo := flag.String("topology", "", "force one topology: "+strings.Join(sim.Topologies, ", "))
 	restore := flag.Bool("restore", false, "add restored-from-backup data directories to the faults (known failures: see docs/architecture.md)")
+	epochs := flag.Bool("epochs", false, "origin ids per process start (the restore fix under evaluation)")
 	verbose := flag.Bool("v", false, "print the whole trace (with one seed)")
 	details := flag.Int("details", 3, "print the schedule and trace tail of the first N failures")
 	broken := flag.String("broken", "", "run a deliberately broken build (the checker's own test): "+strings.Join(sim.BrokenNames(), ", "))
@@ -33,6 +34,7 @@ func main() {
 			os.Exit(2)
 		}
 	}
+	sim.Epochs = *epochs
 	if *seed < 0 {
 		*seed = time.Now().UnixNano() & (1<<40 - 1)
 		fmt.Printf("sim: random start seed %d\n", *seed)
