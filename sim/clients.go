@@ -46,6 +46,7 @@ type haConnEnt struct {
 	ep       *Endpoint
 	loggedOn bool
 	server   string
+	at       int64 // when the dial began (the connect timeout)
 }
 
 // haDriver runs one hasm.Machine over the simulated network: the part of
@@ -201,7 +202,7 @@ func (h *haDriver) exec(a hasm.Action) {
 func (h *haDriver) dial(id hasm.ConnID, uri string) {
 	ep := h.epoch
 	live := func() bool { return h.up && h.epoch == ep }
-	c := &haConnEnt{id: id}
+	c := &haConnEnt{id: id, at: h.s.w.now}
 	h.conns = append(h.conns, c)
 	h.s.net.Dial(h.name, uri, 100*Millisecond, func(e *Endpoint) {
 		if !live() || h.conn(id) != c {
@@ -258,7 +259,16 @@ func (h *haDriver) lose(c *haConnEnt, err error, cause hasm.Cause) {
 func (h *haDriver) heartbeat() {
 	now := h.s.w.now
 	for _, c := range append([]*haConnEnt(nil), h.conns...) {
-		if c.ep == nil || !c.loggedOn {
+		if c.ep == nil {
+			continue
+		}
+		if !c.loggedOn {
+			// The connect timeout (HAConfig.ConnectTimeout): a server that
+			// took the connection and went silent before its logon reply.
+			if now-c.at > 5*h.hb {
+				h.tracef("logon to %s timed out", c.ep.PeerNode())
+				h.lose(c, errors.New("logon timeout"), hasm.CauseOther)
+			}
 			continue
 		}
 		if now-c.ep.lastRecv > 3*h.hb {

@@ -138,7 +138,8 @@ type Instance struct {
 	startedAt int64
 	j         *Journal
 	origin    uint64
-	// runEpoch: this run's epoch (origin ids per start, Epochs).
+	// runEpoch: this run's epoch (record.OriginEpochID: origin ids per
+	// start, as engine.New draws them).
 	runEpoch uint32
 	pubs     map[uint64]*pubIdx
 	// appendAt: when each local seq was appended (for lag).
@@ -194,7 +195,7 @@ func (in *Instance) Start() {
 	in.up, in.failed = true, false
 	in.startedAt = in.w.now
 	in.runEpoch = 0
-	if Epochs {
+	if !BrokenNoEpochs {
 		in.runEpoch = uint32(in.w.rng.Uint32()) | 1
 	}
 	in.origin = record.OriginEpochID(in.name, in.j.ID, in.runEpoch)
@@ -468,7 +469,7 @@ func (in *Instance) onDestMsg(d *simDest, e *Endpoint, msg any) {
 		if BrokenTrustAnyJournal && m.Pos.Journal != in.j.ID && m.Pos.Seq > 0 {
 			from, v = m.Pos.Seq+1, rsm.ResumeAt // the bug of the journal-identity fix
 		}
-		if src := in.source(d.cfg.Name); v != rsm.ResumeFork && Epochs && src != nil &&
+		if src := in.source(d.cfg.Name); v != rsm.ResumeFork && !BrokenNoEpochs && src != nil &&
 			rsm.LostOwnRecords(src.m.Journal(), src.m.ReceivedSeq(), m.Journal, m.Last) {
 			in.tracef("%s lost records of its own stream that this instance holds (%d > its last %d): its stream starts afresh",
 				d.cfg.Name, src.m.ReceivedSeq(), m.Last)
@@ -484,7 +485,7 @@ func (in *Instance) onDestMsg(d *simDest, e *Endpoint, msg any) {
 		d.run, _ = d.m.Resume(from)
 		d.cursor, d.batchFrom = from, from
 		d.f.SetDest(record.OriginEpochID(d.cfg.Name, m.Journal, m.Epoch))
-		if v == rsm.ResumeNewStream {
+		if v == rsm.ResumeNewStream && !BrokenNoReseed {
 			d.f.Reseed(in.j.LastSeq())
 		} else {
 			d.f.Reseed(0)
@@ -507,9 +508,13 @@ func (in *Instance) onDestMsg(d *simDest, e *Endpoint, msg any) {
 // BrokenLimpOn and BrokenConflictAsDuplicate: see broken.go.
 var BrokenLimpOn, BrokenConflictAsDuplicate bool
 
-// Epochs: origin ids per process start (record.OriginEpochID), the fix
-// for restored data directories under evaluation.
-var Epochs bool
+// BrokenNoEpochs: origin ids per journal only, and no LostOwnRecords (the
+// product before the restore fix this simulator prompted).
+var BrokenNoEpochs bool
+
+// BrokenNoReseed: a destination that resumes from nothing of this journal
+// is not reseeded (rsm.Filter.Reseed; the product before that fix).
+var BrokenNoReseed bool
 
 // BrokenTrustAnyJournal disables the journal-identity check (issue #10's
 // fix): a destination's position in another journal is trusted.
