@@ -12,12 +12,15 @@ type (
 	mHello struct {
 		From    string
 		Journal record.JournalID
+		Epoch   uint32
 	}
 	// mResume: the destination's position of the source's stream, and the
 	// journal the destination runs on (in replicate, its Hello's).
 	mResume struct {
 		Pos     rsm.Position
 		Journal record.JournalID
+		Epoch   uint32
+		Last    uint64 // the destination's durable last seq
 	}
 	mRefuse    struct{}
 	mHeartbeat struct{}
@@ -94,6 +97,7 @@ type simSource struct {
 	m       *rsm.Source
 	ep      *Endpoint
 	journal record.JournalID // of the current link's Hello
+	epoch   uint32
 	q       rsm.AckQueue
 	saved   rsm.Position // the positions file
 	hasFile bool
@@ -134,7 +138,10 @@ type Instance struct {
 	startedAt int64
 	j         *Journal
 	origin    uint64
-	pubs      map[uint64]*pubIdx
+	// runEpoch: this run's epoch (record.OriginEpochID: origin ids per
+	// start, as engine.New draws them).
+	runEpoch uint32
+	pubs     map[uint64]*pubIdx
 	// appendAt: when each local seq was appended (for lag).
 	appendAt  []int64
 	dests     []*simDest
@@ -187,7 +194,11 @@ func (in *Instance) Start() {
 	in.epoch++
 	in.up, in.failed = true, false
 	in.startedAt = in.w.now
-	in.origin = record.OriginID(in.name, in.j.ID)
+	in.runEpoch = 0
+	if !BrokenNoEpochs {
+		in.runEpoch = uint32(in.w.rng.Uint32()) | 1
+	}
+	in.origin = record.OriginEpochID(in.name, in.j.ID, in.runEpoch)
 	in.rebuild()
 	in.dests = in.dests[:0]
 	for i, dc := range in.cfg.Dests {
@@ -428,7 +439,7 @@ func (in *Instance) dial(d *simDest) {
 				in.destDown(d, reason)
 			}
 		}
-		e.Send(mHello{From: in.name, Journal: in.j.ID})
+		e.Send(mHello{From: in.name, Journal: in.j.ID, Epoch: in.runEpoch})
 	}, func(reason string) {
 		if !live() {
 			return
@@ -458,6 +469,12 @@ func (in *Instance) onDestMsg(d *simDest, e *Endpoint, msg any) {
 		if BrokenTrustAnyJournal && m.Pos.Journal != in.j.ID && m.Pos.Seq > 0 {
 			from, v = m.Pos.Seq+1, rsm.ResumeAt // the bug of the journal-identity fix
 		}
+		if src := in.source(d.cfg.Name); v != rsm.ResumeFork && !BrokenNoEpochs && src != nil &&
+			rsm.LostOwnRecords(src.m.Journal(), src.m.ReceivedSeq(), m.Journal, m.Last) {
+			in.tracef("%s lost records of its own stream that this instance holds (%d > its last %d): its stream starts afresh",
+				d.cfg.Name, src.m.ReceivedSeq(), m.Last)
+			from, v = 1, rsm.ResumeNewStream
+		}
 		if v == rsm.ResumeFork {
 			d.m.Fork()
 			in.tracef("fork with %s: %s", d.cfg.Name, reason)
@@ -467,8 +484,8 @@ func (in *Instance) onDestMsg(d *simDest, e *Endpoint, msg any) {
 		}
 		d.run, _ = d.m.Resume(from)
 		d.cursor, d.batchFrom = from, from
-		d.f.SetDest(record.OriginID(d.cfg.Name, m.Journal))
-		if v == rsm.ResumeNewStream {
+		d.f.SetDest(record.OriginEpochID(d.cfg.Name, m.Journal, m.Epoch))
+		if v == rsm.ResumeNewStream && !BrokenNoReseed {
 			d.f.Reseed(in.j.LastSeq())
 		} else {
 			d.f.Reseed(0)
@@ -490,6 +507,14 @@ func (in *Instance) onDestMsg(d *simDest, e *Endpoint, msg any) {
 
 // BrokenLimpOn and BrokenConflictAsDuplicate: see broken.go.
 var BrokenLimpOn, BrokenConflictAsDuplicate bool
+
+// BrokenNoEpochs: origin ids per journal only, and no LostOwnRecords (the
+// product before the restore fix this simulator prompted).
+var BrokenNoEpochs bool
+
+// BrokenNoReseed: a destination that resumes from nothing of this journal
+// is not reseeded (rsm.Filter.Reseed; the product before that fix).
+var BrokenNoReseed bool
 
 // BrokenTrustAnyJournal disables the journal-identity check (issue #10's
 // fix): a destination's position in another journal is trusted.
@@ -563,12 +588,12 @@ func (in *Instance) accept(e *Endpoint) bool {
 			}
 			src, s.ep = s, e
 			held, switched := s.m.Follow(m.Journal)
-			s.journal = m.Journal
+			s.journal, s.epoch = m.Journal, m.Epoch
 			s.q.Reset()
 			if switched {
 				in.tracef("%s runs on a new journal: following it from its start", m.From)
 			}
-			e.Send(mResume{Pos: held, Journal: in.j.ID})
+			e.Send(mResume{Pos: held, Journal: in.j.ID, Epoch: in.runEpoch, Last: in.j.SyncedSeq()})
 		case mBatch:
 			if src == nil || src.ep != e {
 				return
@@ -646,7 +671,7 @@ func (in *Instance) onBatch(src *simSource, m mBatch) {
 			continue
 		}
 		nr := r
-		nr.Via = record.OriginID(src.peer, src.journal)
+		nr.Via = record.OriginEpochID(src.peer, src.journal, src.epoch)
 		seq, ok := in.appendRec(nr)
 		if !ok {
 			return

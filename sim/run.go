@@ -50,12 +50,9 @@ type Options struct {
 	Topology string
 	// Verbose keeps the whole trace (Result.Tail then holds it all).
 	Verbose bool
-	// Restore adds "restore a data directory from a backup" to the faults.
-	// Off by default: the simulator found that a restored journal, which
-	// keeps its id, can have acks released before its peers see the fork
-	// and confuses subscribers' bookmarks (docs/architecture.md, "What the
-	// simulator found"); the fix is a journal epoch per start.
-	Restore bool
+	// NoRestore leaves "restore a data directory from a backup" out of the
+	// faults.
+	NoRestore bool
 }
 
 const (
@@ -216,7 +213,7 @@ func (s *Sim) schedule(o Options) []string {
 				in.Wipe()
 				w.After(d, func() { s.restart(in) })
 			}
-		case k < 31 && len(s.insts) > 1 && o.Restore: // restore an old copy of it
+		case k < 31 && len(s.insts) > 1 && !o.NoRestore: // restore an old copy of it
 			desc = fmt.Sprintf("restore %s from a backup, down %dms", in.name, d/Millisecond)
 			backupAt := w.Between(0, at)
 			w.At(backupAt, func() { in.Backup() })
