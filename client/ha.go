@@ -193,6 +193,8 @@ type HAClient struct {
 	byID    map[hasm.SubID]*HASubscription
 
 	pubMu sync.Mutex // publishes, and the replay of ActAttach, in sequence order
+	// waitingFirst counts publishes waiting for the first logon (tests).
+	waitingFirst atomic.Int32
 
 	failedWrite func(pubSeq uint64, code wire.Code, reason string) // the application's
 
@@ -889,8 +891,20 @@ func (h *HAClient) PublishBytes(ctx context.Context, topic, payload []byte) (uin
 		}
 		h.pubMu.Lock()
 		h.mu.Lock()
-		c, up, seq := h.cur, h.up, h.m.NextPubSeq()
+		c, up, seq, numbered := h.cur, h.up, h.m.NextPubSeq(), h.m.Numbered()
 		h.mu.Unlock()
+		if h.store != nil && !numbered {
+			// Before the first logon the store cannot number the message
+			// (hasm.Machine.Numbered): wait for it.
+			h.pubMu.Unlock()
+			h.waitingFirst.Add(1)
+			err := h.waitUp(ctx, up)
+			h.waitingFirst.Add(-1)
+			if err != nil {
+				return 0, err
+			}
+			continue
+		}
 		if h.store == nil {
 			if c == nil {
 				h.pubMu.Unlock()
@@ -1345,3 +1359,6 @@ func (q *eventQueue) close() {
 	}
 	<-q.done
 }
+
+// publishWaiting reports whether a publish waits for the first logon.
+func (h *HAClient) publishWaiting() bool { return h.waitingFirst.Load() > 0 }

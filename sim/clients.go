@@ -363,7 +363,7 @@ func (p *Publisher) send(c *haConnEnt, e storeEnt) {
 }
 
 func (p *Publisher) publishNext() {
-	if p.done < p.total && (p.loggedOnce || BrokenPublishBeforeLogon) {
+	if p.done < p.total && (p.m.Numbered() || BrokenPublishBeforeLogon) {
 		seq := p.m.NextPubSeq()
 		if p.naive {
 			seq = p.naiveNext

@@ -298,6 +298,7 @@ type Machine struct {
 	persisted   uint64 // the current connection's persisted ack
 	upPersisted uint64
 	nextSeq     uint64
+	numbered    bool // a logon fixed nextSeq (Numbered)
 
 	subs    []*sub
 	nextSub SubID
@@ -552,6 +553,7 @@ func (m *Machine) attached(err error, storeLast uint64) {
 	}
 	if m.cfg.Store {
 		m.nextSeq = max(m.nextSeq, storeLast+1, m.logon.LastPubSeq+1)
+		m.numbered = true
 		m.emit(Action{Kind: ActNextSeq, Conn: m.conn, Seq: m.nextSeq})
 	}
 	prev := m.lastURI
@@ -635,8 +637,17 @@ func (m *Machine) refuse(seq uint64, code wire.Code, reason string) {
 
 // NextPubSeq is the publisher sequence the next stored message takes
 // (with a store). The driver stores the message under it, then calls
-// Stored.
+// Stored. Only valid once Numbered.
 func (m *Machine) NextPubSeq() uint64 { return m.nextSeq }
+
+// Numbered reports whether a logon has fixed the publisher sequence (with
+// a store): before this process's first logon the store alone cannot know
+// it (a memory store after a restart, a store file lost: the server may
+// hold this name's messages up to a higher sequence), so a message
+// numbered from it could collide with an acknowledged one and leave the
+// store at the logon as persisted, never sent. The driver holds publishes
+// until then (found by the simulator: sim's publish-before-logon).
+func (m *Machine) Numbered() bool { return m.numbered }
 
 // Stored: the message seq (NextPubSeq) is in the publish store. The verdict
 // says whether to send it on the current connection now (VerdictSend), to
