@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/tandemhq/tandem/internal/hasm"
 	"github.com/tandemhq/tandem/internal/rsm"
 )
 
@@ -40,6 +41,12 @@ var broken = map[string]*bool{
 	// A peer back with an empty data directory is not re-sent what it had
 	// shipped here (rsm.Filter.Reseed off).
 	"no-reseed": &BrokenNoReseed,
+	// Issue #11 §1 undone: the subscriber's delivered filter is a
+	// per-publisher high-water mark, so a late message is dropped.
+	"publisher-high-water-mark": &hasm.Broken.HighWaterMark,
+	// Issue #11 §2 undone: a re-subscribe starts at the server's current
+	// position (a subscription without a sub id).
+	"resubscribe-at-now": &hasm.Broken.ResubscribeAtNow,
 }
 
 // brokenOptions are the runs that find each (a topology that exercises

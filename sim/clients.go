@@ -535,7 +535,7 @@ func (b *Subscriber) action(a hasm.Action) {
 				Cause: hasm.CauseConnGone, Initial: a.Initial})
 			return
 		}
-		m := mSubscribe{Topic: b.topic}
+		m := mSubscribe{Topic: b.topic, Now: a.Start == hasm.ModeNow}
 		if a.Start == hasm.ModeResume {
 			for _, e := range a.Resume {
 				if e.Kind == wire.ResumeOrigin {

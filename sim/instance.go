@@ -47,6 +47,7 @@ type (
 	mError     struct{ Code string }
 	mSubscribe struct {
 		Topic   string
+		Now     bool   // start at the current position
 		Origins []mark // per-origin progress: everything up to Seq seen
 		Pubs    []mark // per-publisher progress
 	}
@@ -618,6 +619,9 @@ func (in *Instance) accept(e *Endpoint) bool {
 		case mSubscribe:
 			if c != nil {
 				c.sub = &serverSub{topic: m.Topic, origins: m.Origins, pubs: m.Pubs, next: 1}
+				if m.Now {
+					c.sub.next = in.j.SyncedSeq() + 1
+				}
 				in.deliver(c)
 			}
 		}

@@ -123,7 +123,18 @@ func (f *SeqFilter) find(id uint64) (int, bool) {
 // Contains reports whether (id, x) is in the filter.
 func (f *SeqFilter) Contains(id, x uint64) bool {
 	i, ok := f.find(id)
+	if ok && Broken.HighWaterMark {
+		return x <= f.sets[i].highest()
+	}
 	return ok && f.sets[i].Contains(x)
+}
+
+// highest returns the highest sequence in the set.
+func (r *RangeSet) highest() uint64 {
+	if n := len(r.ranges); n > 0 {
+		return r.ranges[n-1].Hi
+	}
+	return r.floor
 }
 
 // Add puts (id, x) in the filter and reports whether a range had to be

@@ -199,9 +199,28 @@ const (
 	ModeOriginal StartMode = iota // the subscription's own start (Now, Epoch or its Other value)
 	ModeEpoch                     // from Epoch (MostRecent with no progress recorded)
 	ModeResume                    // StartResume with Resume entries (the floors)
+	// ModeNow: at the server's current position. Only Broken.ResubscribeAtNow
+	// emits it for a re-subscribe (a subscription's own Now start is
+	// ModeOriginal).
+	ModeNow
 )
 
-func (m StartMode) String() string { return [...]string{"original", "epoch", "resume"}[m] }
+func (m StartMode) String() string { return [...]string{"original", "epoch", "resume", "now"}[m] }
+
+// Broken holds deliberately broken builds of the machine, for the
+// simulator's proof that its checker finds the client loss paths of issue
+// "HA client at the edges" with their fixes undone (sim.Break; never set
+// elsewhere).
+var Broken struct {
+	// HighWaterMark: the delivered filter takes every sequence at or below
+	// the highest delivered of a publisher as a duplicate (a late message
+	// is dropped), as before #11 §1.
+	HighWaterMark bool
+	// ResubscribeAtNow: a re-subscribe starts at the server's current
+	// position instead of resuming (a subscription without a sub id, before
+	// #11 §2).
+	ResubscribeAtNow bool
+}
 
 // Action is one thing the driver must do. Only the fields its Kind names
 // are set.
@@ -727,6 +746,11 @@ func (m *Machine) enter(s *sub, initial bool) {
 	}
 	s.on = m.conn
 	a := Action{Kind: ActSubscribe, Conn: m.conn, Sub: s.id, SubName: s.name, Initial: initial}
+	if s.entered && Broken.ResubscribeAtNow {
+		a.Start = ModeNow
+		m.emit(a)
+		return
+	}
 	if s.entered || s.start == StartMostRecent {
 		var entries []wire.ResumeEntry
 		ok := false
