@@ -295,6 +295,28 @@ func (in *Instance) Stop(silent bool, keep int) {
 	in.conns = in.conns[:0]
 }
 
+// Cut resets every connection of the instance (both ends see it close at
+// once: an RST, not a silence); they are dialed again.
+func (in *Instance) Cut() {
+	if !in.up {
+		return
+	}
+	in.tracef("connections cut")
+	for _, d := range in.dests {
+		if d.ep != nil {
+			in.destDown(d, "connection reset")
+		}
+	}
+	for _, src := range in.sources {
+		if src.ep != nil {
+			src.ep.Abort("connection reset")
+		}
+	}
+	for _, c := range append([]*clientConn(nil), in.conns...) {
+		c.ep.Abort("connection reset")
+	}
+}
+
 // failStop is what an instance does when its journal fails: every client
 // hears storage-failed, every connection closes, and it stays down until
 // an operator restarts it (docs/operations.md: exit 3).

@@ -236,6 +236,9 @@ func (s *Sim) schedule(o Options) []string {
 				s.net.Partition(a, b, both)
 				w.After(d, func() { s.net.Heal(a, b); w.Tracef("heal %s-%s", a, b) })
 			}
+		case k < 58: // connection cut: every connection of an instance reset
+			desc = fmt.Sprintf("cut %s's connections", in.name)
+			f = func() { in.Cut() }
 		case k < 63: // slow link
 			a, b := s.pick2()
 			extra := w.Between(1, 30) * Millisecond
