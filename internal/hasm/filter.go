@@ -88,6 +88,34 @@ func (r *RangeSet) Add(x uint64) (delta int, changed bool) {
 	return 1, true
 }
 
+// Ranges returns the ranges above the floor, sorted (read only: valid
+// until the set changes).
+func (r *RangeSet) Ranges() []Range { return r.ranges }
+
+// Set replaces the contents: everything up to floor and ranges, which
+// must be sorted, disjoint, non-adjacent and above floor+1 (ValidRanges).
+func (r *RangeSet) Set(floor uint64, ranges []Range) {
+	r.floor = floor
+	r.ranges = append(r.ranges[:0], ranges...)
+}
+
+// SetFloor makes everything up to floor part of the set (the ranges are
+// kept: a caller sets the floor of a set with none above it).
+func (r *RangeSet) SetFloor(floor uint64) { r.floor = floor }
+
+// ValidRanges reports whether ranges are sorted, disjoint, non-adjacent
+// and above floor+1.
+func ValidRanges(floor uint64, ranges []Range) bool {
+	prev := floor
+	for _, g := range ranges {
+		if g.Lo > g.Hi || prev == ^uint64(0) || g.Lo <= prev+1 {
+			return false
+		}
+		prev = g.Hi
+	}
+	return true
+}
+
 // ForgetOldest drops the lowest range above the floor.
 func (r *RangeSet) ForgetOldest() bool {
 	if len(r.ranges) == 0 {
