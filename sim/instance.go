@@ -343,7 +343,7 @@ func (in *Instance) kickSync() {
 	}
 	j.syncing = true
 	target := j.LastSeq()
-	in.w.After(in.w.Between(80*Microsecond, 400*Microsecond), in.alive(func() {
+	in.w.After(in.w.Between(80*Microsecond, 400*Microsecond)+j.slow, in.alive(func() {
 		j.syncing = false
 		if j.failNextSync {
 			j.failNextSync = false

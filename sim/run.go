@@ -239,6 +239,13 @@ func (s *Sim) schedule(o Options) []string {
 		case k < 58: // connection cut: every connection of an instance reset
 			desc = fmt.Sprintf("cut %s's connections", in.name)
 			f = func() { in.Cut() }
+		case k < 60: // slow disk: every fdatasync takes longer
+			extra := w.Between(2, 40) * Millisecond
+			desc = fmt.Sprintf("slow disk on %s +%dms per sync for %dms", in.name, extra/Millisecond, d/Millisecond)
+			f = func() {
+				in.j.slow = extra
+				w.After(d, func() { in.j.slow = 0 })
+			}
 		case k < 63: // slow link
 			a, b := s.pick2()
 			extra := w.Between(1, 30) * Millisecond
@@ -330,7 +337,7 @@ func (s *Sim) heal() {
 	s.w.Tracef("heal everything")
 	s.net.HealAll(s.nodes)
 	for _, in := range s.insts {
-		in.j.full, in.j.failNextSync = false, false
+		in.j.full, in.j.failNextSync, in.j.slow = false, false, 0
 		s.restart(in)
 	}
 	for _, p := range s.pubs {
