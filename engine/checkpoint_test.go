@@ -351,6 +351,20 @@ func TestRestartIsANewOriginEpoch(t *testing.T) {
 		if got := a.resumeStart(f); got != a.j.LastSeq()+1 {
 			t.Fatalf("resume after everything starts at %d, want %d", got, a.j.LastSeq()+1)
 		}
+		// A subscription starting at seq 101 had everything of the previous
+		// run before it: the Position says so exactly.
+		found := false
+		for _, e := range a.positionAt(101) {
+			if e.Origin == old {
+				found = true
+				if e.OriginSeq != 100 {
+					t.Fatalf("position at 101 of the previous run's stream: %d, want 100", e.OriginSeq)
+				}
+			}
+		}
+		if !found {
+			t.Fatalf("position at 101 lacks the previous run's stream: %+v", a.positionAt(101))
+		}
 		a.Close()
 	}
 }
