@@ -47,6 +47,8 @@ var broken = map[string]*bool{
 	// Issue #11 §2 undone: a re-subscribe starts at the server's current
 	// position (a subscription without a sub id).
 	"resubscribe-at-now": &hasm.Broken.ResubscribeAtNow,
+	// The overlapping-syncs rule's first draft (with Options.Overlap).
+	"overlap-forgets-early": &BrokenOverlapForgetsEarly,
 }
 
 // brokenOptions are the runs that find each (a topology that exercises
@@ -55,7 +57,8 @@ var brokenOptions = map[string]Options{
 	"trust-any-journal":  {Topology: "chain"},
 	"restart-downgraded": {Topology: "strict-pair"},
 	// a publisher restarted with a memory store before its server is back
-	"publish-before-logon": {Topology: "single"},
+	"publish-before-logon":  {Topology: "single"},
+	"overlap-forgets-early": {Overlap: true, Topology: "strict-pair"},
 }
 
 // BrokenNames lists the broken builds.

@@ -29,6 +29,7 @@ type (
 		From, Through uint64
 		ThroughCRC    uint32
 		Recs          []Rec
+		Synced        uint64 // the source's journal is durable through this
 	}
 	mBatchAck struct{ Through uint64 }
 
@@ -217,6 +218,9 @@ func (in *Instance) Start() {
 			pos = src.saved
 		}
 		src.m, src.ep = rsm.NewSource(pos), nil
+		if in.s.overlap {
+			src.m.SetOverlap()
+		}
 		src.q.Reset()
 	}
 	in.recomputeSyncPoint()
@@ -377,6 +381,11 @@ func (in *Instance) appendRec(r Rec) (uint64, bool) {
 	in.appendAt = append(in.appendAt, in.w.now)
 	in.index(in.j.At(seq))
 	in.kickSync()
+	if in.s.overlap {
+		for _, d := range in.dests {
+			in.pump(d)
+		}
+	}
 	return seq, true
 }
 
@@ -493,9 +502,9 @@ func (in *Instance) onDestMsg(d *simDest, e *Endpoint, msg any) {
 			from, v = m.Pos.Seq+1, rsm.ResumeAt // the bug of the journal-identity fix
 		}
 		if src := in.source(d.cfg.Name); v != rsm.ResumeFork && !BrokenNoEpochs && src != nil &&
-			rsm.LostOwnRecords(src.m.Journal(), src.m.ReceivedSeq(), m.Journal, m.Last) {
+			rsm.LostOwnRecords(src.m.Journal(), in.heldOf(src), m.Journal, m.Last) {
 			in.tracef("%s lost records of its own stream that this instance holds (%d > its last %d): its stream starts afresh",
-				d.cfg.Name, src.m.ReceivedSeq(), m.Last)
+				d.cfg.Name, in.heldOf(src), m.Last)
 			from, v = 1, rsm.ResumeNewStream
 		}
 		if v == rsm.ResumeFork {
@@ -531,6 +540,11 @@ func (in *Instance) onDestMsg(d *simDest, e *Endpoint, msg any) {
 // BrokenLimpOn and BrokenConflictAsDuplicate: see broken.go.
 var BrokenLimpOn, BrokenConflictAsDuplicate bool
 
+// BrokenOverlapForgetsEarly: with overlapping syncs, LostOwnRecords looks
+// at what is received since the last rewind, not at the highest ever
+// received (the rule's first draft, which the simulator refuted).
+var BrokenOverlapForgetsEarly bool
+
 // BrokenNoEpochs: origin ids per journal only, and no LostOwnRecords (the
 // product before the restore fix this simulator prompted).
 var BrokenNoEpochs bool
@@ -549,10 +563,14 @@ func (in *Instance) pump(d *simDest) {
 	if d.ep == nil || d.run == 0 || d.m.Forked() {
 		return
 	}
-	for d.m.WindowOpen() && d.cursor <= in.j.SyncedSeq() {
+	limit := in.j.SyncedSeq()
+	if in.s.overlap {
+		limit = in.j.LastSeq() // ship before the local fdatasync returns
+	}
+	for d.m.WindowOpen() && d.cursor <= limit {
 		var recs []Rec
 		through, size := d.cursor-1, 32
-		for d.cursor <= in.j.SyncedSeq() && len(recs) < 32 {
+		for d.cursor <= limit && len(recs) < 32 {
 			r := in.j.At(d.cursor)
 			if d.f.Wants(r.Seq, r.Origin, r.Via, []byte(r.Topic)) {
 				recs = append(recs, *r)
@@ -568,11 +586,20 @@ func (in *Instance) pump(d *simDest) {
 			}
 			continue
 		}
-		d.ep.Send(mBatch{Journal: in.j.ID, From: d.batchFrom, Through: through, ThroughCRC: in.j.At(through).CRC, Recs: recs})
+		d.ep.Send(mBatch{Journal: in.j.ID, From: d.batchFrom, Through: through, ThroughCRC: in.j.At(through).CRC, Recs: recs,
+			Synced: in.j.SyncedSeq()})
 		d.lastSend = in.w.now
 		d.m.Ship(d.run, through, len(recs), size)
 		d.batchFrom = through + 1
 	}
+}
+
+// heldOf is how far we hold src's stream for LostOwnRecords.
+func (in *Instance) heldOf(src *simSource) uint64 {
+	if BrokenOverlapForgetsEarly {
+		return src.m.ReceivedSeq()
+	}
+	return src.m.HighestReceived()
 }
 
 // ---- replication: the destination side (a peer's stream to us) ----
@@ -610,6 +637,9 @@ func (in *Instance) accept(e *Endpoint) bool {
 				s.ep.Close(false) // replaced
 			}
 			src, s.ep = s, e
+			if in.s.overlap {
+				s.m.Rewind()
+			}
 			held, switched := s.m.Follow(m.Journal)
 			s.journal, s.epoch = m.Journal, m.Epoch
 			s.q.Reset()
@@ -705,6 +735,9 @@ func (in *Instance) onBatch(src *simSource, m mBatch) {
 		stored = seq
 	}
 	src.q.Push(src.m.Received(m.Through, m.ThroughCRC, stored))
+	if in.s.overlap {
+		src.m.Confirm(m.Journal, m.Synced)
+	}
 	in.sendAcks(src)
 }
 

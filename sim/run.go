@@ -16,6 +16,8 @@ type Sim struct {
 	pubs  []*Publisher
 	subs  []*Subscriber
 	nodes []string
+	// overlap: Options.Overlap.
+	overlap bool
 }
 
 func (s *Sim) inst(name string) *Instance { return s.insts[s.instIndex(name)] }
@@ -50,6 +52,12 @@ type Options struct {
 	Topology string
 	// Verbose keeps the whole trace (Result.Tail then holds it all).
 	Verbose bool
+	// Overlap: sources ship records before their own fdatasync returns,
+	// and a destination reports (Resume, positions files) only what the
+	// source confirmed durable (rsm.Source.Confirm, Rewind,
+	// HighestReceived): the rule for overlapping syncs (issue #15),
+	// checked here before the product implements it.
+	Overlap bool
 	// NoRestore leaves "restore a data directory from a backup" out of the
 	// faults.
 	NoRestore bool
@@ -65,7 +73,7 @@ const (
 func Run(seed int64, o Options) *Result {
 	w := newWorld(seed)
 	w.verbose = o.Verbose
-	s := &Sim{w: w}
+	s := &Sim{w: w, overlap: o.Overlap}
 	s.net = newNetwork(w)
 	s.chk = newChecker(s)
 	topo := o.Topology

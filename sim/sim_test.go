@@ -99,3 +99,18 @@ func TestBrokenBuildsCaught(t *testing.T) {
 		})
 	}
 }
+
+// The overlapping-syncs rule (Overlap: sources ship before their own
+// fdatasync; destinations report only what the source confirmed) holds
+// under the same faults.
+func TestOverlapRule(t *testing.T) {
+	n := 150
+	if raceOn {
+		n = 10
+	}
+	for s := int64(1); s <= int64(n); s++ {
+		if r := Run(s, Options{Overlap: true}); len(r.Violations) > 0 {
+			t.Fatalf("seed %d (%s) with overlapping syncs: %s\nreplay: make sim SEEDS=1 SEED=%d SIMFLAGS=-overlap", s, r.Topology, r.Violations[0], s)
+		}
+	}
+}
