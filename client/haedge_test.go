@@ -801,3 +801,41 @@ func TestHAPublishBeforeFirstLogon(t *testing.T) {
 		t.Fatalf("the server got pubSeqs %v: the message published before the logon never went out", sent)
 	}
 }
+
+// A message that never went out on any connection is never dropped by a
+// logon reply: after a restart with a memory store the client numbered
+// from a server that did not know this name's history (X), then failed
+// over to one that did (Y, stored through 5): Y's AckedPubSeq covers the
+// sequence of a message it never saw. It is re-published (the server
+// answers for it: a duplicate, or sequence-reused), never discarded as
+// persisted. Found by the simulator (seed 5015170 of the soak, a chain).
+func TestHANeverSentSurvivesLogonOfAnotherHistory(t *testing.T) {
+	x, y := newFakeServer(t), newFakeServer(t)
+	for seq := uint64(1); seq <= 5; seq++ {
+		y.inject("mem-pub", "d.t", seq, []byte("old"))
+	}
+	ev := newEvents()
+	cfg := haConfig("mem-pub", x.addr(), y.addr())
+	cfg.OnState = ev.on
+	h, err := NewMemoryBackedHA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if err := h.Connect(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	ev.wait(t, StateConnected, 5*time.Second)
+	x.setHold(true) // nothing is persisted by X
+	if _, err := h.Publish(ctxT(t), "d.t", []byte("sent to X")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "X to get it", func() bool { return x.stored() == 1 })
+	x.close() // X goes away: the client fails over to Y
+	// Published while failing over: never sent anywhere, sequence 2.
+	seq, err := h.Publish(ctxT(t), "d.t", []byte("never sent"))
+	if err != nil || seq != 2 {
+		t.Fatalf("publish while disconnected: seq %d, %v", seq, err)
+	}
+	eventually(t, "the logon to Y and the re-publish", func() bool { return slices.Contains(y.seqsSent(), 2) })
+}

@@ -39,6 +39,7 @@ type storeEnt struct {
 	seq    uint64
 	topic  string
 	digest uint64
+	sent   bool // went out on some connection
 }
 
 type haConnEnt struct {
@@ -356,8 +357,9 @@ func (p *Publisher) Crash() {
 	p.tracef("crash")
 }
 
-func (p *Publisher) send(c *haConnEnt, e storeEnt) {
+func (p *Publisher) send(c *haConnEnt, e *storeEnt) {
 	if c != nil && c.ep != nil {
+		e.sent = true
 		c.ep.Send(mPublish{PubSeq: e.seq, Topic: e.topic, Digest: e.digest})
 	}
 }
@@ -374,7 +376,7 @@ func (p *Publisher) publishNext() {
 		p.done++
 		p.s.chk.published(p, seq, e.digest)
 		if p.m.Stored(seq, len(e.topic), 64) == hasm.VerdictSend {
-			p.send(p.cur, e)
+			p.send(p.cur, &p.ents[len(p.ents)-1])
 		}
 		p.process()
 	}
@@ -388,10 +390,10 @@ func (p *Publisher) publishNext() {
 // Ack frame), and the rest is re-published in order on the new
 // connection.
 func (p *Publisher) attach(a hasm.Action, c *haConnEnt) uint64 {
-	p.discard(a.Seq, c.server, !p.naive)
+	p.discardVia(a.Seq, c.server, !p.naive, true)
 	n := 0
-	for _, e := range p.ents {
-		if p.m.Replayed(a.Conn, e.seq, len(e.topic), 64) == hasm.VerdictSend {
+	for i := range p.ents {
+		if e := &p.ents[i]; p.m.Replayed(a.Conn, e.seq, len(e.topic), 64) == hasm.VerdictSend {
 			p.send(c, e)
 			n++
 		}
@@ -403,10 +405,15 @@ func (p *Publisher) attach(a hasm.Action, c *haConnEnt) uint64 {
 // discard drops the store's messages <= through; seen: the publisher saw
 // them acknowledged by server.
 func (p *Publisher) discard(through uint64, server string, seen bool) {
+	p.discardVia(through, server, seen, false)
+}
+
+// discardVia: logon, the discard of a logon reply's AckedPubSeq.
+func (p *Publisher) discardVia(through uint64, server string, seen, logon bool) {
 	n := 0
 	for n < len(p.ents) && p.ents[n].seq <= through {
 		if seen {
-			p.s.chk.pubSawAck(p, p.ents[n].seq, p.ents[n].digest, server)
+			p.s.chk.pubSawAck(p, p.ents[n].seq, p.ents[n].digest, server, logon && p.ents[n].sent)
 		}
 		n++
 	}

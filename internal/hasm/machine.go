@@ -318,6 +318,15 @@ type Machine struct {
 	upPersisted uint64
 	nextSeq     uint64
 	numbered    bool // a logon fixed nextSeq (Numbered)
+	// base: the numbering base, nextSeq-1 at the first logon: sequences
+	// above it were numbered by this process. discardTo: what the current
+	// attach drops from the store (see dialed).
+	base, discardTo uint64
+	// untrustedTo: the current attach re-publishes (base, untrustedTo]
+	// whatever AckedPubSeq says; firstLast: each server's LastPubSeq the
+	// first time this process logged on to it (looked up, never iterated).
+	untrustedTo uint64
+	firstLast   map[string]uint64
 
 	subs    []*sub
 	nextSub SubID
@@ -541,7 +550,29 @@ func (m *Machine) dialed(l Logon) {
 	// (AckedPubSeq, LastPubSeq] is stored there but may not be on its sync
 	// peers yet, so it is re-published (the server acks a duplicate once
 	// durable) rather than trusted.
-	m.emit(Action{Kind: ActAttach, Conn: m.conn, URI: m.uri, Seq: l.AckedPubSeq})
+	//
+	// But a logon reply covers sequences, not contents. A client that took
+	// its numbering (base) from a server that did not know this name's
+	// history (a memory store after a restart, first logged on to an
+	// instance the history had not reached) numbers messages that another
+	// server holds other messages under: its AckedPubSeq would drop them
+	// as persisted, some never sent anywhere. So the range (base, L], L
+	// this server's LastPubSeq the first time this process met it, is not
+	// trusted: what the store holds there is re-published and the server
+	// answers for each (a duplicate: acked; another message:
+	// sequence-reused, a failed write reported). Found by the simulator.
+	m.discardTo, m.untrustedTo = l.AckedPubSeq, 0
+	if m.numbered {
+		first, seen := m.firstLast[m.uri]
+		if !seen {
+			first = l.LastPubSeq
+			m.firstLast[m.uri] = first
+		}
+		if first > m.base {
+			m.discardTo, m.untrustedTo = min(l.AckedPubSeq, m.base), first
+		}
+	}
+	m.emit(Action{Kind: ActAttach, Conn: m.conn, URI: m.uri, Seq: m.discardTo})
 }
 
 // Replayed decides about one stored message during ActAttach (seq above
@@ -553,7 +584,7 @@ func (m *Machine) Replayed(conn ConnID, seq uint64, topicLen, size int) Verdict 
 	if conn != m.conn || m.phase != PhaseAttaching {
 		return VerdictHold
 	}
-	if seq <= m.logon.AckedPubSeq {
+	if seq <= m.discardTo || (seq > m.untrustedTo && seq <= m.logon.AckedPubSeq) {
 		return VerdictSkip
 	}
 	if why := m.misfit(topicLen, size); why != "" {
@@ -572,6 +603,10 @@ func (m *Machine) attached(err error, storeLast uint64) {
 	}
 	if m.cfg.Store {
 		m.nextSeq = max(m.nextSeq, storeLast+1, m.logon.LastPubSeq+1)
+		if !m.numbered {
+			m.base = m.nextSeq - 1
+			m.firstLast = map[string]uint64{m.uri: m.logon.LastPubSeq}
+		}
 		m.numbered = true
 		m.emit(Action{Kind: ActNextSeq, Conn: m.conn, Seq: m.nextSeq})
 	}
