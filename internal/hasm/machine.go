@@ -220,6 +220,10 @@ var Broken struct {
 	// position instead of resuming (a subscription without a sub id, before
 	// #11 §2).
 	ResubscribeAtNow bool
+	// TrustAckedPubSeq: a logon reply's AckedPubSeq drops the store's
+	// messages whatever history the server holds under those sequences
+	// (the client before the fix the simulator's soak prompted).
+	TrustAckedPubSeq bool
 }
 
 // Action is one thing the driver must do. Only the fields its Kind names
@@ -562,7 +566,7 @@ func (m *Machine) dialed(l Logon) {
 	// answers for each (a duplicate: acked; another message:
 	// sequence-reused, a failed write reported). Found by the simulator.
 	m.discardTo, m.untrustedTo = l.AckedPubSeq, 0
-	if m.numbered {
+	if m.numbered && !Broken.TrustAckedPubSeq {
 		first, seen := m.firstLast[m.uri]
 		if !seen {
 			first = l.LastPubSeq
