@@ -94,6 +94,11 @@ type Options struct {
 	// RetentionInterval: how often retention runs in the background besides
 	// after every rotation (default 10s; only when a limit is set).
 	RetentionInterval time.Duration
+	// NoRecycle makes retention delete segment files. By default a deleted
+	// segment no cursor still reads is renamed and reused as a later
+	// segment, so its bytes are not zero-filled again (see Segment
+	// recycling in the package documentation).
+	NoRecycle bool
 
 	// RecoverTruncate lets Open repair corruption in the final segment
 	// (see Recovery in the package documentation) by truncating it at the
@@ -229,6 +234,12 @@ type Journal struct {
 	preallocFailed chan error
 	needSegment    chan struct{}
 
+	// retired holds a segment file retention renamed for reuse, until the
+	// preallocator takes it; rotated tells the preallocator a rotation
+	// installed the file it handed off (see handOff).
+	retired chan retired
+	rotated chan struct{}
+
 	retMu     sync.Mutex
 	stateCkpt uint64 // first seq of the segment whose checkpoint holds the newest state; guarded by retMu
 
@@ -240,7 +251,8 @@ type Journal struct {
 	recStateBytes []byte
 	checkpointed  int // segments trusted from checkpoints at Open
 
-	syncs, rotations, writtenBytes, removedSegs atomic.Uint64
+	syncs, rotations, writtenBytes, removedSegs, recycledSegs atomic.Uint64
+	retireSeq                                                 atomic.Uint64 // names retired files uniquely
 
 	preallocFailures atomic.Uint64
 	// Group-commit metrics, recorded by the flusher (off the event loops):
@@ -312,6 +324,8 @@ func Open(opts Options) (*Journal, error) {
 	}
 	j.preallocFailed = make(chan error)
 	j.needSegment = make(chan struct{}, 1)
+	j.retired = make(chan retired, 1)
+	j.rotated = make(chan struct{}, 1)
 	j.syncHist.Init(SyncHistBase)
 	j.batchHist.Init(1)
 	j.notFull.L = &j.mu
@@ -596,8 +610,11 @@ type Stats struct {
 	Syncs                        uint64 // successful group-commit syncs
 	WrittenBytes                 uint64 // record bytes written since Open
 	Rotations                    uint64
-	RemovedSegments              uint64 // deleted by retention since Open
-	TruncatedBytes               int64  // zeroed by recovery at Open: a torn tail, or corruption cut by RecoverTruncate
+	RemovedSegments              uint64 // deleted by retention since Open (recycled ones included)
+	// RecycledSegments counts the segments installed since Open in a
+	// file retention had retired (reused without zero-filling).
+	RecycledSegments uint64
+	TruncatedBytes   int64 // zeroed by recovery at Open: a torn tail, or corruption cut by RecoverTruncate
 	// PreallocFailures counts failed attempts to preallocate the next
 	// segment since Open (each is retried; see preallocLoop).
 	PreallocFailures uint64
@@ -620,17 +637,18 @@ func (j *Journal) Stats() Stats {
 	staged := j.pending
 	j.mu.Unlock()
 	s := Stats{
-		FirstSeq:        j.FirstSeq(),
-		LastSeq:         j.LastSeq(),
-		SyncedSeq:       j.SyncedSeq(),
-		StagedBytes:     staged,
-		Syncs:           j.syncs.Load(),
-		WrittenBytes:    j.writtenBytes.Load(),
-		Rotations:       j.rotations.Load(),
-		RemovedSegments: j.removedSegs.Load(),
-		TruncatedBytes:  j.truncatedBytes,
-		SyncVia:         SyncSyscall,
-		Err:             j.Err(),
+		FirstSeq:         j.FirstSeq(),
+		LastSeq:          j.LastSeq(),
+		SyncedSeq:        j.SyncedSeq(),
+		StagedBytes:      staged,
+		Syncs:            j.syncs.Load(),
+		WrittenBytes:     j.writtenBytes.Load(),
+		Rotations:        j.rotations.Load(),
+		RemovedSegments:  j.removedSegs.Load(),
+		RecycledSegments: j.recycledSegs.Load(),
+		TruncatedBytes:   j.truncatedBytes,
+		SyncVia:          SyncSyscall,
+		Err:              j.Err(),
 	}
 	s.PreallocFailures = j.preallocFailures.Load()
 	s.CheckpointedSegments = j.checkpointed
@@ -686,6 +704,7 @@ func (j *Journal) Close() error {
 	j.flushWG.Wait()
 	close(j.stop)
 	j.bg.Wait()
+	j.dropRetired()
 	j.timer.Stop()
 	j.closed.Store(true)
 	j.wakeWaiters(0, true)

@@ -65,8 +65,8 @@ func (j *Journal) ApplyRetention() (removed int, err error) {
 		j.segs = j.segs[1:]
 		j.segMu.Unlock()
 
-		if rerr := j.fs.Remove(s.path); rerr != nil && err == nil {
-			err = fmt.Errorf("journal: removing %s: %w", s.name, rerr)
+		if rerr := j.retire(s); rerr != nil && err == nil {
+			err = rerr
 		}
 		// Its checkpoint after it: a checkpoint without its segment is
 		// harmless (Open removes it), a segment without one is scanned.
@@ -120,4 +120,32 @@ func (j *Journal) RetentionHeldBytes() int64 {
 		total -= s.size
 	}
 	return held
+}
+
+// retire disposes of the file of segment s, which retention just took off
+// the segment list: renamed for reuse by the preallocator when recycling
+// is on, no cursor or Hold references s any more (none can take a new
+// reference once it is off the list), it has the journal's segment size
+// and no other retired file is waiting; removed otherwise. A crash after
+// the rename leaves a *.tmp file, which Open removes.
+func (j *Journal) retire(s *segment) error {
+	if j.recycling() && s.size == j.opts.SegmentSize && s.refs.Load() == 1 && len(j.retired) == 0 {
+		path := join(j.opts.Dir, fmt.Sprintf(recycleName, j.retireSeq.Add(1)))
+		if err := j.fs.Rename(s.path, path); err != nil {
+			return fmt.Errorf("journal: retiring %s: %w", s.name, err)
+		}
+		select {
+		case j.retired <- retired{path: path, gen: s.hdr.gen}:
+			return nil
+		default: // taken meanwhile by another retention pass
+		}
+		if err := j.fs.Remove(path); err != nil {
+			return fmt.Errorf("journal: removing %s: %w", path, err)
+		}
+		return nil
+	}
+	if err := j.fs.Remove(s.path); err != nil {
+		return fmt.Errorf("journal: removing %s: %w", s.name, err)
+	}
+	return nil
 }
