@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,37 +19,51 @@ import (
 // sampled every 64th record. sync= is Options.SyncVia: each batch's
 // writes and fdatasync as one linked io_uring chain, or pwrite and
 // fdatasync system calls.
+//
+// retain=grow is a new journal growing (retention at 2 GiB, beyond what
+// a run writes): every segment is a new file. retain=steady is a journal
+// at its retention limit (256 MiB, filled before the timer starts):
+// retention retires a segment at every rotation, and the next one reuses
+// its file (or, with recycling off or in older releases, a new zero-filled
+// one).
 func BenchmarkAppendSync(b *testing.B) {
-	for _, via := range []string{SyncUring, SyncSyscall} {
-		for _, n := range []int{1, 8} {
-			b.Run(fmt.Sprintf("sync=%s/appenders=%d", via, n), func(b *testing.B) {
-				if via == SyncUring {
-					if err := uring.Available(); err != nil {
-						b.Skipf("io_uring not available: %v", err)
+	for _, retain := range []string{"grow", "steady"} {
+		for _, via := range []string{SyncUring, SyncSyscall} {
+			for _, n := range []int{1, 8} {
+				b.Run(fmt.Sprintf("retain=%s/sync=%s/appenders=%d", retain, via, n), func(b *testing.B) {
+					if via == SyncUring {
+						if err := uring.Available(); err != nil {
+							b.Skipf("io_uring not available: %v", err)
+						}
 					}
-				}
-				benchAppendSync(b, n, via)
-			})
+					benchAppendSync(b, n, via, retain == "steady")
+				})
+			}
 		}
 	}
 }
 
 const sampleEvery = 64
 
-func benchAppendSync(b *testing.B, appenders int, via string) {
+func benchAppendSync(b *testing.B, appenders int, via string, steady bool) {
 	base := time.Now()
 	syncSeq := make([]uint64, 0, 1<<18)
 	syncAt := make([]int64, 0, 1<<18)
+	retain := int64(2 << 30) // keeps long runs from filling the disk
+	if steady {
+		retain = 4 * DefaultSegmentSize
+	}
+	var recording atomic.Bool
 	opts := Options{
 		Dir:            b.TempDir(),
-		RetentionBytes: 2 << 30, // keeps long runs from filling the disk
+		RetentionBytes: retain,
 		// Bound the queue (like the prototype's 50,000 unsynced records) so
 		// latency is not just the depth of a 64 MiB backlog.
 		MaxStagedBytes: 8 << 20,
 		SyncVia:        via,
 		Logger:         quietLogger(),
 		OnSync: func(s uint64) {
-			if len(syncSeq) < cap(syncSeq) {
+			if recording.Load() && len(syncSeq) < cap(syncSeq) {
 				syncSeq = append(syncSeq, s)
 				syncAt = append(syncAt, int64(time.Since(base)))
 			}
@@ -60,6 +75,21 @@ func benchAppendSync(b *testing.B, appenders int, via string) {
 	}
 	topic := []byte("bench/topic")
 	payload := make([]byte, 128)
+	if steady {
+		// Fill up to the limit and two segments beyond, so retention has
+		// retired segments before the timer starts.
+		h := record.Header{Publisher: 99}
+		for n := int64(0); n < retain+2*DefaultSegmentSize; n += int64(record.Size(len(topic), len(payload))) {
+			h.Time = 0
+			if _, err := j.Append(&h, topic, payload); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := j.WaitSynced(context.Background(), j.LastSeq()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	recording.Store(true)
 	type sample struct {
 		seq uint64
 		at  int64
