@@ -506,6 +506,7 @@ func scanSegment(s *segment, interval int, final, repair, truncCorrupt bool, log
 	off := int64(segHeaderSize)
 	seq := s.first
 	var bad error
+	batchFrom := off // the last batch start that verified
 	for {
 		if off+4 > s.size || record.Length(data[off:]) == 0 {
 			break // end of written data
@@ -520,6 +521,9 @@ func scanSegment(s *segment, interval int, final, repair, truncCorrupt bool, log
 		if err != nil {
 			bad = err
 			break
+		}
+		if v.Flags()&record.FlagBatchStart != 0 {
+			batchFrom = off
 		}
 		s.addIndex(off, interval)
 		off += int64(n)
@@ -538,7 +542,7 @@ func scanSegment(s *segment, interval int, final, repair, truncCorrupt bool, log
 	var evidence string
 	if s.recycled() {
 		var ok bool
-		if end, evidence, ok = recycledTail(s, off, seq, bad, rep); !ok {
+		if end, evidence, ok = recycledTail(s, off, batchFrom, seq, bad, rep); !ok {
 			return nil // clean end: only stale bytes follow
 		}
 	} else {
@@ -633,19 +637,27 @@ func badExtent(data []byte, off int64) int64 {
 
 // recycledTail examines what follows the valid records of a recycled final
 // segment s, which end at off (seq the next one expected, bad why the
-// record at off failed, nil for a zero length field). Bytes of an older
-// generation are expected there: they all carry seqs below s.first (the
-// file only ever held older segments of this journal), so any record that
-// verifies with a seq of at least seq was written by this generation after
-// the last sync that returned. ok is false for a clean end: a zero length
-// at off and no such record after it. Otherwise end is where the cut ends
-// (the end of the last such record, or of the bad record's extent, rounded
-// up to a page within the file), rep.DroppedLast is set, and evidence says
-// why the records may have been acknowledged ("" for a torn tail): a
-// later batch start of this generation, or a bad record no lost write
-// explains (every sector of it written: neither zeros from off on, nor
-// overlapping a stale record that verifies).
-func recycledTail(s *segment, off int64, seq uint64, bad error, rep *Report) (end int, evidence string, ok bool) {
+// record at off failed, nil for a zero length field; batchFrom the offset
+// of the last batch start among them). Bytes of an older generation are
+// expected there: they all carry seqs below s.first (the file only ever
+// held older segments of this journal), so any record that verifies with a
+// seq of at least seq was written by this generation after the last sync
+// that returned. ok is false for a clean end: a zero length at off and no
+// such record after it. Otherwise end is where the cut ends (the end of the
+// last such record, or of the bad record's extent, rounded up to a page
+// within the file), rep.DroppedLast is set, and evidence says why the
+// records may have been acknowledged ("" for a torn tail): a later batch
+// start of this generation, or a bad record no lost write explains.
+//
+// A lost write leaves a sector as it was at the last sync. Up to the end
+// of the zeros the flusher wrote after the batch before batchFrom (the
+// earliest point the last synced batch can have ended), that is zeros, as
+// in a pre-zeroed segment. Beyond, it is the older generation's bytes,
+// which are recognisable only where a whole stale record that verifies
+// overlaps the sector: a sector holding the tail of a stale record whose
+// start was overwritten looks like any other damage. Such sectors count as
+// unwritten, erring towards a torn tail.
+func recycledTail(s *segment, off, batchFrom int64, seq uint64, bad error, rep *Report) (end int, evidence string, ok bool) {
 	data := s.data
 	maxSeq := seq + uint64((int64(len(data))-off)/record.HeaderSize) + 1
 	newEnd := off
@@ -675,7 +687,11 @@ func recycledTail(s *segment, off int64, seq uint64, bad error, rep *Report) (en
 	cut := max(newEnd, badExtent(data, off))
 	cut = min((cut+pageSize-1)/pageSize*pageSize, int64(len(data)))
 	rep.DroppedLast = last
+	zeroEnd := batchFrom + pagePad(batchFrom, s.size, true)
 	stale := func(lo, hi int64) bool {
+		if lo >= zeroEnd {
+			return true // held stale bytes at the last sync
+		}
 		// A stale record overlapping [lo, hi) lies wholly at or after off
 		// (the bytes before off are this generation's).
 		for p := off; p < hi && p+record.HeaderSize <= int64(len(data)); p++ {
