@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tandemhq/tandem/internal/hist"
 	"github.com/tandemhq/tandem/record"
 )
@@ -197,6 +199,8 @@ type Journal struct {
 
 	kick chan struct{}
 
+	stagingMaps [][]byte // the mappings behind stage and taken (see stagingBuffer)
+
 	lastSeq atomic.Uint64
 	synced  atomic.Uint64
 	errp    atomic.Pointer[error]
@@ -336,11 +340,15 @@ func Open(opts Options) (*Journal, error) {
 		j.releaseSegments()
 		return nil, err
 	}
-	bufCap := min(opts.MaxStagedBytes, 2*opts.MaxBatchBytes)
-	j.stage = make([]byte, 0, bufCap)
-	j.taken = make([]byte, 0, bufCap)
-	j.marks = make([]mark, 0, 1024)
-	j.takenMarks = make([]mark, 0, 1024)
+	j.stage = j.stagingBuffer()
+	j.taken = j.stagingBuffer()
+	// Room for the marks of MaxStagedBytes of the smallest records (one
+	// per index entry, batch cut and rotation), so that they do not grow
+	// on the append path either; bounded, for tiny IndexIntervals.
+	markCap := min(opts.MaxStagedBytes/(record.HeaderSize*opts.IndexInterval)+
+		opts.MaxStagedBytes/opts.MaxBatchBytes+int(int64(opts.MaxStagedBytes)/opts.SegmentSize)+4, 1<<16)
+	j.marks = make([]mark, 0, markCap)
+	j.takenMarks = make([]mark, 0, markCap)
 
 	j.flushWG.Add(1)
 	go j.flushLoop()
@@ -435,7 +443,8 @@ func (j *Journal) stagedLocked(seq uint64, n int) {
 // a zero h.Time is set to the journal clock. The caller holds Lock. If
 // MaxStagedBytes are pending, it waits for the flusher, releasing the lock
 // meanwhile. The record becomes durable and visible when SyncedSeq reaches
-// seq. It does not allocate once the staging buffers have grown.
+// seq. It does not allocate (the staging buffers are reserved at Open for
+// MaxStagedBytes; only a record larger than 1 MiB can grow one, once).
 func (j *Journal) AppendLocked(h *record.Header, topic, payload []byte) (seq uint64, err error) {
 	if len(topic) > record.MaxTopic {
 		return 0, fmt.Errorf("%w: topic of %d bytes", ErrTooLarge, len(topic))
@@ -702,6 +711,7 @@ func (j *Journal) Close() error {
 	default:
 	}
 	j.flushWG.Wait()
+	j.releaseStaging()
 	close(j.stop)
 	j.bg.Wait()
 	j.dropRetired()
@@ -710,6 +720,45 @@ func (j *Journal) Close() error {
 	j.wakeWaiters(0, true)
 	j.releaseSegments()
 	return j.Err()
+}
+
+// stagingSlack is the room a staging buffer has beyond MaxStagedBytes: an
+// appender is admitted while fewer than MaxStagedBytes are pending, so the
+// buffer holds up to that plus one record. A larger record grows it once,
+// into the Go heap.
+const stagingSlack = 1 << 20
+
+// stagingBuffer returns an empty staging buffer with room for
+// MaxStagedBytes+stagingSlack: anonymous memory mapped outside the Go heap
+// (its pages become resident only as they are first used), so the buffer
+// never grows by copying on the append path. Growing one by append while
+// appenders outrun the flusher (a replication catch-up) copied up to
+// MaxStagedBytes into fresh memory in one non-preemptible memmove, during
+// which the garbage collector's workers spun waiting to stop that
+// goroutine. Where mapping fails it falls back to the heap.
+func (j *Journal) stagingBuffer() []byte {
+	n := j.opts.MaxStagedBytes + stagingSlack
+	b, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANON)
+	if err != nil {
+		return make([]byte, 0, min(j.opts.MaxStagedBytes, 2*j.opts.MaxBatchBytes))
+	}
+	j.stagingMaps = append(j.stagingMaps, b)
+	return b[:0]
+}
+
+// releaseStaging unmaps the staging buffers once the flusher has stopped
+// (appenders are refused from Close on, so nothing touches them).
+func (j *Journal) releaseStaging() {
+	j.mu.Lock()
+	j.stage, j.taken = nil, nil
+	maps := j.stagingMaps
+	j.stagingMaps = nil
+	j.mu.Unlock()
+	for _, b := range maps {
+		if err := unix.Munmap(b); err != nil {
+			j.log.Warn("journal: unmapping a staging buffer", "err", err)
+		}
+	}
 }
 
 func (j *Journal) releaseSegments() {
