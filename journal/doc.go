@@ -83,6 +83,10 @@
 // still has room; when the flusher needs the segment and none is ready it
 // asks for an immediate attempt, and if that one fails the journal fails.
 // Appenders block (releasing the lock) while MaxStagedBytes are pending.
+// Both staging buffers are reserved at Open for MaxStagedBytes plus 1 MiB
+// (anonymous mappings outside the Go heap, resident only as far as they
+// are used), and the marks for as many records, so appenders outrunning
+// the flusher never grow them by copying on the append path.
 //
 // On the OS file system the zeros are written with O_DIRECT (they would
 // only pollute the page cache) through a descriptor that is closed before
