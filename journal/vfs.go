@@ -221,32 +221,6 @@ type zeroCreator interface {
 // far; it may sleep to keep zeroing from starving group commits of disk
 // bandwidth.
 func (OSFS) CreateZeroed(name string, size int64, pace func(done int64)) (File, error) {
-	if os.Getenv("JHACK") == "falloc" {
-		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
-		if err != nil {
-			return nil, err
-		}
-		if err := unix.Fallocate(int(f.Fd()), 0, 0, size); err != nil {
-			return nil, err
-		}
-		return newOSFile(f), nil
-	}
-	if os.Getenv("JHACK") == "buffered" {
-		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
-		if err != nil {
-			return nil, err
-		}
-		of := newOSFile(f)
-		zeros := make([]byte, 1<<20)
-		for off := int64(0); off < size; off += 1 << 20 {
-			of.WriteAt(zeros, off)
-			if pace != nil {
-				pace(off)
-			}
-		}
-		of.SyncData()
-		return of, nil
-	}
 	if err := writeZerosDirect(name, size, pace); err != nil {
 		return nil, err
 	}
