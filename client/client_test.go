@@ -303,9 +303,11 @@ func TestHeartbeatTimeout(t *testing.T) {
 
 func TestHeartbeatsKeepIdleConnectionAlive(t *testing.T) {
 	s := newFakeServer(t)
-	c := connect(t, s.addr(), WithHeartbeat(30*time.Millisecond))
-	// The fake server closes a connection silent for 60ms; ten client
-	// heartbeats span well over that.
+	// 100ms: the fake server closes a connection silent for two intervals,
+	// and on a loaded 2-core machine under -race a 30ms interval's 60ms
+	// was sometimes less than one scheduling delay. Ten client heartbeats
+	// still span well over two intervals.
+	c := connect(t, s.addr(), WithHeartbeat(100*time.Millisecond))
 	eventually(t, "ten heartbeats from the client", func() bool {
 		if err := c.Err(); err != nil {
 			t.Fatalf("idle connection died after %d heartbeats: %v", s.heartbeats.Load(), err)

@@ -407,7 +407,7 @@ func (c *conn) onPublish(body []byte) {
 		local = seq
 		p.add(m.PubSeq, seq)
 		p.remember(m.PubSeq, seq, digest)
-		s.idx.selfLast = seq
+		s.idx.selfOwnLocked(seq)
 		if c.lastTopicCnt == nil || !bytes.Equal(m.Topic, c.lastTopic) {
 			c.lastTopicCnt = s.idx.topicLocked(m.Topic)
 			c.lastTopic = append(c.lastTopic[:0], m.Topic...)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/tandemhq/tandem/internal/hasm"
 	"github.com/tandemhq/tandem/internal/rsm"
 )
 
@@ -34,13 +35,30 @@ var broken = map[string]*bool{
 	// HA client before the fix this simulator prompted): after a restart
 	// with a memory store they collide with acknowledged sequences.
 	"publish-before-logon": &BrokenPublishBeforeLogon,
+	// Origins per journal, not per run, and no LostOwnRecords: a data
+	// directory restored from an old copy (the product before the fix).
+	"no-epochs": &BrokenNoEpochs,
+	// A peer back with an empty data directory is not re-sent what it had
+	// shipped here (rsm.Filter.Reseed off).
+	"no-reseed": &BrokenNoReseed,
+	// Issue #11 §1 undone: the subscriber's delivered filter is a
+	// per-publisher high-water mark, so a late message is dropped.
+	"publisher-high-water-mark": &hasm.Broken.HighWaterMark,
+	// Issue #11 §2 undone: a re-subscribe starts at the server's current
+	// position (a subscription without a sub id).
+	"resubscribe-at-now": &hasm.Broken.ResubscribeAtNow,
+	// The overlapping-syncs rule's first draft (with Options.Overlap).
+	"overlap-forgets-early": &BrokenOverlapForgetsEarly,
 }
 
 // brokenOptions are the runs that find each (a topology that exercises
 // the rule).
 var brokenOptions = map[string]Options{
-	"trust-any-journal":  {Topology: "strict-pair"},
+	"trust-any-journal":  {Topology: "chain"},
 	"restart-downgraded": {Topology: "strict-pair"},
+	// a publisher restarted with a memory store before its server is back
+	"publish-before-logon":  {Topology: "single"},
+	"overlap-forgets-early": {Overlap: true, Topology: "strict-pair"},
 }
 
 // BrokenNames lists the broken builds.

@@ -12,12 +12,15 @@ type (
 	mHello struct {
 		From    string
 		Journal record.JournalID
+		Epoch   uint32
 	}
 	// mResume: the destination's position of the source's stream, and the
 	// journal the destination runs on (in replicate, its Hello's).
 	mResume struct {
 		Pos     rsm.Position
 		Journal record.JournalID
+		Epoch   uint32
+		Last    uint64 // the destination's durable last seq
 	}
 	mRefuse    struct{}
 	mHeartbeat struct{}
@@ -26,6 +29,7 @@ type (
 		From, Through uint64
 		ThroughCRC    uint32
 		Recs          []Rec
+		Synced        uint64 // the source's journal is durable through this
 	}
 	mBatchAck struct{ Through uint64 }
 
@@ -44,6 +48,7 @@ type (
 	mError     struct{ Code string }
 	mSubscribe struct {
 		Topic   string
+		Now     bool   // start at the current position
 		Origins []mark // per-origin progress: everything up to Seq seen
 		Pubs    []mark // per-publisher progress
 	}
@@ -94,6 +99,7 @@ type simSource struct {
 	m       *rsm.Source
 	ep      *Endpoint
 	journal record.JournalID // of the current link's Hello
+	epoch   uint32
 	q       rsm.AckQueue
 	saved   rsm.Position // the positions file
 	hasFile bool
@@ -134,7 +140,10 @@ type Instance struct {
 	startedAt int64
 	j         *Journal
 	origin    uint64
-	pubs      map[uint64]*pubIdx
+	// runEpoch: this run's epoch (record.OriginEpochID: origin ids per
+	// start, as engine.New draws them).
+	runEpoch uint32
+	pubs     map[uint64]*pubIdx
 	// appendAt: when each local seq was appended (for lag).
 	appendAt  []int64
 	dests     []*simDest
@@ -187,7 +196,11 @@ func (in *Instance) Start() {
 	in.epoch++
 	in.up, in.failed = true, false
 	in.startedAt = in.w.now
-	in.origin = record.OriginID(in.name, in.j.ID)
+	in.runEpoch = 0
+	if !BrokenNoEpochs {
+		in.runEpoch = uint32(in.w.rng.Uint32()) | 1
+	}
+	in.origin = record.OriginEpochID(in.name, in.j.ID, in.runEpoch)
 	in.rebuild()
 	in.dests = in.dests[:0]
 	for i, dc := range in.cfg.Dests {
@@ -205,6 +218,9 @@ func (in *Instance) Start() {
 			pos = src.saved
 		}
 		src.m, src.ep = rsm.NewSource(pos), nil
+		if in.s.overlap {
+			src.m.SetOverlap()
+		}
 		src.q.Reset()
 	}
 	in.recomputeSyncPoint()
@@ -283,6 +299,28 @@ func (in *Instance) Stop(silent bool, keep int) {
 	in.conns = in.conns[:0]
 }
 
+// Cut resets every connection of the instance (both ends see it close at
+// once: an RST, not a silence); they are dialed again.
+func (in *Instance) Cut() {
+	if !in.up {
+		return
+	}
+	in.tracef("connections cut")
+	for _, d := range in.dests {
+		if d.ep != nil {
+			in.destDown(d, "connection reset")
+		}
+	}
+	for _, src := range in.sources {
+		if src.ep != nil {
+			src.ep.Abort("connection reset")
+		}
+	}
+	for _, c := range append([]*clientConn(nil), in.conns...) {
+		c.ep.Abort("connection reset")
+	}
+}
+
 // failStop is what an instance does when its journal fails: every client
 // hears storage-failed, every connection closes, and it stays down until
 // an operator restarts it (docs/operations.md: exit 3).
@@ -309,7 +347,7 @@ func (in *Instance) kickSync() {
 	}
 	j.syncing = true
 	target := j.LastSeq()
-	in.w.After(in.w.Between(80*Microsecond, 400*Microsecond), in.alive(func() {
+	in.w.After(in.w.Between(80*Microsecond, 400*Microsecond)+j.slow, in.alive(func() {
 		j.syncing = false
 		if j.failNextSync {
 			j.failNextSync = false
@@ -343,6 +381,11 @@ func (in *Instance) appendRec(r Rec) (uint64, bool) {
 	in.appendAt = append(in.appendAt, in.w.now)
 	in.index(in.j.At(seq))
 	in.kickSync()
+	if in.s.overlap {
+		for _, d := range in.dests {
+			in.pump(d)
+		}
+	}
 	return seq, true
 }
 
@@ -428,7 +471,7 @@ func (in *Instance) dial(d *simDest) {
 				in.destDown(d, reason)
 			}
 		}
-		e.Send(mHello{From: in.name, Journal: in.j.ID})
+		e.Send(mHello{From: in.name, Journal: in.j.ID, Epoch: in.runEpoch})
 	}, func(reason string) {
 		if !live() {
 			return
@@ -458,6 +501,12 @@ func (in *Instance) onDestMsg(d *simDest, e *Endpoint, msg any) {
 		if BrokenTrustAnyJournal && m.Pos.Journal != in.j.ID && m.Pos.Seq > 0 {
 			from, v = m.Pos.Seq+1, rsm.ResumeAt // the bug of the journal-identity fix
 		}
+		if src := in.source(d.cfg.Name); v != rsm.ResumeFork && !BrokenNoEpochs && src != nil &&
+			rsm.LostOwnRecords(src.m.Journal(), in.heldOf(src), m.Journal, m.Last) {
+			in.tracef("%s lost records of its own stream that this instance holds (%d > its last %d): its stream starts afresh",
+				d.cfg.Name, in.heldOf(src), m.Last)
+			from, v = 1, rsm.ResumeNewStream
+		}
 		if v == rsm.ResumeFork {
 			d.m.Fork()
 			in.tracef("fork with %s: %s", d.cfg.Name, reason)
@@ -467,8 +516,8 @@ func (in *Instance) onDestMsg(d *simDest, e *Endpoint, msg any) {
 		}
 		d.run, _ = d.m.Resume(from)
 		d.cursor, d.batchFrom = from, from
-		d.f.SetDest(record.OriginID(d.cfg.Name, m.Journal))
-		if v == rsm.ResumeNewStream {
+		d.f.SetDest(record.OriginEpochID(d.cfg.Name, m.Journal, m.Epoch))
+		if v == rsm.ResumeNewStream && !BrokenNoReseed {
 			d.f.Reseed(in.j.LastSeq())
 		} else {
 			d.f.Reseed(0)
@@ -491,6 +540,19 @@ func (in *Instance) onDestMsg(d *simDest, e *Endpoint, msg any) {
 // BrokenLimpOn and BrokenConflictAsDuplicate: see broken.go.
 var BrokenLimpOn, BrokenConflictAsDuplicate bool
 
+// BrokenOverlapForgetsEarly: with overlapping syncs, LostOwnRecords looks
+// at what is received since the last rewind, not at the highest ever
+// received (the rule's first draft, which the simulator refuted).
+var BrokenOverlapForgetsEarly bool
+
+// BrokenNoEpochs: origin ids per journal only, and no LostOwnRecords (the
+// product before the restore fix this simulator prompted).
+var BrokenNoEpochs bool
+
+// BrokenNoReseed: a destination that resumes from nothing of this journal
+// is not reseeded (rsm.Filter.Reseed; the product before that fix).
+var BrokenNoReseed bool
+
 // BrokenTrustAnyJournal disables the journal-identity check (issue #10's
 // fix): a destination's position in another journal is trusted.
 var BrokenTrustAnyJournal bool
@@ -501,10 +563,14 @@ func (in *Instance) pump(d *simDest) {
 	if d.ep == nil || d.run == 0 || d.m.Forked() {
 		return
 	}
-	for d.m.WindowOpen() && d.cursor <= in.j.SyncedSeq() {
+	limit := in.j.SyncedSeq()
+	if in.s.overlap {
+		limit = in.j.LastSeq() // ship before the local fdatasync returns
+	}
+	for d.m.WindowOpen() && d.cursor <= limit {
 		var recs []Rec
 		through, size := d.cursor-1, 32
-		for d.cursor <= in.j.SyncedSeq() && len(recs) < 32 {
+		for d.cursor <= limit && len(recs) < 32 {
 			r := in.j.At(d.cursor)
 			if d.f.Wants(r.Seq, r.Origin, r.Via, []byte(r.Topic)) {
 				recs = append(recs, *r)
@@ -520,11 +586,20 @@ func (in *Instance) pump(d *simDest) {
 			}
 			continue
 		}
-		d.ep.Send(mBatch{Journal: in.j.ID, From: d.batchFrom, Through: through, ThroughCRC: in.j.At(through).CRC, Recs: recs})
+		d.ep.Send(mBatch{Journal: in.j.ID, From: d.batchFrom, Through: through, ThroughCRC: in.j.At(through).CRC, Recs: recs,
+			Synced: in.j.SyncedSeq()})
 		d.lastSend = in.w.now
 		d.m.Ship(d.run, through, len(recs), size)
 		d.batchFrom = through + 1
 	}
+}
+
+// heldOf is how far we hold src's stream for LostOwnRecords.
+func (in *Instance) heldOf(src *simSource) uint64 {
+	if BrokenOverlapForgetsEarly {
+		return src.m.ReceivedSeq()
+	}
+	return src.m.HighestReceived()
 }
 
 // ---- replication: the destination side (a peer's stream to us) ----
@@ -562,13 +637,16 @@ func (in *Instance) accept(e *Endpoint) bool {
 				s.ep.Close(false) // replaced
 			}
 			src, s.ep = s, e
+			if in.s.overlap {
+				s.m.Rewind()
+			}
 			held, switched := s.m.Follow(m.Journal)
-			s.journal = m.Journal
+			s.journal, s.epoch = m.Journal, m.Epoch
 			s.q.Reset()
 			if switched {
 				in.tracef("%s runs on a new journal: following it from its start", m.From)
 			}
-			e.Send(mResume{Pos: held, Journal: in.j.ID})
+			e.Send(mResume{Pos: held, Journal: in.j.ID, Epoch: in.runEpoch, Last: in.j.SyncedSeq()})
 		case mBatch:
 			if src == nil || src.ep != e {
 				return
@@ -593,6 +671,9 @@ func (in *Instance) accept(e *Endpoint) bool {
 		case mSubscribe:
 			if c != nil {
 				c.sub = &serverSub{topic: m.Topic, origins: m.Origins, pubs: m.Pubs, next: 1}
+				if m.Now {
+					c.sub.next = in.j.SyncedSeq() + 1
+				}
 				in.deliver(c)
 			}
 		}
@@ -646,7 +727,7 @@ func (in *Instance) onBatch(src *simSource, m mBatch) {
 			continue
 		}
 		nr := r
-		nr.Via = record.OriginID(src.peer, src.journal)
+		nr.Via = record.OriginEpochID(src.peer, src.journal, src.epoch)
 		seq, ok := in.appendRec(nr)
 		if !ok {
 			return
@@ -654,6 +735,9 @@ func (in *Instance) onBatch(src *simSource, m mBatch) {
 		stored = seq
 	}
 	src.q.Push(src.m.Received(m.Through, m.ThroughCRC, stored))
+	if in.s.overlap {
+		src.m.Confirm(m.Journal, m.Synced)
+	}
 	in.sendAcks(src)
 }
 

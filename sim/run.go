@@ -16,6 +16,8 @@ type Sim struct {
 	pubs  []*Publisher
 	subs  []*Subscriber
 	nodes []string
+	// overlap: Options.Overlap.
+	overlap bool
 }
 
 func (s *Sim) inst(name string) *Instance { return s.insts[s.instIndex(name)] }
@@ -50,12 +52,15 @@ type Options struct {
 	Topology string
 	// Verbose keeps the whole trace (Result.Tail then holds it all).
 	Verbose bool
-	// Restore adds "restore a data directory from a backup" to the faults.
-	// Off by default: the simulator found that a restored journal, which
-	// keeps its id, can have acks released before its peers see the fork
-	// and confuses subscribers' bookmarks (docs/architecture.md, "What the
-	// simulator found"); the fix is a journal epoch per start.
-	Restore bool
+	// Overlap: sources ship records before their own fdatasync returns,
+	// and a destination reports (Resume, positions files) only what the
+	// source confirmed durable (rsm.Source.Confirm, Rewind,
+	// HighestReceived): the rule for overlapping syncs (issue #15),
+	// checked here before the product implements it.
+	Overlap bool
+	// NoRestore leaves "restore a data directory from a backup" out of the
+	// faults.
+	NoRestore bool
 }
 
 const (
@@ -68,7 +73,7 @@ const (
 func Run(seed int64, o Options) *Result {
 	w := newWorld(seed)
 	w.verbose = o.Verbose
-	s := &Sim{w: w}
+	s := &Sim{w: w, overlap: o.Overlap}
 	s.net = newNetwork(w)
 	s.chk = newChecker(s)
 	topo := o.Topology
@@ -216,7 +221,7 @@ func (s *Sim) schedule(o Options) []string {
 				in.Wipe()
 				w.After(d, func() { s.restart(in) })
 			}
-		case k < 31 && len(s.insts) > 1 && o.Restore: // restore an old copy of it
+		case k < 31 && len(s.insts) > 1 && !o.NoRestore: // restore an old copy of it
 			desc = fmt.Sprintf("restore %s from a backup, down %dms", in.name, d/Millisecond)
 			backupAt := w.Between(0, at)
 			w.At(backupAt, func() { in.Backup() })
@@ -238,6 +243,16 @@ func (s *Sim) schedule(o Options) []string {
 			f = func() {
 				s.net.Partition(a, b, both)
 				w.After(d, func() { s.net.Heal(a, b); w.Tracef("heal %s-%s", a, b) })
+			}
+		case k < 58: // connection cut: every connection of an instance reset
+			desc = fmt.Sprintf("cut %s's connections", in.name)
+			f = func() { in.Cut() }
+		case k < 60: // slow disk: every fdatasync takes longer
+			extra := w.Between(2, 40) * Millisecond
+			desc = fmt.Sprintf("slow disk on %s +%dms per sync for %dms", in.name, extra/Millisecond, d/Millisecond)
+			f = func() {
+				in.j.slow = extra
+				w.After(d, func() { in.j.slow = 0 })
 			}
 		case k < 63: // slow link
 			a, b := s.pick2()
@@ -330,7 +345,7 @@ func (s *Sim) heal() {
 	s.w.Tracef("heal everything")
 	s.net.HealAll(s.nodes)
 	for _, in := range s.insts {
-		in.j.full, in.j.failNextSync = false, false
+		in.j.full, in.j.failNextSync, in.j.slow = false, false, 0
 		s.restart(in)
 	}
 	for _, p := range s.pubs {

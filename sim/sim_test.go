@@ -49,16 +49,29 @@ func TestDeterministic(t *testing.T) {
 	}
 }
 
-// Seeds that found bugs, fixed since: they must pass.
+// Seeds that found bugs, fixed since: each passes, and still fails with
+// its fix undone (the broken build), so it keeps exercising the bug.
 func TestRegressionSeeds(t *testing.T) {
 	for _, tc := range []struct {
-		seed int64
-		why  string
+		seed   int64
+		o      Options
+		broken string
+		why    string
 	}{
-		{2996, "strict pair, B back wiped: A acked a re-sent message as held by B (rsm.Filter reseed)"},
+		{46, Options{}, "no-reseed", "strict pair, A back wiped: B acked a re-sent message as held by A (rsm.Filter.Reseed)"},
+		{4, Options{}, "no-epochs", "async pair, a restored data directory: records written after the restore reused identities a subscriber held (origin epochs, rsm.LostOwnRecords)"},
+		{35, Options{Topology: "single"}, "publish-before-logon", "a memory-store publisher restarted: messages numbered before the logon left the store as acknowledged"},
 	} {
-		if r := Run(tc.seed, Options{}); len(r.Violations) > 0 {
+		if r := Run(tc.seed, tc.o); len(r.Violations) > 0 {
 			t.Errorf("seed %d (%s): %s\nfirst violation: %s", tc.seed, r.Topology, tc.why, r.Violations[0])
+		}
+		if err := Break(tc.broken); err != nil {
+			t.Fatal(err)
+		}
+		r := Run(tc.seed, tc.o)
+		Unbreak()
+		if len(r.Violations) == 0 {
+			t.Errorf("seed %d no longer finds %s's bug (%s)", tc.seed, tc.broken, tc.why)
 		}
 	}
 }
@@ -84,5 +97,20 @@ func TestBrokenBuildsCaught(t *testing.T) {
 			}
 			t.Fatalf("broken build %s not caught by seeds 1..400", name)
 		})
+	}
+}
+
+// The overlapping-syncs rule (Overlap: sources ship before their own
+// fdatasync; destinations report only what the source confirmed) holds
+// under the same faults.
+func TestOverlapRule(t *testing.T) {
+	n := 150
+	if raceOn {
+		n = 10
+	}
+	for s := int64(1); s <= int64(n); s++ {
+		if r := Run(s, Options{Overlap: true}); len(r.Violations) > 0 {
+			t.Fatalf("seed %d (%s) with overlapping syncs: %s\nreplay: make sim SEEDS=1 SEED=%d SIMFLAGS=-overlap", s, r.Topology, r.Violations[0], s)
+		}
 	}
 }

@@ -34,3 +34,36 @@ func TestNoAllocationsPerBatch(t *testing.T) {
 		t.Fatalf("queues grew to %d and %d", cap(d.out), cap(q.q))
 	}
 }
+
+// With overlapping syncs a destination reports only what the source
+// confirmed durable; a new link rewinds to it; the highest received stays
+// for LostOwnRecords.
+func TestSourceOverlap(t *testing.T) {
+	var j1 [16]byte
+	j1[0] = 1
+	s := NewSource(Position{Journal: j1})
+	s.SetOverlap()
+	s.Follow(j1)
+	s.Received(10, 110, 50)
+	s.Acked(Position{Journal: j1, Seq: 10, CRC: 110}) // durable here, not confirmed
+	if d := s.Durable(); d.Seq != 0 {
+		t.Fatalf("reported %d before the source confirmed it", d.Seq)
+	}
+	s.Confirm(j1, 8)
+	if d := s.Durable(); d.Seq != 0 {
+		t.Fatalf("reported %d with the source durable only through 8", d.Seq)
+	}
+	s.Confirm(j1, 12)
+	if d := s.Durable(); d.Seq != 10 || d.CRC != 110 {
+		t.Fatalf("reported %+v, want seq 10", d)
+	}
+	s.Received(20, 120, 60)
+	s.Acked(Position{Journal: j1, Seq: 20, CRC: 120})
+	s.Rewind() // the source may have crashed: take its stream again from 10
+	if s.ReceivedSeq() != 10 || !s.Fresh(11) || s.HighestReceived() != 20 {
+		t.Fatalf("after Rewind: received %d, fresh(11) %v, highest %d", s.ReceivedSeq(), s.Fresh(11), s.HighestReceived())
+	}
+	if !LostOwnRecords(j1, s.HighestReceived(), j1, 15) {
+		t.Fatal("a source back at 15 of a stream held to 20 here lost records")
+	}
+}

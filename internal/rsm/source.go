@@ -21,6 +21,51 @@ type Source struct {
 	received    uint64
 	storedLocal uint64
 	durable     Position
+	// Overlapping syncs (the source ships records before its own
+	// fdatasync returns): overlap set; confirmed is how far the source
+	// said its journal is durable; pending are positions durable here not
+	// yet confirmed durable at the source (oldest first). durable, what
+	// Resume reports, never passes confirmed: after a source crash, records
+	// beyond it may not exist there.
+	overlap   bool
+	confirmed uint64
+	pending   []Position
+	// highest: the highest source seq of this journal ever received here
+	// (Rewind does not lower it): the test of LostOwnRecords.
+	highest uint64
+}
+
+// HighestReceived returns the highest source seq of the followed journal
+// ever received here, early records of overlapping syncs included.
+func (s *Source) HighestReceived() uint64 { return max(s.highest, s.received) }
+
+// SetOverlap makes the source one that ships records before they are
+// durable at the source (see Confirm).
+func (s *Source) SetOverlap() { s.overlap = true; s.confirmed = s.durable.Seq }
+
+// Confirm: the source's journal is durable through synced (a batch's
+// header, with overlapping syncs). Positions durable here up to it become
+// the one Resume reports.
+func (s *Source) Confirm(journal record.JournalID, synced uint64) {
+	if journal != s.journal || synced <= s.confirmed {
+		return
+	}
+	s.confirmed = synced
+	n := 0
+	for n < len(s.pending) && s.pending[n].Seq <= synced {
+		s.durable = s.pending[n]
+		n++
+	}
+	s.pending = append(s.pending[:0], s.pending[n:]...)
+}
+
+// Rewind, at a new link with overlapping syncs: what was received beyond
+// the reported position may not exist at the source any more (it
+// crashed): the stream is taken again from there (de-duplication drops
+// what is held).
+func (s *Source) Rewind() {
+	s.received = s.durable.Seq
+	s.pending = s.pending[:0]
 }
 
 // NewSource returns a source holding durable (a position file's, or zero).
@@ -45,7 +90,7 @@ func (s *Source) Follow(journal record.JournalID) (held Position, switched bool)
 	held = s.durable
 	if s.journal != journal {
 		switched = held.Seq != 0 || s.received != 0
-		s.journal, s.received = journal, 0
+		s.journal, s.received, s.highest = journal, 0, 0
 		s.durable = Position{Journal: journal}
 	}
 	return held, switched
@@ -76,6 +121,7 @@ func (s *Source) Fresh(seq uint64) bool { return seq > s.received }
 func (s *Source) Received(through uint64, crc uint32, stored uint64) PendingAck {
 	s.storedLocal = max(s.storedLocal, stored)
 	s.received = max(s.received, through)
+	s.highest = max(s.highest, s.received)
 	return PendingAck{WaitFor: s.storedLocal, Through: through, CRC: crc}
 }
 
@@ -83,9 +129,14 @@ func (s *Source) Received(through uint64, crc uint32, stored uint64) PendingAck 
 // here. A position of another journal, or not beyond the one held, is
 // ignored.
 func (s *Source) Acked(p Position) {
-	if p.Journal == s.durable.Journal && p.Seq > s.durable.Seq {
-		s.durable = p
+	if p.Journal != s.durable.Journal || p.Seq <= s.durable.Seq {
+		return
 	}
+	if s.overlap && p.Seq > s.confirmed {
+		s.pending = append(s.pending, p)
+		return
+	}
+	s.durable = p
 }
 
 // PendingAck is a batch acknowledgment waiting for the local disk.
