@@ -19,17 +19,21 @@ func TestCrashCloneKeepsAcknowledged(t *testing.T) {
 	if long() {
 		iters = 5000
 	}
-	tornTails := 0
+	tornTails, recycled := 0, 0
 	for it := 0; it < iters; it++ {
 		rng := rand.New(rand.NewPCG(seed, uint64(it)))
-		if crashOnce(t, it, rng) {
+		torn, rec := crashOnce(t, it, rng)
+		if torn {
 			tornTails++
 		}
+		if rec {
+			recycled++
+		}
 	}
-	t.Logf("%d crashes, %d torn tails truncated", iters, tornTails)
+	t.Logf("%d crashes, %d torn tails truncated, %d with a recycled tail", iters, tornTails, recycled)
 }
 
-func crashOnce(t *testing.T, it int, rng *rand.Rand) (tornTail bool) {
+func crashOnce(t *testing.T, it int, rng *rand.Rand) (tornTail, recycledTail bool) {
 	fs := NewMemFS()
 	torn := rng.IntN(2) == 0
 	// Crash either at a random moment, or at the crash point "beforeSync"
@@ -62,6 +66,11 @@ func crashOnce(t *testing.T, it int, rng *rand.Rand) (tornTail bool) {
 	opts.SegmentSize = int64(2<<10 + rng.IntN(30<<10))
 	opts.MaxBatchBytes = 256 + rng.IntN(8<<10)
 	opts.IndexInterval = 1 + rng.IntN(8)
+	if rng.IntN(2) == 0 {
+		// Retention at a few segments: retired files are recycled, so
+		// crashes also hit recycled tails and installs of retired files.
+		opts.RetentionBytes = int64(2+rng.IntN(3)) * opts.SegmentSize
+	}
 	j := mustOpen(t, opts)
 
 	var stop atomic.Bool
@@ -110,10 +119,11 @@ func crashOnce(t *testing.T, it int, rng *rand.Rand) (tornTail bool) {
 	}
 	last := j2.LastSeq()
 	tornTail = j2.Stats().TruncatedBytes > 0
+	recycledTail = j2.tail.recycled()
 	if last < ackedBefore {
 		t.Fatalf("iteration %d: recovered %d records, %d were acknowledged", it, last, ackedBefore)
 	}
-	verifyDet(t, j2, 1, last, true)
+	verifyDet(t, j2, j2.FirstSeq(), last, true)
 	for i := 0; i < 5; i++ {
 		appendDet(t, j2)
 	}
@@ -123,9 +133,9 @@ func crashOnce(t *testing.T, it int, rng *rand.Rand) (tornTail bool) {
 	}
 	// Recovering again (after a clean close) changes nothing.
 	j3 := mustOpen(t, opts)
-	verifyDet(t, j3, 1, last+5, true)
+	verifyDet(t, j3, j3.FirstSeq(), last+5, true)
 	j3.Close()
-	return tornTail
+	return tornTail, recycledTail
 }
 
 func TestFailedSyncIsStickyAndNeverAcked(t *testing.T) {

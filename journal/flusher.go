@@ -132,6 +132,10 @@ func (j *Journal) flushBatch() error {
 			j.queueCheckpoint(seg, true)
 			j.rotations.Add(1)
 			select {
+			case j.rotated <- struct{}{}:
+			default:
+			}
+			select {
 			case j.retKick <- struct{}{}:
 			default:
 			}
@@ -213,7 +217,7 @@ func (j *Journal) writePart(seg *segment, b []byte, off int64) error {
 	// pages avoids it; the batch's first page is cached (the previous batch
 	// wrote it).
 	end := off + int64(len(b))
-	if pad := pagePad(end, seg.size); pad > 0 {
+	if pad := pagePad(end, seg.size, seg.recycled()); pad > 0 {
 		if _, err := seg.f.WriteAt(zeroPage[:pad], end); err != nil {
 			return fmt.Errorf("journal: write %s at %d: %w", seg.name, end, err)
 		}
@@ -222,9 +226,21 @@ func (j *Journal) writePart(seg *segment, b []byte, off int64) error {
 }
 
 // pagePad is how many zeros complete the page in which a write ending at
-// end ends, in a segment of size bytes (0 if that would pass its end).
-func pagePad(end, size int64) int64 {
-	if pad := (pageSize - end%pageSize) % pageSize; end+pad <= size {
+// end ends, in a segment of size bytes (0 if that would pass its end). In a
+// recycled segment (stale bytes after the data) the zeros are at least 4
+// bytes, another page if need be, clipped at the end of the file: a zero
+// length field then always follows the last record written, as in a
+// pre-zeroed segment, so cursors, checkpoints and recovery find the end
+// of the data the same way (see Segment recycling in doc.go).
+func pagePad(end, size int64, recycled bool) int64 {
+	pad := (pageSize - end%pageSize) % pageSize
+	if recycled {
+		if pad < 4 {
+			pad += pageSize
+		}
+		return max(min(pad, size-end), 0)
+	}
+	if end+pad <= size {
 		return pad
 	}
 	return 0
@@ -232,4 +248,4 @@ func pagePad(end, size int64) int64 {
 
 const pageSize = 4096
 
-var zeroPage = make([]byte, pageSize)
+var zeroPage = make([]byte, 2*pageSize) // the longest pad pagePad returns

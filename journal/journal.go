@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tandemhq/tandem/internal/hist"
 	"github.com/tandemhq/tandem/record"
 )
@@ -94,6 +96,11 @@ type Options struct {
 	// RetentionInterval: how often retention runs in the background besides
 	// after every rotation (default 10s; only when a limit is set).
 	RetentionInterval time.Duration
+	// NoRecycle makes retention delete segment files. By default a deleted
+	// segment no cursor still reads is renamed and reused as a later
+	// segment, so its bytes are not zero-filled again (see Segment
+	// recycling in the package documentation).
+	NoRecycle bool
 
 	// RecoverTruncate lets Open repair corruption in the final segment
 	// (see Recovery in the package documentation) by truncating it at the
@@ -192,6 +199,8 @@ type Journal struct {
 
 	kick chan struct{}
 
+	stagingMaps [][]byte // the mappings behind stage and taken (see stagingBuffer)
+
 	lastSeq atomic.Uint64
 	synced  atomic.Uint64
 	errp    atomic.Pointer[error]
@@ -229,6 +238,12 @@ type Journal struct {
 	preallocFailed chan error
 	needSegment    chan struct{}
 
+	// retired holds a segment file retention renamed for reuse, until the
+	// preallocator takes it; rotated tells the preallocator a rotation
+	// installed the file it handed off (see handOff).
+	retired chan retired
+	rotated chan struct{}
+
 	retMu     sync.Mutex
 	stateCkpt uint64 // first seq of the segment whose checkpoint holds the newest state; guarded by retMu
 
@@ -240,7 +255,8 @@ type Journal struct {
 	recStateBytes []byte
 	checkpointed  int // segments trusted from checkpoints at Open
 
-	syncs, rotations, writtenBytes, removedSegs atomic.Uint64
+	syncs, rotations, writtenBytes, removedSegs, recycledSegs atomic.Uint64
+	retireSeq                                                 atomic.Uint64 // names retired files uniquely
 
 	preallocFailures atomic.Uint64
 	// Group-commit metrics, recorded by the flusher (off the event loops):
@@ -312,6 +328,8 @@ func Open(opts Options) (*Journal, error) {
 	}
 	j.preallocFailed = make(chan error)
 	j.needSegment = make(chan struct{}, 1)
+	j.retired = make(chan retired, 1)
+	j.rotated = make(chan struct{}, 1)
 	j.syncHist.Init(SyncHistBase)
 	j.batchHist.Init(1)
 	j.notFull.L = &j.mu
@@ -322,11 +340,15 @@ func Open(opts Options) (*Journal, error) {
 		j.releaseSegments()
 		return nil, err
 	}
-	bufCap := min(opts.MaxStagedBytes, 2*opts.MaxBatchBytes)
-	j.stage = make([]byte, 0, bufCap)
-	j.taken = make([]byte, 0, bufCap)
-	j.marks = make([]mark, 0, 1024)
-	j.takenMarks = make([]mark, 0, 1024)
+	j.stage = j.stagingBuffer()
+	j.taken = j.stagingBuffer()
+	// Room for the marks of MaxStagedBytes of the smallest records (one
+	// per index entry, batch cut and rotation), so that they do not grow
+	// on the append path either; bounded, for tiny IndexIntervals.
+	markCap := min(opts.MaxStagedBytes/(record.HeaderSize*opts.IndexInterval)+
+		opts.MaxStagedBytes/opts.MaxBatchBytes+int(int64(opts.MaxStagedBytes)/opts.SegmentSize)+4, 1<<16)
+	j.marks = make([]mark, 0, markCap)
+	j.takenMarks = make([]mark, 0, markCap)
 
 	j.flushWG.Add(1)
 	go j.flushLoop()
@@ -421,7 +443,8 @@ func (j *Journal) stagedLocked(seq uint64, n int) {
 // a zero h.Time is set to the journal clock. The caller holds Lock. If
 // MaxStagedBytes are pending, it waits for the flusher, releasing the lock
 // meanwhile. The record becomes durable and visible when SyncedSeq reaches
-// seq. It does not allocate once the staging buffers have grown.
+// seq. It does not allocate (the staging buffers are reserved at Open for
+// MaxStagedBytes; only a record larger than 1 MiB can grow one, once).
 func (j *Journal) AppendLocked(h *record.Header, topic, payload []byte) (seq uint64, err error) {
 	if len(topic) > record.MaxTopic {
 		return 0, fmt.Errorf("%w: topic of %d bytes", ErrTooLarge, len(topic))
@@ -596,8 +619,11 @@ type Stats struct {
 	Syncs                        uint64 // successful group-commit syncs
 	WrittenBytes                 uint64 // record bytes written since Open
 	Rotations                    uint64
-	RemovedSegments              uint64 // deleted by retention since Open
-	TruncatedBytes               int64  // zeroed by recovery at Open: a torn tail, or corruption cut by RecoverTruncate
+	RemovedSegments              uint64 // deleted by retention since Open (recycled ones included)
+	// RecycledSegments counts the segments installed since Open in a
+	// file retention had retired (reused without zero-filling).
+	RecycledSegments uint64
+	TruncatedBytes   int64 // zeroed by recovery at Open: a torn tail, or corruption cut by RecoverTruncate
 	// PreallocFailures counts failed attempts to preallocate the next
 	// segment since Open (each is retried; see preallocLoop).
 	PreallocFailures uint64
@@ -620,17 +646,18 @@ func (j *Journal) Stats() Stats {
 	staged := j.pending
 	j.mu.Unlock()
 	s := Stats{
-		FirstSeq:        j.FirstSeq(),
-		LastSeq:         j.LastSeq(),
-		SyncedSeq:       j.SyncedSeq(),
-		StagedBytes:     staged,
-		Syncs:           j.syncs.Load(),
-		WrittenBytes:    j.writtenBytes.Load(),
-		Rotations:       j.rotations.Load(),
-		RemovedSegments: j.removedSegs.Load(),
-		TruncatedBytes:  j.truncatedBytes,
-		SyncVia:         SyncSyscall,
-		Err:             j.Err(),
+		FirstSeq:         j.FirstSeq(),
+		LastSeq:          j.LastSeq(),
+		SyncedSeq:        j.SyncedSeq(),
+		StagedBytes:      staged,
+		Syncs:            j.syncs.Load(),
+		WrittenBytes:     j.writtenBytes.Load(),
+		Rotations:        j.rotations.Load(),
+		RemovedSegments:  j.removedSegs.Load(),
+		RecycledSegments: j.recycledSegs.Load(),
+		TruncatedBytes:   j.truncatedBytes,
+		SyncVia:          SyncSyscall,
+		Err:              j.Err(),
 	}
 	s.PreallocFailures = j.preallocFailures.Load()
 	s.CheckpointedSegments = j.checkpointed
@@ -684,13 +711,54 @@ func (j *Journal) Close() error {
 	default:
 	}
 	j.flushWG.Wait()
+	j.releaseStaging()
 	close(j.stop)
 	j.bg.Wait()
+	j.dropRetired()
 	j.timer.Stop()
 	j.closed.Store(true)
 	j.wakeWaiters(0, true)
 	j.releaseSegments()
 	return j.Err()
+}
+
+// stagingSlack is the room a staging buffer has beyond MaxStagedBytes: an
+// appender is admitted while fewer than MaxStagedBytes are pending, so the
+// buffer holds up to that plus one record. A larger record grows it once,
+// into the Go heap.
+const stagingSlack = 1 << 20
+
+// stagingBuffer returns an empty staging buffer with room for
+// MaxStagedBytes+stagingSlack: anonymous memory mapped outside the Go heap
+// (its pages become resident only as they are first used), so the buffer
+// never grows by copying on the append path. Growing one by append while
+// appenders outrun the flusher (a replication catch-up) copied up to
+// MaxStagedBytes into fresh memory in one non-preemptible memmove, during
+// which the garbage collector's workers spun waiting to stop that
+// goroutine. Where mapping fails it falls back to the heap.
+func (j *Journal) stagingBuffer() []byte {
+	n := j.opts.MaxStagedBytes + stagingSlack
+	b, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANON)
+	if err != nil {
+		return make([]byte, 0, min(j.opts.MaxStagedBytes, 2*j.opts.MaxBatchBytes))
+	}
+	j.stagingMaps = append(j.stagingMaps, b)
+	return b[:0]
+}
+
+// releaseStaging unmaps the staging buffers once the flusher has stopped
+// (appenders are refused from Close on, so nothing touches them).
+func (j *Journal) releaseStaging() {
+	j.mu.Lock()
+	j.stage, j.taken = nil, nil
+	maps := j.stagingMaps
+	j.stagingMaps = nil
+	j.mu.Unlock()
+	for _, b := range maps {
+		if err := unix.Munmap(b); err != nil {
+			j.log.Warn("journal: unmapping a staging buffer", "err", err)
+		}
+	}
 }
 
 func (j *Journal) releaseSegments() {

@@ -125,7 +125,7 @@ func (j *Journal) recover() error {
 		if err != nil {
 			return fmt.Errorf("journal: creating first segment: %w", err)
 		}
-		seg, err := j.installSegment(f, tmp, next, j.opts.SegmentSize)
+		seg, err := j.installSegment(f, tmp, next, j.opts.SegmentSize, 0)
 		if err != nil {
 			return err
 		}
@@ -506,6 +506,7 @@ func scanSegment(s *segment, interval int, final, repair, truncCorrupt bool, log
 	off := int64(segHeaderSize)
 	seq := s.first
 	var bad error
+	batchFrom := off // the last batch start that verified
 	for {
 		if off+4 > s.size || record.Length(data[off:]) == 0 {
 			break // end of written data
@@ -521,6 +522,9 @@ func scanSegment(s *segment, interval int, final, repair, truncCorrupt bool, log
 			bad = err
 			break
 		}
+		if v.Flags()&record.FlagBatchStart != 0 {
+			batchFrom = off
+		}
 		s.addIndex(off, interval)
 		off += int64(n)
 		seq++
@@ -534,9 +538,25 @@ func scanSegment(s *segment, interval int, final, repair, truncCorrupt bool, log
 	}
 
 	// Final segment: is anything written after the end of valid data?
-	end := nonZeroEnd(data, int(off))
-	if int64(end) == off {
-		return nil // clean end
+	var end int
+	var evidence string
+	if s.recycled() {
+		var ok bool
+		if end, evidence, ok = recycledTail(s, off, batchFrom, seq, bad, rep); !ok {
+			return nil // clean end: only stale bytes follow
+		}
+	} else {
+		end = nonZeroEnd(data, int(off))
+		if int64(end) == off {
+			return nil // clean end
+		}
+		rep.DroppedLast = max(seq, lastVerifying(data[:end], int(off), seq))
+		// Evidence that the batch holding seq had been synced (acknowledged).
+		if boff, bseq, ok := findBatchStart(data[:end], int(off), seq); ok {
+			evidence = fmt.Sprintf("a batch written after this one's fdatasync returned starts at offset %d seq %d, so this batch was synced and acknowledged", boff, bseq)
+		} else if !lostWriteExplains(data, off, nil) {
+			evidence = fmt.Sprintf("every %d-byte sector of the bad record holds written bytes, which no lost write explains, so it was damaged after being written and may have been acknowledged", sectorSize)
+		}
 	}
 	cause := "zero length followed by written bytes"
 	if bad != nil {
@@ -546,15 +566,8 @@ func scanSegment(s *segment, interval int, final, repair, truncCorrupt bool, log
 	rep.TornOffset = off
 	rep.TornBytes = int64(end) - off
 	rep.DroppedFirst = seq
-	rep.DroppedLast = max(seq, lastVerifying(data[:end], int(off), seq))
+	rep.DroppedLast = max(seq, rep.DroppedLast)
 
-	// Evidence that the batch holding seq had been synced (acknowledged).
-	var evidence string
-	if boff, bseq, ok := findBatchStart(data[:end], int(off), seq); ok {
-		evidence = fmt.Sprintf("a batch written after this one's fdatasync returned starts at offset %d seq %d, so this batch was synced and acknowledged", boff, bseq)
-	} else if !lostWriteExplains(data, off) {
-		evidence = fmt.Sprintf("every %d-byte sector of the bad record holds written bytes, which no lost write explains, so it was damaged after being written and may have been acknowledged", sectorSize)
-	}
 	if evidence != "" && !(repair && truncCorrupt) {
 		return fmt.Errorf("%w: %s offset %d seq %d: %s; %s: refusing to truncate "+
 			"(a repair, Options.RecoverTruncate or tandem serve --recover truncate, would cut here, dropping seq %d..%d, %d bytes)",
@@ -598,20 +611,109 @@ func scanSegment(s *segment, interval int, final, repair, truncCorrupt bool, log
 // bytes at or after off is non-zero (bytes before off belong to records
 // that verified). The record's extent is its length if its header is
 // consistent (length = header + topic + payload, within the file), else
-// just its header.
-func lostWriteExplains(data []byte, off int64) bool {
-	ext := off + record.HeaderSize
-	if _, n, err := record.Parse(data[off:]); err == nil {
-		ext = off + int64(n)
-	}
-	ext = min(ext, int64(len(data)))
+// just its header. In a recycled segment a lost write leaves the sector's
+// stale bytes instead: stale(lo, hi) reports whether a record of an older
+// generation that verifies overlaps [lo, hi); nil for a pre-zeroed one.
+func lostWriteExplains(data []byte, off int64, stale func(lo, hi int64) bool) bool {
+	ext := badExtent(data, off)
 	for sec := off / sectorSize * sectorSize; sec < ext; sec += sectorSize {
 		lo, hi := max(sec, off), min(sec+sectorSize, int64(len(data)))
-		if nonZeroEnd(data[:hi], int(lo)) == int(lo) {
+		if nonZeroEnd(data[:hi], int(lo)) == int(lo) || stale != nil && stale(lo, hi) {
 			return true
 		}
 	}
 	return false
+}
+
+// badExtent returns the end of the bad record at off: its length if its
+// header is consistent, else just its header (clipped to the file).
+func badExtent(data []byte, off int64) int64 {
+	ext := off + record.HeaderSize
+	if _, n, err := record.Parse(data[off:]); err == nil {
+		ext = off + int64(n)
+	}
+	return min(ext, int64(len(data)))
+}
+
+// recycledTail examines what follows the valid records of a recycled final
+// segment s, which end at off (seq the next one expected, bad why the
+// record at off failed, nil for a zero length field; batchFrom the offset
+// of the last batch start among them). Bytes of an older generation are
+// expected there: they all carry seqs below s.first (the file only ever
+// held older segments of this journal), so any record that verifies with a
+// seq of at least seq was written by this generation after the last sync
+// that returned. ok is false for a clean end: a zero length at off and no
+// such record after it. Otherwise end is where the cut ends (the end of the
+// last such record, or of the bad record's extent, rounded up to a page
+// within the file), rep.DroppedLast is set, and evidence says why the
+// records may have been acknowledged ("" for a torn tail): a later batch
+// start of this generation, or a bad record no lost write explains.
+//
+// A lost write leaves a sector as it was at the last sync. Up to the end
+// of the zeros the flusher wrote after the batch before batchFrom (the
+// earliest point the last synced batch can have ended), that is zeros, as
+// in a pre-zeroed segment. Beyond, it is the older generation's bytes,
+// which are recognisable only where a whole stale record that verifies
+// overlaps the sector: a sector holding the tail of a stale record whose
+// start was overwritten looks like any other damage. Such sectors count as
+// unwritten, erring towards a torn tail.
+func recycledTail(s *segment, off, batchFrom int64, seq uint64, bad error, rep *Report) (end int, evidence string, ok bool) {
+	data := s.data
+	maxSeq := seq + uint64((int64(len(data))-off)/record.HeaderSize) + 1
+	newEnd := off
+	var last, bseq uint64
+	boff := int64(-1)
+	for p := int(off); p+record.HeaderSize <= len(data); p++ {
+		if q := binary.LittleEndian.Uint64(data[p+8:]); q < seq || q > maxSeq {
+			continue // not a record of this generation's unsynced batch
+		}
+		n := record.Length(data[p:])
+		if n < record.HeaderSize || n > len(data)-p {
+			continue
+		}
+		v, _, err := record.Parse(data[p:])
+		if err != nil || v.Verify() != nil {
+			continue
+		}
+		newEnd = max(newEnd, int64(p+n))
+		last = max(last, v.Seq())
+		if boff < 0 && v.Seq() > seq && v.Flags()&record.FlagBatchStart != 0 {
+			boff, bseq = int64(p), v.Seq()
+		}
+	}
+	if bad == nil && newEnd == off {
+		return 0, "", false
+	}
+	cut := max(newEnd, badExtent(data, off))
+	cut = min((cut+pageSize-1)/pageSize*pageSize, int64(len(data)))
+	rep.DroppedLast = last
+	zeroEnd := batchFrom + pagePad(batchFrom, s.size, true)
+	stale := func(lo, hi int64) bool {
+		if lo >= zeroEnd {
+			return true // held stale bytes at the last sync
+		}
+		// A stale record overlapping [lo, hi) lies wholly at or after off
+		// (the bytes before off are this generation's).
+		for p := off; p < hi && p+record.HeaderSize <= int64(len(data)); p++ {
+			n := int64(record.Length(data[p:]))
+			if n < record.HeaderSize || p+n <= lo || p+n > int64(len(data)) {
+				continue
+			}
+			if q := binary.LittleEndian.Uint64(data[p+8:]); q >= s.first {
+				continue
+			}
+			if v, _, err := record.Parse(data[p:]); err == nil && v.Verify() == nil {
+				return true
+			}
+		}
+		return false
+	}
+	if boff >= 0 {
+		evidence = fmt.Sprintf("a batch written after this one's fdatasync returned starts at offset %d seq %d, so this batch was synced and acknowledged", boff, bseq)
+	} else if !lostWriteExplains(data, off, stale) {
+		evidence = fmt.Sprintf("every %d-byte sector of the bad record holds bytes written by this generation of the recycled segment, which no lost write explains, so it was damaged after being written and may have been acknowledged", sectorSize)
+	}
+	return int(cut), evidence, true
 }
 
 // lastVerifying returns the highest seq at or above expect of a record

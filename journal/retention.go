@@ -65,15 +65,19 @@ func (j *Journal) ApplyRetention() (removed int, err error) {
 		j.segs = j.segs[1:]
 		j.segMu.Unlock()
 
-		if rerr := j.fs.Remove(s.path); rerr != nil && err == nil {
-			err = fmt.Errorf("journal: removing %s: %w", s.name, rerr)
+		r, rerr := j.retire(s)
+		if rerr != nil && err == nil {
+			err = rerr
 		}
 		// Its checkpoint after it: a checkpoint without its segment is
 		// harmless (Open removes it), a segment without one is scanned.
 		if rerr := j.removeCheckpoint(s.first); rerr != nil && err == nil {
 			err = fmt.Errorf("journal: removing %s: %w", checkpointName(s.first), rerr)
 		}
-		s.unref(j)
+		s.unref(j) // the last reference: unmapped and closed
+		if r.path != "" {
+			j.retired <- r // room checked by retire; only retention (under retMu) sends
+		}
 		removed++
 		j.removedSegs.Add(1)
 		j.log.Info("journal: retention removed segment", "file", s.name, "first", s.first, "last", s.last, "aged", old, "over_bytes", big)
@@ -120,4 +124,25 @@ func (j *Journal) RetentionHeldBytes() int64 {
 		total -= s.size
 	}
 	return held
+}
+
+// retire disposes of the file of segment s, which retention just took off
+// the segment list: renamed for reuse by the preallocator (returned, for
+// the caller to hand over once it has closed s) when recycling is on, no
+// cursor or Hold references s any more (none can take a new reference once
+// it is off the list), it has the journal's segment size and no other
+// retired file is waiting; removed otherwise. A crash after the rename
+// leaves a *.tmp file, which Open removes.
+func (j *Journal) retire(s *segment) (retired, error) {
+	if j.recycling() && s.size == j.opts.SegmentSize && s.refs.Load() == 1 && len(j.retired) == 0 {
+		path := join(j.opts.Dir, fmt.Sprintf(recycleName, j.retireSeq.Add(1)))
+		if err := j.fs.Rename(s.path, path); err != nil {
+			return retired{}, fmt.Errorf("journal: retiring %s: %w", s.name, err)
+		}
+		return retired{path: path, gen: s.hdr.gen}, nil
+	}
+	if err := j.fs.Remove(s.path); err != nil {
+		return retired{}, fmt.Errorf("journal: removing %s: %w", s.name, err)
+	}
+	return retired{}, nil
 }

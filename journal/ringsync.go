@@ -161,7 +161,7 @@ func (j *Journal) closeRing() {
 // writeSyncRing is writePart then SyncData, as linked chains on the ring.
 func (j *Journal) writeSyncRing(seg *segment, f fdFile, b []byte, off int64) error {
 	rs := j.ring
-	ops := rs.ops[:prepareChain(&rs.ops, b, off, seg.size)]
+	ops := rs.ops[:prepareChain(&rs.ops, b, off, seg.size, seg.recycled())]
 	fd := int(f.Fd())
 	for len(ops) > 0 {
 		ran, err := rs.run.runChain(fd, ops, rs.res[:len(ops)])
@@ -188,13 +188,13 @@ func (j *Journal) writeSyncRing(seg *segment, f fdFile, b []byte, off int64) err
 // of size bytes and syncs it: the write (none if b is empty), the write
 // completing its last page (see writePart), the fdatasync. It returns how
 // many ops it filled.
-func prepareChain(ops *[chainMax]chainOp, b []byte, off, size int64) int {
+func prepareChain(ops *[chainMax]chainOp, b []byte, off, size int64, recycled bool) int {
 	n := 0
 	if len(b) > 0 {
 		ops[n] = chainOp{buf: b, off: off, at: off}
 		n++
 		end := off + int64(len(b))
-		if pad := pagePad(end, size); pad > 0 {
+		if pad := pagePad(end, size, recycled); pad > 0 {
 			ops[n] = chainOp{buf: zeroPage[:pad], off: end, at: end}
 			n++
 		}

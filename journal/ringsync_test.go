@@ -287,7 +287,7 @@ func TestSettleChain(t *testing.T) {
 	)
 	chain := func() []chainOp {
 		var ops [chainMax]chainOp
-		n := prepareChain(&ops, make([]byte, 1000), 4096+64, 64<<10)
+		n := prepareChain(&ops, make([]byte, 1000), 4096+64, 64<<10, false)
 		return ops[:n]
 	}
 	if ops := chain(); len(ops) != 3 || ops[1].off != 4096+1064 || len(ops[1].buf) != 4096-1064 || !ops[2].sync {
@@ -295,10 +295,10 @@ func TestSettleChain(t *testing.T) {
 	}
 	// Only a sync for an empty part; no page completion past the end.
 	var ops [chainMax]chainOp
-	if n := prepareChain(&ops, nil, 64, 64<<10); n != 1 || !ops[0].sync {
+	if n := prepareChain(&ops, nil, 64, 64<<10, false); n != 1 || !ops[0].sync {
 		t.Fatalf("empty part: %d ops %+v", n, ops[:n])
 	}
-	if n := prepareChain(&ops, make([]byte, 100), 64<<10-100, 64<<10); n != 2 || !ops[1].sync {
+	if n := prepareChain(&ops, make([]byte, 100), 64<<10-100, 64<<10, false); n != 2 || !ops[1].sync {
 		t.Fatalf("part at the end: %d ops %+v", n, ops[:n])
 	}
 

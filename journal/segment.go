@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -15,10 +16,14 @@ import (
 
 // Segment file header; part of the on-disk format (see doc.go).
 const (
-	segMagic      = "TNDMSEG1"
-	segVersion    = 2 // 2: journal id at 40; 1: no id (upgraded at Open)
-	segVersionV1  = 1
-	segHeaderSize = 64
+	segMagic = "TNDMSEG1"
+	// segVersion 2: journal id at 40, [56,60) zero (a pre-zeroed file);
+	// segVersionV1: no id (upgraded at Open); segVersionRecycled 3: a
+	// recycled file, generation at 56 (> 0), stale bytes after the data.
+	segVersion         = 2
+	segVersionV1       = 1
+	segVersionRecycled = 3
+	segHeaderSize      = 64
 
 	hdrOffMagic   = 0
 	hdrOffVersion = 8
@@ -26,13 +31,15 @@ const (
 	hdrOffFirst   = 16
 	hdrOffSegSize = 24
 	hdrOffCreated = 32
-	hdrOffID      = 40 // 16 bytes, version 2; [56,60) reserved zero
+	hdrOffID      = 40 // 16 bytes, version 2 and 3
+	hdrOffGen     = 56 // u32: version 3 only (version 2: reserved zero)
 	hdrOffCRC     = 60
 
 	segSuffix     = ".seg"
 	segNameDigits = 20
 	tmpSuffix     = ".tmp"
-	preallocName  = "next-%d.seg.tmp" // a counter keeps names unique
+	preallocName  = "next-%d.seg.tmp"    // a counter keeps names unique
+	recycleName   = "recycle-%d.seg.tmp" // a retired segment waiting for reuse
 )
 
 // segmentName returns the file name of the segment whose first record has
@@ -57,13 +64,22 @@ type segHeader struct {
 	// id is the journal's id; zero only in a version 1 header (decoded,
 	// never encoded).
 	id record.JournalID
+	// gen counts how many times the file was recycled: 0 for a file
+	// zero-filled when created (version 1 and 2 headers), > 0 for a
+	// recycled one (version 3), whose bytes after the data are stale.
+	gen uint32
 }
 
-// encode returns the version 2 header.
+// encode returns the version 2 header (gen 0) or version 3 (gen > 0).
 func (h segHeader) encode() []byte {
 	b := make([]byte, segHeaderSize)
 	copy(b[hdrOffMagic:], segMagic)
-	binary.LittleEndian.PutUint32(b[hdrOffVersion:], segVersion)
+	v := uint32(segVersion)
+	if h.gen > 0 {
+		v = segVersionRecycled
+		binary.LittleEndian.PutUint32(b[hdrOffGen:], h.gen)
+	}
+	binary.LittleEndian.PutUint32(b[hdrOffVersion:], v)
 	binary.LittleEndian.PutUint32(b[hdrOffHdrSize:], segHeaderSize)
 	binary.LittleEndian.PutUint64(b[hdrOffFirst:], h.first)
 	binary.LittleEndian.PutUint64(b[hdrOffSegSize:], uint64(h.size))
@@ -84,7 +100,7 @@ func decodeSegHeader(b []byte) (segHeader, error) {
 		return segHeader{}, fmt.Errorf("header checksum %08x, want %08x", got, want)
 	}
 	v := binary.LittleEndian.Uint32(b[hdrOffVersion:])
-	if v != segVersion && v != segVersionV1 {
+	if v != segVersion && v != segVersionV1 && v != segVersionRecycled {
 		return segHeader{}, fmt.Errorf("unsupported format version %d", v)
 	}
 	if hs := binary.LittleEndian.Uint32(b[hdrOffHdrSize:]); hs != segHeaderSize {
@@ -95,10 +111,16 @@ func decodeSegHeader(b []byte) (segHeader, error) {
 		size:    int64(binary.LittleEndian.Uint64(b[hdrOffSegSize:])),
 		created: int64(binary.LittleEndian.Uint64(b[hdrOffCreated:])),
 	}
-	if v == segVersion {
+	if v == segVersion || v == segVersionRecycled {
 		copy(h.id[:], b[hdrOffID:])
 		if h.id.IsZero() {
-			return segHeader{}, errors.New("version 2 header with a zero journal id")
+			return segHeader{}, fmt.Errorf("version %d header with a zero journal id", v)
+		}
+	}
+	if v == segVersionRecycled {
+		h.gen = binary.LittleEndian.Uint32(b[hdrOffGen:])
+		if h.gen == 0 {
+			return segHeader{}, errors.New("version 3 header with generation 0")
 		}
 	}
 	return h, nil
@@ -176,6 +198,10 @@ func (s *segment) locate(seq uint64, interval int) int64 {
 	}
 	return off
 }
+
+// recycled reports whether s is a recycled file: the bytes after its data
+// are stale (an older segment's), not zeros.
+func (s *segment) recycled() bool { return s.hdr.gen > 0 }
 
 func (s *segment) ref() { s.refs.Add(1) }
 
@@ -266,17 +292,25 @@ func (j *Journal) zeroFile(name string, size int64, paced bool) (File, error) {
 	return f, nil
 }
 
-// installSegment turns a zeroed file (at tmpPath) into the segment starting
-// at first: header written and synced, renamed, directory synced, mapped.
-func (j *Journal) installSegment(f File, tmpPath string, first uint64, size int64) (*segment, error) {
+// installSegment turns a zeroed file (gen 0) or a recycled one (gen > 0),
+// at tmpPath, into the segment starting at first: header written and
+// synced, renamed, directory synced, mapped.
+func (j *Journal) installSegment(f File, tmpPath string, first uint64, size int64, gen uint32) (*segment, error) {
 	name := segmentName(first)
 	path := join(j.opts.Dir, name)
-	hdr := segHeader{first: first, size: size, created: j.now().UnixNano(), id: j.id}
+	hdr := segHeader{first: first, size: size, created: j.now().UnixNano(), id: j.id, gen: gen}
 	fail := func(err error) (*segment, error) {
 		f.Close()
 		return nil, fmt.Errorf("journal: creating segment %s: %w", name, err)
 	}
-	if _, err := f.WriteAt(hdr.encode(), 0); err != nil {
+	head := hdr.encode()
+	if gen > 0 {
+		// The rest of the first page zeroed too: the stale record at the
+		// first record's offset must not pass for data (a zero length
+		// field marks the end of the data, as in a pre-zeroed file).
+		head = append(head, zeroPage[:min(pageSize, size)-segHeaderSize]...)
+	}
+	if _, err := f.WriteAt(head, 0); err != nil {
 		return fail(err)
 	}
 	if err := f.SyncData(); err != nil {
@@ -308,6 +342,62 @@ func (j *Journal) installSegment(f File, tmpPath string, first uint64, size int6
 type preallocated struct {
 	f    File
 	path string
+	gen  uint32 // 0: zero-filled; > 0: recycled, the header's generation
+}
+
+// A retired segment file renamed to path for reuse (see ApplyRetention);
+// gen is the generation its header had.
+type retired struct {
+	path string
+	gen  uint32
+}
+
+// nextGen is the generation of a file recycled from one of generation gen.
+func nextGen(gen uint32) uint32 {
+	if gen == math.MaxUint32 {
+		return 1
+	}
+	return gen + 1
+}
+
+// reuse opens a retired segment file for the preallocator. It must still
+// have the journal's segment size; its contents are left as they are.
+func (j *Journal) reuse(r retired) (preallocated, error) {
+	f, err := j.fs.Open(r.path)
+	if err != nil {
+		return preallocated{}, err
+	}
+	if size, err := f.Size(); err != nil || size != j.opts.SegmentSize {
+		f.Close()
+		if err == nil {
+			err = fmt.Errorf("%d bytes, want %d", size, j.opts.SegmentSize)
+		}
+		return preallocated{}, err
+	}
+	return preallocated{f: f, path: r.path, gen: nextGen(r.gen)}, nil
+}
+
+// takeRetired returns a retired file waiting for reuse, if there is one.
+func (j *Journal) takeRetired() (retired, bool) {
+	select {
+	case r := <-j.retired:
+		return r, true
+	default:
+		return retired{}, false
+	}
+}
+
+// dropRetired removes the retired files nobody will reuse (at Close).
+func (j *Journal) dropRetired() {
+	for {
+		r, ok := j.takeRetired()
+		if !ok {
+			return
+		}
+		if err := j.fs.Remove(r.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			j.log.Warn("journal: removing a retired segment", "file", r.path, "err", err)
+		}
+	}
 }
 
 // Preallocation retry back-off: the first retry after a failure comes
@@ -334,7 +424,23 @@ func (j *Journal) preallocLoop() {
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	defer retry.Stop()
+	defer j.dropRetired()
 	for n := 1; ; n++ {
+		// A segment retention retired is reused as it is: no zeros
+		// written (see Segment recycling in doc.go).
+		if r, ok := j.takeRetired(); ok {
+			p, err := j.reuse(r)
+			if err == nil {
+				if !j.handOff(p) {
+					return
+				}
+				continue
+			}
+			j.log.Warn("journal: cannot reuse a retired segment; removing it", "file", r.path, "err", err)
+			if rerr := j.fs.Remove(r.path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+				j.log.Warn("journal: removing a retired segment", "file", r.path, "err", rerr)
+			}
+		}
 		path := join(j.opts.Dir, fmt.Sprintf(preallocName, n))
 		f, err := j.zeroFile(path, j.opts.SegmentSize, true) // ahead of need: paced
 		if err != nil {
@@ -364,16 +470,45 @@ func (j *Journal) preallocLoop() {
 			continue
 		}
 		backoff = preallocRetryMin
-		select {
-		case j.ready <- preallocated{f: f, path: path}:
-		case <-j.stop:
-			f.Close()
-			if err := j.fs.Remove(path); err != nil {
-				j.log.Warn("journal: removing preallocated segment", "err", err)
-			}
+		if !j.handOff(preallocated{f: f, path: path}) {
 			return
 		}
 	}
+}
+
+// handOff gives p to the flusher's next rotation and, when retention may
+// retire segments, waits for that rotation to be installed and applies
+// retention at once, so the segment it retires (if any) is there for the
+// preallocator's next round instead of a zero-filled new file. It returns
+// false, having removed p, when the journal stops.
+func (j *Journal) handOff(p preallocated) bool {
+	select {
+	case j.ready <- p:
+	case <-j.stop:
+		p.f.Close()
+		if err := j.fs.Remove(p.path); err != nil {
+			j.log.Warn("journal: removing preallocated segment", "err", err)
+		}
+		return false
+	}
+	if !j.recycling() {
+		return true
+	}
+	select {
+	case <-j.rotated:
+	case <-j.stop:
+		return false
+	}
+	if _, err := j.ApplyRetention(); err != nil {
+		j.log.Warn("journal: retention", "err", err)
+	}
+	return true
+}
+
+// recycling reports whether retention hands deleted segments to the
+// preallocator for reuse.
+func (j *Journal) recycling() bool {
+	return !j.opts.NoRecycle && (j.opts.RetentionAge > 0 || j.opts.RetentionBytes > 0)
 }
 
 // nextSegment installs the preallocated file as the segment starting at
@@ -397,5 +532,9 @@ func (j *Journal) nextSegment(first uint64) (*segment, error) {
 			return nil, ErrClosed
 		}
 	}
-	return j.installSegment(p.f, p.path, first, j.opts.SegmentSize)
+	seg, err := j.installSegment(p.f, p.path, first, j.opts.SegmentSize, p.gen)
+	if err == nil && p.gen > 0 {
+		j.recycledSegs.Add(1)
+	}
+	return seg, err
 }
