@@ -221,7 +221,9 @@ type Server struct {
 	closed  bool
 	// replHold is repl, published for the journal's retention goroutine.
 	replHold atomic.Pointer[replicate.Replicator]
-	err      atomic.Pointer[error]
+	// stages: the sampled per-stage latency breakdown (stages.go).
+	stages stageProbe
+	err    atomic.Pointer[error]
 	// refusals counts publishes refused permanently (too-large, bad topic,
 	// sequence-reused).
 	refusals atomic.Uint64
@@ -422,6 +424,7 @@ func New(cfg Config) (s *Server, err error) {
 	jo.Dir = cfg.DataDir
 	jo.Logger = s.log
 	jo.OnSync = s.onSync
+	jo.OnFlushStage = s.stages.onFlushStage
 	jo.OnFail = s.onJournalFail
 	jo.StateCheckpoint = s.stateCheckpoint
 	if cfg.Replication != nil {
@@ -469,6 +472,11 @@ func New(cfg Config) (s *Server, err error) {
 			lock.Close()
 			return nil, fmt.Errorf("engine: %w", err)
 		}
+		r.SetStageHooks(replicate.StageHooks{
+			Shipped: func(through uint64) { s.stages.stamp(stShipped, through) },
+			PeerAck: func(through uint64) { s.stages.stamp(stPeerAck, through) },
+			AckSent: func(local uint64) { s.stages.done(probeRepl, local) },
+		})
 		s.repl = r
 		s.replHold.Store(r)
 	}
@@ -612,7 +620,8 @@ func (s *Server) Journal() *journal.Journal { return s.j }
 // onSync runs on the journal's flusher goroutine after every sync: it wakes
 // the loops that sleep while waiting for durability, and the replication
 // senders.
-func (s *Server) onSync(uint64) {
+func (s *Server) onSync(synced uint64) {
+	s.stages.stamp(stSynced, synced)
 	if s.repl != nil {
 		s.repl.Notify()
 	}
@@ -690,9 +699,11 @@ func (s *Server) syncPeers(local uint64) uint8 {
 // seq whose durability covers every record of the batch, stored or
 // duplicate.
 func (s *Server) StoreReplicated(recs []record.View, via uint64) (uint64, error) {
+	recv := stageNow()
 	s.j.Lock()
 	defer s.j.Unlock()
 	var wait uint64
+	probed := s.stages.busy(recv)
 	for _, v := range recs {
 		p := s.idx.publisherLocked(v.Publisher())
 		digest := messageDigest(v.Topic(), v.Payload())
@@ -715,6 +726,9 @@ func (s *Server) StoreReplicated(recs []record.View, via uint64) (uint64, error)
 		seq, err := s.j.AppendRecordLocked(v.Bytes(), via)
 		if err != nil {
 			return 0, err
+		}
+		if !probed {
+			probed = s.stages.claim(probeRepl, seq, recv, stageNow()) || true
 		}
 		p.add(v.PubSeq(), seq)
 		p.remember(v.PubSeq(), seq, digest)
@@ -777,6 +791,7 @@ func (s *Server) Stats() *wire.Stats {
 		Duplicates:    s.idx.duplicates.Load(),
 		Conflicts:     s.idx.conflicts.Load(),
 		Refused:       s.refusals.Load(),
+		Stages:        s.stages.stats(),
 		Journal: wire.JournalStats{
 			FirstSeq: js.FirstSeq, LastSeq: js.LastSeq, SyncedSeq: js.SyncedSeq,
 			Bytes: js.Bytes, UsedBytes: js.UsedBytes, RetentionHeldBytes: s.j.RetentionHeldBytes(),

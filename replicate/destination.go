@@ -359,6 +359,9 @@ func (d *destination) send(run *senderRun, from uint64) {
 			l.close(err)
 			return
 		}
+		if h := r.hooks.Shipped; h != nil {
+			h(through)
+		}
 		prev = through
 	}
 }
@@ -391,6 +394,9 @@ func (d *destination) onAck(l *link, through uint64) {
 	d.outstanding = append(d.outstanding[:0], d.outstanding[i:]...)
 	d.cond.Broadcast()
 	d.mu.Unlock()
+	if h := d.r.hooks.PeerAck; h != nil {
+		h(through)
+	}
 	d.advance(through)
 }
 

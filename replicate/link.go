@@ -415,6 +415,9 @@ func (l *link) ackLoop(src *source) {
 			l.close(err)
 			return
 		}
+		if h := l.r.hooks.AckSent; h != nil && a.waitFor > 0 {
+			h(a.waitFor)
+		}
 		src.setDurable(position{Journal: l.peerJournal, Seq: a.through, CRC: a.crc})
 	}
 }
