@@ -380,14 +380,25 @@ func (l *link) onBatch(src *source, body []byte, views []record.View) ([]record.
 }
 
 // ackLoop acknowledges batches, in order, once what they stored is durable.
+// Acks are coalesced: of the batches queued, the newest one already durable
+// is acknowledged; a queued batch that is not durable yet waits for its
+// sync only after the ack of those before it went out (never holding back
+// an ack that is earned: issue 15).
 func (l *link) ackLoop(src *source) {
 	defer l.r.wg.Done()
+	var next pendingBatchAck
+	haveNext := false
+	var frame []byte // reused: write returns once the bytes are sent
 	for {
-		var a pendingBatchAck
-		select {
-		case a = <-l.acks:
-		case <-l.closed:
-			return
+		a := next
+		if haveNext {
+			haveNext = false
+		} else {
+			select {
+			case a = <-l.acks:
+			case <-l.closed:
+				return
+			}
 		}
 		if a.waitFor > 0 {
 			if err := l.r.j.WaitSynced(l.ctx, a.waitFor); err != nil {
@@ -395,23 +406,21 @@ func (l *link) ackLoop(src *source) {
 				return
 			}
 		}
-		// Coalesce: acknowledge the newest batch that is already durable.
 	drain:
 		for {
 			select {
 			case b := <-l.acks:
 				if b.waitFor > l.r.j.SyncedSeq() {
-					if err := l.r.j.WaitSynced(l.ctx, b.waitFor); err != nil {
-						l.close(fmt.Errorf("waiting for local sync: %w", err))
-						return
-					}
+					next, haveNext = b, true
+					break drain
 				}
 				a = b
 			default:
 				break drain
 			}
 		}
-		if err := l.write(appendU64Frame(nil, typeBatchAck, a.through)); err != nil {
+		frame = appendU64Frame(frame[:0], typeBatchAck, a.through)
+		if err := l.write(frame); err != nil {
 			l.close(err)
 			return
 		}
