@@ -98,7 +98,7 @@ func DefaultSettings(quick bool) Settings {
 		ReplayPreloadTimeout: 60 * time.Second,
 		ReplayTimeout:        60 * time.Second,
 		PairSizes:            []int{64, 4096},
-		PairRates:            []int{10000},
+		PairRates:            []int{10000, 100000},
 		EngineSizes:          []int{128, 4096},
 		EnginePublishers:     []int{1, 4},
 		EngineFanout:         []int{1, 8},
