@@ -1,8 +1,11 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
+	"runtime/trace"
 )
 
 // Go runtime settings for tandem serve (docs/operations.md, "Runtime
@@ -32,4 +35,29 @@ func serveGOMAXPROCS(flag, loops int) (procs int, why string) {
 		loops = runtime.NumCPU() // the engine's default
 	}
 	return runtime.NumCPU() + loops + 1, "cores + event loops + flusher"
+}
+
+// startTrace writes the Go execution tracer's output for the whole life of
+// the process to DIR/trace-PID.out when TANDEM_TRACE=DIR is set (a
+// diagnostic for latency work: `go tool trace -pprof=sched FILE` shows
+// where goroutines waited for a P). It returns the function that stops it.
+func startTrace() (stop func()) {
+	dir := os.Getenv("TANDEM_TRACE")
+	if dir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("trace-%d.out", os.Getpid())))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "tandem serve: TANDEM_TRACE: %v\n", err)
+		return func() {}
+	}
+	if err := trace.Start(f); err != nil {
+		fmt.Fprintf(os.Stderr, "tandem serve: TANDEM_TRACE: %v\n", err)
+		f.Close()
+		return func() {}
+	}
+	return func() {
+		trace.Stop()
+		f.Close()
+	}
 }

@@ -253,6 +253,7 @@ func runServe(args []string, stdout io.Writer) int {
 		}
 		ec.DirLock = lock // engine.New owns it from here
 	}
+	defer startTrace()()
 	procs, why := serveGOMAXPROCS(cfg.GOMAXPROCS, ec.Loops)
 	runtime.GOMAXPROCS(procs)
 	ec.Logger.Debug("go runtime", "gomaxprocs", procs, "from", why)
