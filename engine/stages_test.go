@@ -1,10 +1,12 @@
 package engine
 
 import (
+	"context"
 	"testing"
 
 	"github.com/tandemhq/tandem/internal/hist"
 	"github.com/tandemhq/tandem/journal"
+	"github.com/tandemhq/tandem/wire"
 )
 
 // probeLife runs one client probe through every stage, as the loop, the
@@ -110,4 +112,37 @@ func BenchmarkStageProbe(b *testing.B) {
 			h.Observe(int64(i))
 		}
 	})
+}
+
+// BenchmarkPublishPathSampling: BenchmarkPublishPath's parse + de-dup +
+// append per message, with the stage probe never free ("held": the
+// per-message check only) and freed after every batch of 256 ("claim":
+// one claimed message per batch, far more often than the one per ack
+// round trip of a live server).
+func BenchmarkPublishPathSampling(b *testing.B) {
+	for _, mode := range []string{"held", "claim"} {
+		b.Run(mode, func(b *testing.B) {
+			s, c := detachedConn(b)
+			payload := make([]byte, 128)
+			frames := make([]byte, 0, 256*(wire.PublishOverhead+len(payload)+16))
+			seq := uint64(1)
+			b.ReportAllocs()
+			b.SetBytes(int64(len(payload)))
+			b.ResetTimer()
+			for done := 0; done < b.N; done += 256 {
+				if mode == "held" {
+					s.stages.claimed.Store(stageNow())
+				} else {
+					s.stages.claimed.Store(0)
+				}
+				frames = feedPublishes(frames, seq, 256, payload)
+				seq += 256
+				c.rn = copy(c.rbuf, frames)
+				c.process()
+				resetOutput(c)
+			}
+			b.StopTimer()
+			s.j.WaitSynced(context.Background(), seq-1)
+		})
+	}
 }
