@@ -6,7 +6,7 @@ FUZZTIME ?= 10s
 
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build run test vet unit fuzz bench bench-deps clean
+.PHONY: all build run test vet unit fuzz sim simtest bench bench-deps clean
 
 all: build
 
@@ -32,7 +32,25 @@ fuzz:
 	  done; \
 	done
 
-test: vet unit fuzz
+# The deterministic simulator (sim/, docs/architecture.md "Deterministic
+# simulation"): SEEDS seeds from SEED (default: 1,000 from a random start,
+# printed). One line per failure with its replay command; exit 1 if any.
+# `make sim SEEDS=1 SEED=S` also prints the trace digest. SIMFLAGS passes
+# more flags (-topology=NAME, -broken=NAME, -restore, -v).
+SEEDS ?= 1000
+SEED ?= -1
+SIMFLAGS ?=
+
+sim:
+	$(GO) run ./sim/simcmd -seeds $(SEEDS) -seed $(SEED) $(SIMFLAGS)
+
+# make test's share of the simulator: a few hundred fresh seeds, outside
+# -race (the unit step runs the sim package's own tests under -race).
+SIMTEST_SEEDS ?= 500
+simtest:
+	$(GO) run ./sim/simcmd -seeds $(SIMTEST_SEEDS) -seed $(SEED) $(SIMFLAGS)
+
+test: vet unit simtest fuzz
 
 # The bench suite against its peers (bench/, BENCHMARKS.md). bench-deps
 # installs the peers: redis-server (Debian package) and nats-server (Go

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandemhq/tandem/internal/rsm"
 	"github.com/tandemhq/tandem/journal"
 	"github.com/tandemhq/tandem/record"
 )
@@ -73,11 +74,11 @@ func TestAckLoopDoesNotWaitForLaterBatch(t *testing.T) {
 	defer theirs.Close()
 	r := &Replicator{j: j, log: slog.New(slog.DiscardHandler), ctx: ctx, cfg: Config{Heartbeat: time.Second}}
 	lctx, lcancel := context.WithCancel(ctx)
-	l := &link{r: r, c: ours, acks: make(chan pendingBatchAck, 16), closed: make(chan struct{}), ctx: lctx, cancel: lcancel}
-	l.acks <- pendingBatchAck{waitFor: first, through: 10}
-	l.acks <- pendingBatchAck{waitFor: second, through: 20}
+	l := &link{r: r, c: ours, acks: make(chan rsm.PendingAck, 16), closed: make(chan struct{}), ctx: lctx, cancel: lcancel}
+	l.acks <- rsm.PendingAck{WaitFor: first, Through: 10}
+	l.acks <- rsm.PendingAck{WaitFor: second, Through: 20}
 	r.wg.Add(1)
-	go l.ackLoop(&source{})
+	go l.ackLoop(&source{m: rsm.NewSource(position{})})
 	defer func() {
 		l.close(io.EOF)
 		r.wg.Wait()

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tandemhq/tandem/internal/rsm"
 	"github.com/tandemhq/tandem/journal"
 	"github.com/tandemhq/tandem/record"
 )
@@ -46,57 +47,55 @@ type destination struct {
 	holdBytes atomic.Int64
 	holdAlarm atomic.Bool
 
-	mu          sync.Mutex
-	cond        *sync.Cond
-	state       State
-	link        *link
-	since       time.Time // of the current state
-	awaySince   time.Time // unreachable since (zero while connected)
-	forkReason  string
-	holdLogged  time.Time
-	lag         time.Duration
-	outstanding []inflight
-	outBytes    int
-	run         *senderRun
-}
-
-type inflight struct {
-	through uint64
-	bytes   int
+	mu sync.Mutex
+	// m holds the destination's decisions (state, link, resume, window,
+	// acknowledgments: internal/rsm); acked, sent and forked above mirror
+	// it for lock-free readers, written under mu after each of its steps.
+	m          *rsm.Dest
+	cond       *sync.Cond
+	link       *link
+	forkReason string
+	holdLogged time.Time
+	run        *senderRun
 }
 
 type senderRun struct {
+	id       uint64 // the machine's run
 	l        *link
 	done     chan struct{}
 	maxFrame int // the destination's frame limit: no batch is larger
 }
 
 func newDestination(r *Replicator, d Destination) *destination {
-	now := time.Now()
 	ds := &destination{r: r, cfg: d, id: record.ID(d.Name), filter: newFilter(r.self, d),
-		wake: make(chan struct{}, 1), since: now, awaySince: now}
+		wake: make(chan struct{}, 1)}
+	// A sync destination starts in StateSync, not reached yet: see
+	// rsm.NewDest.
+	ds.m = rsm.NewDest(rsm.DestConfig{Sync: d.Mode == Sync, DowngradeAfter: int64(r.cfg.DowngradeAfter),
+		UpgradeBelow: int64(r.cfg.UpgradeBelow), Window: r.cfg.WindowBytes}, time.Now().UnixNano())
 	ds.cond = sync.NewCond(&ds.mu)
-	if d.Mode == Async {
-		ds.state = StateAsync
-	} else {
-		// Not reached yet, and maybe short of messages acknowledged before a
-		// restart: it holds acks until it has been reached and caught up, or
-		// until it has been away for the downgrade age.
-		ds.state = StateSync
-	}
 	return ds
+}
+
+// restoreAcked sets the acknowledged position saved before a restart.
+func (d *destination) restoreAcked(seq uint64) {
+	d.mu.Lock()
+	d.m.Restore(seq)
+	d.acked.Store(d.m.Acked())
+	d.mu.Unlock()
 }
 
 // State returns the destination's current state.
 func (d *destination) State() State {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.state
+	return d.m.State()
 }
 
 func (d *destination) linkUp(l *link) {
 	d.mu.Lock()
 	d.link = l
+	d.m.LinkUp()
 	d.mu.Unlock()
 }
 
@@ -104,6 +103,7 @@ func (d *destination) linkDown(l *link) {
 	d.mu.Lock()
 	if d.link == l {
 		d.link = nil
+		d.m.LinkDown()
 	}
 	d.cond.Broadcast()
 	d.mu.Unlock()
@@ -113,21 +113,17 @@ func (d *destination) linkDown(l *link) {
 func (d *destination) evaluate(now time.Time, lag time.Duration) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.lag = lag
-	connected := d.link != nil && !d.link.isClosed() && !d.forked.Load()
-	var away time.Duration
-	if connected {
-		d.awaySince = time.Time{}
-	} else {
-		if d.awaySince.IsZero() {
-			d.awaySince = now
-		}
-		away = now.Sub(d.awaySince)
+	if d.link != nil && d.link.isClosed() {
+		// Closed, not yet told (linkDown comes from the link's teardown).
+		d.link = nil
+		d.m.LinkDown()
 	}
-	next := nextState(d.cfg.Mode, d.state, connected, away, lag, d.r.cfg.DowngradeAfter, d.r.cfg.UpgradeBelow)
-	if next == d.state {
+	connected := d.m.Connected()
+	next, awayNs, changed := d.m.Evaluate(now.UnixNano(), int64(lag))
+	if !changed {
 		return false
 	}
+	away := time.Duration(awayNs)
 	switch next {
 	case StateDowngraded:
 		d.r.log.Warn("sync destination downgraded to async: publishers' acks no longer wait for it",
@@ -135,7 +131,6 @@ func (d *destination) evaluate(now time.Time, lag time.Duration) bool {
 	case StateSync:
 		d.r.log.Info("destination caught up: upgraded back to sync", "peer", d.cfg.Name, "lag", lag.String())
 	}
-	d.state, d.since = next, now
 	return true
 }
 
@@ -155,8 +150,10 @@ func (d *destination) onResume(l *link, pos position) {
 		d.stopSender()
 		d.mu.Lock()
 		d.forkReason = reason
+		first := d.m.Fork()
+		d.forked.Store(true)
 		d.mu.Unlock()
-		if !d.forked.Swap(true) {
+		if first {
 			r.log.Error("replication fork: the destination holds records of this journal that this instance does not; "+
 				"its stream is refused until an operator runs `tandem repl-reset` on the destination (docs/replication.md)",
 				"peer", d.cfg.Name, "journal", r.cfg.JournalID.String(), "position_seq", pos.Seq, "reason", reason)
@@ -175,9 +172,6 @@ func (d *destination) onResume(l *link, pos position) {
 		r.log.Error("destination is behind the retained journal: messages it never got were deleted",
 			"peer", d.cfg.Name, "resume", pos.Seq+1, "first_held", from)
 	}
-	if d.forked.Swap(false) {
-		r.log.Info("replication fork resolved: the destination's position is in this journal again", "peer", d.cfg.Name)
-	}
 	d.stopSender()
 	d.mu.Lock()
 	if l.isClosed() {
@@ -185,13 +179,24 @@ func (d *destination) onResume(l *link, pos position) {
 		return
 	}
 	d.forkReason = ""
-	d.acked.Store(from - 1)
-	d.sent.Store(from - 1)
-	d.outstanding, d.outBytes = d.outstanding[:0], 0
+	id, unforked := d.m.Resume(from)
+	d.forked.Store(false)
+	d.acked.Store(d.m.Acked())
+	d.sent.Store(d.m.Sent())
 	d.filter.setDest(record.OriginID(l.peer, l.peerJournal))
-	run := &senderRun{l: l, done: make(chan struct{}), maxFrame: l.peerMaxFrame}
+	if verdict == resumeNewStream {
+		// It holds nothing of this journal: it gets every record held now,
+		// what it shipped here before it lost its disk included.
+		d.filter.reseed(r.j.LastSeq())
+	} else {
+		d.filter.reseed(0)
+	}
+	run := &senderRun{id: id, l: l, done: make(chan struct{}), maxFrame: l.peerMaxFrame}
 	d.run = run
 	d.mu.Unlock()
+	if unforked {
+		r.log.Info("replication fork resolved: the destination's position is in this journal again", "peer", d.cfg.Name)
+	}
 	r.recomputeSyncPoint()
 	r.wg.Add(1)
 	go d.send(run, from)
@@ -255,7 +260,7 @@ func (d *destination) send(run *senderRun, from uint64) {
 	defer heartbeat.Stop()
 	for !l.isClosed() {
 		d.mu.Lock()
-		for d.outBytes >= r.cfg.WindowBytes && !l.isClosed() && d.run == run {
+		for !d.m.WindowOpen() && !l.isClosed() && d.run == run {
 			d.cond.Wait()
 		}
 		d.mu.Unlock()
@@ -327,16 +332,19 @@ func (d *destination) send(run *senderRun, from uint64) {
 			}
 			continue
 		}
-		d.sent.Store(through)
 		d.mu.Lock()
-		if n == 0 && len(d.outstanding) == 0 {
+		if n == 0 && d.m.EmptyRange() {
 			// Nothing in this range is for the destination and nothing is in
 			// flight: it holds everything it should up to through.
+			advanced := d.m.Ship(run.id, through, 0, 0)
+			d.mirrorLocked()
 			d.mu.Unlock()
 			if ob != nil {
 				l.rio.release(ob)
 			}
-			d.advance(through)
+			if advanced {
+				d.advanced()
+			}
 			prev = through
 			continue
 		}
@@ -346,8 +354,8 @@ func (d *destination) send(run *senderRun, from uint64) {
 			buf = finishBatch(buf, start, batchFrom, through, throughCRC)
 		}
 		batchFrom = through + 1
-		d.outstanding = append(d.outstanding, inflight{through: through, bytes: size})
-		d.outBytes += size
+		d.m.Ship(run.id, through, max(n, 1), size)
+		d.mirrorLocked()
 		d.mu.Unlock()
 		var err error
 		if ob != nil {
@@ -387,29 +395,27 @@ func (d *destination) onAck(l *link, through uint64) {
 		d.mu.Unlock()
 		return
 	}
-	i := 0
-	for ; i < len(d.outstanding) && d.outstanding[i].through <= through; i++ {
-		d.outBytes -= d.outstanding[i].bytes
-	}
-	d.outstanding = append(d.outstanding[:0], d.outstanding[i:]...)
+	advanced := d.m.Ack(d.run.id, through)
+	d.mirrorLocked()
 	d.cond.Broadcast()
 	d.mu.Unlock()
 	if h := d.r.hooks.PeerAck; h != nil {
 		h(through)
 	}
-	d.advance(through)
+	if advanced {
+		d.advanced()
+	}
 }
 
-func (d *destination) advance(through uint64) {
-	for {
-		old := d.acked.Load()
-		if through <= old {
-			return
-		}
-		if d.acked.CompareAndSwap(old, through) {
-			break
-		}
-	}
+// mirrorLocked copies the machine's positions to the lock-free mirrors.
+func (d *destination) mirrorLocked() {
+	d.acked.Store(d.m.Acked())
+	d.sent.Store(d.m.Sent())
+}
+
+// advanced: the destination's acknowledged position moved; the ack point
+// may have (only a destination in StateSync holds it).
+func (d *destination) advanced() {
 	if d.State() == StateSync {
 		d.r.recomputeSyncPoint()
 	}
@@ -447,9 +453,9 @@ func (r *Replicator) Stats() []Stats {
 	for _, d := range r.dests {
 		d.mu.Lock()
 		st := Stats{
-			Name: d.cfg.Name, Addr: d.cfg.Addr, Mode: d.cfg.Mode.String(), State: d.state.String(),
+			Name: d.cfg.Name, Addr: d.cfg.Addr, Mode: d.cfg.Mode.String(), State: d.m.State().String(),
 			Connected: d.link != nil && !d.link.isClosed(), Passthrough: d.cfg.Passthrough,
-			SentThrough: d.sent.Load(), AckedThrough: d.acked.Load(), LagSeconds: d.lag.Seconds(),
+			SentThrough: d.sent.Load(), AckedThrough: d.acked.Load(), LagSeconds: time.Duration(d.m.Lag()).Seconds(),
 			SkippedTooLarge: d.skipped.Load(), MaxRecord: int(d.maxRecord.Load()),
 			HoldBytes: d.holdBytes.Load(), HoldAlarm: d.holdAlarm.Load(),
 		}

@@ -250,8 +250,9 @@ func TestChainPassthrough(t *testing.T) {
 			checkExactly(t, b, all, origins)
 			if passthrough {
 				checkExactly(t, c, all, origins)
+				viaB := record.OriginID("B", b.srv.Journal().ID()) // B on its journal (rsm.Filter)
 				for _, m := range readJournal(t, c.srv) {
-					if m.via != record.ID("B") {
+					if m.via != viaB {
 						t.Fatalf("C's copy of %v came via %x, not B", m.key, m.via)
 					}
 				}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tandemhq/tandem/internal/rsm"
 	"github.com/tandemhq/tandem/record"
 )
 
@@ -18,71 +19,22 @@ import (
 // at seq). The source checks it as raft's log matching does before it
 // ships anything: see checkResume.
 
-// resumeVerdict is what a source does with a destination's position.
-type resumeVerdict uint8
+// resumeVerdict is what a source does with a destination's position
+// (rsm.Verdict; the rule is rsm.CheckResume).
+type resumeVerdict = rsm.Verdict
 
 const (
-	// resumeAt: the destination holds this journal's stream up to a
-	// record the source holds with the same CRC: ship from just after it.
-	resumeAt resumeVerdict = iota
-	// resumeNewStream: the destination holds nothing of this journal (a
-	// zero position, or a position in another journal: the source's data
-	// directory was wiped or replaced): ship from the first retained
-	// record.
-	resumeNewStream
-	// resumeBehind: the position is this journal's but older than the
-	// first retained record, so it cannot be verified: ship from the
-	// first retained record; what lies between was deleted by retention.
-	resumeBehind
-	// resumeFork: the destination holds records of this journal that the
-	// source does not (a seq beyond the source's last, or a CRC that
-	// differs: the source runs on a restored old copy of its data
-	// directory). Nothing is shipped until an operator resolves it.
-	resumeFork
+	resumeAt        = rsm.ResumeAt
+	resumeNewStream = rsm.ResumeNewStream
+	resumeBehind    = rsm.ResumeBehind
+	resumeFork      = rsm.ResumeFork
 )
-
-func (v resumeVerdict) String() string {
-	switch v {
-	case resumeAt:
-		return "resume"
-	case resumeNewStream:
-		return "new-stream"
-	case resumeBehind:
-		return "behind-retention"
-	}
-	return "fork"
-}
 
 // checkResume decides where a source with journal self, holding source
 // seqs [first, last] (last: durable), resumes a destination that reports
-// pos. crcAt returns the CRC of the source's record at a seq in
-// [first, last]. from is the first seq to ship; reason explains a fork.
+// pos: rsm.CheckResume.
 func checkResume(self record.JournalID, pos position, first, last uint64, crcAt func(seq uint64) (uint32, error)) (from uint64, v resumeVerdict, reason string) {
-	if first == 0 {
-		first = 1
-	}
-	switch {
-	case pos.Journal != self:
-		// A zero position holds nothing; a position in another journal is
-		// of no use to this one: both start this journal's stream afresh.
-		return first, resumeNewStream, ""
-	case pos.Seq == 0:
-		return first, resumeNewStream, ""
-	case pos.Seq > last:
-		return 0, resumeFork, fmt.Sprintf("destination holds journal %s up to seq %d, this source only up to %d "+
-			"(the source runs on an older copy of its data directory)", self, pos.Seq, last)
-	case pos.Seq < first:
-		return first, resumeBehind, ""
-	}
-	crc, err := crcAt(pos.Seq)
-	if err != nil {
-		return 0, resumeFork, fmt.Sprintf("cannot read seq %d to check the destination's position: %v", pos.Seq, err)
-	}
-	if crc != pos.CRC {
-		return 0, resumeFork, fmt.Sprintf("destination's record at seq %d of journal %s has CRC %08x, this source's %08x "+
-			"(another timeline: the source was restored from an older copy and ran on)", pos.Seq, self, pos.CRC, crc)
-	}
-	return pos.Seq + 1, resumeAt, ""
+	return rsm.CheckResume(self, pos, first, last, crcAt)
 }
 
 // ---- positions files ----

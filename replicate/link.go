@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tandemhq/tandem/internal/rsm"
 	"github.com/tandemhq/tandem/record"
 	"github.com/tandemhq/tandem/wire"
 )
@@ -70,6 +71,8 @@ type link struct {
 	c      net.Conn
 	fr     *frameReader
 	peer   string
+	// peerID: the peer's id on the journal it runs on (record.OriginID):
+	// the via of every record it ships here (rsm.Filter).
 	peerID uint64
 	// peerJournal: the id of the peer's journal (its Hello): the stream it
 	// ships over this link. peerMaxFrame: the largest frame it reads.
@@ -90,18 +93,12 @@ type link struct {
 	lastSend atomic.Int64
 	lastRecv atomic.Int64
 
-	acks      chan pendingBatchAck
+	acks      chan rsm.PendingAck
 	closed    chan struct{}
 	closeOnce sync.Once
 	err       error
 	ctx       context.Context
 	cancel    context.CancelFunc
-}
-
-type pendingBatchAck struct {
-	waitFor uint64 // local seq that must be durable first
-	through uint64 // source seq to acknowledge
-	crc     uint32 // the source's CRC of its record at through
 }
 
 func newLink(r *Replicator, c net.Conn, fr *frameReader, theirs *hello, dialer string) *link {
@@ -112,8 +109,8 @@ func newLink(r *Replicator, c net.Conn, fr *frameReader, theirs *hello, dialer s
 		maxFrame = DefaultMaxFrame
 	}
 	fr.maxFrame = r.cfg.MaxFrame
-	l := &link{r: r, c: c, fr: fr, peer: peer, peerID: record.ID(peer), peerJournal: theirs.Journal, peerMaxFrame: maxFrame,
-		peerResume: theirs.Resume, dialer: dialer, acks: make(chan pendingBatchAck, 4096), closed: make(chan struct{}), ctx: ctx, cancel: cancel}
+	l := &link{r: r, c: c, fr: fr, peer: peer, peerID: record.OriginID(peer, theirs.Journal), peerJournal: theirs.Journal, peerMaxFrame: maxFrame,
+		peerResume: theirs.Resume, dialer: dialer, acks: make(chan rsm.PendingAck, 4096), closed: make(chan struct{}), ctx: ctx, cancel: cancel}
 	now := time.Now().UnixNano()
 	l.lastSend.Store(now)
 	l.lastRecv.Store(now)
@@ -333,13 +330,10 @@ func (l *link) onBatch(src *source, body []byte, views []record.View) ([]record.
 	}
 	src.mu.Lock()
 	defer src.mu.Unlock()
-	if src.journal != l.peerJournal {
-		return views, fmt.Errorf("batch of %s's journal %s, the stream followed here is journal %s", l.peer, l.peerJournal, src.journal)
+	if err := src.m.Batch(l.peerJournal, from); err != nil {
+		return views, fmt.Errorf("%s's stream: %w", l.peer, err)
 	}
 	src.refused.Store(false)
-	if from > src.received+1 {
-		return views, fmt.Errorf("gap in %s's stream: batch starts at %d, we hold up to %d", l.peer, from, src.received)
-	}
 	prev := from - 1
 	for off := 0; off < len(recs); {
 		v, n, err := record.Parse(recs[off:])
@@ -353,81 +347,72 @@ func (l *link) onBatch(src *source, body []byte, views []record.View) ([]record.
 			return views, fmt.Errorf("batch [%d, %d]: record seq %d out of order (after %d)", from, through, v.Seq(), prev)
 		}
 		prev = v.Seq()
-		if v.Seq() > src.received { // earlier ones arrived before (a resend after reconnect)
+		if src.m.Fresh(v.Seq()) { // earlier ones arrived before (a resend after reconnect)
 			views = append(views, v)
 		}
 		off += n
 	}
-	var waitFor uint64
+	var stored uint64
 	if len(views) > 0 {
-		if waitFor, err = l.r.store.StoreReplicated(views, l.peerID); err != nil {
+		if stored, err = l.r.store.StoreReplicated(views, l.peerID); err != nil {
 			return views, fmt.Errorf("storing batch from %s: %w", l.peer, err)
 		}
-		src.storedLocal = max(src.storedLocal, waitFor)
 	}
-	// Records of this range skipped above were stored from an earlier batch
-	// (over a link that has since been replaced) whose append may not be
-	// durable yet: the acknowledgment waits for it too.
-	waitFor = max(waitFor, src.storedLocal)
-	if through > src.received {
-		src.received = through
-	}
+	// The acknowledgment also waits for records of this range skipped above,
+	// stored from an earlier batch (over a link since replaced) whose append
+	// may not be durable yet: rsm.Source.Received.
+	a := src.m.Received(through, throughCRC, stored)
 	select {
-	case l.acks <- pendingBatchAck{waitFor: waitFor, through: through, crc: throughCRC}:
+	case l.acks <- a:
 	case <-l.closed:
 	}
 	return views, nil
 }
 
-// ackLoop acknowledges batches, in order, once what they stored is durable.
-// Acks are coalesced: of the batches queued, the newest one already durable
-// is acknowledged; a queued batch that is not durable yet waits for its
-// sync only after the ack of those before it went out (never holding back
-// an ack that is earned: issue 15).
+// ackLoop acknowledges batches, in order, once what they stored is
+// durable: the order and the coalescing are rsm.AckQueue's.
 func (l *link) ackLoop(src *source) {
 	defer l.r.wg.Done()
-	var next pendingBatchAck
-	haveNext := false
+	var q rsm.AckQueue
 	var frame []byte // reused: write returns once the bytes are sent
 	for {
-		a := next
-		if haveNext {
-			haveNext = false
-		} else {
+		if q.Len() == 0 {
 			select {
-			case a = <-l.acks:
+			case a := <-l.acks:
+				q.Push(a)
 			case <-l.closed:
 				return
 			}
 		}
-		if a.waitFor > 0 {
-			if err := l.r.j.WaitSynced(l.ctx, a.waitFor); err != nil {
-				l.close(fmt.Errorf("waiting for local sync: %w", err))
-				return
-			}
-		}
+		// Take every acknowledgment already queued, then wait for the oldest.
 	drain:
 		for {
 			select {
-			case b := <-l.acks:
-				if b.waitFor > l.r.j.SyncedSeq() {
-					next, haveNext = b, true
-					break drain
-				}
-				a = b
+			case a := <-l.acks:
+				q.Push(a)
 			default:
 				break drain
 			}
 		}
-		frame = appendU64Frame(frame[:0], typeBatchAck, a.through)
+		if w, _ := q.Next(); w > l.r.j.SyncedSeq() {
+			if err := l.r.j.WaitSynced(l.ctx, w); err != nil {
+				l.close(fmt.Errorf("waiting for local sync: %w", err))
+				return
+			}
+		}
+		a, ok := q.Ready(l.r.j.SyncedSeq())
+		if !ok {
+			continue
+		}
+		frame = appendU64Frame(frame[:0], typeBatchAck, a.Through)
 		if err := l.write(frame); err != nil {
 			l.close(err)
 			return
 		}
-		if h := l.r.hooks.AckSent; h != nil && a.waitFor > 0 {
-			h(a.waitFor)
+		if h := l.r.hooks.AckSent; h != nil && a.WaitFor > 0 {
+			h(a.WaitFor)
 		}
-		src.setDurable(position{Journal: l.peerJournal, Seq: a.through, CRC: a.crc})
+		src.setDurable(position{Journal: l.peerJournal, Seq: a.Through, CRC: a.CRC})
 	}
 }
 
@@ -454,24 +439,17 @@ func (l *link) heartbeatLoop() {
 	}
 }
 
-// source is what we know of one peer's stream to us.
+// source is what we know of one peer's stream to us: the machine
+// (rsm.Source, guarded by mu) and a copy of its durable position for
+// readers that must not wait for mu (guarded by posMu, never held with
+// anything else).
 type source struct {
 	name string
 	id   uint64
 	// refused: the peer refused its stream (logged once per episode).
 	refused atomic.Bool
 	mu      sync.Mutex
-	// journal: the peer journal whose stream received and storedLocal are
-	// of (guarded by mu and posMu both: either suffices to read it).
-	journal record.JournalID
-	// received: the highest source seq of that peer's stream we have
-	// examined and stored (durable or not yet).
-	received uint64
-	// storedLocal: the local seq whose durability covers everything stored
-	// from this stream so far (guarded by mu).
-	storedLocal uint64
-	// durable: acknowledged back to the peer; on our disk (guarded by
-	// posMu, never held with anything else).
+	m       *rsm.Source
 	posMu   sync.Mutex
 	durable position
 }
@@ -482,17 +460,14 @@ type source struct {
 func (s *source) follow(journal record.JournalID, log *slog.Logger) position {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.posMu.Lock()
-	defer s.posMu.Unlock()
-	held := s.durable
-	if s.journal != journal {
-		if held.Seq != 0 || s.received != 0 {
-			log.Info("peer runs on another journal than the one whose stream is held here: following its new stream from its start",
-				"peer", s.name, "journal", journal.String(), "held_journal", s.journal.String(), "held_seq", held.Seq)
-		}
-		s.journal, s.received = journal, 0
-		s.durable = position{Journal: journal}
+	held, switched := s.m.Follow(journal)
+	if switched {
+		log.Info("peer runs on another journal than the one whose stream is held here: following its new stream from its start",
+			"peer", s.name, "journal", journal.String(), "held_journal", held.Journal.String(), "held_seq", held.Seq)
 	}
+	s.posMu.Lock()
+	s.durable = s.m.Durable()
+	s.posMu.Unlock()
 	return held
 }
 
@@ -504,9 +479,11 @@ func (s *source) position() position {
 }
 
 func (s *source) setDurable(p position) {
+	s.mu.Lock()
+	s.m.Acked(p)
+	d := s.m.Durable()
+	s.mu.Unlock()
 	s.posMu.Lock()
-	defer s.posMu.Unlock()
-	if p.Journal == s.durable.Journal && p.Seq > s.durable.Seq {
-		s.durable = p
-	}
+	s.durable = d
+	s.posMu.Unlock()
 }

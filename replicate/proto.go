@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/tandemhq/tandem/internal/rsm"
 
 	"github.com/tandemhq/tandem/record"
 	"github.com/tandemhq/tandem/wire"
@@ -103,11 +104,7 @@ type hello struct {
 // the journal's id, the last source seq held and the CRC of the source's
 // record at that seq. It is what Resume carries and what the positions
 // files keep; the zero position holds nothing.
-type position struct {
-	Journal record.JournalID
-	Seq     uint64
-	CRC     uint32
-}
+type position = rsm.Position
 
 func appendFrameHeader(dst []byte, t wire.Type) ([]byte, int) {
 	start := len(dst)

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tandemhq/tandem/internal/rsm"
 	"github.com/tandemhq/tandem/journal"
 	"github.com/tandemhq/tandem/record"
 	"github.com/tandemhq/tandem/uring"
@@ -258,12 +259,10 @@ func (r *Replicator) Notify() {
 func (r *Replicator) SyncPoint() uint64 { return r.syncPoint.Load() }
 
 func (r *Replicator) recomputeSyncPoint() {
-	p := uint64(math.MaxUint64)
-	for _, d := range r.dests {
-		if d.State() == StateSync {
-			p = min(p, d.acked.Load())
-		}
-	}
+	p := rsm.SyncPoint(len(r.dests), func(i int) (State, uint64) {
+		d := r.dests[i]
+		return d.State(), d.acked.Load()
+	})
 	if old := r.syncPoint.Swap(p); old != p {
 		r.onAdvance()
 	}
@@ -275,13 +274,10 @@ func (r *Replicator) recomputeSyncPoint() {
 // never counts. Lock-free and allocation-free: the event loops call it on
 // every persisted ack.
 func (r *Replicator) SyncedPeers(seq uint64) int {
-	n := 0
-	for _, d := range r.dests {
-		if d.cfg.Mode == Sync && !d.forked.Load() && d.acked.Load() >= seq {
-			n++
-		}
-	}
-	return n
+	return rsm.SyncedPeers(len(r.dests), seq, func(i int) (bool, bool, uint64) {
+		d := r.dests[i]
+		return d.cfg.Mode == Sync, d.forked.Load(), d.acked.Load()
+	})
 }
 
 // MaxRecord returns the largest record every sync destination can take
@@ -333,7 +329,7 @@ func (r *Replicator) source(peer string) *source {
 	if s, ok := r.sources.Load(peer); ok {
 		return s.(*source)
 	}
-	s, _ := r.sources.LoadOrStore(peer, &source{name: peer, id: record.ID(peer)})
+	s, _ := r.sources.LoadOrStore(peer, &source{name: peer, id: record.ID(peer), m: rsm.NewSource(position{})})
 	return s.(*source)
 }
 
@@ -808,7 +804,12 @@ func (r *Replicator) loadPositions() {
 		}
 		if ok {
 			s := r.source(peer)
-			s.journal, s.received, s.durable = p.Journal, p.Seq, p
+			s.mu.Lock()
+			s.m = rsm.NewSource(p)
+			s.mu.Unlock()
+			s.posMu.Lock()
+			s.durable = p
+			s.posMu.Unlock()
 			r.saved[path] = p
 		}
 	}
@@ -819,7 +820,7 @@ func (r *Replicator) loadPositions() {
 		case err != nil:
 			r.log.Warn("ignoring a replication positions file", "err", err)
 		case ok && p.Journal == r.cfg.JournalID && p.Seq <= r.j.LastSeq():
-			d.acked.Store(p.Seq)
+			d.restoreAcked(p.Seq)
 		case ok:
 			r.log.Info("ignoring the acknowledged position saved for another journal", "peer", d.cfg.Name,
 				"journal", r.cfg.JournalID.String(), "saved_journal", p.Journal.String(), "saved_seq", p.Seq)
