@@ -18,23 +18,29 @@ import (
 // free for other goroutines until the runtime's monitor takes it back,
 // after 20 µs at best and up to 10 ms when it has been idle. With Go's
 // default of one P per core, a 2-core machine has its 2 Ps held by blocked
-// loops most of the time, and the goroutines on the ack path (replication
-// senders, link readers and ack loops) wait for that monitor: measured,
+// loops most of the time, and the goroutines on a replicated ack path
+// (senders, link readers, ack loops) wait for that monitor: measured,
 // 200-300 µs p50 and several ms p99 from a sync to the sender shipping it
-// (bench stage synced-shipped). So serve gives the runtime one P per core
-// plus one per thread that blocks that way, unless GOMAXPROCS is set in
-// the environment or --gomaxprocs is given.
-func serveGOMAXPROCS(flag, loops int) (procs int, why string) {
+// (bench stage synced-shipped). So with replication configured serve gives
+// the runtime one P per core plus one per thread that blocks that way. A
+// single instance has no goroutine on its ack path besides the loops and
+// the flusher, and the extra Ps only added idle spinning (durable publish
+// of 64 B measured 0.80x), so it keeps Go's default. GOMAXPROCS in the
+// environment or --gomaxprocs win.
+func serveGOMAXPROCS(flag, loops int, replicated bool) (procs int, why string) {
 	if flag > 0 {
 		return flag, "--gomaxprocs"
 	}
 	if os.Getenv("GOMAXPROCS") != "" {
 		return runtime.GOMAXPROCS(0), "GOMAXPROCS environment variable"
 	}
+	if !replicated {
+		return runtime.GOMAXPROCS(0), "Go default (no replication)"
+	}
 	if loops <= 0 {
 		loops = runtime.NumCPU() // the engine's default
 	}
-	return runtime.NumCPU() + loops + 1, "cores + event loops + flusher"
+	return runtime.NumCPU() + loops + 1, "cores + event loops + flusher (replication)"
 }
 
 // startTrace writes the Go execution tracer's output for the whole life of
