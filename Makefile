@@ -49,6 +49,7 @@ sim:
 SIMTEST_SEEDS ?= 500
 simtest:
 	$(GO) run ./sim/simcmd -seeds $(SIMTEST_SEEDS) -seed $(SEED) $(SIMFLAGS)
+	$(GO) test -count=1 -run 'TestBrokenBuildsCaught|TestRegressionSeeds' ./sim/
 
 test: vet unit simtest fuzz
 

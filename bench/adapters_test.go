@@ -18,6 +18,8 @@ func TestAdapters(t *testing.T) {
 		&Tandem{}, // in-process server
 		&NATS{}, &NATS{SyncAlways: true},
 		&Redis{Fsync: "always"}, &Redis{Fsync: "everysec"},
+		&NATS{SyncAlways: true, Replicas: 3}, &NATS{Replicas: 3},
+		&Redis{Fsync: "always", Replica: true},
 	} {
 		t.Run(sys.Name(), func(t *testing.T) {
 			t.Parallel()

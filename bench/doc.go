@@ -11,6 +11,15 @@
 //     appendfsync always and everysec) implement it; peers are started as
 //     processes on loopback ports with temporary directories, and a missing
 //     binary makes Info().Skipped say why (the report lists it).
+//   - The replicated peers (peers.go): nats-r3-always and nats-r3-default,
+//     a 3-node nats-server cluster with an R3 stream (nats_cluster.go), and
+//     redis-replica, a primary with one replica and WAIT 1 0 after each
+//     pipeline (redis_replica.go). They run the peer scenarios; the report
+//     puts them beside Tandem's sync and async pair (report_replicated.go),
+//     and the failover scenario kills the NATS stream leader
+//     (nats_failover.go).
+//   - Verdicts (verdict.go): issue 15's latency targets checked against a
+//     run, one line each, in the report and on stdout.
 //   - The scenarios (scenarios.go) are the same code for every system:
 //     durable publish throughput, persisted-ack and end-to-end latency at
 //     fixed offered rates (open-loop schedule, corrected for coordinated
@@ -25,7 +34,7 @@
 //     alternating; repeat.go makes the medians, resources.go samples the
 //     server processes' CPU and context switches from /proc around each
 //     step; the report checks issue 5's 1.3x fan-out target).
-//   - failover (failover.go, Tandem only): the failover time an HA client
+//   - failover (failover.go; and the NATS R3 peers, nats_failover.go): the failover time an HA client
 //     sees: a sync pair of processes, an HA publisher at a fixed rate and
 //     an HA subscriber (WithSubID, 50 ms heartbeat) on A; each run SIGKILLs
 //     the subscriber's instance and measures the time to the first message

@@ -98,6 +98,9 @@ func plan(set Settings, skippedSystem func(string) bool) []plannedStep {
 					}
 				}
 			case ScenFailover:
+				if (sys == "nats-r3-always" || sys == "nats-r3-default") && set.FailoverPeerRuns > 0 && set.FailoverPeerRate > 0 {
+					add(sc.name, natsFailoverKey(&set), false)
+				}
 				if sys != "tandem" || set.FailoverRuns <= 0 {
 					continue
 				}
@@ -141,6 +144,12 @@ const (
 	// warm-up, drain and stop.
 	estFailoverRun   = 600 * time.Millisecond
 	estFailoverStart = 16 * time.Second
+	// A replicated NATS peer's failover run (nats_failover.go): a guess
+	// until a run records one.
+	estNATSFailoverRun = 10 * time.Second
+	// Starting a replicated peer (peers.go): the NATS cluster electing its
+	// meta leader and the stream's, the Redis replica's first sync.
+	estReplicatedStart = 4 * time.Second
 )
 
 // Estimate prints the steps of set and how long they should take, without
@@ -201,6 +210,16 @@ func Estimate(w io.Writer, set Settings, prev *RunResult, skippedSystem func(str
 }
 
 func estimateStep(set Settings, prev *RunResult, st plannedStep) time.Duration {
+	d := estimateStepOnly(set, prev, st)
+	if d > 0 && isReplicated(st.system) {
+		d += estReplicatedStart
+	}
+	return d
+}
+
+// estimateStepOnly is a step's estimate on a single server (or Tandem's
+// pair).
+func estimateStepOnly(set Settings, prev *RunResult, st plannedStep) time.Duration {
 	if st.skipped {
 		return 0
 	}
@@ -260,6 +279,17 @@ func estimateStep(set Settings, prev *RunResult, st plannedStep) time.Duration {
 			if r := prev.find(st.key, st.system); r != nil && r.Error == "" && r.Failover != nil && r.Failover.Runs > 0 && r.DurationSec > 0 {
 				per = secs(r.DurationSec / float64(r.Failover.Runs))
 			}
+		}
+		if st.system != "tandem" {
+			// A replicated NATS peer: the stream leader's election (4-9 s)
+			// and the restarted server catching up, per run.
+			per = estNATSFailoverRun
+			if prev != nil {
+				if r := prev.find(st.key, st.system); r != nil && r.Error == "" && r.Failover != nil && r.Failover.Runs > 0 && r.DurationSec > 0 {
+					per = secs(r.DurationSec / float64(r.Failover.Runs))
+				}
+			}
+			return time.Duration(set.FailoverPeerRuns)*per + estFailoverStart
 		}
 		return time.Duration(set.FailoverRuns)*per + estFailoverStart
 	case ScenPublish, ScenFanout, ScenTLS:

@@ -69,6 +69,20 @@ type FailoverStats struct {
 	// Restart: time from the kill to the pair being in sync again with
 	// both clients connected, p50 over the runs (ms): the run's overhead.
 	RestartP50Ms float64 `json:"restart_p50_ms"`
+
+	// The time from the kill to the first persisted ack of a message
+	// published after it (Tandem: of the HA publisher, through the other
+	// instance; replicated NATS, nats_failover.go: the first PubAck of a
+	// publish sent after the stream leader's kill), per run (µs) and
+	// their distribution. Replicated NATS: runs in which the clients'
+	// server was the one killed; acknowledged messages never delivered.
+	PublishTimesUs []float64 `json:"publish_times_us,omitempty"`
+	// Tandem: runs without that ack by the time the pair was healthy
+	// again (counted as that time).
+	PublishTimeouts  int64    `json:"publish_timeouts,omitempty"`
+	PublishLatency   *Latency `json:"publish_latency,omitempty"`
+	ClientNodeKilled int      `json:"client_node_killed,omitempty"`
+	Lost             int64    `json:"lost,omitempty"`
 }
 
 func failoverKey(set *Settings) string {
@@ -76,6 +90,9 @@ func failoverKey(set *Settings) string {
 }
 
 func (r *runner) runFailover() error {
+	if n, ok := r.sys.(*NATS); ok && n.Replicas > 1 {
+		return r.runNATSFailover(n)
+	}
 	t, ok := r.sys.(*Tandem)
 	if !ok || r.set.FailoverRuns <= 0 {
 		return nil
@@ -138,11 +155,12 @@ func (s *foSub) nextIdx() uint64 {
 // foPub publishes on an open-loop schedule through an HA client until
 // stopped.
 type foPub struct {
-	h    *client.HAClient
-	sent atomic.Int64
-	stop atomic.Bool
-	done chan struct{}
-	err  error
+	h       *client.HAClient
+	sent    atomic.Int64
+	lastSeq atomic.Uint64 // the publish store sequence of the last publish
+	stop    atomic.Bool
+	done    chan struct{}
+	err     error
 }
 
 func (p *foPub) run(ctx context.Context, clk monoClock, size int, rate float64) {
@@ -157,10 +175,12 @@ func (p *foPub) run(ctx context.Context, clk monoClock, size int, rate float64) 
 		putHeader(payload, uint64(i), due)
 		// With a publish store, Publish does not wait for a connection:
 		// during a failover the messages wait in the store.
-		if _, err := p.h.Publish(ctx, failoverTopic, payload); err != nil {
+		seq, err := p.h.Publish(ctx, failoverTopic, payload)
+		if err != nil {
 			p.err = fmt.Errorf("publish %d: %w", i, err)
 			return
 		}
+		p.lastSeq.Store(seq)
 		p.sent.Store(i + 1)
 	}
 }
@@ -178,11 +198,45 @@ func (p *foPub) stopped() error {
 	}
 }
 
+// ackWatchStore is the failover publisher's publish store, watching for
+// the first persisted ack (Discard) of a message published after a kill.
+type ackWatchStore struct {
+	client.PublishStore
+	clk   monoClock
+	mu    sync.Mutex
+	after uint64 // watch: the first Discard beyond this sequence (0: off)
+	at    int64
+}
+
+func (s *ackWatchStore) Discard(upTo uint64) error {
+	s.mu.Lock()
+	if s.after != 0 && s.at == 0 && upTo > s.after {
+		s.at = s.clk.now()
+	}
+	s.mu.Unlock()
+	return s.PublishStore.Discard(upTo)
+}
+
+// watch starts watching for an ack beyond sequence after (0: stop).
+func (s *ackWatchStore) watch(after uint64) {
+	s.mu.Lock()
+	s.after, s.at = after, 0
+	s.mu.Unlock()
+}
+
+// ackedAt is when the watched ack came (0: not yet).
+func (s *ackWatchStore) ackedAt() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.at
+}
+
 // foClients is the HA subscriber and publisher a failover step drives.
 type foClients struct {
 	subH, pubH *client.HAClient
 	hs         *client.HASubscription
 	pub        *foPub
+	acks       *ackWatchStore
 	stopPub    func() error
 	close      func()
 }
@@ -221,8 +275,9 @@ func (r *runner) startFailoverClients(t *Tandem, servers []string, prefix string
 		fc.close()
 		return nil, fmt.Errorf("subscribe: %w", err)
 	}
+	fc.acks = &ackWatchStore{PublishStore: client.NewMemoryPublishStore(client.StoreLimits{}), clk: r.clk}
 	pubH, err := client.NewHA(client.HAConfig{Name: t.clientName(prefix + "-pub"), Servers: servers,
-		Heartbeat: set.FailoverHeartbeat, PublishStore: client.NewMemoryPublishStore(client.StoreLimits{})})
+		Heartbeat: set.FailoverHeartbeat, PublishStore: fc.acks})
 	if err != nil {
 		fc.close()
 		return nil, err
@@ -276,7 +331,7 @@ func (r *runner) measureFailover(res *Result) error {
 	subH, pubH, hs, pub, stopPub := fc.subH, fc.pubH, fc.hs, fc.pub, fc.stopPub
 	r.prog.rate(func() float64 { return float64(sub.received.Load()) })
 
-	hist := newHist()
+	hist, pubHist := newHist(), newHist()
 	var restarts []float64
 	stepStart := r.clk.now()
 	for run := 0; run < set.FailoverRuns; run++ {
@@ -292,6 +347,7 @@ func (r *runner) measureFailover(res *Result) error {
 		sub.mu.Lock()
 		sub.watchFor, sub.firstAt, sub.firstOK = other, 0, false
 		sub.mu.Unlock()
+		fc.acks.watch(pub.lastSeq.Load())
 		killedAt := r.clk.now()
 		if err := t.killInst(victim); err != nil {
 			return fmt.Errorf("run %d: kill %s: %w", run+1, victim, err)
@@ -322,6 +378,7 @@ func (r *runner) measureFailover(res *Result) error {
 		sub.mu.Unlock()
 		recordClamped(hist, took)
 		fs.TimesUs = append(fs.TimesUs, float64(took)/1e3)
+
 		// A fresh process on the same data directory.
 		if err := t.restartInst(ctx, victim); err != nil {
 			return fmt.Errorf("run %d: restart %s: %w", run+1, victim, err)
@@ -330,6 +387,19 @@ func (r *runner) measureFailover(res *Result) error {
 			return fmt.Errorf("run %d: after restarting %s: %w", run+1, victim, err)
 		}
 		restarts = append(restarts, float64(r.clk.now()-killedAt)/1e6)
+		// The first persisted ack of a message published after the kill,
+		// whenever it came before the pair was healthy again (the
+		// surviving instance may hold its sync acks until the killed one
+		// is back: --repl-downgrade-after is longer than a step); none
+		// by now counts as now.
+		ackAt := fc.acks.ackedAt()
+		fc.acks.watch(0)
+		if ackAt == 0 {
+			ackAt = r.clk.now()
+			fs.PublishTimeouts++
+		}
+		recordClamped(pubHist, ackAt-killedAt)
+		fs.PublishTimesUs = append(fs.PublishTimesUs, float64(ackAt-killedAt)/1e3)
 	}
 	stepEnd := r.clk.now()
 	if err := stopPub(); err != nil {
@@ -355,6 +425,7 @@ func (r *runner) measureFailover(res *Result) error {
 		fs.RestartP50Ms = sorted[len(sorted)/2]
 	}
 	res.Latency = summarize(hist)
+	fs.PublishLatency = summarize(pubHist)
 	res.Sent = sent
 	res.Received = sub.received.Load()
 	res.Bad = bad

@@ -27,20 +27,31 @@ import (
 // PubAck, the durability of Tandem's persisted ack.
 type NATS struct {
 	SyncAlways bool
+	// Replicas: 0 or 1 is one nats-server with an R1 stream; 3 is a
+	// cluster of 3 nats-servers on loopback with an R3 stream
+	// (nats_cluster.go).
+	Replicas int
 	// Bin is the nats-server binary; empty: looked up (findBinary).
 	Bin string
 
 	p    *proc
-	url  string
+	url  string // client URL(s): comma-separated, tried in order
 	seq  atomic.Int64
 	conf string
+
+	// The cluster's nodes (Replicas > 1).
+	nodes []*natsNode
 }
 
 func (n *NATS) Name() string {
-	if n.SyncAlways {
-		return "nats-always"
+	r := ""
+	if n.Replicas > 1 {
+		r = fmt.Sprintf("r%d-", n.Replicas)
 	}
-	return "nats-default"
+	if n.SyncAlways {
+		return "nats-" + r + "always"
+	}
+	return "nats-" + r + "default"
 }
 
 func (n *NATS) bin() (string, error) {
@@ -72,6 +83,9 @@ func (n *NATS) Info() SystemInfo {
 			"subscribe": "js.Subscribe with nats.OrderedConsumer() (ephemeral push consumer, flow control), DeliverAll or DeliverNew",
 		},
 	}
+	if n.Replicas > 1 {
+		n.clusterInfo(&info)
+	}
 	if b, err := n.bin(); err != nil {
 		info.Skipped = err.Error()
 	} else {
@@ -85,6 +99,9 @@ func (n *NATS) Start(ctx context.Context, dir string) error {
 	bin, err := n.bin()
 	if err != nil {
 		return err
+	}
+	if n.Replicas > 1 {
+		return n.startCluster(ctx, bin, dir)
 	}
 	port, err := freePort()
 	if err != nil {
@@ -129,9 +146,19 @@ func (n *NATS) Start(ctx context.Context, dir string) error {
 }
 
 func (n *NATS) Stop() error {
+	if n.nodes != nil {
+		return n.stopCluster()
+	}
 	err := n.p.stop()
 	n.p = nil
 	return err
+}
+
+// connect connects a client to the server (the cluster: the URLs in
+// order, the stream leader's first).
+func (n *NATS) connect(name string, opts ...nats.Option) (*nats.Conn, error) {
+	opts = append([]nats.Option{nats.Name(fmt.Sprintf("%s-%d", name, n.seq.Add(1))), nats.DontRandomize()}, opts...)
+	return nats.Connect(n.url, opts...)
 }
 
 type natsPub struct {
@@ -146,7 +173,7 @@ type natsPub struct {
 }
 
 func (n *NATS) NewPublisher(ctx context.Context, name string, window int, onAck func(uint64)) (Publisher, error) {
-	nc, err := nats.Connect(n.url, nats.Name(fmt.Sprintf("%s-%d", name, n.seq.Add(1))))
+	nc, err := n.connect(name)
 	if err != nil {
 		return nil, err
 	}
@@ -216,7 +243,7 @@ type natsSub struct {
 }
 
 func (n *NATS) Subscribe(ctx context.Context, name string, fromStart bool, onMsg func([]byte)) (Subscriber, error) {
-	nc, err := nats.Connect(n.url, nats.Name(fmt.Sprintf("%s-%d", name, n.seq.Add(1))))
+	nc, err := n.connect(name)
 	if err != nil {
 		return nil, err
 	}

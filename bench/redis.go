@@ -25,16 +25,28 @@ import (
 type Redis struct {
 	// Fsync is the appendfsync setting: "always" or "everysec".
 	Fsync string
+	// Replica: a second redis-server replicating from the first (same
+	// appendfsync), and WAIT 1 0 after each pipeline (redis_replica.go).
+	Replica bool
 	// Bin is the redis-server binary; empty: looked up.
 	Bin string
 
 	p    *proc
 	addr string
+
+	// The replica (Replica true).
+	rp    *proc
+	raddr string
 }
 
 const redisStream = "bench"
 
-func (r *Redis) Name() string { return "redis-" + r.Fsync }
+func (r *Redis) Name() string {
+	if r.Replica {
+		return "redis-replica"
+	}
+	return "redis-" + r.Fsync
+}
 
 func (r *Redis) bin() (string, error) {
 	if r.Bin != "" {
@@ -64,6 +76,9 @@ func (r *Redis) Info() SystemInfo {
 			"subscribe": "XREAD BLOCK 100 COUNT 1000 STREAMS bench LASTID (LASTID 0 from the start, the last entry's ID from now)",
 		},
 	}
+	if r.Replica {
+		r.replicaInfo(&info)
+	}
 	if b, err := r.bin(); err != nil {
 		info.Skipped = err.Error()
 	} else {
@@ -83,9 +98,11 @@ func (r *Redis) Start(ctx context.Context, dir string) error {
 		return err
 	}
 	r.addr = fmt.Sprintf("127.0.0.1:%d", port)
-	args := []string{"--bind", "127.0.0.1", "--port", fmt.Sprint(port), "--dir", dir,
-		"--appendonly", "yes", "--appendfsync", r.Fsync, "--save", "", "--protected-mode", "no",
-		"--daemonize", "no", "--logfile", "", "--loglevel", "warning"}
+	args := redisArgs(port, dir, r.Fsync, "")
+	if r.Replica {
+		// The replica's first full sync starts at once (default: 5 s).
+		args = append(args, "--repl-diskless-sync-delay", "0")
+	}
 	p, err := startProc(r.Name(), bin, args, dir)
 	if err != nil {
 		return err
@@ -96,6 +113,30 @@ func (r *Redis) Start(ctx context.Context, dir string) error {
 	}
 	c := r.client()
 	defer c.Close()
+	if err := redisReady(ctx, c); err != nil {
+		return err
+	}
+	if r.Replica {
+		return r.startReplica(ctx, bin, dir, port)
+	}
+	return nil
+}
+
+// redisArgs are a redis-server's flags: loopback port, data in dir, AOF
+// with appendfsync fsync, no RDB snapshots; replicaOf "HOST PORT" makes it
+// a replica of that server.
+func redisArgs(port int, dir, fsync, replicaOf string) []string {
+	args := []string{"--bind", "127.0.0.1", "--port", fmt.Sprint(port), "--dir", dir,
+		"--appendonly", "yes", "--appendfsync", fsync, "--save", "", "--protected-mode", "no",
+		"--daemonize", "no", "--logfile", "", "--loglevel", "warning"}
+	if replicaOf != "" {
+		args = append(args, "--replicaof", replicaOf)
+	}
+	return args
+}
+
+// redisReady waits until the server answers PING (not LOADING).
+func redisReady(ctx context.Context, c *redis.Client) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		err := c.Ping(ctx).Err()
@@ -113,6 +154,10 @@ func (r *Redis) client() *redis.Client {
 func (r *Redis) Stop() error {
 	err := r.p.stop()
 	r.p = nil
+	if r.rp != nil {
+		err = errors.Join(err, r.rp.stop())
+		r.rp = nil
+	}
 	return err
 }
 
@@ -122,6 +167,7 @@ type redisPub struct {
 	queue chan []byte
 	onAck func(uint64)
 	max   int
+	wait1 bool // WAIT 1 0 after each pipeline (redis-replica)
 	ackCounter
 	done   chan struct{}
 	cancel context.CancelFunc
@@ -134,7 +180,7 @@ func (r *Redis) NewPublisher(ctx context.Context, name string, window int, onAck
 		return nil, err
 	}
 	rctx, cancel := context.WithCancel(context.Background())
-	p := &redisPub{c: c, win: newWindow(window), queue: make(chan []byte, window), onAck: onAck, max: window, done: make(chan struct{}), cancel: cancel}
+	p := &redisPub{c: c, win: newWindow(window), queue: make(chan []byte, window), onAck: onAck, max: window, wait1: r.Replica, done: make(chan struct{}), cancel: cancel}
 	p.init()
 	go p.sender(rctx)
 	return p, nil
@@ -173,9 +219,17 @@ func (p *redisPub) sender(ctx context.Context) {
 		for k, m := range batch {
 			cmds[k] = pipe.XAdd(ctx, &redis.XAddArgs{Stream: redisStream, ID: "*", Values: []any{"d", m}})
 		}
+		var wait *redis.IntCmd
+		if p.wait1 {
+			// The replica acknowledged the replication stream up to here
+			// (held in its memory; its AOF fsync may come later).
+			wait = redis.NewIntCmd(ctx, "wait", 1, 0)
+			_ = pipe.Process(ctx, wait)
+		}
 		_, _ = pipe.Exec(ctx)
+		replicated := wait == nil || (wait.Err() == nil && wait.Val() >= 1)
 		for _, cmd := range cmds {
-			if cmd.Err() != nil {
+			if cmd.Err() != nil || !replicated {
 				p.errs.Add(1)
 			} else {
 				p.onAck(i)

@@ -45,6 +45,7 @@ func WriteReport(w io.Writer, rr *RunResult, o ReportOptions) error {
 	// Headline.
 	pf("## Headline\n\n")
 	writeHeadline(b, rr)
+	writeVerdictSection(b, rr)
 
 	// Skipped and not measured.
 	var skipped []string
@@ -84,13 +85,22 @@ func WriteReport(w io.Writer, rr *RunResult, o ReportOptions) error {
 			} {
 				key := fmt.Sprintf("%s size=%d rate=%s", sc.scen, rr.Settings.LatencySize, rs)
 				file := fmt.Sprintf("%s-%s.svg", sc.scen, strings.NewReplacer("(", "", ")", "", "%", "pct").Replace(rs))
-				title := fmt.Sprintf("%s at %s msgs/s offered, %d B (corrected for coordinated omission)", sc.title, rs, rr.Settings.LatencySize)
+				title := fmt.Sprintf("%s at %s msgs/s offered, %d B\ncorrected for coordinated omission", sc.title, rateTitle(rr, sc.scen, rs), rr.Settings.LatencySize)
 				if f, err := plotLatency(rr, o.PlotDir, key, title, file); err != nil {
 					return err
 				} else if f != "" {
 					plots[key] = f
 				}
 			}
+		}
+	}
+	if o.PlotDir != "" {
+		rp, err := plotReplicated(rr, o.PlotDir)
+		if err != nil {
+			return err
+		}
+		for k, f := range rp {
+			plots[k] = f
 		}
 	}
 	img := func(key, alt string) {
@@ -133,8 +143,10 @@ func WriteReport(w io.Writer, rr *RunResult, o ReportOptions) error {
 	writeThroughputTable(b, rr, peers, ScenReplay)
 
 	writePairSection(b, rr)
+	writeReplicatedSection(b, rr, img)
 	writeEngineSection(b, rr)
 	writeFailoverSection(b, rr)
+	writeNATSFailover(b, rr)
 	writeTLSSection(b, rr)
 
 	// Systems and settings.
@@ -181,6 +193,7 @@ func WriteReport(w io.Writer, rr *RunResult, o ReportOptions) error {
 		{"pair: publish sizes (1 publisher) / fixed rates", fmt.Sprintf("%v / %v", st.PairSizes, st.PairRates)},
 		{"engine: publish sizes / publisher counts / fan-out subscribers / sync pair sizes / runs per backend", fmt.Sprintf("%v / %v / %v / %v / %d", st.EngineSizes, st.EnginePublishers, st.EngineFanout, st.EnginePairSizes, max(1, st.EngineRuns))},
 		{"failover: runs / rate (msgs/s) / size / heartbeat", fmt.Sprintf("%d / %d / %d / %s", st.FailoverRuns, st.FailoverRate, st.FailoverSize, st.FailoverHeartbeat)},
+		{"failover of the NATS R3 peers: runs / rate (msgs/s)", fmt.Sprintf("%d / %d", st.FailoverPeerRuns, st.FailoverPeerRate)},
 		{"tls: publish sizes (1 publisher) / fixed rates", fmt.Sprintf("%v / %v", st.TLSSizes, st.Rates)},
 		{"drain timeout", st.DrainTimeout.String()},
 		{"fdatasync probe calls", fmt.Sprint(st.FsyncProbe)},
@@ -200,7 +213,7 @@ func WriteReport(w io.Writer, rr *RunResult, o ReportOptions) error {
 	pf("- Every step starts a fresh server (Tandem, nats-server or redis-server as its own process, on a loopback port, data in a new temporary directory) and stops it afterwards; the load generator is the bench process on the same machine, so the server and the generator share the cores.\n")
 	pf("- Every payload starts with a 16-byte header (message index, due time); subscribers check order (out-of-order or duplicate deliveries are counted as bad).\n")
 	pf("- Latencies are recorded in HdrHistogram (3 significant digits). The fixed-rate publisher paces itself with nanosleep on a locked thread (time.Sleep sleeps >= 1 ms here); its lag behind the schedule is part of the corrected latency and its p99 is in the JSON (pacer_lag_p99_us).\n")
-	pf("- Durability differs by setting and is spelled out per system above: `tandem`, `nats-always` and `redis-always` acknowledge only after fdatasync/fsync; `nats-default` and `redis-everysec` acknowledge before the data is on disk.\n")
+	pf("- Durability differs by setting and is spelled out per system above: `tandem`, `nats-always` and `redis-always` acknowledge only after fdatasync/fsync; `nats-default` and `redis-everysec` acknowledge before the data is on disk; of the replicated peers, `nats-r3-always` acknowledges after the leader and one follower fsynced (3 copies), `nats-r3-default` after they wrote (no fsync), `redis-replica` after the primary's AOF fsync and the replica's acknowledgement of the replication stream (in its memory).\n")
 	_, err := io.WriteString(w, b.String())
 	return err
 }
@@ -480,6 +493,12 @@ func durability(sys string) string {
 		return "after AOF fsync (appendfsync always)"
 	case "redis-everysec":
 		return "after AOF write, fsync every 1 s"
+	case "nats-r3-always":
+		return "after fsync on the leader and 1 follower (R3, 3 copies)"
+	case "nats-r3-default":
+		return "after write on the leader and 1 follower (R3), fsync every 2 min"
+	case "redis-replica":
+		return redisReplicaDurability + " (WAIT 1 0)"
 	}
 	return ""
 }

@@ -403,6 +403,11 @@ func writeFailoverSection(b *strings.Builder, rr *RunResult) {
 		fmt.Fprintf(b, "Over the whole step: %d messages published, %d received, %d out of order or repeated, %d dropped by the HA client's duplicate filter; "+
 			"the publisher failed over %d times, the subscriber %d times. From each kill to the pair in sync again with both clients connected: p50 %.0f ms.\n\n",
 			r.Sent, r.Received, r.Bad, fs.Duplicates, fs.PublisherFailovers, fs.SubscriberFailovers, fs.RestartP50Ms)
+		if l := fs.PublishLatency; l != nil {
+			fmt.Fprintf(b, "Time from the kill to the HA publisher's first persisted ack of a message published after it: p50 %s, max %s (%d runs had none by the time the pair was in sync again, counted as that time). "+
+				"The surviving instance of the sync pair may hold its acks until the killed one is back (`--repl-downgrade-after %s` is longer than a run), so this includes the restart.\n\n",
+				fmtUs(l.P50), fmtUs(l.Max), fs.PublishTimeouts, pairDowngradeAfter)
+		}
 	}
 	if r.Note != "" {
 		fmt.Fprintf(b, "- %s: %s\n\n", r.Key, r.Note)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -121,6 +122,11 @@ func (r *Result) Summary() string {
 	}
 	if r.Skipped != "" {
 		return "skipped: " + r.Skipped
+	}
+	if f := r.Failover; f != nil && r.Latency != nil && f.PublishLatency != nil && strings.HasPrefix(r.System, "nats-r3-") {
+		// A replicated NATS peer (nats_failover.go).
+		return fmt.Sprintf("stream leader killed %d times: next ack p50 %s max %s, next delivery p50 %s max %s  %d acked never delivered  %d timeouts",
+			len(f.TimesUs), fmtUs(f.PublishLatency.P50), fmtUs(f.PublishLatency.Max), fmtUs(r.Latency.P50), fmtUs(r.Latency.Max), f.Lost, f.Timeouts)
 	}
 	if f := r.Failover; f != nil && r.Latency != nil {
 		s := fmt.Sprintf("failover over %d runs: p50 %s p90 %s p99 %s max %s  %d lost/repeated at the switch", len(f.TimesUs),

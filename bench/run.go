@@ -60,6 +60,11 @@ type Settings struct {
 	FailoverRate      int           `json:"failover_rate,omitempty"`
 	FailoverSize      int           `json:"failover_size,omitempty"`
 	FailoverHeartbeat time.Duration `json:"failover_heartbeat_ns,omitempty"`
+	// The replicated NATS peers (nats_failover.go): FailoverPeerRuns
+	// kills of the stream leader, the publisher at FailoverPeerRate msgs/s
+	// of FailoverSize bytes.
+	FailoverPeerRuns int `json:"failover_peer_runs,omitempty"`
+	FailoverPeerRate int `json:"failover_peer_rate,omitempty"`
 
 	// Tandem only, opt-in (--scenarios tls): one instance serving
 	// plaintext vs one serving TLS: closed-loop publish at these sizes (1
@@ -76,7 +81,7 @@ type Settings struct {
 }
 
 // AllSystems are the systems of a full run, in report order.
-var AllSystems = []string{"tandem", "nats-default", "nats-always", "redis-always", "redis-everysec"}
+var AllSystems = []string{"tandem", "nats-default", "nats-always", "redis-always", "redis-everysec", "nats-r3-always", "nats-r3-default", "redis-replica"}
 
 // DefaultSettings returns the full matrix (about 15 minutes on 2 cores), or
 // the reduced --quick matrix (about a minute).
@@ -109,6 +114,8 @@ func DefaultSettings(quick bool) Settings {
 		FailoverRate:         10000,
 		FailoverSize:         128,
 		FailoverHeartbeat:    50 * time.Millisecond,
+		FailoverPeerRuns:     10,
+		FailoverPeerRate:     2000,
 		DrainTimeout:         5 * time.Second,
 		FsyncProbe:           200,
 		Systems:              append([]string(nil), AllSystems...),
@@ -137,12 +144,16 @@ func DefaultSettings(quick bool) Settings {
 		s.EnginePairSizes = []int{128}
 		s.EngineRuns = 1
 		s.FailoverRuns = 5
+		s.FailoverPeerRuns = 2
 		s.DrainTimeout = 2 * time.Second
 		s.FsyncProbe = 50
 	}
 	s.ReplaySkip = map[string]string{
 		"nats-always":  "replay reads the same file store as nats-default (the sync setting only affects writes); preloading at its fsync-per-message rate would take too long",
 		"redis-always": "replay reads the same stream as redis-everysec (the fsync setting only affects writes)",
+	}
+	for k, v := range replicatedReplaySkip {
+		s.ReplaySkip[k] = v
 	}
 	return s
 }
@@ -171,6 +182,12 @@ func newSystem(name string, o *Options, commit string) (System, error) {
 		return &Redis{Fsync: "always"}, nil
 	case "redis-everysec":
 		return &Redis{Fsync: "everysec"}, nil
+	case "nats-r3-always":
+		return &NATS{SyncAlways: true, Replicas: 3}, nil
+	case "nats-r3-default":
+		return &NATS{Replicas: 3}, nil
+	case "redis-replica":
+		return &Redis{Fsync: "always", Replica: true}, nil
 	}
 	return nil, fmt.Errorf("unknown system %q (known: %s)", name, strings.Join(AllSystems, ", "))
 }

@@ -248,6 +248,9 @@ func TestFailover(t *testing.T) {
 	if f.Violations != 0 || f.Timeouts != 0 || r.Bad != 0 || r.Note != "" {
 		t.Errorf("violations %d, timeouts %d, bad %d, note %q", f.Violations, f.Timeouts, r.Bad, r.Note)
 	}
+	if len(f.PublishTimesUs) != 2 || f.PublishTimesUs[0] <= 0 || f.PublishTimesUs[1] <= 0 || f.PublishLatency == nil {
+		t.Errorf("time to the next acknowledged publish: %v", f.PublishTimesUs)
+	}
 	if f.SubscriberFailovers < 2 || r.Received < r.Sent || r.Sent == 0 {
 		t.Errorf("subscriber failovers %d, sent %d, received %d", f.SubscriberFailovers, r.Sent, r.Received)
 	}
@@ -256,7 +259,7 @@ func TestFailover(t *testing.T) {
 	if err := WriteReport(&md, rr, ReportOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"## Failover time (HA client)", "| 2 | ", "50ms heartbeat", "2.0k msgs/s", "failover: runs / rate"} {
+	for _, s := range []string{"## Failover time (HA client)", "| 2 | ", "50ms heartbeat", "2.0k msgs/s", "failover: runs / rate", "first persisted ack of a message published after it: p50 "} {
 		if !strings.Contains(md.String(), s) {
 			t.Errorf("report lacks %q", s)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tandemhq/tandem/internal/freeport"
 	"net"
 	"os"
 	"os/exec"
@@ -75,15 +76,10 @@ const (
 	benchStream = "BENCH"
 )
 
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// freePort returns a loopback TCP port that was free a moment ago, below
+// the ephemeral range so that no outgoing connection takes it before the
+// server binds it (internal/freeport).
+func freePort() (int, error) { return freeport.Port() }
 
 // waitDial waits until addr accepts TCP connections or the process ends.
 func waitDial(ctx context.Context, addr string, p *proc) error {

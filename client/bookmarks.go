@@ -114,12 +114,12 @@ func (p *subProgress) forgetOldest(track bool) {
 	var bigID uint64
 	isOrigin := false
 	for i := range p.origins {
-		if s := &p.origins[i].set; big == nil || len(s.ranges) > len(big.ranges) {
+		if s := &p.origins[i].set; big == nil || s.Len() > big.Len() {
 			big, bigID, isOrigin = s, p.origins[i].id, true
 		}
 	}
 	for id, s := range p.pubs {
-		if big == nil || len(s.ranges) > len(big.ranges) {
+		if big == nil || s.Len() > big.Len() {
 			big, bigID, isOrigin = s, id, false
 		}
 	}
@@ -142,10 +142,10 @@ func (p *subProgress) forgetOldest(track bool) {
 func (p *subProgress) countRanges() {
 	n := 0
 	for i := range p.origins {
-		n += len(p.origins[i].set.ranges)
+		n += p.origins[i].set.Len()
 	}
 	for _, s := range p.pubs {
-		n += len(s.ranges)
+		n += s.Len()
 	}
 	p.nRanges = n
 }
@@ -165,10 +165,10 @@ func (p *subProgress) isDiscarded(m *Message) bool {
 func (p *subProgress) entries() []wire.ResumeEntry {
 	out := make([]wire.ResumeEntry, 0, len(p.origins)+len(p.pubs))
 	for _, o := range p.origins {
-		out = append(out, wire.ResumeEntry{ID: o.id, Seq: o.set.floor, Kind: wire.ResumeOrigin})
+		out = append(out, wire.ResumeEntry{ID: o.id, Seq: o.set.Floor(), Kind: wire.ResumeOrigin})
 	}
 	for id, s := range p.pubs {
-		out = append(out, wire.ResumeEntry{ID: id, Seq: s.floor, Kind: wire.ResumePublisher})
+		out = append(out, wire.ResumeEntry{ID: id, Seq: s.Floor(), Kind: wire.ResumePublisher})
 	}
 	sort.Slice(out[len(p.origins):], func(i, j int) bool { return out[len(p.origins)+i].ID < out[len(p.origins)+j].ID })
 	return out
@@ -194,7 +194,7 @@ func (b *memBookmarks) MostRecent(sub string) ([]wire.ResumeEntry, bool) {
 func (b *memBookmarks) setPositionLocked(sub string, pos []wire.PositionEntry) *subProgress {
 	p := newSubProgress()
 	for _, e := range pos {
-		p.origin(e.Origin).floor = e.OriginSeq
+		p.origin(e.Origin).SetFloor(e.OriginSeq)
 	}
 	b.subs[sub] = p
 	return p
@@ -347,9 +347,9 @@ func appendBmHead(dst []byte, kind byte, sub string) ([]byte, int) {
 func appendBmSet(dst []byte, kind byte, sub string, id uint64, s *rangeSet) []byte {
 	dst, start := appendBmHead(dst, kind, sub)
 	dst = binary.LittleEndian.AppendUint64(dst, id)
-	dst = binary.LittleEndian.AppendUint64(dst, s.floor)
-	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(s.ranges)))
-	for _, g := range s.ranges {
+	dst = binary.LittleEndian.AppendUint64(dst, s.Floor())
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(s.Len()))
+	for _, g := range s.Ranges() {
 		dst = binary.LittleEndian.AppendUint64(dst, g.Lo)
 		dst = binary.LittleEndian.AppendUint64(dst, g.Hi)
 	}
@@ -407,7 +407,7 @@ func (b *FileBookmarkStore) load(repair bool) (logfile.Result, error) {
 			ranges = ranges[:0]
 			for i := range n {
 				r := rest[20+16*i:]
-				ranges = append(ranges, seqRange{binary.LittleEndian.Uint64(r), binary.LittleEndian.Uint64(r[8:])})
+				ranges = append(ranges, seqRange{Lo: binary.LittleEndian.Uint64(r), Hi: binary.LittleEndian.Uint64(r[8:])})
 			}
 			if !validRanges(floor, ranges) {
 				return fmt.Errorf("%w: ranges out of order", ErrStoreCorrupt)

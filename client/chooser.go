@@ -3,11 +3,11 @@ package client
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/tandemhq/tandem/internal/hasm"
 )
 
 // Authenticator supplies the credentials for one logon. The HA client asks
@@ -53,34 +53,25 @@ type ServerChooser interface {
 // empty, when every server refused the logon itself (credentials, protocol
 // version: retrying cannot help), or when MaxFailures consecutive attempts
 // failed across the list (0, the default: never; bound the time with the
-// DelayStrategy instead).
+// DelayStrategy instead). The rules are internal/hasm's DefaultChooser,
+// behind a lock.
 type DefaultServerChooser struct {
 	mu          sync.Mutex
-	uris        []string
+	d           hasm.DefaultChooser
 	auth        Authenticator
-	cur         int
-	failures    int               // consecutive, over the whole list
-	refused     map[string]error  // servers whose last failure was a logon refusal
-	last        map[string]string // last failure per server, for Error
 	MaxFailures int
 }
 
 // NewDefaultServerChooser returns a chooser over uris, in order.
 func NewDefaultServerChooser(uris ...string) *DefaultServerChooser {
-	d := &DefaultServerChooser{refused: map[string]error{}, last: map[string]string{}}
-	for _, u := range uris {
-		if u = strings.TrimSpace(u); u != "" {
-			d.uris = append(d.uris, u)
-		}
-	}
-	return d
+	return &DefaultServerChooser{d: *hasm.NewDefaultChooser(uris...)}
 }
 
 // Add appends a server.
 func (d *DefaultServerChooser) Add(uri string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.uris = append(d.uris, uri)
+	d.d.URIs = append(d.d.URIs, uri)
 }
 
 // SetAuthenticator sets the Authenticator used for every server (default:
@@ -95,16 +86,9 @@ func (d *DefaultServerChooser) SetAuthenticator(a Authenticator) {
 func (d *DefaultServerChooser) CurrentURI() string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if len(d.uris) == 0 {
-		return ""
-	}
-	if len(d.refused) == len(d.uris) {
-		return ""
-	}
-	if d.MaxFailures > 0 && d.failures >= d.MaxFailures {
-		return ""
-	}
-	return d.uris[d.cur%len(d.uris)]
+	d.d.MaxFailures = d.MaxFailures
+	uri, _ := d.d.Current()
+	return uri
 }
 
 // CurrentAuthenticator implements ServerChooser.
@@ -118,9 +102,7 @@ func (d *DefaultServerChooser) CurrentAuthenticator() Authenticator {
 func (d *DefaultServerChooser) ReportSuccess(uri string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.failures = 0
-	clear(d.refused)
-	clear(d.last)
+	d.d.ReportSuccess(uri)
 }
 
 // ReportFailure implements ServerChooser: the next attempt goes to the next
@@ -128,18 +110,7 @@ func (d *DefaultServerChooser) ReportSuccess(uri string) {
 func (d *DefaultServerChooser) ReportFailure(uri string, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.failures++
-	if err != nil {
-		d.last[uri] = err.Error()
-	}
-	if errors.Is(err, ErrAuth) || errors.Is(err, ErrVersion) {
-		d.refused[uri] = err
-	} else {
-		delete(d.refused, uri)
-	}
-	if len(d.uris) > 0 && d.uris[d.cur%len(d.uris)] == uri {
-		d.cur = (d.cur + 1) % len(d.uris)
-	}
+	d.d.ReportFailure(uri, err, errors.Is(err, ErrAuth) || errors.Is(err, ErrVersion))
 }
 
 // ReportStandby implements StandbyReporter: the next attempt goes to the
@@ -148,36 +119,15 @@ func (d *DefaultServerChooser) ReportFailure(uri string, err error) {
 func (d *DefaultServerChooser) ReportStandby(uri string, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err != nil {
-		d.last[uri] = err.Error()
-	}
-	delete(d.refused, uri)
-	if len(d.uris) > 0 && d.uris[d.cur%len(d.uris)] == uri {
-		d.cur = (d.cur + 1) % len(d.uris)
-	}
+	d.d.ReportStandby(uri, err)
 }
 
 // Error implements ServerChooser: why CurrentURI returned "".
 func (d *DefaultServerChooser) Error() string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if len(d.uris) == 0 {
-		return "the server list is empty"
-	}
-	var parts []string
-	for _, u := range d.uris {
-		if e, ok := d.last[u]; ok {
-			parts = append(parts, u+": "+e)
-		}
-	}
-	detail := strings.Join(parts, "; ")
-	switch {
-	case len(d.refused) == len(d.uris):
-		return "every server refused the logon: " + detail
-	case d.MaxFailures > 0 && d.failures >= d.MaxFailures:
-		return fmt.Sprintf("%d consecutive connection failures: %s", d.failures, detail)
-	}
-	return detail
+	d.d.MaxFailures = d.MaxFailures
+	return d.d.Error()
 }
 
 // StandbyReporter is implemented by a ServerChooser that tells a server
@@ -202,19 +152,23 @@ type DelayStrategy interface {
 }
 
 // ErrRetryTimeout: the DelayStrategy's total retry time is spent.
-var ErrRetryTimeout = errors.New("client: reconnect time limit reached")
+var ErrRetryTimeout = hasm.ErrRetryTimeout
+
+// delayClock is the strategies' monotonic clock (their rules, in
+// internal/hasm, take logical nanoseconds).
+var delayClock = time.Now()
+
+func delayNow() int64 { return int64(time.Since(delayClock)) }
 
 // FixedDelayStrategy waits Delay between attempts (none before the first
 // attempt at each server after a success) and gives up once MaxTotal (0: never) has passed
-// since the first failed attempt.
+// since the first failed attempt. The rules are internal/hasm's FixedDelay.
 type FixedDelayStrategy struct {
 	Delay    time.Duration
 	MaxTotal time.Duration
 
-	mu    sync.Mutex
-	start time.Time
-	n     int
-	tried map[string]bool
+	mu sync.Mutex
+	d  hasm.FixedDelay
 }
 
 // NextDelay implements DelayStrategy: no wait before the first attempt at
@@ -222,25 +176,15 @@ type FixedDelayStrategy struct {
 func (f *FixedDelayStrategy) NextDelay(uri string) (time.Duration, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.n++
-	if f.n == 1 {
-		f.start = time.Now()
-		f.tried = map[string]bool{}
-	}
-	if !f.tried[uri] {
-		f.tried[uri] = true
-		return 0, nil
-	}
-	if f.MaxTotal > 0 && time.Since(f.start)+f.Delay > f.MaxTotal {
-		return 0, fmt.Errorf("%w (%v)", ErrRetryTimeout, f.MaxTotal)
-	}
-	return f.Delay, nil
+	f.d.Delay, f.d.MaxTotal = int64(f.Delay), int64(f.MaxTotal)
+	d, err := f.d.NextDelay(uri, delayNow())
+	return time.Duration(d), err
 }
 
 // Reset implements DelayStrategy.
 func (f *FixedDelayStrategy) Reset() {
 	f.mu.Lock()
-	f.n = 0
+	f.d.Reset()
 	f.mu.Unlock()
 }
 
@@ -249,7 +193,9 @@ func (f *FixedDelayStrategy) Reset() {
 // server after a success); Jitter (0..1) shortens each delay by a random fraction up to
 // it, so clients that lost the same server do not return in lockstep. It
 // gives up once MaxTotal (0: never) has passed since the first attempt.
-// Zero fields take the defaults: Initial 10ms, Multiplier 2, Max 1s.
+// Zero fields take the defaults: Initial 10ms, Multiplier 2, Max 1s. The
+// rules are internal/hasm's ExponentialDelay (the float fields are
+// converted to millionths).
 type ExponentialDelayStrategy struct {
 	Initial    time.Duration
 	Multiplier float64
@@ -257,12 +203,14 @@ type ExponentialDelayStrategy struct {
 	MaxTotal   time.Duration
 	Jitter     float64
 
-	mu    sync.Mutex
-	start time.Time
-	n     int
-	cur   time.Duration
-	tried map[string]bool
+	mu sync.Mutex
+	d  hasm.ExponentialDelay
 }
+
+// globalRand is math/rand/v2's global source as a hasm.Rand.
+type globalRand struct{}
+
+func (globalRand) Uint64() uint64 { return rand.Uint64() }
 
 // NextDelay implements DelayStrategy: no wait before the first attempt at
 // each server since the last success (failing over to a live partner costs
@@ -270,49 +218,23 @@ type ExponentialDelayStrategy struct {
 func (e *ExponentialDelayStrategy) NextDelay(uri string) (time.Duration, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.n++
-	if e.n == 1 {
-		e.start = time.Now()
-		e.cur = 0
-		e.tried = map[string]bool{}
+	e.d.Initial, e.d.Max, e.d.MaxTotal = int64(e.Initial), int64(e.Max), int64(e.MaxTotal)
+	e.d.MultNum, e.d.MultDen = 2, 1
+	if e.Multiplier >= 1 {
+		e.d.MultNum, e.d.MultDen = uint64(e.Multiplier*1e6+0.5), 1e6
 	}
-	if !e.tried[uri] {
-		e.tried[uri] = true
-		return 0, nil
-	}
-	initial, mult, maxd := e.Initial, e.Multiplier, e.Max
-	if initial <= 0 {
-		initial = 10 * time.Millisecond
-	}
-	if mult < 1 {
-		mult = 2
-	}
-	if maxd <= 0 {
-		maxd = time.Second
-	}
-	if e.cur == 0 {
-		e.cur = initial
-	} else {
-		e.cur = min(time.Duration(float64(e.cur)*mult), maxd)
-	}
-	d := e.cur
+	e.d.JitterPPM = 0
 	if e.Jitter > 0 {
-		d -= time.Duration(rand.Float64() * min(e.Jitter, 1) * float64(d))
+		e.d.JitterPPM = uint64(min(e.Jitter, 1)*1e6 + 0.5)
 	}
-	if e.MaxTotal > 0 {
-		left := e.MaxTotal - time.Since(e.start)
-		if left <= 0 {
-			return 0, fmt.Errorf("%w (%v)", ErrRetryTimeout, e.MaxTotal)
-		}
-		d = min(d, left)
-	}
-	return d, nil
+	e.d.Rand = globalRand{}
+	d, err := e.d.NextDelay(uri, delayNow())
+	return time.Duration(d), err
 }
 
 // Reset implements DelayStrategy.
 func (e *ExponentialDelayStrategy) Reset() {
 	e.mu.Lock()
-	e.n = 0
-	e.cur = 0
+	e.d.Reset()
 	e.mu.Unlock()
 }

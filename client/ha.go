@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
 
+	"github.com/tandemhq/tandem/internal/hasm"
 	"github.com/tandemhq/tandem/record"
 	"github.com/tandemhq/tandem/wire"
 )
@@ -17,7 +17,7 @@ import (
 // ErrNoServer: reconnection stopped: the ServerChooser returned no server
 // or the DelayStrategy gave up. The error says why (ServerChooser.Error and
 // the last attempt's error).
-var ErrNoServer = errors.New("client: no server available")
+var ErrNoServer = hasm.ErrNoServer
 
 // MostRecent starts an HA subscription (WithSubID) right after what the
 // BookmarkStore says it processed, or at Epoch if the store has never seen
@@ -160,6 +160,14 @@ func (m *MemorySubscriptionManager) All() []*HASubscription {
 // PublishStore) and re-enters its subscriptions (resuming WithSubID ones
 // from the BookmarkStore). See docs/client.md. Its methods are safe for
 // concurrent use.
+//
+// The decisions are internal/hasm's Machine; HAClient is its driver: it
+// feeds the machine what happened (under mu, with the time since epoch as
+// logical time) and carries out the actions it returns. Actions that wait
+// (dial, timer, attach with its replay, subscribe, a subscription's end)
+// are carried out after mu is released by the goroutine whose input
+// produced them: the connection manager (Connect, then manage), a
+// Subscribe caller, or Close.
 type HAClient struct {
 	cfg     HAConfig
 	base    config
@@ -168,23 +176,27 @@ type HAClient struct {
 	store   PublishStore
 	bms     BookmarkStore
 	subs    SubscriptionManager
+	ca      *chooserAdapter
+	epoch   time.Time // logical time 0
 
 	mu      sync.Mutex
+	m       *hasm.Machine
+	att     *Client // the connection of the last ActDial that logged on
+	attID   hasm.ConnID
 	cur     *Client // nil while disconnected
+	curID   hasm.ConnID
 	curURI  string
 	lastURI string        // the server of the previous connection
 	up      chan struct{} // closed while connected; replaced on disconnect
 	closed  bool
 	state   State
+	byID    map[hasm.SubID]*HASubscription
 
-	pubMu   sync.Mutex
-	nextSeq uint64 // guarded by pubMu (with a PublishStore)
+	pubMu sync.Mutex // publishes, and the replay of ActAttach, in sequence order
+	// waitingFirst counts publishes waiting for the first logon (tests).
+	waitingFirst atomic.Int32
 
-	stableAfter time.Duration
-	upAt        time.Time                                          // when the current connection logged on (manager goroutine)
-	upPersisted uint64                                             // its PersistedSeq then
 	failedWrite func(pubSeq uint64, code wire.Code, reason string) // the application's
-	subIDs      atomic.Uint64                                      // generated sub ids
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -199,9 +211,51 @@ type HAClient struct {
 	failovers  atomic.Uint64
 }
 
+// chooserAdapter is a ServerChooser as a hasm.Chooser; it keeps the
+// Authenticator of the last CurrentURI for the dial.
+type chooserAdapter struct {
+	c    ServerChooser
+	auth Authenticator
+}
+
+func (a *chooserAdapter) Current() (string, bool) {
+	uri := a.c.CurrentURI()
+	if uri == "" {
+		return "", false
+	}
+	a.auth = a.c.CurrentAuthenticator()
+	return uri, a.auth != nil
+}
+func (a *chooserAdapter) ReportSuccess(uri string) { a.c.ReportSuccess(uri) }
+func (a *chooserAdapter) ReportFailure(uri string, err error, _ bool) {
+	a.c.ReportFailure(uri, err)
+}
+
+// ReportStandby: a StandbyReporter moves on without counting a failure;
+// another chooser gets a failure report (its only way to move on).
+func (a *chooserAdapter) ReportStandby(uri string, err error) {
+	if sr, ok := a.c.(StandbyReporter); ok {
+		sr.ReportStandby(uri, err)
+		return
+	}
+	a.c.ReportFailure(uri, err)
+}
+func (a *chooserAdapter) Error() string { return a.c.Error() }
+
+// delayAdapter is a DelayStrategy as a hasm.Delay (the strategy keeps its
+// own clock).
+type delayAdapter struct{ d DelayStrategy }
+
+func (a delayAdapter) NextDelay(uri string, _ int64) (int64, error) {
+	d, err := a.d.NextDelay(uri)
+	return int64(d), err
+}
+func (a delayAdapter) Reset() { a.d.Reset() }
+
 // NewHA returns an HAClient; Connect makes the first connection.
 func NewHA(cfg HAConfig) (*HAClient, error) {
-	h := &HAClient{cfg: cfg, base: defaultConfig(), up: make(chan struct{}), mgrDone: make(chan struct{}), stopped: make(chan struct{})}
+	h := &HAClient{cfg: cfg, base: defaultConfig(), up: make(chan struct{}), mgrDone: make(chan struct{}), stopped: make(chan struct{}),
+		byID: map[hasm.SubID]*HASubscription{}, epoch: time.Now()}
 	for _, o := range cfg.Options {
 		o(&h.base)
 	}
@@ -223,12 +277,12 @@ func NewHA(cfg HAConfig) (*HAClient, error) {
 	}
 	h.base.errorHandler = nil
 	h.base.ackHandler = nil
-	h.stableAfter = time.Second
+	stableAfter := time.Second
 	if cfg.StableAfter > 0 {
-		h.stableAfter = cfg.StableAfter
+		stableAfter = cfg.StableAfter
 	}
 	h.failedWrite = h.base.failedWrite
-	h.base.failedWrite = h.failed
+	h.base.failedWrite = nil // per connection (dialOne)
 	h.chooser = cfg.Chooser
 	if h.chooser == nil {
 		h.chooser = NewDefaultServerChooser(cfg.Servers...)
@@ -238,14 +292,13 @@ func NewHA(cfg HAConfig) (*HAClient, error) {
 		h.delay = &ExponentialDelayStrategy{Initial: 10 * time.Millisecond, Multiplier: 2, Max: time.Second, MaxTotal: 60 * time.Second, Jitter: 0.2}
 	}
 	h.store = cfg.PublishStore
+	var nextSeq uint64
 	if h.store != nil {
 		if h.base.ack != wire.AckPersisted {
 			return nil, errors.New("client: a PublishStore needs WithAck(wire.AckPersisted)")
 		}
-		h.nextSeq = h.store.LastSeq() + 1
-		st := h.store
-		h.base.persistHook = func(seq uint64) { st.Discard(seq) }
-		h.base.beforeWrite = st.Sync
+		nextSeq = h.store.LastSeq() + 1
+		h.base.beforeWrite = h.store.Sync
 	}
 	h.bms = cfg.BookmarkStore
 	if h.bms == nil {
@@ -255,6 +308,11 @@ func NewHA(cfg HAConfig) (*HAClient, error) {
 	if h.subs == nil {
 		h.subs = &MemorySubscriptionManager{}
 	}
+	h.ca = &chooserAdapter{c: h.chooser}
+	h.m = hasm.New(hasm.Config{
+		Name: h.base.name, Chooser: h.ca, Delay: delayAdapter{h.delay}, Bookmarks: h.bms, Rand: globalRand{},
+		StableAfter: int64(stableAfter), Store: h.store != nil, NextPubSeq: nextSeq, MaxFrame: h.base.maxFrame,
+	})
 	h.ev = newEventQueue(cfg.OnState, cfg.OnError)
 	for _, err := range storeRecoveryErrors(cfg.PublishStore, cfg.BookmarkStore) {
 		h.ev.error(err) // torn tails the file stores dropped on open
@@ -279,6 +337,97 @@ func NewMemoryBackedHA(cfg HAConfig) (*HAClient, error) {
 	return NewHA(cfg)
 }
 
+// now is the machine's logical time: nanoseconds since NewHA (monotonic).
+func (h *HAClient) now() int64 { return int64(time.Since(h.epoch)) }
+
+// stepLocked feeds in to the machine (h.mu held) and carries out the
+// resulting actions; those that wait are appended to todo for the caller
+// to carry out once it has released h.mu (drive).
+func (h *HAClient) stepLocked(in hasm.Input, todo []hasm.Action) []hasm.Action {
+	in.Now = h.now()
+	h.m.Step(in) // an error only for a misuse: InStart is guarded by started
+	return h.runLocked(todo)
+}
+
+// runLocked carries out the machine's ready actions that do not wait.
+func (h *HAClient) runLocked(todo []hasm.Action) []hasm.Action {
+	for h.m.HasReady() {
+		rd := h.m.Ready()
+		for i := range rd.Actions {
+			a := &rd.Actions[i]
+			switch a.Kind {
+			case hasm.ActNextSeq:
+				if c := h.att; c != nil && h.attID == a.Conn {
+					c.conn.wmu.Lock()
+					c.nextSeq = a.Seq
+					c.conn.wmu.Unlock()
+				}
+			case hasm.ActUp:
+				h.cur, h.curID, h.curURI, h.lastURI = h.att, a.Conn, a.URI, a.URI
+				close(h.up)
+			case hasm.ActDown:
+				h.cur, h.curID = nil, 0
+				h.up = make(chan struct{})
+			case hasm.ActStoreDiscard:
+				h.store.Discard(a.Seq) // a failed write is the store's own sticky error
+			case hasm.ActStoreRemove:
+				if err := h.store.Remove(a.Seq); err != nil {
+					h.ev.error(fmt.Errorf("client: publish store: remove %d: %w", a.Seq, err))
+				}
+			case hasm.ActFailedWrite:
+				h.reportFailed(a.Seq, a.Code, a.Reason)
+			case hasm.ActEvent:
+				h.event(a.Event)
+			case hasm.ActError:
+				h.ev.error(a.Err)
+			case hasm.ActStopped:
+				select {
+				case <-h.stopped:
+				default:
+					h.stopErr = a.Err
+					h.state = StateStopped
+					close(h.stopped)
+				}
+			default: // dial, timer, attach, close, subscribe, sub-ended
+				todo = append(todo, *a)
+			}
+		}
+		h.m.Advance()
+	}
+	return todo
+}
+
+// event reports a machine event (h.mu held).
+func (h *HAClient) event(e hasm.Event) {
+	ev := Event{State: State(e.State), URI: e.URI, Instance: e.Instance, From: e.From, Err: e.Err}
+	switch ev.State {
+	case StateConnected, StateFailedOver:
+		h.state = ev.State
+		if ev.State == StateFailedOver {
+			h.failovers.Add(1)
+		}
+	case StateDisconnected:
+		h.state = ev.State
+		h.reconnects.Add(1)
+	}
+	h.ev.state(ev)
+}
+
+// reportFailed tells the application, once, on the event goroutine, that a
+// message was refused for good (by the server, or locally because it
+// cannot fit the server's limits).
+func (h *HAClient) reportFailed(seq uint64, code wire.Code, reason string) {
+	if f := h.failedWrite; f != nil {
+		h.ev.push(func() { f(seq, code, reason) })
+		return
+	}
+	h.ev.push(func() {
+		if h.ev.onError != nil {
+			h.ev.onError(fmt.Errorf("client: pubSeq %d refused: %w", seq, &ServerError{Code: code, Text: reason}))
+		}
+	})
+}
+
 // Connect makes the first connection, following the reconnect sequence
 // (see docs/client.md), and returns once logged on, or with an error
 // matching ErrNoServer when the ServerChooser or DelayStrategy gives up, or
@@ -295,17 +444,17 @@ func (h *HAClient) Connect(ctx context.Context) error {
 		return errors.New("client: HAClient.Connect called twice")
 	}
 	h.started = true
+	todo := h.stepLocked(hasm.Input{Kind: hasm.InStart}, nil)
 	h.mu.Unlock()
 	cctx, cancel := context.WithCancel(h.ctx)
 	stop := context.AfterFunc(ctx, cancel)
-	err := h.connectLoop(cctx, "")
+	err := h.drive(cctx, ctx, todo)
 	stop()
 	cancel()
 	if err != nil {
-		if ctx.Err() != nil {
+		if errors.Is(err, ErrClosed) && ctx.Err() != nil {
 			err = fmt.Errorf("client: connect: %w (%w)", context.Cause(ctx), err)
 		}
-		h.stop(err)
 		close(h.mgrDone)
 		return err
 	}
@@ -313,212 +462,263 @@ func (h *HAClient) Connect(ctx context.Context) error {
 	return nil
 }
 
-// connectLoop runs the reconnect sequence until logged on. standbyURI,
-// if set, is a server that just said it is a standby.
-func (h *HAClient) connectLoop(ctx context.Context, standbyURI string) error {
-	var lastErr error
-	// standby holds the servers that answered "standby" since the last
-	// other outcome: the next server is tried at once, without asking the
-	// DelayStrategy (neither a failure nor a delayed attempt), until the
-	// round comes back to one of them.
-	standby := map[string]bool{}
-	if standbyURI != "" {
-		standby[standbyURI] = true
-	}
-	for {
-		if err := ctx.Err(); err != nil {
-			if h.isClosed() {
-				return ErrClosed
+// drive carries out the waiting actions in todo, in order, feeding their
+// outcomes back to the machine, until none is left: the machine is then up
+// (nil) or stopped (its error). When ctx ends (Close, or Connect's ctx,
+// whose cause userCtx gives) before an attempt, the client is closed
+// (ErrClosed, Close does the rest) or the machine is told to give up.
+func (h *HAClient) drive(ctx, userCtx context.Context, todo []hasm.Action) error {
+	for len(todo) > 0 {
+		a := todo[0]
+		todo = todo[1:]
+		switch a.Kind {
+		case hasm.ActTimer:
+			if d := time.Duration(a.At - h.now()); d > 0 {
+				t := time.NewTimer(d)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+				}
 			}
-			return fmt.Errorf("%w: %w (last error: %w)", ErrNoServer, context.Cause(ctx), orNone(lastErr))
-		}
-		uri := h.chooser.CurrentURI()
-		if uri == "" {
-			return fmt.Errorf("%w: %s (last error: %w)", ErrNoServer, h.chooser.Error(), orNone(lastErr))
-		}
-		auth := h.chooser.CurrentAuthenticator()
-		var d time.Duration
-		if len(standby) == 0 || standby[uri] {
-			clear(standby)
-			var err error
-			if d, err = h.delay.NextDelay(uri); err != nil {
-				return fmt.Errorf("%w: %w; %s (last error: %w)", ErrNoServer, err, h.chooser.Error(), orNone(lastErr))
+			if ctx.Err() != nil {
+				return h.cancelled(ctx, userCtx, todo)
 			}
-		}
-		h.ev.state(Event{State: StateReconnecting, URI: uri})
-		if d > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				continue
+			h.mu.Lock()
+			h.m.Tick(h.now())
+			todo = h.runLocked(todo)
+			h.mu.Unlock()
+		case hasm.ActDial:
+			if ctx.Err() != nil {
+				return h.cancelled(ctx, userCtx, todo)
 			}
-		}
-		c, err := h.dialOne(ctx, uri, auth)
-		if errors.Is(err, ErrTLSRequired) { // a configuration error: no retry can succeed
-			return fmt.Errorf("%w: %s: %w", ErrNoServer, uri, err)
-		}
-		if err != nil {
-			lastErr = err
-			if errors.Is(err, ErrStandby) {
-				standby[uri] = true
-				h.reportStandby(uri, err)
+			c, err := h.dialOne(ctx, a)
+			h.mu.Lock()
+			if err != nil {
+				last := ctx.Err() != nil
+				todo = h.stepLocked(hasm.Input{Kind: hasm.InDialFailed, Conn: a.Conn, Err: err, Cause: dialCause(err), Last: last}, todo)
+				if last {
+					h.mu.Unlock()
+					return h.cancelled(ctx, userCtx, todo)
+				}
 			} else {
-				clear(standby)
-				h.chooser.ReportFailure(uri, err)
+				h.att, h.attID = c, a.Conn
+				todo = h.stepLocked(hasm.Input{Kind: hasm.InDialed, Conn: a.Conn, Logon: hasm.Logon{
+					LastPubSeq: c.conn.lastPubSeq, AckedPubSeq: c.conn.ackedPubSeq,
+					MaxFrame: c.conn.srvMaxFrame, MaxTopic: c.conn.srvMaxTopic, Instance: c.conn.instance,
+				}}, todo)
 			}
-			h.ev.error(fmt.Errorf("client: connect to %s: %w", uri, err))
-			continue
+			h.mu.Unlock()
+		case hasm.ActAttach:
+			var err error
+			if todo, err = h.attach(a, todo); err != nil {
+				return err
+			}
+		case hasm.ActClose:
+			h.closeConn(a.Conn)
+		case hasm.ActSubscribe:
+			todo = h.enterSub(ctx, a, todo)
+		case hasm.ActSubEnded:
+			h.endSub(a.Sub, a.Err)
 		}
-		h.chooser.ReportSuccess(uri)
-		// The DelayStrategy is Reset only once this connection proves
-		// stable (see manage), so a server that accepts the logon and
-		// drops the connection cannot keep MaxTotal from running out.
-		if err := h.attach(c, uri); err != nil {
-			lastErr = err
-			c.Close()
-			continue
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.m.Phase() == hasm.PhaseStopped {
+		return h.m.Err()
+	}
+	return nil
+}
+
+// cancelled handles ctx's end before an attempt: Close (which stops the
+// machine itself), or Connect's context (the machine gives up).
+func (h *HAClient) cancelled(ctx, userCtx context.Context, todo []hasm.Action) error {
+	if h.isClosed() {
+		return ErrClosed
+	}
+	in := hasm.Input{Kind: hasm.InCancel, Err: context.Cause(ctx)}
+	if userCtx != nil && userCtx.Err() != nil {
+		in.Wrap = context.Cause(userCtx)
+	}
+	h.mu.Lock()
+	todo = h.stepLocked(in, todo[:0])
+	h.mu.Unlock()
+	h.finish(todo)
+	return h.Err()
+}
+
+// finish carries out the actions left once the machine stopped (closing
+// a connection, ending subscriptions).
+func (h *HAClient) finish(todo []hasm.Action) {
+	for _, a := range todo {
+		switch a.Kind {
+		case hasm.ActClose:
+			h.closeConn(a.Conn)
+		case hasm.ActSubEnded:
+			h.endSub(a.Sub, a.Err)
 		}
-		h.resubscribe(ctx, c)
-		return nil
 	}
 }
 
-// errNoAttempt stands for the last attempt's error before any attempt.
-var errNoAttempt = errors.New("none")
-
-func orNone(err error) error {
-	if err == nil {
-		return errNoAttempt
+// dialCause classifies a failed attempt for the machine.
+func dialCause(err error) hasm.Cause {
+	switch {
+	case errors.Is(err, ErrTLSRequired): // a configuration error: no retry can succeed
+		return hasm.CauseFatal
+	case errors.Is(err, ErrStandby):
+		return hasm.CauseStandby
+	case errors.Is(err, ErrAuth), errors.Is(err, ErrVersion):
+		return hasm.CauseLogonRefused
 	}
-	return err
+	return hasm.CauseOther
 }
 
-func (h *HAClient) dialOne(ctx context.Context, uri string, auth Authenticator) (*Client, error) {
+// lostCause classifies a connection's end for the machine.
+func lostCause(err error) hasm.Cause {
+	var se *ServerError
+	switch {
+	case errors.As(err, &se) && se.Code == wire.CodeStandby:
+		return hasm.CauseStandby
+	case errors.As(err, &se) && (se.Code == wire.CodeStorageFailed || se.Code == wire.CodeShutdown):
+		return hasm.CauseGoingAway
+	case errors.Is(err, ErrHeartbeatTimeout):
+		return hasm.CauseSilent
+	}
+	return hasm.CauseOther
+}
+
+// dialOne connects and logs on for ActDial a. The connection's persisted
+// acks and permanent refusals go to the machine as inputs about a.Conn.
+func (h *HAClient) dialOne(ctx context.Context, a hasm.Action) (*Client, error) {
 	cfg := h.base
-	if auth != nil {
-		cred, err := auth.Credentials(ctx, uri, cfg.name)
+	if a.Credentials {
+		cred, err := h.ca.auth.Credentials(ctx, a.URI, cfg.name)
 		if err != nil {
 			return nil, fmt.Errorf("authenticator: %w", err)
 		}
 		cfg.credentials = cred
 	}
-	return connectWith(ctx, uri, cfg)
+	id := a.Conn
+	if h.store != nil { // without one, InLost carries the persisted ack
+		cfg.persistHook = func(seq uint64) {
+			h.mu.Lock()
+			h.stepLocked(hasm.Input{Kind: hasm.InAcked, Conn: id, Seq: seq}, nil)
+			h.mu.Unlock()
+		}
+	}
+	cfg.failedWrite = func(seq uint64, code wire.Code, reason string) {
+		h.mu.Lock()
+		h.stepLocked(hasm.Input{Kind: hasm.InRefused, Conn: id, Seq: seq, Code: code, Reason: reason}, nil)
+		h.mu.Unlock()
+	}
+	return connectWith(ctx, a.URI, cfg)
 }
 
-// attach makes c the current connection: the store drops what the server
-// holds and re-publishes the rest, in order, before any new publish.
-func (h *HAClient) attach(c *Client, uri string) error {
+// attach carries out ActAttach: with a store, what the server's ack point
+// covers leaves it and the rest is re-published, in order, before any new
+// publish (publishers wait on pubMu), each as the machine's Replayed says.
+func (h *HAClient) attach(a hasm.Action, todo []hasm.Action) ([]hasm.Action, error) {
 	h.pubMu.Lock()
 	defer h.pubMu.Unlock()
-	last, acked := c.conn.lastPubSeq, c.conn.ackedPubSeq
+	h.mu.Lock()
+	c := h.att
+	h.mu.Unlock()
+	var err error
+	var last uint64
 	if h.store != nil {
-		// Only what the server's ack point covers may leave the store:
-		// (acked, last] is stored there but may not be on its sync peers
-		// yet, so it is re-published (the server acks a duplicate once it
-		// is durable) rather than trusted.
-		h.store.Discard(acked)
-		h.nextSeq = max(h.nextSeq, h.store.LastSeq()+1, last+1)
-		err := h.store.Replay(func(seq uint64, topic, payload []byte) error {
-			if seq <= acked {
-				return nil
-			}
-			if why := c.misfit(len(topic), wire.PublishOverhead+len(topic)+len(payload)); why != "" {
-				h.failed(seq, wire.CodeTooLarge, why)
+		h.store.Discard(a.Seq)
+		err = h.store.Replay(func(seq uint64, topic, payload []byte) error {
+			h.mu.Lock()
+			v := h.m.Replayed(a.Conn, seq, len(topic), wire.PublishOverhead+len(topic)+len(payload))
+			todo = h.runLocked(todo)
+			h.mu.Unlock()
+			if v != hasm.VerdictSend {
 				return nil
 			}
 			_, err := c.publish(context.Background(), seq, topic, payload)
 			return err
 		})
-		if err != nil {
-			return err
-		}
-		c.conn.wmu.Lock()
-		c.nextSeq = h.nextSeq
-		c.conn.wmu.Unlock()
+		last = h.store.LastSeq()
 	}
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		return ErrClosed
+		c.Close()
+		return todo, ErrClosed
 	}
-	prev := h.lastURI
-	h.cur, h.curURI, h.lastURI = c, uri, uri
-	h.upAt, h.upPersisted = time.Now(), c.PersistedSeq()
-	close(h.up)
+	todo = h.stepLocked(hasm.Input{Kind: hasm.InAttached, Conn: a.Conn, Err: err, Seq: last}, todo)
 	h.mu.Unlock()
-	ev := Event{State: StateConnected, URI: uri, Instance: c.Instance()}
-	if prev != "" && prev != uri {
-		ev.State, ev.From = StateFailedOver, prev
-		h.failovers.Add(1)
-	}
-	h.setState(ev.State)
-	h.ev.state(ev)
-	return nil
+	return todo, nil
 }
 
-// failed handles a message refused permanently (by the server, or locally
-// because it cannot fit the server's limits): it leaves the store, and the
-// application hears of it once, on the event goroutine.
-func (h *HAClient) failed(seq uint64, code wire.Code, reason string) {
-	if h.store != nil {
-		if err := h.store.Remove(seq); err != nil {
-			h.ev.error(fmt.Errorf("client: publish store: remove %d: %w", seq, err))
-		}
-	}
-	if f := h.failedWrite; f != nil {
-		h.ev.push(func() { f(seq, code, reason) })
-		return
-	}
-	h.ev.push(func() {
-		if h.ev.onError != nil {
-			h.ev.onError(fmt.Errorf("client: pubSeq %d refused: %w", seq, &ServerError{Code: code, Text: reason}))
-		}
-	})
-}
-
-// reportStandby tells the chooser that uri is a standby: a
-// StandbyReporter moves on without counting a failure; another chooser
-// gets a failure report (its only way to move on).
-func (h *HAClient) reportStandby(uri string, err error) {
-	if sr, ok := h.chooser.(StandbyReporter); ok {
-		sr.ReportStandby(uri, err)
-		return
-	}
-	h.chooser.ReportFailure(uri, err)
-}
-
-func (h *HAClient) setState(s State) {
+// closeConn closes connection id if it is the last one dialed.
+func (h *HAClient) closeConn(id hasm.ConnID) {
 	h.mu.Lock()
-	h.state = s
+	c := h.att
+	if h.attID != id {
+		c = nil
+	}
 	h.mu.Unlock()
-}
-
-// resubscribe re-enters every subscription on c.
-func (h *HAClient) resubscribe(ctx context.Context, c *Client) {
-	for _, s := range h.subs.All() {
-		if err := s.enter(ctx, c); err != nil && c.Err() == nil {
-			var se *ServerError
-			if errors.As(err, &se) {
-				// Refused by the server: the subscription ends with the
-				// error (Done, Err, C closed) rather than stay open and
-				// dead.
-				h.subs.Remove(s)
-				s.end(err)
-			}
-			h.ev.error(fmt.Errorf("client: re-subscribe %q: %w", s.Topic, err))
-		}
+	if c != nil {
+		c.Close()
 	}
 }
 
-// manage watches the current connection and reconnects when it ends.
+// enterSub carries out ActSubscribe and feeds back the answer.
+func (h *HAClient) enterSub(ctx context.Context, a hasm.Action, todo []hasm.Action) []hasm.Action {
+	h.mu.Lock()
+	s := h.byID[a.Sub]
+	c := h.att
+	if h.attID != a.Conn {
+		c = nil
+	}
+	h.mu.Unlock()
+	in := hasm.Input{Kind: hasm.InSubscribed, Conn: a.Conn, Sub: a.Sub, Initial: a.Initial}
+	switch {
+	case s == nil:
+		return todo
+	case c == nil:
+		in.Err, in.Cause = ErrDisconnected, hasm.CauseConnGone
+	default:
+		if in.Err = s.enter(ctx, c, a); in.Err != nil {
+			var se *ServerError
+			switch {
+			case c.Err() != nil:
+				in.Cause = hasm.CauseConnGone
+			case errors.As(in.Err, &se):
+				in.Cause = hasm.CauseServerRefused
+			}
+		}
+	}
+	h.mu.Lock()
+	todo = h.stepLocked(in, todo)
+	h.mu.Unlock()
+	return todo
+}
+
+// endSub carries out ActSubEnded.
+func (h *HAClient) endSub(id hasm.SubID, err error) {
+	h.mu.Lock()
+	s := h.byID[id]
+	delete(h.byID, id)
+	h.mu.Unlock()
+	if s != nil {
+		h.subs.Remove(s)
+		s.end(err)
+	}
+}
+
+// manage watches the current connection and, when it ends, drives the
+// machine through the reconnect sequence.
 func (h *HAClient) manage() {
 	defer close(h.mgrDone)
 	for {
 		h.mu.Lock()
-		c, uri := h.cur, h.curURI
+		c, id := h.cur, h.curID
 		h.mu.Unlock()
+		if c == nil {
+			return // stopped
+		}
 		select {
 		case <-c.Done():
 		case <-h.ctx.Done():
@@ -526,37 +726,13 @@ func (h *HAClient) manage() {
 		}
 		err := c.Err()
 		h.mu.Lock()
-		upAt, upPersisted := h.upAt, h.upPersisted
-		h.cur = nil
-		h.up = make(chan struct{})
-		closed := h.closed
-		h.mu.Unlock()
-		if closed {
+		if h.closed {
+			h.mu.Unlock()
 			return
 		}
-		h.setState(StateDisconnected)
-		h.ev.state(Event{State: StateDisconnected, URI: uri, Err: err})
-		if time.Since(upAt) >= h.stableAfter || c.PersistedSeq() > upPersisted {
-			h.delay.Reset() // a connection that worked: a fresh budget
-		}
-		standbyURI := ""
-		var se *ServerError
-		switch {
-		case errors.As(err, &se) && se.Code == wire.CodeStandby:
-			// Demoted to passive: the next server now, not counted.
-			standbyURI = uri
-			h.reportStandby(uri, err)
-		case errors.As(err, &se) && (se.Code == wire.CodeStorageFailed || se.Code == wire.CodeShutdown),
-			errors.Is(err, ErrHeartbeatTimeout):
-			// The server is going away or unresponsive, not merely
-			// disconnected: fail over rather than wait for it again first.
-			h.chooser.ReportFailure(uri, err)
-		}
-		h.reconnects.Add(1)
-		if err := h.connectLoop(h.ctx, standbyURI); err != nil {
-			if !errors.Is(err, ErrClosed) {
-				h.stop(err)
-			}
+		todo := h.stepLocked(hasm.Input{Kind: hasm.InLost, Conn: id, Err: err, Cause: lostCause(err), Seq: c.PersistedSeq()}, nil)
+		h.mu.Unlock()
+		if err := h.drive(h.ctx, nil, todo); err != nil {
 			return
 		}
 	}
@@ -566,29 +742,6 @@ func (h *HAClient) isClosed() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.closed
-}
-
-// stop ends the client for good with err: waiting publishers and
-// subscribers are released.
-func (h *HAClient) stop(err error) {
-	h.mu.Lock()
-	select {
-	case <-h.stopped:
-		h.mu.Unlock()
-		return
-	default:
-	}
-	h.stopErr = err
-	h.state = StateStopped
-	close(h.stopped)
-	h.mu.Unlock()
-	h.ev.state(Event{State: StateStopped, Err: err})
-	if err != nil && !errors.Is(err, ErrClosed) {
-		h.ev.error(err)
-	}
-	for _, s := range h.subs.All() {
-		s.end(err)
-	}
 }
 
 // Close stops reconnecting, closes the connection gracefully (see
@@ -625,7 +778,10 @@ func (h *HAClient) Close() error {
 		if err := h.bms.Flush(); err != nil {
 			h.ev.error(err)
 		}
-		h.stop(ErrClosed)
+		h.mu.Lock()
+		todo := h.stepLocked(hasm.Input{Kind: hasm.InClose, Err: ErrClosed}, nil)
+		h.mu.Unlock()
+		h.finish(todo)
 		h.ev.close()
 	})
 	return nil
@@ -734,7 +890,21 @@ func (h *HAClient) PublishBytes(ctx context.Context, topic, payload []byte) (uin
 			return 0, err
 		}
 		h.pubMu.Lock()
-		c, up := h.current()
+		h.mu.Lock()
+		c, up, seq, numbered := h.cur, h.up, h.m.NextPubSeq(), h.m.Numbered()
+		h.mu.Unlock()
+		if h.store != nil && !numbered {
+			// Before the first logon the store cannot number the message
+			// (hasm.Machine.Numbered): wait for it.
+			h.pubMu.Unlock()
+			h.waitingFirst.Add(1)
+			err := h.waitUp(ctx, up)
+			h.waitingFirst.Add(-1)
+			if err != nil {
+				return 0, err
+			}
+			continue
+		}
 		if h.store == nil {
 			if c == nil {
 				h.pubMu.Unlock()
@@ -747,7 +917,6 @@ func (h *HAClient) PublishBytes(ctx context.Context, topic, payload []byte) (uin
 			h.pubMu.Unlock()
 			return seq, err
 		}
-		seq := h.nextSeq
 		if err := h.store.Store(seq, topic, payload); err != nil {
 			h.pubMu.Unlock()
 			if errors.Is(err, errWouldBlock) {
@@ -758,19 +927,16 @@ func (h *HAClient) PublishBytes(ctx context.Context, topic, payload []byte) (uin
 			}
 			return 0, err
 		}
-		h.nextSeq++
-		if c != nil {
-			if why := c.misfit(len(topic), size); why != "" {
-				// Beyond this server's limits: it would refuse it (or end
-				// the connection), so it is not sent but reported.
-				h.failed(seq, wire.CodeTooLarge, why)
-			} else {
-				// An error means the connection is gone: the store
-				// re-publishes the message on the next one. The send is
-				// not abandoned on ctx: a message stored must go out in
-				// order.
-				c.publish(context.Background(), seq, topic, payload)
-			}
+		h.mu.Lock()
+		v := h.m.Stored(seq, len(topic), size)
+		c = h.cur
+		h.runLocked(nil) // a local refusal: store removal, failed-write report
+		h.mu.Unlock()
+		if v == hasm.VerdictSend {
+			// An error means the connection is gone: the store
+			// re-publishes the message on the next one. The send is not
+			// abandoned on ctx: a message stored must go out in order.
+			c.publish(context.Background(), seq, topic, payload)
 		}
 		h.pubMu.Unlock()
 		return seq, nil
@@ -823,25 +989,24 @@ type HASubscription struct {
 	// server refused it on a reconnect; see Err).
 	C <-chan *Message
 
-	h         *HAClient
-	sc        subConfig
-	resumable bool
-	ch        chan *Message
+	h  *HAClient
+	id hasm.SubID
+	sc subConfig
+	ch chan *Message
 
 	mu      sync.Mutex
 	on      *Client       // the connection it is entered on
 	inner   *Subscription // its subscription there
-	entered bool          // entered at least once (later entries resume)
+	entered bool          // entered at least once
 	ended   bool
 
-	// delivered is the set of publisher sequences handed to the
-	// application, per publisher (resumable subscriptions): a message in
-	// it, or discarded in the BookmarkStore, sent again after a resume, is
-	// dropped; a late one below a sequence delivered but not itself
-	// delivered is delivered. Bounded to MaxProgressRanges ranges (past
-	// it the oldest are forgotten: at-least-once). Touched only by the
-	// reader goroutine of the connection the subscription is on.
-	delivered    *seqFilter
+	// filter is the duplicate filter (hasm.SubFilter): the publisher
+	// sequences handed to the application, per publisher; a message in
+	// it, or discarded in the BookmarkStore (dq asks), sent again after a
+	// resume, is dropped. Touched only by the reader goroutine of the
+	// connection the subscription is on.
+	filter       hasm.SubFilter
+	dq           discardQuery
 	dups         atomic.Uint64
 	forgotten    atomic.Uint64 // bookmark store ranges forgotten, last seen by Discard
 	filterForgot atomic.Uint64 // delivered filter ranges forgotten
@@ -853,6 +1018,15 @@ type HASubscription struct {
 	err     error
 	started chan struct{} // closed once entered the first time
 }
+
+// discardQuery asks the bookmark store about the message being offered to
+// a subscription's filter (hasm.Discards).
+type discardQuery struct {
+	bms BookmarkStore
+	m   *Message
+}
+
+func (q *discardQuery) IsDiscarded() bool { return q.bms.IsDiscarded(q.m) }
 
 // Subscribe starts a subscription that the client re-enters after every
 // reconnect. With WithSubID the subscription is resumable: its progress
@@ -878,76 +1052,86 @@ func (h *HAClient) Subscribe(ctx context.Context, topic string, opts ...SubOptio
 		if sc.start.kind == startMostRecent {
 			return nil, errors.New("client: From(MostRecent) needs WithSubID")
 		}
-		sc.subName = h.generateSubID()
 		hasFrom = true // a generated id starts where asked (default Now)
 	}
-	s := &HASubscription{Name: sc.subName, Topic: topic, h: h, sc: sc, resumable: true,
-		stop: make(chan struct{}), done: make(chan struct{}), started: make(chan struct{})}
-	if s.resumable {
-		if !hasFrom {
-			s.sc.start = MostRecent
-		}
-		s.delivered = newSeqFilter()
-	}
-	if sc.handler == nil {
-		s.ch = make(chan *Message, sc.buffer)
-		s.C = s.ch
+	if !hasFrom {
+		sc.start = MostRecent
 	}
 	if err := h.Err(); err != nil {
 		return nil, err
 	}
-	h.subs.Add(s)
-	c, _ := h.current()
-	if c == nil {
-		return s, nil
+	s := &HASubscription{Topic: topic, h: h, sc: sc,
+		stop: make(chan struct{}), done: make(chan struct{}), started: make(chan struct{})}
+	s.dq.bms = h.bms
+	if sc.handler == nil {
+		s.ch = make(chan *Message, sc.buffer)
+		s.C = s.ch
 	}
-	if err := s.enter(ctx, c); err != nil {
-		if c.Err() != nil {
-			return s, nil // the connection died: entered on the next one
+	h.mu.Lock()
+	s.id, s.Name = h.m.AddSub(sc.subName, topic, startKind(sc.start))
+	h.byID[s.id] = s
+	todo := h.runLocked(nil) // the subscribe, if connected
+	h.mu.Unlock()
+	h.subs.Add(s)
+	for _, a := range todo {
+		if a.Kind != hasm.ActSubscribe {
+			continue
 		}
-		h.subs.Remove(s)
-		s.end(err)
-		return nil, err
+		h.mu.Lock()
+		c := h.att
+		if h.attID != a.Conn {
+			c = nil
+		}
+		h.mu.Unlock()
+		in := hasm.Input{Kind: hasm.InSubscribed, Conn: a.Conn, Sub: a.Sub, Initial: true}
+		if c == nil {
+			in.Err, in.Cause = ErrDisconnected, hasm.CauseConnGone
+		} else if in.Err = s.enter(ctx, c, a); in.Err != nil && c.Err() != nil {
+			in.Cause = hasm.CauseConnGone
+		}
+		h.mu.Lock()
+		ended := h.stepLocked(in, nil)
+		h.mu.Unlock()
+		h.finish(ended)
+		if in.Err != nil && in.Cause != hasm.CauseConnGone {
+			return nil, in.Err
+		}
 	}
 	return s, nil
 }
 
-// generateSubID returns a sub id for a subscription made without
-// WithSubID: "auto-" + the client name + a random part + a counter, unique
-// in the bookmark store for the life of this HAClient.
-func (h *HAClient) generateSubID() string {
-	return fmt.Sprintf("auto-%s-%08x-%d", h.base.name, rand.Uint32(), h.subIDs.Add(1))
+// startKind is how the machine sees a Start.
+func startKind(s Start) hasm.StartKind {
+	switch s.kind {
+	case startMostRecent:
+		return hasm.StartMostRecent
+	case wire.StartNow:
+		return hasm.StartNow
+	case wire.StartEpoch:
+		return hasm.StartEpoch
+	}
+	return hasm.StartOther
 }
 
-// enter subscribes s on c (once per connection).
-func (s *HASubscription) enter(ctx context.Context, c *Client) error {
+// enter subscribes s on c as the machine's ActSubscribe a says.
+func (s *HASubscription) enter(ctx context.Context, c *Client, a hasm.Action) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ended || s.on == c {
 		return nil
 	}
 	start := s.sc.start
-	setPos := false
-	if s.resumable {
-		if s.entered || start.kind == startMostRecent {
-			if entries, ok := s.h.bms.MostRecent(s.Name); ok {
-				start = Start{kind: wire.StartResume, resume: entries}
-			} else if start.kind == startMostRecent {
-				start, setPos = Epoch, true
-			} else {
-				setPos = true
-			}
-		} else {
-			setPos = true // Now or Epoch: start afresh
-		}
-	} else if s.entered {
-		start = Now
+	switch a.Start {
+	case hasm.ModeResume:
+		start = Start{kind: wire.StartResume, resume: a.Resume}
+	case hasm.ModeEpoch:
+		start = Epoch
 	}
 	sc := s.sc
 	sc.start = start
 	sc.handler = s.deliverFunc(c.Done())
 	sc.onPosition = nil
-	if setPos {
+	if a.SetPosition {
 		name, bms := s.Name, s.h.bms
 		sc.onPosition = func(p wire.Position) {
 			pos := make([]wire.PositionEntry, p.Count())
@@ -977,23 +1161,22 @@ func (s *HASubscription) deliverFunc(connDone <-chan struct{}) func(*Message) {
 	return func(m *Message) {
 		pub, pubSeq := m.Bookmark.Publisher, m.Bookmark.PubSeq
 		m.SubName = s.Name
-		if s.resumable && (s.delivered.contains(pub, pubSeq) || s.h.bms.IsDiscarded(m)) {
+		s.dq.m = m
+		ok := s.filter.Admit(pub, pubSeq, &s.dq)
+		s.dq.m = nil
+		if !ok {
 			s.dups.Add(1)
 			return
 		}
 		if s.sc.handler != nil {
-			if s.resumable {
-				s.markDelivered(pub, pubSeq)
-			}
+			s.markDelivered(pub, pubSeq)
 			s.sc.handler(m)
 			return
 		}
 		cp := m.clone()
 		select {
 		case s.ch <- cp:
-			if s.resumable {
-				s.markDelivered(pub, pubSeq)
-			}
+			s.markDelivered(pub, pubSeq)
 		case <-s.stop:
 		case <-connDone:
 		}
@@ -1003,8 +1186,7 @@ func (s *HASubscription) deliverFunc(connDone <-chan struct{}) func(*Message) {
 // markDelivered adds a delivered message to the filter; forgetting a range
 // to stay within the bound is reported (OnError) and counted.
 func (s *HASubscription) markDelivered(pub, pubSeq uint64) {
-	if s.delivered.add(pub, pubSeq) {
-		n := s.delivered.forgotten
+	if n := s.filter.Delivered(pub, pubSeq); n != 0 {
 		s.filterForgot.Store(n)
 		if n&(n-1) == 0 { // the 1st, 2nd, 4th, ... time
 			s.h.ev.error(fmt.Errorf("client: subscription %q: %w: delivered filter past %d ranges, %d forgotten (messages in them may be delivered twice)",
@@ -1054,6 +1236,10 @@ func (s *HASubscription) Err() error {
 
 // Unsubscribe ends the subscription.
 func (s *HASubscription) Unsubscribe(ctx context.Context) error {
+	s.h.mu.Lock()
+	s.h.m.RemoveSub(s.id)
+	delete(s.h.byID, s.id)
+	s.h.mu.Unlock()
 	s.h.subs.Remove(s)
 	s.end(nil)
 	return nil
@@ -1152,8 +1338,11 @@ func (q *eventQueue) run() {
 		for _, f := range items {
 			f()
 		}
-		if closed && len(items) == 0 {
-			return
+		if closed {
+			if len(items) == 0 {
+				return
+			}
+			continue // close's wake-up may have folded into a push's: look again
 		}
 		<-q.wake
 	}
@@ -1170,3 +1359,6 @@ func (q *eventQueue) close() {
 	}
 	<-q.done
 }
+
+// publishWaiting reports whether a publish waits for the first logon.
+func (h *HAClient) publishWaiting() bool { return h.waitingFirst.Load() > 0 }

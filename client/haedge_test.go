@@ -759,3 +759,45 @@ func TestAckInfoFromRealPair(t *testing.T) {
 		mu.Unlock()
 	}
 }
+
+// A publisher restarted with a memory store publishes before its first
+// logon: its sequence must not start from the empty store (1) but after
+// what the server holds of this name, or the logon reply's AckedPubSeq
+// covers the new messages and they leave the store as persisted, never
+// sent. Found by the simulator (sim, broken build publish-before-logon).
+func TestHAPublishBeforeFirstLogon(t *testing.T) {
+	s := newFakeServer(t)
+	for seq := uint64(1); seq <= 5; seq++ { // the previous process's messages
+		s.inject("restarted", "d.t", seq, []byte("old"))
+	}
+	cfg := haConfig("restarted", s.addr())
+	h, err := NewMemoryBackedHA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	type result struct {
+		seq uint64
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		seq, err := h.Publish(ctxT(t), "d.t", []byte("new"))
+		got <- result{seq, err}
+	}()
+	// Connect only once the publish is in (stored, or waiting for the logon).
+	eventually(t, "the publish to start", func() bool { return h.UnpersistedCount() > 0 || h.publishWaiting() })
+	if err := h.Connect(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	r := <-got
+	if r.err != nil || r.seq != 6 {
+		t.Fatalf("publish before the first logon: seq %d, %v; want 6 (after the server's 5)", r.seq, r.err)
+	}
+	if err := h.Flush(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if sent := s.seqsSent(); !slices.Contains(sent, 6) {
+		t.Fatalf("the server got pubSeqs %v: the message published before the logon never went out", sent)
+	}
+}

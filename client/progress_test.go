@@ -29,18 +29,18 @@ func TestRangeSet(t *testing.T) {
 			}
 			in[x] = true
 		}
-		if !validRanges(r.floor, r.ranges) {
-			t.Fatalf("round %d: invalid set floor %d ranges %v", round, r.floor, r.ranges)
+		if !validRanges(r.Floor(), r.Ranges()) {
+			t.Fatalf("round %d: invalid set floor %d ranges %v", round, r.Floor(), r.Ranges())
 		}
 		for x := uint64(1); x <= 410; x++ {
 			if r.contains(x) != in[x] {
-				t.Fatalf("round %d: contains(%d) = %v, want %v (floor %d, ranges %v)", round, x, r.contains(x), in[x], r.floor, r.ranges)
+				t.Fatalf("round %d: contains(%d) = %v, want %v (floor %d, ranges %v)", round, x, r.contains(x), in[x], r.Floor(), r.Ranges())
 			}
 		}
-		if !in[r.floor+1] && (r.floor == 0 || in[r.floor]) {
+		if !in[r.Floor()+1] && (r.Floor() == 0 || in[r.Floor()]) {
 			continue
 		}
-		t.Fatalf("round %d: floor %d is not the top of the run from 1", round, r.floor)
+		t.Fatalf("round %d: floor %d is not the top of the run from 1", round, r.Floor())
 	}
 }
 

@@ -239,7 +239,7 @@ func bmState(b *FileBookmarkStore) string {
 		p := b.subs[name]
 		fmt.Fprintf(&sb, "%s:", name)
 		for _, o := range p.origins {
-			fmt.Fprintf(&sb, " o%d=%d%v", o.id, o.set.floor, o.set.ranges)
+			fmt.Fprintf(&sb, " o%d=%d%v", o.id, o.set.Floor(), o.set.Ranges())
 		}
 		for _, id := range slices.Sorted(func(yield func(uint64) bool) {
 			for id := range p.pubs {
@@ -248,7 +248,7 @@ func bmState(b *FileBookmarkStore) string {
 				}
 			}
 		}) {
-			fmt.Fprintf(&sb, " p%d=%d%v", id, p.pubs[id].floor, p.pubs[id].ranges)
+			fmt.Fprintf(&sb, " p%d=%d%v", id, p.pubs[id].Floor(), p.pubs[id].Ranges())
 		}
 		sb.WriteString("\n")
 	}

@@ -98,6 +98,9 @@ func fillMixed(t *testing.T, s *Server, rng *rand.Rand) uint64 {
 func TestRebuildFromCheckpointMatchesFullReplay(t *testing.T) {
 	rng := rand.New(rand.NewPCG(testSeed(t), 1))
 	dir := t.TempDir()
+	// One epoch for every start: the two rebuilds are compared field by
+	// field (TestRestartIsANewOriginEpoch covers epochs).
+	smallSegments := func(c *Config) { smallSegments(c); c.Epoch = 99 }
 	s := testServer(t, dir, smallSegments)
 	last := fillMixed(t, s, rng)
 	if err := s.Close(); err != nil {
@@ -181,28 +184,28 @@ func TestIndexStateDecode(t *testing.T) {
 	}
 	s.j.Unlock()
 	defer s.Close()
-	x, err := decodeIndexState(st, idx.self)
+	x, err := decodeIndexState(st, idx.instance, idx.self)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(x.publishers, idx.publishers) || !reflect.DeepEqual(x.origins, idx.origins) ||
-		!reflect.DeepEqual(x.topics, idx.topics) || x.selfLast != idx.selfLast || x.stored.Load() != idx.stored.Load() {
+		!reflect.DeepEqual(x.topics, idx.topics) || x.selfLast != idx.selfLast || x.selfFirst != idx.selfFirst || x.selfCount != idx.selfCount || x.stored.Load() != idx.stored.Load() {
 		t.Fatal("decoded state differs")
 	}
-	if _, err := decodeIndexState(st, idx.self+1); !errors.Is(err, errIndexState) {
+	if _, err := decodeIndexState(st, idx.instance+1, idx.self); !errors.Is(err, errIndexState) {
 		t.Fatalf("other instance: %v", err)
 	}
 	bad := append([]byte(nil), st...)
 	bad[0]++
-	if _, err := decodeIndexState(bad, idx.self); !errors.Is(err, errIndexState) {
+	if _, err := decodeIndexState(bad, idx.instance, idx.self); !errors.Is(err, errIndexState) {
 		t.Fatalf("other version: %v", err)
 	}
 	for _, n := range []int{0, 3, 20, len(st) / 2, len(st) - 1} {
-		if _, err := decodeIndexState(st[:n], idx.self); !errors.Is(err, errIndexState) {
+		if _, err := decodeIndexState(st[:n], idx.instance, idx.self); !errors.Is(err, errIndexState) {
 			t.Fatalf("truncated to %d: %v", n, err)
 		}
 	}
-	if _, err := decodeIndexState(append(st, 0), idx.self); !errors.Is(err, errIndexState) {
+	if _, err := decodeIndexState(append(st, 0), idx.instance, idx.self); !errors.Is(err, errIndexState) {
 		t.Fatalf("trailing byte: %v", err)
 	}
 }
@@ -310,4 +313,58 @@ func runSelf(t *testing.T, test string, env ...string) string {
 		t.Fatalf("%s: %v\n%s", filepath.Base(exe), err, out)
 	}
 	return string(out)
+}
+
+// Every start is a new origin epoch: what the previous run published is an
+// identity stream of the index (local seq == originSeq), the same from a
+// checkpoint's state as from a full replay, and a subscriber's progress in
+// it maps to the right start.
+func TestRestartIsANewOriginEpoch(t *testing.T) {
+	dir := t.TempDir()
+	s := testServer(t, dir, smallSegments, func(c *Config) { c.Epoch = 1 })
+	c := dialRaw(t, s)
+	c.logon("p", 0)
+	c.publishN("t", "x", 1, 300, wire.AckPersisted)
+	c.waitAck(wire.AckKindPersisted, 300)
+	jid := s.j.ID()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	old := record.OriginEpochID("test", jid, 1)
+	for _, mod := range []func(*Config){
+		func(c *Config) { smallSegments(c); c.Epoch = 2 },
+		func(c *Config) { smallSegments(c); c.Epoch = 2; c.Journal.VerifyAll = true },
+	} {
+		a := openNoStart(t, dir, mod)
+		if a.origin != record.OriginEpochID("test", jid, 2) || a.origin == old {
+			t.Fatalf("origin %016x: not the new epoch's", a.origin)
+		}
+		o := a.idx.origins[old]
+		if o == nil || !o.identity || o.first != 1 || o.last != 300 || o.count != 300 {
+			t.Fatalf("previous run's stream: %+v", o)
+		}
+		f := &resumeFilter{origins: []wire.PositionEntry{{Origin: old, OriginSeq: 120}}, publishers: map[uint64]uint64{}}
+		if got := a.resumeStart(f); got != 121 {
+			t.Fatalf("resume after originSeq 120 of the previous run starts at %d, want 121", got)
+		}
+		f.origins[0].OriginSeq = 300
+		if got := a.resumeStart(f); got != a.j.LastSeq()+1 {
+			t.Fatalf("resume after everything starts at %d, want %d", got, a.j.LastSeq()+1)
+		}
+		// A subscription starting at seq 101 had everything of the previous
+		// run before it: the Position says so exactly.
+		found := false
+		for _, e := range a.positionAt(101) {
+			if e.Origin == old {
+				found = true
+				if e.OriginSeq != 100 {
+					t.Fatalf("position at 101 of the previous run's stream: %d, want 100", e.OriginSeq)
+				}
+			}
+		}
+		if !found {
+			t.Fatalf("position at 101 lacks the previous run's stream: %+v", a.positionAt(101))
+		}
+		a.Close()
+	}
 }

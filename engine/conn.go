@@ -410,7 +410,7 @@ func (c *conn) onPublish(body []byte) {
 		}
 		p.add(m.PubSeq, seq)
 		p.remember(m.PubSeq, seq, digest)
-		s.idx.selfLast = seq
+		s.idx.selfOwnLocked(seq)
 		if c.lastTopicCnt == nil || !bytes.Equal(m.Topic, c.lastTopic) {
 			c.lastTopicCnt = s.idx.topicLocked(m.Topic)
 			c.lastTopic = append(c.lastTopic[:0], m.Topic...)

@@ -14,21 +14,29 @@ import (
 // little-endian, every list sorted by id (or name) so equal indexes encode
 // to equal bytes:
 //
-//	u32 version (indexStateVersion) | u64 self | u64 selfLast | u64 stored
+//	u32 version (indexStateVersion) | u64 instance | u64 self |
+//	u64 selfFirst | u64 selfLast | u64 selfCount | u64 stored
 //	u32 publishers, each:
 //	    u64 id | u64 last | u64 lastLocal | u64 oooLocal
 //	    u32 ranges, each: u64 lo | u64 hi
 //	    u32 window length (len(recent)) | u32 filled slots, each:
 //	        u64 pubSeq | u64 local | u64 digest      (slot = pubSeq % length)
 //	u32 origins, each:
-//	    u64 id | u64 last | u64 count | u32 samples, each: u64 originSeq | u64 local
+//	    u64 id | u64 last | u64 count | u64 first (0 unless identity) |
+//	    u32 samples, each: u64 originSeq | u64 local
+//	                 (first != 0: an identity stream, no samples: records this
+//	                 instance published in an earlier run, local seq == originSeq)
 //	u32 topics, each: u16 name length | name | u64 count
 //
 // The digests are messageDigest values, which is why that function is
 // stable across processes: a change to it must change indexStateVersion.
-// A state of another version, or of another instance (self), is not used:
-// rebuild then replays every record.
-const indexStateVersion = 1
+// instance is record.OriginID(name, journal); self the origin of the run
+// that wrote the state (record.OriginEpochID). A state of another version,
+// or of another instance, is not used: rebuild then replays every record.
+// A state of an earlier run of this instance is: its own stream becomes an
+// identity stream of the origins. Version 2 added the epochs (instance,
+// selfFirst, selfCount, identity streams).
+const indexStateVersion = 2
 
 var errIndexState = errors.New("engine: index state")
 
@@ -37,8 +45,11 @@ var errIndexState = errors.New("engine: index state")
 func (x *index) appendState(b []byte) []byte {
 	le := binary.LittleEndian
 	b = le.AppendUint32(b, indexStateVersion)
+	b = le.AppendUint64(b, x.instance)
 	b = le.AppendUint64(b, x.self)
+	b = le.AppendUint64(b, x.selfFirst)
 	b = le.AppendUint64(b, x.selfLast)
+	b = le.AppendUint64(b, x.selfCount)
 	b = le.AppendUint64(b, x.stored.Load())
 
 	pids := make([]uint64, 0, len(x.publishers))
@@ -86,6 +97,11 @@ func (x *index) appendState(b []byte) []byte {
 		b = le.AppendUint64(b, o.id)
 		b = le.AppendUint64(b, o.last)
 		b = le.AppendUint64(b, o.count)
+		first := uint64(0)
+		if o.identity {
+			first = max(o.first, 1)
+		}
+		b = le.AppendUint64(b, first)
 		b = le.AppendUint32(b, uint32(len(o.samples)))
 		for _, sm := range o.samples {
 			b = le.AppendUint64(b, sm.originSeq)
@@ -158,18 +174,26 @@ func (r *stateReader) count(min int) int {
 	return n
 }
 
-// decodeIndexState decodes a state written by appendState for the instance
-// self. Errors wrap errIndexState.
-func decodeIndexState(b []byte, self uint64) (*index, error) {
+// decodeIndexState decodes a state written by appendState for instance,
+// into an index of this run's origin self. Errors wrap errIndexState.
+func decodeIndexState(b []byte, instance, self uint64) (*index, error) {
 	r := &stateReader{b: b}
 	if v := r.u32(); r.err == nil && v != indexStateVersion {
 		return nil, fmt.Errorf("%w: version %d, want %d", errIndexState, v, indexStateVersion)
 	}
-	if id := r.u64(); r.err == nil && id != self {
-		return nil, fmt.Errorf("%w: of instance %016x, this is %016x", errIndexState, id, self)
+	if id := r.u64(); r.err == nil && id != instance {
+		return nil, fmt.Errorf("%w: of instance %016x, this is %016x", errIndexState, id, instance)
 	}
 	x := newIndex(self)
-	x.selfLast = r.u64()
+	x.instance = instance
+	savedSelf := r.u64()
+	first, last, count := r.u64(), r.u64(), r.u64()
+	if savedSelf == self {
+		x.selfFirst, x.selfLast, x.selfCount = first, last, count
+	} else if count > 0 {
+		// An earlier run's own stream: an identity stream now.
+		x.origins[savedSelf] = &originStream{id: savedSelf, identity: true, first: first, last: last, count: count}
+	}
 	x.stored.Store(r.u64())
 	for n := r.count(44); n > 0 && r.err == nil; n-- {
 		p := &publisher{id: r.u64(), last: r.u64(), lastLocal: r.u64(), oooLocal: r.u64()}
@@ -195,8 +219,11 @@ func decodeIndexState(b []byte, self uint64) (*index, error) {
 		}
 		x.publishers[p.id] = p
 	}
-	for n := r.count(28); n > 0 && r.err == nil; n-- {
+	for n := r.count(36); n > 0 && r.err == nil; n-- {
 		o := &originStream{id: r.u64(), last: r.u64(), count: r.u64()}
+		if o.first = r.u64(); o.first != 0 {
+			o.identity = true
+		}
 		if ns := r.count(16); ns > 0 {
 			o.samples = make([]originSample, ns)
 			for i := range o.samples {

@@ -112,6 +112,14 @@ func (s *Server) positionAt(from uint64) []wire.PositionEntry {
 	var scan []origin
 	lowest := from
 	for id, o := range s.idx.origins {
+		if o.identity {
+			// An earlier run's own stream: local seq == originSeq, so the
+			// highest originSeq before from is exact without a scan.
+			if o.first != 0 && o.first < from {
+				pos = append(pos, wire.PositionEntry{Origin: id, OriginSeq: min(o.last, from-1)})
+			}
+			continue
+		}
 		i := sort.Search(len(o.samples), func(i int) bool { return o.samples[i].local >= from })
 		if i == 0 {
 			continue // nothing of this origin before from

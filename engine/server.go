@@ -24,6 +24,8 @@ package engine
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,7 +54,11 @@ var Version = "0.1.0-dev"
 
 // Config configures a Server. The zero value of each field means its default.
 type Config struct {
-	Name    string // instance name; default: the host name
+	Name string // instance name; default: the host name
+	// Epoch is this run's origin epoch (record.OriginEpochID): 0 draws a
+	// random one at every start, which is what a server wants (tests pin
+	// it to compare two starts).
+	Epoch   uint32
 	Listen  string // client address; default 127.0.0.1:7400
 	DataDir string // journal directory; default ./data
 
@@ -199,6 +205,7 @@ type Server struct {
 	lock   *dirlock.Lock // the data directory's lock, held from New to Close
 	idx    *index
 	origin uint64
+	epoch  uint32 // of this run (Config.Epoch)
 
 	loops []*loop
 	addr  net.Addr
@@ -443,10 +450,20 @@ func New(cfg Config) (s *Server, err error) {
 		return nil, fmt.Errorf("engine: open journal: %w", err)
 	}
 	s.j = j
-	// This instance's origin stream is its journal's: a new journal (a
-	// wiped data directory) is a new origin, whose originSeqs start afresh.
-	s.origin = record.OriginID(cfg.Name, j.ID())
+	// This run's origin stream: the instance's name, its journal and an
+	// epoch drawn at every start. A new journal (a wiped data directory) is
+	// a new origin, and so is every start: a journal restored from an old
+	// copy, which reuses local seqs, never reuses (origin, originSeq)
+	// identities that peers and subscribers already hold (found by the
+	// simulator, docs/architecture.md). Records of earlier runs keep their
+	// origins; the index follows each as an identity stream (store.go).
+	s.epoch = cfg.Epoch
+	if s.epoch == 0 {
+		s.epoch = newEpoch()
+	}
+	s.origin = record.OriginEpochID(cfg.Name, j.ID(), s.epoch)
 	s.idx = newIndex(s.origin)
+	s.idx.instance = record.OriginID(cfg.Name, j.ID())
 	if err := s.rebuild(); err != nil {
 		j.Close()
 		lock.Close()
@@ -462,6 +479,7 @@ func New(cfg Config) (s *Server, err error) {
 			rc.StateDir = cfg.DataDir
 		}
 		rc.JournalID = j.ID()
+		rc.Epoch = s.epoch
 		if rc.MaxFrame == 0 {
 			// Every record this instance accepts fits in a link frame.
 			rc.MaxFrame = replicate.FrameFor(cfg.MaxFrame + record.HeaderSize)
@@ -492,7 +510,7 @@ func (s *Server) rebuild() error {
 	fromState := uint64(0)
 	checkpointed := s.j.Stats().CheckpointedSegments // Stats takes the journal lock
 	if seq, state := s.j.RecoveredState(); state != nil {
-		switch x, err := decodeIndexState(state, s.idx.self); {
+		switch x, err := decodeIndexState(state, s.idx.instance, s.idx.self); {
 		case err != nil:
 			s.log.Warn("journal checkpoint: index state not usable; replaying every record", "seq", seq, "err", err)
 		case seq+1 < from:
@@ -617,6 +635,10 @@ func (s *Server) Addr() net.Addr { return s.addr }
 // Journal returns the server's journal (for tests and tools).
 func (s *Server) Journal() *journal.Journal { return s.j }
 
+// Origin returns the origin id of what this run of the instance publishes
+// (record.OriginEpochID of its name, journal and epoch).
+func (s *Server) Origin() uint64 { return s.origin }
+
 // onSync runs on the journal's flusher goroutine after every sync: it wakes
 // the loops that sleep while waiting for durability, and the replication
 // senders.
@@ -732,7 +754,7 @@ func (s *Server) StoreReplicated(recs []record.View, via uint64) (uint64, error)
 		}
 		p.add(v.PubSeq(), seq)
 		p.remember(v.PubSeq(), seq, digest)
-		s.idx.originLocked(v.Origin(), v.OriginSeq(), seq)
+		s.idx.originLocked(v.Origin(), v.OriginSeq(), seq, false)
 		s.idx.topicLocked(v.Topic()).n.Add(1)
 		s.idx.stored.Add(1)
 		wait = seq
@@ -860,4 +882,17 @@ func (s *Server) statsJSON() []byte {
 		return []byte(`{}`)
 	}
 	return b
+}
+
+// newEpoch draws a random non-zero origin epoch.
+func newEpoch() uint32 {
+	var b [4]byte
+	for {
+		if _, err := crand.Read(b[:]); err != nil {
+			panic("engine: crypto/rand: " + err.Error())
+		}
+		if e := binary.LittleEndian.Uint32(b[:]); e != 0 {
+			return e
+		}
+	}
 }

@@ -248,6 +248,11 @@ type originStream struct {
 	last    uint64 // highest originSeq stored
 	count   uint64
 	samples []originSample
+	// identity: a stream this instance published in an earlier run (an
+	// earlier epoch of its origin): there local seq == originSeq, so it
+	// needs no samples; first is its first record's seq.
+	identity bool
+	first    uint64
 }
 
 type originSample struct{ originSeq, local uint64 }
@@ -255,6 +260,14 @@ type originSample struct{ originSeq, local uint64 }
 const originSampleEvery = 64
 
 func (o *originStream) add(originSeq, local uint64) {
+	if o.identity {
+		o.count++
+		o.last = max(o.last, originSeq)
+		if o.first == 0 {
+			o.first = originSeq
+		}
+		return
+	}
 	if o.count%originSampleEvery == 0 {
 		o.samples = append(o.samples, originSample{originSeq, local})
 	}
@@ -267,6 +280,12 @@ func (o *originStream) add(originSeq, local uint64) {
 // startFor returns a local seq at or before the first record of this
 // stream with originSeq > seen; 0 when the stream holds nothing unseen.
 func (o *originStream) startFor(seen uint64) uint64 {
+	if o.identity {
+		if seen >= o.last {
+			return 0
+		}
+		return max(seen+1, o.first)
+	}
 	if seen >= o.last || len(o.samples) == 0 {
 		return 0
 	}
@@ -284,8 +303,14 @@ func (o *originStream) startFor(seen uint64) uint64 {
 // is encoded into each new checkpoint (indexstate.go). Guarded by the
 // journal lock.
 type index struct {
-	self       uint64 // this instance's id
-	selfLast   uint64 // highest local seq of a record first published here
+	// instance: record.OriginID(name, journal), what the saved state is
+	// of; self: this run's origin (record.OriginEpochID), whose stream is
+	// selfFirst..selfLast (local seq == originSeq), selfCount records.
+	instance   uint64
+	self       uint64
+	selfFirst  uint64
+	selfLast   uint64 // highest local seq of a record first published here in this run
+	selfCount  uint64
 	origins    map[uint64]*originStream
 	publishers map[uint64]*publisher
 	topics     map[string]*topicCount
@@ -303,17 +328,29 @@ func newIndex(self uint64) *index {
 }
 
 // originLocked accounts for a stored record in its origin's stream.
-func (x *index) originLocked(origin, originSeq, local uint64) {
+// own: the record was published here (via 0), in this run or an earlier
+// one.
+func (x *index) originLocked(origin, originSeq, local uint64, own bool) {
 	if origin == x.self {
-		x.selfLast = max(x.selfLast, local)
+		x.selfOwnLocked(local)
 		return
 	}
 	o := x.origins[origin]
 	if o == nil {
-		o = &originStream{id: origin}
+		// A stream published here in an earlier run: originSeq == local.
+		o = &originStream{id: origin, identity: own && originSeq == local}
 		x.origins[origin] = o
 	}
 	o.add(originSeq, local)
+}
+
+// selfOwnLocked accounts for a record of this run's own stream.
+func (x *index) selfOwnLocked(local uint64) {
+	x.selfLast = max(x.selfLast, local)
+	if x.selfFirst == 0 {
+		x.selfFirst = local
+	}
+	x.selfCount++
 }
 
 // publisherLocked returns the state for id, creating it.
@@ -342,7 +379,7 @@ func (x *index) observeLocked(v record.View) {
 	p := x.publisherLocked(v.Publisher())
 	p.add(v.PubSeq(), v.Seq())
 	p.remember(v.PubSeq(), v.Seq(), messageDigest(v.Topic(), v.Payload()))
-	x.originLocked(v.Origin(), v.OriginSeq(), v.Seq())
+	x.originLocked(v.Origin(), v.OriginSeq(), v.Seq(), v.Via() == 0)
 	x.topicLocked(v.Topic()).n.Add(1)
 	x.stored.Add(1)
 }

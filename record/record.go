@@ -121,6 +121,23 @@ func OriginID(name string, j JournalID) uint64 {
 	return ID(string(b))
 }
 
+// OriginEpochID is the origin id of what instance name publishes into
+// journal j during one run of the process (epoch: a random non-zero value
+// drawn at each start; 0 gives OriginID(name, j)). A journal restored from
+// an old copy, or run on after a crash, never reuses the (origin,
+// originSeq) identities of records its peers and subscribers already hold.
+func OriginEpochID(name string, j JournalID, epoch uint32) uint64 {
+	if epoch == 0 {
+		return OriginID(name, j)
+	}
+	b := make([]byte, 0, len(name)+21)
+	b = append(b, name...)
+	b = append(b, 0)
+	b = append(b, j[:]...)
+	b = append(b, byte(epoch), byte(epoch>>8), byte(epoch>>16), byte(epoch>>24))
+	return ID(string(b))
+}
+
 // Header holds the fixed fields of a record, for encoding.
 type Header struct {
 	Seq       uint64

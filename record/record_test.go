@@ -510,3 +510,14 @@ func TestOriginID(t *testing.T) {
 		t.Error("origin ids must differ per journal and be stable")
 	}
 }
+
+func TestOriginEpochID(t *testing.T) {
+	j := record.JournalID{7}
+	if record.OriginEpochID("A", j, 0) != record.OriginID("A", j) {
+		t.Error("epoch 0 must give the journal's origin id")
+	}
+	a, b := record.OriginEpochID("A", j, 1), record.OriginEpochID("A", j, 2)
+	if a == b || a == record.OriginID("A", j) || a != record.OriginEpochID("A", j, 1) || a == record.OriginEpochID("B", j, 1) {
+		t.Error("origin ids must differ per epoch and name and be stable")
+	}
+}

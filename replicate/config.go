@@ -228,8 +228,11 @@ type Config struct {
 	MaxHandshakes int
 	// JournalID is the id of this instance's journal (journal.Journal.ID):
 	// the identity of the stream this instance ships. Its records' origin
-	// is record.OriginID(Self, JournalID). The engine fills it.
+	// is record.OriginEpochID(Self, JournalID, Epoch). The engine fills it.
 	JournalID record.JournalID
+	// Epoch is this run's origin epoch (the engine draws one at every
+	// start; 0: none, the origin is record.OriginID(Self, JournalID)).
+	Epoch uint32
 	// DowngradeAfter: a sync destination whose oldest unacknowledged
 	// message is older than this, or that has been disconnected (or its
 	// link refused, a fork) for longer than this, stops holding acks; a

@@ -145,6 +145,24 @@ func (d *destination) onResume(l *link, pos position) {
 	}
 	r := d.r
 	from, verdict, reason := checkResume(r.cfg.JournalID, pos, r.j.FirstSeq(), r.j.SyncedSeq(), r.crcAt)
+	if verdict != resumeFork {
+		// A destination that runs on a journal whose stream we hold beyond
+		// its last durable seq lost records of its own origin that may be
+		// only here (restored from an older copy): its position of our
+		// stream cannot vouch for them, so our stream starts afresh,
+		// reseeded (rsm.LostOwnRecords).
+		src := r.source(l.peer)
+		src.mu.Lock()
+		lost := rsm.LostOwnRecords(src.m.Journal(), src.m.ReceivedSeq(), l.peerJournal, l.peerLast)
+		held := src.m.ReceivedSeq()
+		src.mu.Unlock()
+		if lost {
+			r.log.Warn("destination lost records of its own stream that this instance holds (a restored data directory): shipping it this journal afresh",
+				"peer", d.cfg.Name, "held_seq", held, "its_last", l.peerLast)
+			from, verdict = max(r.j.FirstSeq(), 1), resumeNewStream
+			pos = position{} // logged above, not as another journal's
+		}
+	}
 	switch verdict {
 	case resumeFork:
 		d.stopSender()
@@ -183,7 +201,7 @@ func (d *destination) onResume(l *link, pos position) {
 	d.forked.Store(false)
 	d.acked.Store(d.m.Acked())
 	d.sent.Store(d.m.Sent())
-	d.filter.setDest(record.OriginID(l.peer, l.peerJournal))
+	d.filter.setDest(record.OriginEpochID(l.peer, l.peerJournal, l.peerEpoch))
 	if verdict == resumeNewStream {
 		// It holds nothing of this journal: it gets every record held now,
 		// what it shipped here before it lost its disk included.

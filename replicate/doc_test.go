@@ -20,7 +20,7 @@ func docExamples() []struct{ name, hex string } {
 	for i := range journal {
 		journal[i] = 0xa0 + byte(i)
 	}
-	h := hello{Version: protoVersion, From: "A", To: "B", Nonce: nonce, Journal: journal, MaxFrame: DefaultMaxFrame}
+	h := hello{Version: protoVersion, From: "A", To: "B", Nonce: nonce, Journal: journal, MaxFrame: DefaultMaxFrame, Epoch: 0x11223344, Last: 41}
 	rec := record.Append(nil, &record.Header{Seq: 7, Time: 1, Origin: record.OriginID("A", journal), Publisher: record.ID("p"), PubSeq: 3}, []byte("t"), []byte("x"))
 	v, _, err := record.Parse(rec)
 	if err != nil {

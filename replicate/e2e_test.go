@@ -250,7 +250,7 @@ func TestChainPassthrough(t *testing.T) {
 			checkExactly(t, b, all, origins)
 			if passthrough {
 				checkExactly(t, c, all, origins)
-				viaB := record.OriginID("B", b.srv.Journal().ID()) // B on its journal (rsm.Filter)
+				viaB := b.srv.Origin() // B's id on its journal and run (rsm.Filter)
 				for _, m := range readJournal(t, c.srv) {
 					if m.via != viaB {
 						t.Fatalf("C's copy of %v came via %x, not B", m.key, m.via)

@@ -198,7 +198,7 @@ func tryStartNode(t testing.TB, name string, o nodeOpts, peers ...string) (*node
 		return nil, err
 	}
 	n := &node{name: name, dir: o.dir, srv: s, logs: logs}
-	origins.Store(name, record.OriginID(name, s.Journal().ID()))
+	origins.Store(name, s.Origin())
 	if a := s.Replicator().Addr(); a != nil {
 		n.repl = a.String()
 	}
@@ -206,8 +206,8 @@ func tryStartNode(t testing.TB, name string, o nodeOpts, peers ...string) (*node
 	return n, nil
 }
 
-// origins maps an instance name to the origin of the journal its latest
-// start runs on (record.OriginID of the name and the journal id).
+// origins maps an instance name to the origin of its latest start
+// (record.OriginEpochID of the name, the journal id and the run's epoch).
 var origins sync.Map
 
 // originOf returns the origin of the instance named name.

@@ -157,6 +157,15 @@ func TestRestoredSourceIsAFork(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "B to log the refusal", func() bool { return b.logs.count("refuses", "peer=A") == 1 },
 		func() string { return "\nB: " + b.logs.String() })
+	// What A published on the copy it lost (p2) is only on B now: B, seeing
+	// A's journal end before the stream of it B holds, ships A its journal
+	// afresh, and A holds p2's messages again, exactly once (found by the
+	// simulator: rsm.LostOwnRecords).
+	waitFor(t, 10*time.Second, "A to hold p2's messages again", func() bool { return len(holds(t, a, "p2")) == 50 },
+		func() string { return "\nA: " + a.logs.String() + "\nB: " + b.logs.String() })
+	if n := b.logs.count("lost records of its own stream"); n == 0 {
+		t.Fatalf("B did not say why it ships A its journal afresh:\n%s", b.logs)
+	}
 
 	// A sync ack never passes through the refused link.
 	c, err := client.Connect(ctx, a.srv.Addr().String(), client.WithName("p3"))

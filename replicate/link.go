@@ -67,10 +67,10 @@ func (fr *frameReader) next() (wire.Frame, error) {
 // directions: our stream to the peer (if the peer is one of our
 // destinations) and the peer's stream to us (if we are one of its).
 type link struct {
-	r      *Replicator
-	c      net.Conn
-	fr     *frameReader
-	peer   string
+	r    *Replicator
+	c    net.Conn
+	fr   *frameReader
+	peer string
 	// peerID: the peer's id on the journal it runs on (record.OriginID):
 	// the via of every record it ships here (rsm.Filter).
 	peerID uint64
@@ -78,6 +78,10 @@ type link struct {
 	// ships over this link. peerMaxFrame: the largest frame it reads.
 	peerJournal  record.JournalID
 	peerMaxFrame int
+	// peerEpoch, peerLast: the peer's run and how far its journal is
+	// durable (its Hello).
+	peerEpoch uint32
+	peerLast  uint64
 	// resume: the position our Resume carries (the one our Hello named,
 	// covered by the handshake proofs); peerResume: the one the peer's
 	// Hello named, which its Resume must equal.
@@ -109,7 +113,8 @@ func newLink(r *Replicator, c net.Conn, fr *frameReader, theirs *hello, dialer s
 		maxFrame = DefaultMaxFrame
 	}
 	fr.maxFrame = r.cfg.MaxFrame
-	l := &link{r: r, c: c, fr: fr, peer: peer, peerID: record.OriginID(peer, theirs.Journal), peerJournal: theirs.Journal, peerMaxFrame: maxFrame,
+	l := &link{r: r, c: c, fr: fr, peer: peer, peerID: record.OriginEpochID(peer, theirs.Journal, theirs.Epoch), peerJournal: theirs.Journal, peerMaxFrame: maxFrame,
+		peerEpoch: theirs.Epoch, peerLast: theirs.Last,
 		peerResume: theirs.Resume, dialer: dialer, acks: make(chan rsm.PendingAck, 4096), closed: make(chan struct{}), ctx: ctx, cancel: cancel}
 	now := time.Now().UnixNano()
 	l.lastSend.Store(now)

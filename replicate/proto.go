@@ -19,16 +19,25 @@ import (
 // (section "Replication link") and docs/replication.md show them, the
 // latter with hex examples.
 //
-// Protocol version 2:
+// Protocol version 3 (2 had no epoch and no last; a peer of another
+// version is refused with both versions named):
 //
 //	Hello     32  0 version u16 | 2 fromLen u16 | 4 toLen u16 | 6 reserved u16 |
 //	              8 nonce [16] | 24 proof [32] | 56 journal [16] |
-//	              72 maxFrame u32 | 76 reserved u32 |
+//	              72 maxFrame u32 | 76 epoch u32 |
 //	              80 resume journal [16] | 96 resume seq u64 |
-//	              104 resume crc u32 | 108 reserved u32 | 112 from | to
+//	              104 resume crc u32 | 108 reserved u32 | 112 last u64 |
+//	              120 from | to
 //	                              journal: the sender's journal id (its
-//	                              stream's identity); maxFrame: the largest
-//	                              frame the sender reads on this link;
+//	                              stream's identity); epoch: the sender's run
+//	                              (record.OriginEpochID: what it publishes in
+//	                              this run has that origin); last: the
+//	                              sender's journal is durable through this seq
+//	                              (a peer holding more of that journal's
+//	                              stream knows the sender lost records of its
+//	                              own origin: rsm.LostOwnRecords); maxFrame:
+//	                              the largest frame the sender reads on this
+//	                              link;
 //	                              resume: the position the sender's Resume
 //	                              will carry (what the proofs cover); proof:
 //	                              zero in the dialer's Hello, the acceptor's
@@ -74,10 +83,10 @@ const (
 	typeBatchAck wire.Type = 36
 	typeRefuse   wire.Type = 37
 
-	protoVersion = 2
+	protoVersion = 3
 	nonceSize    = 16
 	proofSize    = sha256.Size
-	helloFixed   = 112
+	helloFixed   = 120
 	resumeSize   = 32
 	batchFixed   = 24
 	refuseFixed  = 4
@@ -96,8 +105,11 @@ type hello struct {
 	Proof    [proofSize]byte
 	Journal  record.JournalID
 	MaxFrame uint32
+	Epoch    uint32
 	// Resume is the position the sender's Resume frame will carry.
 	Resume position
+	// Last: the sender's journal is durable through this seq.
+	Last uint64
 }
 
 // position is how far a destination holds one source journal's stream:
@@ -126,8 +138,9 @@ func appendHello(dst []byte, h *hello) []byte {
 	dst = append(dst, h.Proof[:]...)
 	dst = append(dst, h.Journal[:]...)
 	dst = binary.LittleEndian.AppendUint32(dst, h.MaxFrame)
-	dst = append(dst, 0, 0, 0, 0)
+	dst = binary.LittleEndian.AppendUint32(dst, h.Epoch)
 	dst = appendPosition(dst, h.Resume)
+	dst = binary.LittleEndian.AppendUint64(dst, h.Last)
 	dst = append(dst, h.From...)
 	dst = append(dst, h.To...)
 	return finishFrame(dst, s)
@@ -155,7 +168,9 @@ func decodeHello(body []byte, h *hello) error {
 	copy(h.Proof[:], body[24:56])
 	copy(h.Journal[:], body[56:72])
 	h.MaxFrame = binary.LittleEndian.Uint32(body[72:])
+	h.Epoch = binary.LittleEndian.Uint32(body[76:])
 	h.Resume, _ = decodeResume(body[80 : 80+resumeSize])
+	h.Last = binary.LittleEndian.Uint64(body[112:])
 	h.From = string(body[helloFixed : helloFixed+fl])
 	h.To = string(body[helloFixed+fl:])
 	return nil
@@ -291,8 +306,12 @@ func handshakeMAC(secret []byte, label string, d, a *hello) [proofSize]byte {
 	b = append(b, a.Journal[:]...)
 	b = binary.LittleEndian.AppendUint32(b, d.MaxFrame)
 	b = binary.LittleEndian.AppendUint32(b, a.MaxFrame)
+	b = binary.LittleEndian.AppendUint32(b, d.Epoch)
+	b = binary.LittleEndian.AppendUint32(b, a.Epoch)
 	b = appendPosition(b, d.Resume)
 	b = appendPosition(b, a.Resume)
+	b = binary.LittleEndian.AppendUint64(b, d.Last)
+	b = binary.LittleEndian.AppendUint64(b, a.Last)
 	m.Write(b)
 	var out [proofSize]byte
 	copy(out[:], m.Sum(nil))

@@ -103,7 +103,7 @@ func New(cfg Config, j *journal.Journal, store Store, onAdvance func(), log *slo
 	}
 	r := &Replicator{
 		cfg: cfg, log: log.With("component", "replication"), j: j, store: store, onAdvance: onAdvance,
-		self: record.OriginID(cfg.Self, cfg.JournalID), byName: map[string]*destination{}, links: map[string]*link{},
+		self: record.OriginEpochID(cfg.Self, cfg.JournalID, cfg.Epoch), byName: map[string]*destination{}, links: map[string]*link{},
 		saved: map[string]position{}, allowed: map[string]bool{},
 	}
 	for _, d := range cfg.Destinations {
@@ -567,7 +567,8 @@ var ErrAuth = errors.New("replicate: peer not authenticated")
 // peer's stream held here, which our Resume will carry.
 func (r *Replicator) hello(peer string) hello {
 	return hello{Version: protoVersion, From: r.cfg.Self, To: peer, Nonce: newNonce(),
-		Journal: r.cfg.JournalID, MaxFrame: uint32(r.cfg.MaxFrame), Resume: r.source(peer).position()}
+		Journal: r.cfg.JournalID, MaxFrame: uint32(r.cfg.MaxFrame), Epoch: r.cfg.Epoch,
+		Resume: r.source(peer).position(), Last: r.j.SyncedSeq()}
 }
 
 // handshakeAccept: a peer dialed us. Only a listed peer (Destinations,

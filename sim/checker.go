@@ -2,6 +2,7 @@ package sim
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/tandemhq/tandem/internal/rsm"
 )
@@ -107,6 +108,17 @@ func (c *Checker) acked(in *Instance, pub, seq uint64) {
 		return
 	}
 	for _, d := range in.dests {
+		if d.cfg.Sync && d.m.State() != rsm.StateSync {
+			// Acking without a sync destination is allowed only once it
+			// has been away (or lagging) for the downgrade age: never in a
+			// strict pair, never sooner than that after a start.
+			if in.cfg.DowngradeAfter == rsm.Never {
+				c.violate("%s acked %x/%d without its strict sync destination %s (%v)", in.name, pub, seq, d.cfg.Name, d.m.State())
+			} else if up := c.s.w.now - in.startedAt; up < in.cfg.DowngradeAfter {
+				c.violate("%s acked %x/%d without its sync destination %s (%v) %v after starting, before the downgrade age %v",
+					in.name, pub, seq, d.cfg.Name, d.m.State(), time.Duration(up), time.Duration(in.cfg.DowngradeAfter))
+			}
+		}
 		if !d.cfg.Sync || d.m.State() != rsm.StateSync {
 			c.indep[pub] = true
 			continue
@@ -115,6 +127,14 @@ func (c *Checker) acked(in *Instance, pub, seq uint64) {
 		if !dst.up {
 			// Down: what it acknowledged was on its disk then; a disk lost
 			// while down (a wipe) is a second failure, not this ack's.
+			continue
+		}
+		if other, ok := dst.pubs[pub].storedAt(seq); ok && other.digest != st.digest {
+			// The publisher re-used the sequence for another message (a
+			// publisher without a store): the destination holds the other
+			// one and counted the conflict; the promise for re-used
+			// sequences is that they are counted, never acked as the
+			// other's content.
 			continue
 		}
 		if _, durable := holds(dst, pub, seq, st.digest); !durable {
@@ -213,6 +233,20 @@ func (c *Checker) final() {
 			}
 			if s, _ := holds(in, m.key.pub, m.key.seq, m.digest); !s {
 				c.violate("%s/%d acknowledged by %v is missing on %s", m.pubName, m.key.seq, m.ackedAt, in.name)
+			}
+		}
+	}
+	// A publisher whose store survived everything sees every message it
+	// published acknowledged (or refused) once the faults healed: what it
+	// drops from its store unacknowledged is lost without anyone knowing.
+	for _, p := range c.s.pubs {
+		if p.store != StoreFile {
+			continue
+		}
+		for _, m := range c.order {
+			if m.key.pub == p.id && !m.acked && !m.refused {
+				c.violate("%s (file store) never saw %s/%d acknowledged (%d left in its store)", p.name, p.name, m.key.seq, len(p.ents))
+				break
 			}
 		}
 	}

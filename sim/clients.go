@@ -1,8 +1,20 @@
 package sim
 
 import (
+	"errors"
+	"math/rand/v2"
+
+	"github.com/tandemhq/tandem/internal/hasm"
 	"github.com/tandemhq/tandem/record"
+	"github.com/tandemhq/tandem/wire"
 )
+
+// The simulator's HA clients are drivers of internal/hasm's Machine, the
+// decisions client.HAClient runs: which server next and when, what leaves
+// the publish store at a logon and what is re-published, refusals,
+// re-subscriptions and their resume entries, the duplicate filter. The
+// drivers here do what client/ha.go's does with sockets and files, over
+// the simulated network and model stores.
 
 // StoreKind is what a simulated client keeps across its own crashes.
 type StoreKind uint8
@@ -29,28 +41,42 @@ type storeEnt struct {
 	digest uint64
 }
 
-// clientConnState is what both HA clients share: the server list, the
-// connection, reconnection with backoff, heartbeat timeouts.
-type haConn struct {
+type haConnEnt struct {
+	id       hasm.ConnID
+	ep       *Endpoint
+	loggedOn bool
+	server   string
+	at       int64 // when the dial began (the connect timeout)
+}
+
+// haDriver runs one hasm.Machine over the simulated network: the part of
+// client/ha.go that is I/O.
+type haDriver struct {
 	s        *Sim
 	name     string
 	servers  []string
-	cur      int
-	ep       *Endpoint
-	loggedOn bool
-	server   string // the instance of the current logon
-	backoff  int64
+	m        *hasm.Machine
+	conns    []*haConnEnt
+	cur      *haConnEnt // the current connection (ActUp)
 	up       bool
 	epoch    uint64
 	hb       int64
 	lastSend int64
+	acts     []hasm.Action
+	// hooks of the publisher or subscriber
+	onAttach    func(a hasm.Action, c *haConnEnt) (storeLast uint64)
+	onAction    func(a hasm.Action)
+	onMsg       func(c *haConnEnt, msg any)
+	loggedOnce  bool // this life has been up once
+	timerArmed  int64
+	timerPlaced bool
 }
 
-func (h *haConn) tracef(format string, args ...any) {
+func (h *haDriver) tracef(format string, args ...any) {
 	h.s.w.Tracef("%s: "+format, append([]any{h.name}, args...)...)
 }
 
-func (h *haConn) alive(f func()) func() {
+func (h *haDriver) alive(f func()) func() {
 	ep := h.epoch
 	return func() {
 		if h.up && h.epoch == ep {
@@ -59,93 +85,234 @@ func (h *haConn) alive(f func()) func() {
 	}
 }
 
-// connect dials the current server; onUp runs once connected (before the
-// logon reply), onMsg for each message, onDown when it ends.
-func (h *haConn) connect(onMsg func(any), onDown func()) {
-	if !h.up || h.ep != nil {
-		return
+func (h *haDriver) newMachine(cfg hasm.Config) {
+	w := h.s.w
+	cfg.Name = h.name
+	cfg.Chooser = hasm.NewDefaultChooser(h.servers...)
+	cfg.Delay = &hasm.ExponentialDelay{Initial: 10 * Millisecond, MultNum: 2, MultDen: 1, Max: 200 * Millisecond,
+		JitterPPM: 200_000, Rand: rand.New(rand.NewPCG(w.rng.Uint64(), 1))}
+	cfg.Rand = rand.New(rand.NewPCG(w.rng.Uint64(), 2))
+	cfg.StableAfter = 200 * Millisecond
+	cfg.MaxFrame = 1 << 20
+	h.m = hasm.New(cfg)
+}
+
+func (h *haDriver) start() {
+	h.up = true
+	h.epoch++
+	h.conns, h.cur, h.loggedOnce = h.conns[:0], nil, false
+	h.m.Step(hasm.Input{Kind: hasm.InStart, Now: h.s.w.now})
+	h.process()
+	h.s.w.After(h.hb/2, h.alive(h.heartbeat))
+}
+
+func (h *haDriver) crash() {
+	h.up = false
+	h.epoch++
+	for _, c := range h.conns {
+		if c.ep != nil {
+			c.ep.Close(false)
+		}
 	}
+	h.conns, h.cur = h.conns[:0], nil
+}
+
+func (h *haDriver) conn(id hasm.ConnID) *haConnEnt {
+	for _, c := range h.conns {
+		if c.id == id {
+			return c
+		}
+	}
+	return nil
+}
+
+func (h *haDriver) dropConn(c *haConnEnt) {
+	for i, x := range h.conns {
+		if x == c {
+			h.conns = append(h.conns[:i], h.conns[i+1:]...)
+			break
+		}
+	}
+	if h.cur == c {
+		h.cur = nil
+	}
+}
+
+// step feeds an input and carries out what the machine asks.
+func (h *haDriver) step(in hasm.Input) {
+	in.Now = h.s.w.now
+	if err := h.m.Step(in); err != nil {
+		panic("sim: hasm misuse: " + err.Error())
+	}
+	h.process()
+}
+
+func (h *haDriver) process() {
+	for h.up && h.m.HasReady() {
+		h.acts = append(h.acts[:0], h.m.Ready().Actions...)
+		h.m.Advance()
+		for _, a := range h.acts {
+			h.exec(a)
+		}
+	}
+}
+
+func (h *haDriver) exec(a hasm.Action) {
+	w := h.s.w
+	switch a.Kind {
+	case hasm.ActDial:
+		h.dial(a.Conn, a.URI)
+	case hasm.ActTimer:
+		at := a.At
+		w.At(at, h.alive(func() {
+			h.m.Tick(w.now)
+			h.process()
+		}))
+	case hasm.ActAttach:
+		c := h.conn(a.Conn)
+		last := h.onAttach(a, c)
+		h.step(hasm.Input{Kind: hasm.InAttached, Conn: a.Conn, Seq: last})
+	case hasm.ActUp:
+		h.cur = h.conn(a.Conn)
+		h.loggedOnce = true
+	case hasm.ActDown:
+		if h.cur != nil && h.cur.id == a.Conn {
+			h.cur = nil
+		}
+	case hasm.ActClose:
+		if c := h.conn(a.Conn); c != nil {
+			if c.ep != nil {
+				c.ep.Close(false)
+			}
+			h.dropConn(c)
+		}
+	case hasm.ActEvent:
+		if a.Event.State == hasm.StateFailedOver || a.Event.State == hasm.StateStopped {
+			h.tracef("%v %s (from %s) %v", a.Event.State, a.Event.URI, a.Event.From, a.Event.Err)
+		}
+	case hasm.ActStopped:
+		h.tracef("stopped: %v", a.Err)
+	default:
+		if h.onAction != nil {
+			h.onAction(a)
+		}
+	}
+}
+
+func (h *haDriver) dial(id hasm.ConnID, uri string) {
 	ep := h.epoch
 	live := func() bool { return h.up && h.epoch == ep }
-	uri := h.servers[h.cur%len(h.servers)]
+	c := &haConnEnt{id: id, at: h.s.w.now}
+	h.conns = append(h.conns, c)
 	h.s.net.Dial(h.name, uri, 100*Millisecond, func(e *Endpoint) {
-		if !live() {
+		if !live() || h.conn(id) != c {
 			e.Close(false)
 			return
 		}
-		h.ep = e
+		c.ep = e
 		h.lastSend = h.s.w.now
 		e.onMsg = func(msg any) {
-			if live() && h.ep == e {
-				onMsg(msg)
+			if !live() || h.conn(id) != c {
+				return
 			}
+			if r, ok := msg.(mLogonReply); ok && !c.loggedOn {
+				c.loggedOn, c.server = true, r.Instance
+				h.step(hasm.Input{Kind: hasm.InDialed, Conn: id,
+					Logon: hasm.Logon{LastPubSeq: r.LastPubSeq, AckedPubSeq: r.AckedPubSeq, Instance: r.Instance}})
+				return
+			}
+			if m, ok := msg.(mError); ok {
+				h.lose(c, errors.New(m.Code), hasm.CauseGoingAway)
+				return
+			}
+			h.onMsg(c, msg)
 		}
-		e.onClose = func(string) {
-			if live() && h.ep == e {
-				h.down(onMsg, onDown)
+		e.onClose = func(reason string) {
+			if live() && h.conn(id) == c {
+				h.lose(c, errors.New(reason), hasm.CauseOther)
 			}
 		}
 		e.Send(mLogon{Name: h.name})
 	}, func(reason string) {
-		if live() {
-			h.retry(onMsg, onDown)
+		if live() && h.conn(id) == c {
+			h.dropConn(c)
+			h.step(hasm.Input{Kind: hasm.InDialFailed, Conn: id, Err: errors.New(reason), Cause: hasm.CauseOther})
 		}
 	})
 }
 
-// down: the connection ended; fail over to the next server.
-func (h *haConn) down(onMsg func(any), onDown func()) {
-	if h.ep != nil {
-		h.ep.Close(false)
+// lose: connection c ended (closed, silent, or the server going away).
+func (h *haDriver) lose(c *haConnEnt, err error, cause hasm.Cause) {
+	if c.ep != nil {
+		c.ep.Close(false)
 	}
-	h.ep, h.loggedOn, h.server = nil, false, ""
-	onDown()
-	h.retry(onMsg, onDown)
-}
-
-func (h *haConn) retry(onMsg func(any), onDown func()) {
-	h.cur++
-	// ExponentialDelayStrategy: 10 ms doubling to 200 ms, 20% jitter.
-	if h.backoff == 0 {
-		h.backoff = 10 * Millisecond
+	h.dropConn(c)
+	if c.loggedOn {
+		h.step(hasm.Input{Kind: hasm.InLost, Conn: c.id, Err: err, Cause: cause})
 	} else {
-		h.backoff = min(2*h.backoff, 200*Millisecond)
+		h.step(hasm.Input{Kind: hasm.InDialFailed, Conn: c.id, Err: err, Cause: cause})
 	}
-	d := h.backoff - h.backoff/5 + h.s.w.Between(0, 2*h.backoff/5)
-	h.s.w.After(d, h.alive(func() { h.connect(onMsg, onDown) }))
 }
 
-func (h *haConn) heartbeat(onMsg func(any), onDown func()) {
-	if h.ep != nil {
-		if h.s.w.now-h.ep.lastRecv > 3*h.hb {
-			h.tracef("server %s timed out", h.ep.PeerNode())
-			h.down(onMsg, onDown)
-		} else if h.s.w.now-h.lastSend >= h.hb/2 {
-			h.ep.Send(mHeartbeat{})
-			h.lastSend = h.s.w.now
+// heartbeat: the client's heartbeats and idle timeout (outside the
+// machine, as in client/conn.go: a silent server comes in as CauseSilent).
+func (h *haDriver) heartbeat() {
+	now := h.s.w.now
+	for _, c := range append([]*haConnEnt(nil), h.conns...) {
+		if c.ep == nil {
+			continue
+		}
+		if !c.loggedOn {
+			// The connect timeout (HAConfig.ConnectTimeout): a server that
+			// took the connection and went silent before its logon reply.
+			if now-c.at > 5*h.hb {
+				h.tracef("logon to %s timed out", c.ep.PeerNode())
+				h.lose(c, errors.New("logon timeout"), hasm.CauseOther)
+			}
+			continue
+		}
+		if now-c.ep.lastRecv > 3*h.hb {
+			h.tracef("server %s went silent", c.server)
+			h.lose(c, errors.New("heartbeat timeout"), hasm.CauseSilent)
+		} else if now-h.lastSend >= h.hb/2 {
+			c.ep.Send(mHeartbeat{})
+			h.lastSend = now
 		}
 	}
-	h.s.w.After(h.hb/2, h.alive(func() { h.heartbeat(onMsg, onDown) }))
+	h.s.w.After(h.hb/2, h.alive(h.heartbeat))
 }
 
 // Publisher is an HA publisher with a publish store.
 type Publisher struct {
-	haConn
+	haDriver
 	id       uint64
 	store    StoreKind
 	ents     []storeEnt // unpersisted, in sequence order
-	nextSeq  uint64
-	total    int // messages the application publishes
-	done     int // published so far
+	total    int        // messages the application publishes
+	done     int        // published so far
 	interval int64
 	topic    string
 	life     uint64 // incarnation (content differs across lives without a file store)
 	reused   bool   // a life started without its store: sequences may repeat
+	// naive: numbers its messages from 1 in every life, ignoring the logon
+	// reply's LastPubSeq (a plain client, or a second process under the
+	// same name): its re-used sequences must be refused sequence-reused,
+	// never acknowledged as the stored message.
+	naive     bool
+	naiveNext uint64
 }
 
+// BrokenPublishBeforeLogon lets publishers number and store messages
+// before their first logon (the HA client's behaviour before the fix the
+// simulator prompted): after a restart with a memory store they collide
+// with acknowledged sequences and leave the store at the logon as
+// persisted.
+var BrokenPublishBeforeLogon bool
+
 func newPublisher(s *Sim, name string, servers []string, store StoreKind, total int, interval int64, topic string) *Publisher {
-	p := &Publisher{haConn: haConn{s: s, name: name, servers: servers, hb: 20 * Millisecond},
-		id: record.ID(name), store: store, nextSeq: 1, total: total, interval: interval, topic: topic}
+	p := &Publisher{haDriver: haDriver{s: s, name: name, servers: servers, hb: 20 * Millisecond},
+		id: record.ID(name), store: store, total: total, interval: interval, topic: topic}
+	p.onAttach, p.onAction, p.onMsg = p.attach, p.action, p.msg
 	return p
 }
 
@@ -158,15 +325,21 @@ func (p *Publisher) digest(seq uint64) uint64 {
 	return x*0xBF58476D1CE4E5B9 | 1
 }
 
-// Start starts (or restarts) the publisher's process.
+func (p *Publisher) lastStored() uint64 {
+	if n := len(p.ents); n > 0 {
+		return p.ents[n-1].seq
+	}
+	return 0
+}
+
+// Start starts (or restarts) the publisher's process: NewHA over its
+// store, then Connect.
 func (p *Publisher) Start() {
-	p.up = true
-	p.epoch++
-	p.backoff = 0
-	p.tracef("start store=%v unpersisted=%d next=%d", p.store, len(p.ents), p.nextSeq)
-	p.connect(p.onMsg, p.onDown)
+	p.newMachine(hasm.Config{Store: true, NextPubSeq: p.lastStored() + 1})
+	p.naiveNext = 1
+	p.tracef("start store=%v naive=%v unpersisted=%d", p.store, p.naive, len(p.ents))
+	p.start()
 	p.s.w.After(p.interval, p.alive(p.publishNext))
-	p.s.w.After(p.hb/2, p.alive(func() { p.heartbeat(p.onMsg, p.onDown) }))
 }
 
 // Crash kills the publisher's process.
@@ -174,128 +347,170 @@ func (p *Publisher) Crash() {
 	if !p.up {
 		return
 	}
-	p.up = false
-	p.epoch++
-	if p.ep != nil {
-		p.ep.Close(false)
-		p.ep = nil
-	}
-	p.loggedOn = false
+	p.crash()
 	if p.store == StoreMemory {
 		p.ents = p.ents[:0]
-		p.nextSeq = 1
 		p.life++
 		p.reused = true
 	}
 	p.tracef("crash")
 }
 
-func (p *Publisher) onDown() {}
+func (p *Publisher) send(c *haConnEnt, e storeEnt) {
+	if c != nil && c.ep != nil {
+		c.ep.Send(mPublish{PubSeq: e.seq, Topic: e.topic, Digest: e.digest})
+	}
+}
 
 func (p *Publisher) publishNext() {
-	if p.done < p.total {
-		seq := p.nextSeq
-		p.nextSeq++
+	if p.done < p.total && (p.m.Numbered() || BrokenPublishBeforeLogon) {
+		seq := p.m.NextPubSeq()
+		if p.naive {
+			seq = p.naiveNext
+			p.naiveNext++
+		}
 		e := storeEnt{seq: seq, topic: p.topic, digest: p.digest(seq)}
 		p.ents = append(p.ents, e)
 		p.done++
 		p.s.chk.published(p, seq, e.digest)
-		if p.loggedOn {
-			p.ep.Send(mPublish{PubSeq: seq, Topic: e.topic, Digest: e.digest})
+		if p.m.Stored(seq, len(e.topic), 64) == hasm.VerdictSend {
+			p.send(p.cur, e)
 		}
+		p.process()
 	}
 	if p.done < p.total {
 		p.s.w.After(p.interval, p.alive(p.publishNext))
 	}
 }
 
-func (p *Publisher) discard(through uint64) {
+// attach (ActAttach): the store discards what the server's ack point
+// covers (a logon reply's AckedPubSeq is an acknowledgment as much as an
+// Ack frame), and the rest is re-published in order on the new
+// connection.
+func (p *Publisher) attach(a hasm.Action, c *haConnEnt) uint64 {
+	p.discard(a.Seq, c.server, !p.naive)
+	n := 0
+	for _, e := range p.ents {
+		if p.m.Replayed(a.Conn, e.seq, len(e.topic), 64) == hasm.VerdictSend {
+			p.send(c, e)
+			n++
+		}
+	}
+	p.tracef("logged on to %s acked=%d replay=%d", c.server, a.Seq, n)
+	return p.lastStored()
+}
+
+// discard drops the store's messages <= through; seen: the publisher saw
+// them acknowledged by server.
+func (p *Publisher) discard(through uint64, server string, seen bool) {
 	n := 0
 	for n < len(p.ents) && p.ents[n].seq <= through {
+		if seen {
+			p.s.chk.pubSawAck(p, p.ents[n].seq, p.ents[n].digest, server)
+		}
 		n++
 	}
 	p.ents = append(p.ents[:0], p.ents[n:]...)
 }
 
-func (p *Publisher) onMsg(msg any) {
-	switch m := msg.(type) {
-	case mHeartbeat:
-	case mLogonReply:
-		// attach (client/ha.go): only what the server's ack point covers
-		// leaves the store; the rest is re-published, in order, before
-		// any new publish.
-		p.discard(m.AckedPubSeq)
-		last := uint64(0)
-		if n := len(p.ents); n > 0 {
-			last = p.ents[n-1].seq
+func (p *Publisher) action(a hasm.Action) {
+	switch a.Kind {
+	case hasm.ActStoreDiscard:
+		server := ""
+		if p.cur != nil {
+			server = p.cur.server
 		}
-		p.nextSeq = max(p.nextSeq, last+1, m.LastPubSeq+1)
-		p.loggedOn, p.server, p.backoff = true, m.Instance, 0
-		p.tracef("logged on to %s last=%d acked=%d replay=%d", m.Instance, m.LastPubSeq, m.AckedPubSeq, len(p.ents))
-		for _, e := range p.ents {
-			p.ep.Send(mPublish{PubSeq: e.seq, Topic: e.topic, Digest: e.digest})
-		}
-	case mAck:
-		for _, e := range p.ents {
-			if e.seq > m.Through {
-				break
-			}
-			p.s.chk.pubSawAck(p, e.seq, e.digest, p.server)
-		}
-		p.discard(m.Through)
-	case mRefused:
+		p.discard(a.Seq, server, server != "")
+	case hasm.ActStoreRemove:
 		for i, e := range p.ents {
-			if e.seq == m.PubSeq {
+			if e.seq == a.Seq {
 				p.s.chk.refused(p, e.seq)
 				p.ents = append(p.ents[:i], p.ents[i+1:]...)
 				break
 			}
 		}
-	case mError: // storage-failed: fail over at once
-		p.tracef("server %s: %s", p.server, m.Code)
-		p.down(p.onMsg, p.onDown)
+	case hasm.ActFailedWrite:
+		p.tracef("failed write %d: %v", a.Seq, a.Code)
+	}
+}
+
+func (p *Publisher) msg(c *haConnEnt, msg any) {
+	switch m := msg.(type) {
+	case mAck:
+		if c == p.cur {
+			p.step(hasm.Input{Kind: hasm.InAcked, Conn: c.id, Seq: m.Through})
+		}
+	case mRefused:
+		p.step(hasm.Input{Kind: hasm.InRefused, Conn: c.id, Seq: m.PubSeq, Code: wire.CodeSequenceReused, Reason: "sequence reused"})
 	}
 }
 
 // Subscriber is an HA subscriber with a bookmark store: it resumes from
 // its progress after a failover and filters what it has had.
 type Subscriber struct {
-	haConn
+	haDriver
 	topic     string
 	store     StoreKind
-	origins   []progressSet
+	origins   []progressSet // the bookmark store: what was discarded
 	pubs      []progressSet
+	filter    hasm.SubFilter
+	sub       hasm.SubID
 	resumable bool // has kept its progress through every crash
+	cur       *Rec // the message being offered (Discards)
 }
 
 type progressSet struct {
 	id uint64
-	rangeSet
+	hasm.RangeSet
 }
 
 func newSubscriber(s *Sim, name string, servers []string, store StoreKind, topic string) *Subscriber {
-	return &Subscriber{haConn: haConn{s: s, name: name, servers: servers, hb: 20 * Millisecond},
+	b := &Subscriber{haDriver: haDriver{s: s, name: name, servers: servers, hb: 20 * Millisecond},
 		topic: topic, store: store, resumable: true}
+	b.onAttach = func(hasm.Action, *haConnEnt) uint64 { return 0 }
+	b.onAction, b.onMsg = b.action, b.msg
+	return b
 }
 
-func findSet(sets *[]progressSet, id uint64) *rangeSet {
+func findSet(sets *[]progressSet, id uint64) *hasm.RangeSet {
 	for i := range *sets {
 		if (*sets)[i].id == id {
-			return &(*sets)[i].rangeSet
+			return &(*sets)[i].RangeSet
 		}
 	}
 	*sets = append(*sets, progressSet{id: id})
-	return &(*sets)[len(*sets)-1].rangeSet
+	return &(*sets)[len(*sets)-1].RangeSet
+}
+
+// MostRecent is the bookmark store's resume entries for the subscription
+// (hasm.Bookmarks): per origin and per publisher, the floor.
+func (b *Subscriber) MostRecent(string) ([]wire.ResumeEntry, bool) {
+	if len(b.origins) == 0 && len(b.pubs) == 0 {
+		return nil, false
+	}
+	var out []wire.ResumeEntry
+	for _, o := range b.origins {
+		out = append(out, wire.ResumeEntry{ID: o.id, Seq: o.Floor(), Kind: wire.ResumeOrigin})
+	}
+	for _, p := range b.pubs {
+		out = append(out, wire.ResumeEntry{ID: p.id, Seq: p.Floor(), Kind: wire.ResumePublisher})
+	}
+	return out, true
+}
+
+// IsDiscarded answers for the message being offered (hasm.Discards).
+func (b *Subscriber) IsDiscarded() bool {
+	r := b.cur
+	return findSet(&b.pubs, r.Pub).Contains(r.PubSeq) || findSet(&b.origins, r.Origin).Contains(r.OriginSeq)
 }
 
 // Start starts (or restarts) the subscriber's process.
 func (b *Subscriber) Start() {
-	b.up = true
-	b.epoch++
-	b.backoff = 0
+	b.newMachine(hasm.Config{Bookmarks: b})
+	b.filter = hasm.SubFilter{}
 	b.tracef("start store=%v", b.store)
-	b.connect(b.onMsg, func() {})
-	b.s.w.After(b.hb/2, b.alive(func() { b.heartbeat(b.onMsg, func() {}) }))
+	b.sub, _ = b.m.AddSub(b.name+"-orders", b.topic, hasm.StartEpoch)
+	b.start()
 }
 
 // Crash kills the subscriber's process.
@@ -303,13 +518,7 @@ func (b *Subscriber) Crash() {
 	if !b.up {
 		return
 	}
-	b.up = false
-	b.epoch++
-	if b.ep != nil {
-		b.ep.Close(false)
-		b.ep = nil
-	}
-	b.loggedOn = false
+	b.crash()
 	if b.store == StoreMemory {
 		b.origins, b.pubs = nil, nil
 		b.resumable = false
@@ -317,29 +526,44 @@ func (b *Subscriber) Crash() {
 	b.tracef("crash")
 }
 
-func (b *Subscriber) onMsg(msg any) {
-	switch m := msg.(type) {
-	case mHeartbeat:
-	case mLogonReply:
-		b.loggedOn, b.server, b.backoff = true, m.Instance, 0
-		sub := mSubscribe{Topic: b.topic}
-		for _, o := range b.origins {
-			sub.Origins = append(sub.Origins, mark{ID: o.id, Seq: o.floor})
+func (b *Subscriber) action(a hasm.Action) {
+	switch a.Kind {
+	case hasm.ActSubscribe:
+		c := b.conn(a.Conn)
+		if c == nil || c.ep == nil {
+			b.step(hasm.Input{Kind: hasm.InSubscribed, Conn: a.Conn, Sub: a.Sub, Err: errors.New("connection gone"),
+				Cause: hasm.CauseConnGone, Initial: a.Initial})
+			return
 		}
-		for _, p := range b.pubs {
-			sub.Pubs = append(sub.Pubs, mark{ID: p.id, Seq: p.floor})
+		m := mSubscribe{Topic: b.topic, Now: a.Start == hasm.ModeNow}
+		if a.Start == hasm.ModeResume {
+			for _, e := range a.Resume {
+				if e.Kind == wire.ResumeOrigin {
+					m.Origins = append(m.Origins, mark{ID: e.ID, Seq: e.Seq})
+				} else {
+					m.Pubs = append(m.Pubs, mark{ID: e.ID, Seq: e.Seq})
+				}
+			}
 		}
-		b.tracef("subscribed on %s (%d origins, %d publishers)", m.Instance, len(sub.Origins), len(sub.Pubs))
-		b.ep.Send(sub)
-	case mDeliver:
+		b.tracef("subscribe on %s (%v, %d origins, %d publishers)", c.server, a.Start, len(m.Origins), len(m.Pubs))
+		c.ep.Send(m)
+		b.step(hasm.Input{Kind: hasm.InSubscribed, Conn: a.Conn, Sub: a.Sub, Initial: a.Initial})
+	case hasm.ActSubEnded:
+		b.tracef("subscription ended: %v", a.Err)
+	}
+}
+
+func (b *Subscriber) msg(c *haConnEnt, msg any) {
+	if m, ok := msg.(mDeliver); ok {
 		r := &m.R
-		if findSet(&b.pubs, r.Pub).contains(r.PubSeq) || findSet(&b.origins, r.Origin).contains(r.OriginSeq) {
+		b.cur = r
+		if !b.filter.Admit(r.Pub, r.PubSeq, b) {
 			return // had it (a resend after failover): filtered
 		}
-		b.s.chk.delivered(b, r, b.server)
-		findSet(&b.origins, r.Origin).add(r.OriginSeq)
-		findSet(&b.pubs, r.Pub).add(r.PubSeq)
-	case mError:
-		b.down(b.onMsg, func() {})
+		b.s.chk.delivered(b, r, c.server)
+		b.filter.Delivered(r.Pub, r.PubSeq)
+		// Processed: discarded into the bookmark store.
+		findSet(&b.origins, r.Origin).Add(r.OriginSeq)
+		findSet(&b.pubs, r.Pub).Add(r.PubSeq)
 	}
 }

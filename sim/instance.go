@@ -12,12 +12,15 @@ type (
 	mHello struct {
 		From    string
 		Journal record.JournalID
+		Epoch   uint32
 	}
 	// mResume: the destination's position of the source's stream, and the
 	// journal the destination runs on (in replicate, its Hello's).
 	mResume struct {
 		Pos     rsm.Position
 		Journal record.JournalID
+		Epoch   uint32
+		Last    uint64 // the destination's durable last seq
 	}
 	mRefuse    struct{}
 	mHeartbeat struct{}
@@ -44,6 +47,7 @@ type (
 	mError     struct{ Code string }
 	mSubscribe struct {
 		Topic   string
+		Now     bool   // start at the current position
 		Origins []mark // per-origin progress: everything up to Seq seen
 		Pubs    []mark // per-publisher progress
 	}
@@ -94,6 +98,7 @@ type simSource struct {
 	m       *rsm.Source
 	ep      *Endpoint
 	journal record.JournalID // of the current link's Hello
+	epoch   uint32
 	q       rsm.AckQueue
 	saved   rsm.Position // the positions file
 	hasFile bool
@@ -130,9 +135,14 @@ type Instance struct {
 	failed bool // its journal failed: stopped until an operator restarts it
 	wiped  bool // lost its data directory at some point
 	epoch  uint64
-	j      *Journal
-	origin uint64
-	pubs   map[uint64]*pubIdx
+	// startedAt: when the current life began.
+	startedAt int64
+	j         *Journal
+	origin    uint64
+	// runEpoch: this run's epoch (record.OriginEpochID: origin ids per
+	// start, as engine.New draws them).
+	runEpoch uint32
+	pubs     map[uint64]*pubIdx
 	// appendAt: when each local seq was appended (for lag).
 	appendAt  []int64
 	dests     []*simDest
@@ -184,7 +194,12 @@ func (in *Instance) alive(f func()) func() {
 func (in *Instance) Start() {
 	in.epoch++
 	in.up, in.failed = true, false
-	in.origin = record.OriginID(in.name, in.j.ID)
+	in.startedAt = in.w.now
+	in.runEpoch = 0
+	if !BrokenNoEpochs {
+		in.runEpoch = uint32(in.w.rng.Uint32()) | 1
+	}
+	in.origin = record.OriginEpochID(in.name, in.j.ID, in.runEpoch)
 	in.rebuild()
 	in.dests = in.dests[:0]
 	for i, dc := range in.cfg.Dests {
@@ -223,6 +238,15 @@ func (in *Instance) rebuild() {
 		in.index(r)
 		in.appendAt = append(in.appendAt, in.w.now)
 	}
+}
+
+// storedAt returns what p holds under seq (p may be nil).
+func (p *pubIdx) storedAt(seq uint64) (storedAt, bool) {
+	if p == nil {
+		return storedAt{}, false
+	}
+	st, ok := p.stored[seq]
+	return st, ok
 }
 
 func (in *Instance) pub(id uint64) *pubIdx {
@@ -271,10 +295,36 @@ func (in *Instance) Stop(silent bool, keep int) {
 	in.conns = in.conns[:0]
 }
 
+// Cut resets every connection of the instance (both ends see it close at
+// once: an RST, not a silence); they are dialed again.
+func (in *Instance) Cut() {
+	if !in.up {
+		return
+	}
+	in.tracef("connections cut")
+	for _, d := range in.dests {
+		if d.ep != nil {
+			in.destDown(d, "connection reset")
+		}
+	}
+	for _, src := range in.sources {
+		if src.ep != nil {
+			src.ep.Abort("connection reset")
+		}
+	}
+	for _, c := range append([]*clientConn(nil), in.conns...) {
+		c.ep.Abort("connection reset")
+	}
+}
+
 // failStop is what an instance does when its journal fails: every client
 // hears storage-failed, every connection closes, and it stays down until
 // an operator restarts it (docs/operations.md: exit 3).
 func (in *Instance) failStop(why string) {
+	if BrokenLimpOn {
+		in.tracef("journal failed (%s): limping on", why)
+		return
+	}
 	in.tracef("journal failed (%s): fail-stop", why)
 	in.s.chk.failed(in)
 	for _, c := range in.conns {
@@ -293,7 +343,7 @@ func (in *Instance) kickSync() {
 	}
 	j.syncing = true
 	target := j.LastSeq()
-	in.w.After(in.w.Between(80*Microsecond, 400*Microsecond), in.alive(func() {
+	in.w.After(in.w.Between(80*Microsecond, 400*Microsecond)+j.slow, in.alive(func() {
 		j.syncing = false
 		if j.failNextSync {
 			j.failNextSync = false
@@ -349,7 +399,7 @@ func (in *Instance) ackPoint() uint64 { return min(in.j.SyncedSeq(), in.syncPoin
 var BrokenAckBeforeSync bool
 
 func (in *Instance) releaseAcks() {
-	if in.failed || in.j.failed {
+	if (in.failed || in.j.failed) && !BrokenLimpOn {
 		return
 	}
 	ap := in.ackPoint()
@@ -412,7 +462,7 @@ func (in *Instance) dial(d *simDest) {
 				in.destDown(d, reason)
 			}
 		}
-		e.Send(mHello{From: in.name, Journal: in.j.ID})
+		e.Send(mHello{From: in.name, Journal: in.j.ID, Epoch: in.runEpoch})
 	}, func(reason string) {
 		if !live() {
 			return
@@ -442,6 +492,12 @@ func (in *Instance) onDestMsg(d *simDest, e *Endpoint, msg any) {
 		if BrokenTrustAnyJournal && m.Pos.Journal != in.j.ID && m.Pos.Seq > 0 {
 			from, v = m.Pos.Seq+1, rsm.ResumeAt // the bug of the journal-identity fix
 		}
+		if src := in.source(d.cfg.Name); v != rsm.ResumeFork && !BrokenNoEpochs && src != nil &&
+			rsm.LostOwnRecords(src.m.Journal(), src.m.ReceivedSeq(), m.Journal, m.Last) {
+			in.tracef("%s lost records of its own stream that this instance holds (%d > its last %d): its stream starts afresh",
+				d.cfg.Name, src.m.ReceivedSeq(), m.Last)
+			from, v = 1, rsm.ResumeNewStream
+		}
 		if v == rsm.ResumeFork {
 			d.m.Fork()
 			in.tracef("fork with %s: %s", d.cfg.Name, reason)
@@ -451,8 +507,8 @@ func (in *Instance) onDestMsg(d *simDest, e *Endpoint, msg any) {
 		}
 		d.run, _ = d.m.Resume(from)
 		d.cursor, d.batchFrom = from, from
-		d.f.SetDest(record.OriginID(d.cfg.Name, m.Journal))
-		if v == rsm.ResumeNewStream {
+		d.f.SetDest(record.OriginEpochID(d.cfg.Name, m.Journal, m.Epoch))
+		if v == rsm.ResumeNewStream && !BrokenNoReseed {
 			d.f.Reseed(in.j.LastSeq())
 		} else {
 			d.f.Reseed(0)
@@ -471,6 +527,17 @@ func (in *Instance) onDestMsg(d *simDest, e *Endpoint, msg any) {
 		in.destDown(d, fmt.Sprintf("unexpected %T", msg))
 	}
 }
+
+// BrokenLimpOn and BrokenConflictAsDuplicate: see broken.go.
+var BrokenLimpOn, BrokenConflictAsDuplicate bool
+
+// BrokenNoEpochs: origin ids per journal only, and no LostOwnRecords (the
+// product before the restore fix this simulator prompted).
+var BrokenNoEpochs bool
+
+// BrokenNoReseed: a destination that resumes from nothing of this journal
+// is not reseeded (rsm.Filter.Reseed; the product before that fix).
+var BrokenNoReseed bool
 
 // BrokenTrustAnyJournal disables the journal-identity check (issue #10's
 // fix): a destination's position in another journal is trusted.
@@ -544,12 +611,12 @@ func (in *Instance) accept(e *Endpoint) bool {
 			}
 			src, s.ep = s, e
 			held, switched := s.m.Follow(m.Journal)
-			s.journal = m.Journal
+			s.journal, s.epoch = m.Journal, m.Epoch
 			s.q.Reset()
 			if switched {
 				in.tracef("%s runs on a new journal: following it from its start", m.From)
 			}
-			e.Send(mResume{Pos: held, Journal: in.j.ID})
+			e.Send(mResume{Pos: held, Journal: in.j.ID, Epoch: in.runEpoch, Last: in.j.SyncedSeq()})
 		case mBatch:
 			if src == nil || src.ep != e {
 				return
@@ -574,6 +641,9 @@ func (in *Instance) accept(e *Endpoint) bool {
 		case mSubscribe:
 			if c != nil {
 				c.sub = &serverSub{topic: m.Topic, origins: m.Origins, pubs: m.Pubs, next: 1}
+				if m.Now {
+					c.sub.next = in.j.SyncedSeq() + 1
+				}
 				in.deliver(c)
 			}
 		}
@@ -627,7 +697,7 @@ func (in *Instance) onBatch(src *simSource, m mBatch) {
 			continue
 		}
 		nr := r
-		nr.Via = record.OriginID(src.peer, src.journal)
+		nr.Via = record.OriginEpochID(src.peer, src.journal, src.epoch)
 		seq, ok := in.appendRec(nr)
 		if !ok {
 			return
@@ -656,7 +726,7 @@ func (in *Instance) onPublish(c *clientConn, m mPublish) {
 	}
 	p := in.pub(c.pub)
 	if st, ok := p.stored[m.PubSeq]; ok {
-		if st.digest != m.Digest {
+		if st.digest != m.Digest && !BrokenConflictAsDuplicate {
 			in.conflicts++
 			in.s.chk.conflict()
 			c.ep.Send(mRefused{PubSeq: m.PubSeq})

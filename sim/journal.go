@@ -52,6 +52,8 @@ type Journal struct {
 	full bool
 	// failNextSync: the next sync fails (an fsync error).
 	failNextSync bool
+	// slow: extra time every sync takes (a slow disk).
+	slow int64
 }
 
 func newJournal(w *World) *Journal {

@@ -50,12 +50,9 @@ type Options struct {
 	Topology string
 	// Verbose keeps the whole trace (Result.Tail then holds it all).
 	Verbose bool
-	// Restore adds "restore a data directory from a backup" to the faults.
-	// Off by default: the simulator found that a restored journal, which
-	// keeps its id, can have acks released before its peers see the fork
-	// and confuses subscribers' bookmarks (docs/architecture.md, "What the
-	// simulator found"); the fix is a journal epoch per start.
-	Restore bool
+	// NoRestore leaves "restore a data directory from a backup" out of the
+	// faults.
+	NoRestore bool
 }
 
 const (
@@ -167,6 +164,7 @@ func (s *Sim) build(topo string) {
 			kind = StoreMemory
 		}
 		p := newPublisher(s, fmt.Sprintf("pub%d", i), rot(pubServers, i), kind, 150+w.Intn(150), w.Between(2, 6)*Millisecond, "t")
+		p.naive = kind == StoreMemory && w.Chance(1, 3)
 		s.pubs = append(s.pubs, p)
 		s.nodes = append(s.nodes, p.name)
 	}
@@ -215,7 +213,7 @@ func (s *Sim) schedule(o Options) []string {
 				in.Wipe()
 				w.After(d, func() { s.restart(in) })
 			}
-		case k < 31 && len(s.insts) > 1 && o.Restore: // restore an old copy of it
+		case k < 31 && len(s.insts) > 1 && !o.NoRestore: // restore an old copy of it
 			desc = fmt.Sprintf("restore %s from a backup, down %dms", in.name, d/Millisecond)
 			backupAt := w.Between(0, at)
 			w.At(backupAt, func() { in.Backup() })
@@ -237,6 +235,16 @@ func (s *Sim) schedule(o Options) []string {
 			f = func() {
 				s.net.Partition(a, b, both)
 				w.After(d, func() { s.net.Heal(a, b); w.Tracef("heal %s-%s", a, b) })
+			}
+		case k < 58: // connection cut: every connection of an instance reset
+			desc = fmt.Sprintf("cut %s's connections", in.name)
+			f = func() { in.Cut() }
+		case k < 60: // slow disk: every fdatasync takes longer
+			extra := w.Between(2, 40) * Millisecond
+			desc = fmt.Sprintf("slow disk on %s +%dms per sync for %dms", in.name, extra/Millisecond, d/Millisecond)
+			f = func() {
+				in.j.slow = extra
+				w.After(d, func() { in.j.slow = 0 })
 			}
 		case k < 63: // slow link
 			a, b := s.pick2()
@@ -329,7 +337,7 @@ func (s *Sim) heal() {
 	s.w.Tracef("heal everything")
 	s.net.HealAll(s.nodes)
 	for _, in := range s.insts {
-		in.j.full, in.j.failNextSync = false, false
+		in.j.full, in.j.failNextSync, in.j.slow = false, false, 0
 		s.restart(in)
 	}
 	for _, p := range s.pubs {

@@ -20,7 +20,12 @@ on this machine in the same run, each started on a loopback port with a
 temporary directory. Writes the results as JSON (one file per run) and,
 with --report, a markdown report with SVG plots. Progress goes to stderr.
 A peer that is not installed is skipped, and the report says so
-(make bench-deps installs them).
+(make bench-deps installs them). The replicated peers nats-r3-always,
+nats-r3-default (3 nats-servers, an R3 stream) and redis-replica (a
+primary and a replica, WAIT 1 0 after each pipeline) are reported beside
+Tandem's sync and async pair. At the end the verdict of each of issue
+15's latency targets is printed on stdout
+("target NAME: VALUE vs GOAL: met|missed").
 
   tandem bench --quick                       # ~1 minute smoke run
   tandem bench --out run.json --report BENCHMARKS.md --plots docs/bench
@@ -39,7 +44,9 @@ switches per million messages:
 and failover (an HA publisher and
 subscriber on a sync pair; the subscriber's instance is killed with
 SIGKILL, then restarted, --failover-runs times: the time to the first
-message through the other instance, checked for loss and repeats).
+message through the other instance, checked for loss and repeats; for
+nats-r3-*, the stream leader is killed: the time to the next
+acknowledged publish and to the next delivery).
 Opt-in (not in the default list): tls (one instance serving plaintext vs
 one serving TLS with --tls-cert/--tls-key and a throwaway CA made at run
 time; durable publish, persisted-ack and end-to-end latency over each,
@@ -109,6 +116,7 @@ func runBench(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "tandem bench:", err)
 			return 1
 		}
+		bench.WriteVerdicts(stdout, rr)
 		return 0
 	}
 
@@ -192,6 +200,7 @@ func runBench(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "error: %s %s: %s\n", r.System, r.Key, r.Error)
 		}
 	}
+	bench.WriteVerdicts(stdout, rr)
 	return 0
 }
 

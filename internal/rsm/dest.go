@@ -62,8 +62,20 @@ func NewDest(cfg DestConfig, now int64) *Dest {
 	d := &Dest{cfg: cfg, since: now, awaySince: now, away: true}
 	if cfg.Sync {
 		d.state = StateSync
+		if Broken.StartDowngraded {
+			d.state = StateDowngraded
+		}
 	}
 	return d
+}
+
+// Broken holds deliberately broken builds of these machines, for the
+// simulator's proof that its checker catches what the rules prevent
+// (sim.Break; never set elsewhere).
+var Broken struct {
+	// StartDowngraded: a restarted instance does not hold acks for its
+	// sync destinations until it has reached them (issue #10 §6 undone).
+	StartDowngraded bool
 }
 
 // State returns the destination's state.
@@ -157,6 +169,12 @@ func (d *Dest) Ship(run, through uint64, n, bytes int) (advanced bool) {
 	d.sent = max(d.sent, through)
 	if n == 0 && d.head == len(d.out) {
 		return d.advance(through)
+	}
+	if d.head > 0 && len(d.out) == cap(d.out) {
+		// Reuse the acknowledged prefix rather than grow: a stream that is
+		// never idle never empties the window.
+		d.out = d.out[:copy(d.out, d.out[d.head:])]
+		d.head = 0
 	}
 	d.out = append(d.out, Inflight{Through: through, Bytes: bytes})
 	d.outBytes += bytes

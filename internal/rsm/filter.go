@@ -27,14 +27,14 @@ import "regexp"
 //     instance that already holds the message: it is de-duplicated there,
 //     stored once and so forwarded at most once.
 type Filter struct {
-	self        uint64 // this instance's origin
+	self uint64 // this instance's origin
 	// dest: the destination's id, record.OriginID(name, its journal): 0
 	// until its journal is known. It is both the origin of what it
 	// published and the via of what it shipped here.
 	dest uint64
 	// reseed: records up to this seq go to the destination whatever their
 	// via (see above); 0: none.
-	reseed uint64
+	reseed      uint64
 	passthrough bool
 	topics      *regexp.Regexp
 	// cache of topic verdicts (bounded), so a regex runs once per topic

@@ -165,3 +165,16 @@ func CheckResume(self record.JournalID, pos Position, first, last uint64, crcAt 
 	}
 	return pos.Seq + 1, ResumeAt, ""
 }
+
+// LostOwnRecords reports whether a destination lost records of its own
+// stream that this instance holds: it runs on journal, durable through
+// last (its Hello), and we hold that journal's stream beyond last (held:
+// our Source's received seq of it). That happens to a data directory
+// restored from an older copy. The destination's position of our stream
+// cannot then vouch for the records of its own origin we hold (the filter
+// never ships a destination its own records): they may be only here. Its
+// resume becomes a new stream, reseeded (Filter.Reseed), so they go back
+// to it. Found by the simulator (docs/architecture.md).
+func LostOwnRecords(heldJournal record.JournalID, held uint64, journal record.JournalID, last uint64) bool {
+	return heldJournal == journal && held > last
+}

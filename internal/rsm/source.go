@@ -104,7 +104,13 @@ type AckQueue struct {
 }
 
 // Push queues an acknowledgment (in batch order).
-func (q *AckQueue) Push(a PendingAck) { q.q = append(q.q, a) }
+func (q *AckQueue) Push(a PendingAck) {
+	if q.head > 0 && len(q.q) == cap(q.q) {
+		q.q = q.q[:copy(q.q, q.q[q.head:])] // reuse the popped prefix
+		q.head = 0
+	}
+	q.q = append(q.q, a)
+}
 
 // Len returns how many acknowledgments wait.
 func (q *AckQueue) Len() int { return len(q.q) - q.head }

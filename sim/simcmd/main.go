@@ -22,7 +22,7 @@ func main() {
 	seeds := flag.Int("seeds", 1000, "how many seeds to run")
 	seed := flag.Int64("seed", -1, "the first seed (-1: a random start, printed)")
 	topo := flag.String("topology", "", "force one topology: "+strings.Join(sim.Topologies, ", "))
-	restore := flag.Bool("restore", false, "add restored-from-backup data directories to the faults (known failures: see docs/architecture.md)")
+	noRestore := flag.Bool("no-restore", false, "leave restored-from-backup data directories out of the faults")
 	verbose := flag.Bool("v", false, "print the whole trace (with one seed)")
 	details := flag.Int("details", 3, "print the schedule and trace tail of the first N failures")
 	broken := flag.String("broken", "", "run a deliberately broken build (the checker's own test): "+strings.Join(sim.BrokenNames(), ", "))
@@ -42,7 +42,7 @@ func main() {
 	acked := 0
 	for i := 0; i < *seeds; i++ {
 		s := *seed + int64(i)
-		r := sim.Run(s, sim.Options{Topology: *topo, Verbose: *verbose && *seeds == 1, Restore: *restore})
+		r := sim.Run(s, sim.Options{Topology: *topo, Verbose: *verbose && *seeds == 1, NoRestore: *noRestore})
 		acked += r.Acked
 		if *seeds == 1 {
 			fmt.Printf("seed %d topology %s: %d trace lines, %d messages acknowledged\n", s, r.Topology, r.Events, r.Acked)
