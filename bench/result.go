@@ -105,6 +105,10 @@ type Result struct {
 	AckLatency  *Latency `json:"ack_latency,omitempty"`
 	PacerLagP99 float64  `json:"pacer_lag_p99_us,omitempty"` // how late the generator sent (p99, µs)
 
+	// Stages: Tandem: the server-side per-stage latency breakdown sampled
+	// during the step (bench/stages.go), p50/p99 per stage.
+	Stages []StageLatency `json:"stages,omitempty"`
+
 	Saturated bool   `json:"saturated,omitempty"` // could not keep up with the offered load
 	Note      string `json:"note,omitempty"`
 	Skipped   string `json:"skipped,omitempty"`

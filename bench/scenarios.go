@@ -218,10 +218,16 @@ func (r *runner) result(scen, key string) Result {
 func (r *runner) step(res Result, f func(res *Result) error) {
 	r.prog.begin(r.sys.Name(), res.Key)
 	err := r.withServer(func() error {
-		if t, ok := r.sys.(*Tandem); ok {
-			res.EngineInUse = t.engineInUse(r.ctx)
+		t, ok := r.sys.(*Tandem)
+		if !ok {
+			return f(&res)
 		}
-		return f(&res)
+		res.EngineInUse = t.engineInUse(r.ctx)
+		before := t.stageSnapshot(r.ctx)
+		err := f(&res)
+		res.Stages = stagesSince(before, t.stageSnapshot(r.ctx))
+		r.prog.sayStages(&res)
+		return err
 	})
 	if err != nil {
 		res.Error = err.Error()

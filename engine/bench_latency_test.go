@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tandemhq/tandem/journal"
 	"github.com/tandemhq/tandem/wire"
 )
 
@@ -56,18 +57,37 @@ const (
 func BenchmarkPersistedAckLatencyFixedRate(b *testing.B) {
 	for _, rate := range []int{10_000, 100_000} {
 		b.Run(fmt.Sprintf("rate=%dk", rate/1000), func(b *testing.B) {
-			benchFixedRate(b, rate)
+			benchFixedRate(b, rate, nil)
 		})
 	}
 }
 
-func benchFixedRate(b *testing.B, rate int) {
+// BenchmarkPersistedAckLatencySyncVia: the same at 10k msgs/s with the
+// group commit through the flusher's io_uring ring (its goroutine locked
+// to its thread) and through plain pwrite + fdatasync (an ordinary
+// goroutine), to see what waking a locked flusher costs (issue 15: the
+// execution tracer put 165-230 µs mean scheduling delay on that wake-up).
+// Run with -cpu 2,5 for the GOMAXPROCS side of it.
+func BenchmarkPersistedAckLatencySyncVia(b *testing.B) {
+	for _, via := range []string{journal.SyncUring, journal.SyncSyscall} {
+		b.Run("sync="+via, func(b *testing.B) {
+			benchFixedRate(b, 10_000, func(c *Config) { c.Journal.SyncVia = via })
+		})
+	}
+}
+
+func benchFixedRate(b *testing.B, rate int, cfg func(*Config)) {
 	perTick := int(int64(rate) * int64(fixedRateTick) / int64(time.Second))
 	if perTick < 1 {
 		b.Fatalf("rate %d below one message per tick", rate)
 	}
 	dir := b.TempDir()
-	s := testServer(b, dir, func(c *Config) { c.Journal.SegmentSize = fixedRateSegment })
+	s := testServer(b, dir, func(c *Config) {
+		c.Journal.SegmentSize = fixedRateSegment
+		if cfg != nil {
+			cfg(c)
+		}
+	})
 	defer s.Close()
 	waitPreallocated(b, dir, fixedRateSegment)
 	c, err := net.DialTimeout("tcp", s.Addr().String(), 5*time.Second)

@@ -405,6 +405,9 @@ func (c *conn) onPublish(body []byte) {
 			return
 		}
 		local = seq
+		if !s.stages.busy(c.lp.now) {
+			s.stages.claim(probeClient, seq, c.lp.now, stageNow())
+		}
 		p.add(m.PubSeq, seq)
 		p.remember(m.PubSeq, seq, digest)
 		s.idx.selfOwnLocked(seq)
@@ -488,6 +491,7 @@ func (c *conn) releaseAcks(synced uint64) {
 		}
 		if have {
 			c.wbuf = wire.AppendAckPeers(c.wbuf, wire.AckKindPersisted, c.syncPeers(persistedLocal), 0, persisted, "")
+			c.lp.srv.stages.done(probeClient, persistedLocal)
 			have = false
 		}
 		c.wbuf = wire.AppendAck(c.wbuf, a.kind, a.code, a.seq, a.text)
@@ -496,6 +500,7 @@ func (c *conn) releaseAcks(synced uint64) {
 	if have {
 		c.wbuf = wire.AppendAckPeers(c.wbuf, wire.AckKindPersisted, c.syncPeers(persistedLocal), 0, persisted, "")
 		c.lp.markDirty(c)
+		c.lp.srv.stages.done(probeClient, persistedLocal)
 	}
 }
 

@@ -228,7 +228,9 @@ type Server struct {
 	closed  bool
 	// replHold is repl, published for the journal's retention goroutine.
 	replHold atomic.Pointer[replicate.Replicator]
-	err      atomic.Pointer[error]
+	// stages: the sampled per-stage latency breakdown (stages.go).
+	stages stageProbe
+	err    atomic.Pointer[error]
 	// refusals counts publishes refused permanently (too-large, bad topic,
 	// sequence-reused).
 	refusals atomic.Uint64
@@ -429,6 +431,7 @@ func New(cfg Config) (s *Server, err error) {
 	jo.Dir = cfg.DataDir
 	jo.Logger = s.log
 	jo.OnSync = s.onSync
+	jo.OnFlushStage = s.stages.onFlushStage
 	jo.OnFail = s.onJournalFail
 	jo.StateCheckpoint = s.stateCheckpoint
 	if cfg.Replication != nil {
@@ -487,6 +490,11 @@ func New(cfg Config) (s *Server, err error) {
 			lock.Close()
 			return nil, fmt.Errorf("engine: %w", err)
 		}
+		r.SetStageHooks(replicate.StageHooks{
+			Shipped: func(through uint64) { s.stages.stamp(stShipped, through) },
+			PeerAck: func(through uint64) { s.stages.stamp(stPeerAck, through) },
+			AckSent: func(local uint64) { s.stages.done(probeRepl, local) },
+		})
 		s.repl = r
 		s.replHold.Store(r)
 	}
@@ -634,7 +642,8 @@ func (s *Server) Origin() uint64 { return s.origin }
 // onSync runs on the journal's flusher goroutine after every sync: it wakes
 // the loops that sleep while waiting for durability, and the replication
 // senders.
-func (s *Server) onSync(uint64) {
+func (s *Server) onSync(synced uint64) {
+	s.stages.stamp(stSynced, synced)
 	if s.repl != nil {
 		s.repl.Notify()
 	}
@@ -712,9 +721,11 @@ func (s *Server) syncPeers(local uint64) uint8 {
 // seq whose durability covers every record of the batch, stored or
 // duplicate.
 func (s *Server) StoreReplicated(recs []record.View, via uint64) (uint64, error) {
+	recv := stageNow()
 	s.j.Lock()
 	defer s.j.Unlock()
 	var wait uint64
+	probed := s.stages.busy(recv)
 	for _, v := range recs {
 		p := s.idx.publisherLocked(v.Publisher())
 		digest := messageDigest(v.Topic(), v.Payload())
@@ -737,6 +748,9 @@ func (s *Server) StoreReplicated(recs []record.View, via uint64) (uint64, error)
 		seq, err := s.j.AppendRecordLocked(v.Bytes(), via)
 		if err != nil {
 			return 0, err
+		}
+		if !probed {
+			probed = s.stages.claim(probeRepl, seq, recv, stageNow()) || true
 		}
 		p.add(v.PubSeq(), seq)
 		p.remember(v.PubSeq(), seq, digest)
@@ -799,6 +813,7 @@ func (s *Server) Stats() *wire.Stats {
 		Duplicates:    s.idx.duplicates.Load(),
 		Conflicts:     s.idx.conflicts.Load(),
 		Refused:       s.refusals.Load(),
+		Stages:        s.stages.stats(),
 		Journal: wire.JournalStats{
 			FirstSeq: js.FirstSeq, LastSeq: js.LastSeq, SyncedSeq: js.SyncedSeq,
 			Bytes: js.Bytes, UsedBytes: js.UsedBytes, RetentionHeldBytes: s.j.RetentionHeldBytes(),

@@ -84,7 +84,11 @@ func (j *Journal) collect() bool {
 	j.takenPos, j.markPos = 0, 0
 	j.takenEnd = j.nextSeq
 	j.batchFrom = 0
+	taken := j.takenEnd - 1
 	j.mu.Unlock()
+	if f := j.opts.OnFlushStage; f != nil {
+		f(FlushTaken, taken)
+	}
 	return true
 }
 
@@ -149,6 +153,7 @@ func (j *Journal) flushBatch() error {
 			seg.index[(m.seq-seg.first)/interval] = uint32(partOff + int64(m.pos-partStart))
 		}
 	}
+	j.writingThrough = endSeq - 1
 	if err := j.writeSync(seg, buf[partStart:end], partOff); err != nil {
 		return err
 	}
@@ -196,6 +201,10 @@ func (j *Journal) writeSync(seg *segment, b []byte, off int64) error {
 	}
 	if err := j.writePart(seg, b, off); err != nil {
 		return err
+	}
+	if f := j.opts.OnFlushStage; f != nil && j.writingThrough != 0 {
+		f(FlushWritten, j.writingThrough)
+		j.writingThrough = 0
 	}
 	if err := seg.f.SyncData(); err != nil {
 		return fmt.Errorf("journal: sync %s: %w", seg.name, err)

@@ -133,6 +133,14 @@ type Options struct {
 	// OnSync is called by the flusher after each successful sync with the
 	// new SyncedSeq. It must not block.
 	OnSync func(synced uint64)
+	// OnFlushStage, when set, is called by the flusher at two points of
+	// each group commit, for latency breakdowns (engine/stages.go): with
+	// FlushTaken once it took the staged records up to through from the
+	// staging buffer, and with FlushWritten once the pwrite of the batch
+	// ending at through returned (before its fdatasync; not called when the
+	// write and sync go to the kernel as one io_uring chain). It must be
+	// cheap and not block.
+	OnFlushStage func(stage FlushStage, through uint64)
 	// OnFail is called once, when the journal fails (a write, sync or
 	// segment installation failed; Err returns the same error from then
 	// on), by the goroutine that failed it, after waiters were woken. It
@@ -222,6 +230,11 @@ type Journal struct {
 	ring       *ringSync // the io_uring sync path; nil: syscalls
 
 	viaRing atomic.Bool // group commits go through ring (Stats.SyncVia)
+
+	// writingThrough (flusher-owned): the last seq of the group commit
+	// whose final part the flusher is writing (for OnFlushStage; 0 once
+	// reported).
+	writingThrough uint64
 
 	waitMu  sync.Mutex
 	waiters []*waiter
@@ -609,6 +622,15 @@ func (j *Journal) wakeWaiters(synced uint64, all bool) {
 	j.waiters = kept
 	j.waitMu.Unlock()
 }
+
+// FlushStage names a point of a group commit reported to
+// Options.OnFlushStage.
+type FlushStage uint8
+
+const (
+	FlushTaken   FlushStage = iota // the flusher took the staged records
+	FlushWritten                   // their pwrite returned, the fdatasync follows
+)
 
 // Stats is a snapshot of the journal's counters.
 type Stats struct {

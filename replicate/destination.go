@@ -385,6 +385,9 @@ func (d *destination) send(run *senderRun, from uint64) {
 			l.close(err)
 			return
 		}
+		if h := r.hooks.Shipped; h != nil {
+			h(through)
+		}
 		prev = through
 	}
 }
@@ -414,6 +417,9 @@ func (d *destination) onAck(l *link, through uint64) {
 	d.mirrorLocked()
 	d.cond.Broadcast()
 	d.mu.Unlock()
+	if h := d.r.hooks.PeerAck; h != nil {
+		h(through)
+	}
 	if advanced {
 		d.advanced()
 	}

@@ -379,6 +379,7 @@ func (l *link) onBatch(src *source, body []byte, views []record.View) ([]record.
 func (l *link) ackLoop(src *source) {
 	defer l.r.wg.Done()
 	var q rsm.AckQueue
+	var frame []byte // reused: write returns once the bytes are sent
 	for {
 		if q.Len() == 0 {
 			select {
@@ -408,9 +409,13 @@ func (l *link) ackLoop(src *source) {
 		if !ok {
 			continue
 		}
-		if err := l.write(appendU64Frame(nil, typeBatchAck, a.Through)); err != nil {
+		frame = appendU64Frame(frame[:0], typeBatchAck, a.Through)
+		if err := l.write(frame); err != nil {
 			l.close(err)
 			return
+		}
+		if h := l.r.hooks.AckSent; h != nil && a.WaitFor > 0 {
+			h(a.WaitFor)
 		}
 		src.setDurable(position{Journal: l.peerJournal, Seq: a.Through, CRC: a.CRC})
 	}

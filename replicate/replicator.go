@@ -41,6 +41,7 @@ type Replicator struct {
 	store     Store
 	onAdvance func()
 	self      uint64
+	hooks     StageHooks // set before Start (SetStageHooks)
 
 	dests   []*destination
 	byName  map[string]*destination
@@ -220,6 +221,26 @@ func (r *Replicator) Close() error {
 	r.savePositions()
 	return nil
 }
+
+// StageHooks are called at points of the replication path, for the
+// engine's latency breakdown (engine/stages.go). Each gets a local seq of
+// the instance that calls it; each must be cheap and not block. Nil hooks
+// are not called.
+type StageHooks struct {
+	// Shipped: a sender wrote a batch ending at local seq through to its
+	// link (any destination).
+	Shipped func(through uint64)
+	// PeerAck: a destination's acknowledgment of everything up to local
+	// seq through arrived (any destination).
+	PeerAck func(through uint64)
+	// AckSent: this instance, as a destination, wrote a batch
+	// acknowledgment once the records it stored up to local seq local were
+	// durable here.
+	AckSent func(local uint64)
+}
+
+// SetStageHooks installs the stage hooks; call it before Start.
+func (r *Replicator) SetStageHooks(h StageHooks) { r.hooks = h }
 
 // Notify tells senders that the journal has new durable records. Called
 // by the server after every sync; it never blocks.

@@ -47,6 +47,18 @@ type Stats struct {
 	// Active names the shared-store active as "HOST pid PID" (from the
 	// lock file; "unknown" if unreadable); only with State "standby".
 	Active string `json:"active,omitempty"`
+	// Stages is the sampled per-stage latency breakdown of persisted acks
+	// (engine/stages.go), cumulative since start; stages with no sample
+	// are left out.
+	Stages []StageStats `json:"stages,omitempty"`
+}
+
+// StageStats is one stage's latency histogram: Counts[i] observations in
+// bucket i of internal/hist.Fine's layout (nanoseconds; 8 buckets per power
+// of two), cut after the last non-empty bucket.
+type StageStats struct {
+	Name   string   `json:"name"`
+	Counts []uint64 `json:"counts"`
 }
 
 // ZeroCopyStats counts deliveries sent from the journal mapping.

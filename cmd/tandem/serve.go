@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -40,6 +41,9 @@ type serveConfig struct {
 	RingEntries int    `toml:"ring-entries"`
 	ReadBuffer  int    `toml:"read-buffer"`
 	Loops       int    `toml:"loops"`
+	// GOMAXPROCS: the Go runtime's Ps (0: with replication cores + loops +
+	// 1, else Go's default; runtime.go).
+	GOMAXPROCS  int    `toml:"gomaxprocs"`
 	Pin         bool   `toml:"pin"`
 	CPUs        string `toml:"cpus"`         // comma-separated core list for the loops
 	FlusherCPUs string `toml:"flusher-cpus"` // core of the journal flusher (first entry)
@@ -250,6 +254,10 @@ func runServe(args []string, stdout io.Writer) int {
 		}
 		ec.DirLock = lock // engine.New owns it from here
 	}
+	defer startTrace()()
+	procs, why := serveGOMAXPROCS(cfg.GOMAXPROCS, ec.Loops, ec.Replication != nil)
+	runtime.GOMAXPROCS(procs)
+	ec.Logger.Debug("go runtime", "gomaxprocs", procs, "from", why)
 	srv, err := engine.New(ec)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "tandem serve: %v\n", err)
@@ -308,6 +316,7 @@ func serveFlags(cfg *serveConfig) (*flag.FlagSet, *string) {
 	fs.StringVar(&cfg.FlusherCPUs, "flusher-cpus", "", "core to pin the journal flusher to (empty: not pinned)")
 	fs.StringVar(&cfg.ReplCPUs, "repl-cpus", "", "core to pin replication senders to (empty: not pinned)")
 	fs.IntVar(&cfg.Loops, "loops", 0, "event loops (default: one per core)")
+	fs.IntVar(&cfg.GOMAXPROCS, "gomaxprocs", 0, "Go runtime Ps (default with replication: cores + event loops + 1, else one per core; the GOMAXPROCS environment variable wins; see docs/operations.md)")
 	fs.BoolVar(&cfg.Pin, "pin", false, "pin each event loop to a core")
 	fs.StringVar(&cfg.CPUs, "cpus", "", "comma-separated cores for the loops (with --pin)")
 	fs.StringVar(&cfg.MemoryPlacement, "memory-placement", memoryFirstTouch, "first-touch: pinned loop threads set MPOL_LOCAL and create their ring and buffers after pinning; off: leave it to the process's memory policy")
