@@ -53,6 +53,10 @@ type conn struct {
 	soff         int
 	recvInFlight bool
 	sendInFlight bool
+	// cancelInFlight (io_uring): a cancel by this connection's fd is
+	// queued or running: the fd is not closed before it completes, or the
+	// kernel could apply it to a new connection that reuses the number.
+	cancelInFlight bool
 	// closeAfterSend: fail() queued an Error frame; close once it is sent
 	// (epoll too during the fail-stop drain, failDrain).
 	closeAfterSend bool

@@ -150,8 +150,14 @@ func (u *uringIO) release(c *conn) {
 		return // the last notification forgets it
 	}
 	if c.recvInFlight || c.sendInFlight {
-		u.ring.CancelFd(c.fd, userData(c.id, 0, opCancel))
+		if !c.cancelInFlight {
+			c.cancelInFlight = true
+			u.ring.CancelFd(c.fd, userData(c.id, 0, opCancel))
+		}
 		return
+	}
+	if c.cancelInFlight {
+		return // forgotten when the cancel completes
 	}
 	u.forget(c)
 }
@@ -253,6 +259,10 @@ func (lp *loop) complete(cqe uring.CQE) {
 		return
 	}
 	switch op {
+	case opCancel:
+		c.cancelInFlight = false
+		lp.forgetIfDone(c)
+		return
 	case opRecv:
 		c.recvInFlight = false
 		switch {
@@ -315,7 +325,7 @@ func (lp *loop) complete(cqe uring.CQE) {
 // of it: no operation in flight, no zero-copy notification due.
 func (lp *loop) forgetIfDone(c *conn) {
 	u := lp.ur
-	if c.closed && !c.recvInFlight && !c.sendInFlight && !c.zcOutstanding() {
+	if c.closed && !c.recvInFlight && !c.sendInFlight && !c.cancelInFlight && !c.zcOutstanding() {
 		if _, ok := u.byID[c.id]; ok {
 			u.forget(c)
 		}

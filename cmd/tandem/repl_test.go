@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/tandemhq/tandem/internal/testnet"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -35,14 +36,11 @@ func replSeed(t *testing.T) *rand.Rand {
 	return rand.New(rand.NewPCG(seed, seed^0x5bd1e995))
 }
 
-func loopbackAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+// loopbackAddr is an address an instance restarts on: below the
+// ephemeral range (internal/testnet), so no outgoing connection's local end
+// takes it while the instance is down (a restarted A's clients were reset:
+// TestReplSyncAckSurvivesSourceKill).
+func loopbackAddr(t *testing.T) string { return testnet.FreeAddr(t) }
 
 // replInstance is one instance's fixed identity: name, addresses, data
 // directory and peers, so it can be killed and restarted as the same one.
@@ -220,6 +218,22 @@ func writeSecret(t *testing.T) string {
 	return f
 }
 
+// tryStats is stats without failing the test: the error, for a condition
+// polled right after a restart. (A restarted io_uring instance sometimes
+// resets the first client connections it accepts: a known issue, see the
+// closing note of the state-machine round; the polling tolerates it, the
+// test's assertions do not.)
+func (in *replInstance) tryStats(ctx context.Context) (*wire.Stats, error) {
+	c, err := client.Connect(ctx, in.listen, client.WithName(fmt.Sprintf("stat-%d", rand.Uint64())), client.WithDialTimeout(2*time.Second))
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return c.Stats(sctx)
+}
+
 func destState(st *wire.Stats, peer string) wire.DestinationStats {
 	for _, d := range st.Replication {
 		if d.Name == peer {
@@ -299,9 +313,15 @@ func TestReplSyncAckSurvivesSourceKill(t *testing.T) {
 	a.start(t, secret)
 	acked := map[string]uint64{}
 	for round := 1; round <= 8; round++ {
+		var lastErr error
 		replWait(t, 10*time.Second, "A's destination B sync", func() bool {
-			return destState(a.stats(t, ctx), "B").State == "sync"
-		}, func() string { return "\n" + a.proc.log() })
+			st, err := a.tryStats(ctx)
+			if err != nil {
+				lastErr = err
+				return false
+			}
+			return destState(st, "B").State == "sync"
+		}, func() string { return fmt.Sprintf(" (last stat error: %v)\n%s", lastErr, a.proc.log()) })
 		threshold := uint64(200 + rng.IntN(3000))
 		name := fmt.Sprintf("src-pub-%d", round)
 		var killedAt atomic.Uint64
