@@ -61,10 +61,15 @@ func TestRegressionSeeds(t *testing.T) {
 		{46, Options{}, "no-reseed", "strict pair, A back wiped: B acked a re-sent message as held by A (rsm.Filter.Reseed)"},
 		{4, Options{}, "no-epochs", "async pair, a restored data directory: records written after the restore reused identities a subscriber held (origin epochs, rsm.LostOwnRecords)"},
 		{35, Options{Topology: "single"}, "publish-before-logon", "a memory-store publisher restarted: messages numbered before the logon left the store as acknowledged"},
+		{7002933, Options{}, "", "sync pair: the first version of the logon-history rule skipped, and so never re-published or discarded, messages above a server's first LastPubSeq: a file-store publisher waited forever"},
+		{7009355, Options{}, "", "the same, with a restore"},
 		{5015170, Options{}, "trust-acked-pub-seq", "chain, a memory-store publisher restarted onto A (without its history), A restored, failover to B: B's AckedPubSeq dropped a never-sent message"},
 	} {
 		if r := Run(tc.seed, tc.o); len(r.Violations) > 0 {
 			t.Errorf("seed %d (%s): %s\nfirst violation: %s", tc.seed, r.Topology, tc.why, r.Violations[0])
+		}
+		if tc.broken == "" {
+			continue // no broken build keeps that bug
 		}
 		if err := Break(tc.broken); err != nil {
 			t.Fatal(err)

@@ -326,11 +326,9 @@ type Machine struct {
 	// above it were numbered by this process. discardTo: what the current
 	// attach drops from the store (see dialed).
 	base, discardTo uint64
-	// untrustedTo: the current attach re-publishes (base, untrustedTo]
-	// whatever AckedPubSeq says; firstLast: each server's LastPubSeq the
-	// first time this process logged on to it (looked up, never iterated).
-	untrustedTo uint64
-	firstLast   map[string]uint64
+	// firstLast: each server's LastPubSeq the first time this process
+	// logged on to it (looked up, never iterated).
+	firstLast map[string]uint64
 
 	subs    []*sub
 	nextSub SubID
@@ -562,10 +560,10 @@ func (m *Machine) dialed(l Logon) {
 	// server holds other messages under: its AckedPubSeq would drop them
 	// as persisted, some never sent anywhere. So the range (base, L], L
 	// this server's LastPubSeq the first time this process met it, is not
-	// trusted: what the store holds there is re-published and the server
-	// answers for each (a duplicate: acked; another message:
+	// trusted: what the store holds above the base is re-published and
+	// the server answers for each (a duplicate: acked; another message:
 	// sequence-reused, a failed write reported). Found by the simulator.
-	m.discardTo, m.untrustedTo = l.AckedPubSeq, 0
+	m.discardTo = l.AckedPubSeq
 	if m.numbered && !Broken.TrustAckedPubSeq {
 		first, seen := m.firstLast[m.uri]
 		if !seen {
@@ -573,7 +571,7 @@ func (m *Machine) dialed(l Logon) {
 			m.firstLast[m.uri] = first
 		}
 		if first > m.base {
-			m.discardTo, m.untrustedTo = min(l.AckedPubSeq, m.base), first
+			m.discardTo = min(l.AckedPubSeq, m.base)
 		}
 	}
 	m.emit(Action{Kind: ActAttach, Conn: m.conn, URI: m.uri, Seq: m.discardTo})
@@ -588,7 +586,7 @@ func (m *Machine) Replayed(conn ConnID, seq uint64, topicLen, size int) Verdict 
 	if conn != m.conn || m.phase != PhaseAttaching {
 		return VerdictHold
 	}
-	if seq <= m.discardTo || (seq > m.untrustedTo && seq <= m.logon.AckedPubSeq) {
+	if seq <= m.discardTo {
 		return VerdictSkip
 	}
 	if why := m.misfit(topicLen, size); why != "" {
