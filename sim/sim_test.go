@@ -108,8 +108,10 @@ func TestBrokenBuildsCaught(t *testing.T) {
 }
 
 // The overlapping-syncs rule (Overlap: sources ship before their own
-// fdatasync; destinations report only what the source confirmed) holds
-// under the same faults.
+// fdatasync; destinations report only what the source confirmed), a
+// design not yet in the product and not yet complete (seed 8000496 still
+// fails it: docs/architecture.md), holds on these seeds: a change to it
+// must not lose what it already gets right.
 func TestOverlapRule(t *testing.T) {
 	n := 150
 	if raceOn {
