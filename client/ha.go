@@ -33,13 +33,14 @@ func WithSubID(id string) SubOption { return func(c *subConfig) { c.subName = id
 // State is a connection state reported to the HAConfig.OnState listener.
 type State int
 
-// Connection states.
+// Connection states: the machine's (internal/hasm), which the driver
+// converts with State(e.State).
 const (
-	StateConnected    State = iota + 1 // logged on (first time, or again on the same server)
-	StateDisconnected                  // the connection ended (Err says why)
-	StateReconnecting                  // an attempt is about to be made (URI)
-	StateFailedOver                    // logged on to a different server than before
-	StateStopped                       // Close, or reconnection gave up (Err)
+	StateConnected    = State(hasm.StateConnected)    // logged on (first time, or again on the same server)
+	StateDisconnected = State(hasm.StateDisconnected) // the connection ended (Err says why)
+	StateReconnecting = State(hasm.StateReconnecting) // an attempt is about to be made (URI)
+	StateFailedOver   = State(hasm.StateFailedOver)   // logged on to a different server than before
+	StateStopped      = State(hasm.StateStopped)      // Close, or reconnection gave up (Err)
 )
 
 func (s State) String() string {
