@@ -135,13 +135,25 @@ func (n *NATS) Start(ctx context.Context, dir string) error {
 		return err
 	}
 	// JetStream may need a moment after the port opens.
-	deadline := time.Now().Add(10 * time.Second)
+	return addBenchStream(ctx, js, 1, 10*time.Second)
+}
+
+// addBenchStream creates the bench stream with replicas copies, retrying
+// until wait has passed (JetStream, and a cluster's meta leader, may need a
+// moment after the ports open).
+func addBenchStream(ctx context.Context, js nats.JetStreamContext, replicas int, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
 	for {
-		_, err = js.AddStream(&nats.StreamConfig{Name: benchStream, Subjects: []string{"bench.>"}, Storage: nats.FileStorage, Replicas: 1})
-		if err == nil || time.Now().After(deadline) {
+		_, err := js.AddStream(&nats.StreamConfig{Name: benchStream, Subjects: []string{"bench.>"}, Storage: nats.FileStorage, Replicas: replicas})
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("create the R%d stream: %w", replicas, err)
+		}
+		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil { // polling a condition with a deadline
 			return err
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

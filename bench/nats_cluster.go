@@ -124,18 +124,8 @@ func (n *NATS) startCluster(ctx context.Context, bin, dir string) error {
 	if err != nil {
 		return err
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, err = js.AddStream(&nats.StreamConfig{Name: benchStream, Subjects: []string{"bench.>"}, Storage: nats.FileStorage, Replicas: n.Replicas})
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("create the R%d stream: %w", n.Replicas, err)
-		}
-		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
-			return err
-		}
+	if err := addBenchStream(ctx, js, n.Replicas, 30*time.Second); err != nil {
+		return err
 	}
 	leader, err := n.waitStreamHealthy(ctx, js, "", 30*time.Second)
 	if err != nil {
